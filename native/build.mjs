@@ -1,0 +1,26 @@
+// Builds the native engine addon (native/build/npuserve.node) with CMake, offline: Node-API headers
+// come from the node-api-headers and node-addon-api npm packages, never from a download.
+import { execFileSync } from 'node:child_process';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { cpus } from 'node:os';
+
+const require = createRequire(import.meta.url);
+const here = dirname(fileURLToPath(import.meta.url));
+const buildDir = join(here, 'build');
+const napiInclude = require('node-api-headers').include_dir;
+const addonApiInclude = dirname(require.resolve('node-addon-api/package.json'));
+const buildType = process.env.NPUSERVE_BUILD_TYPE ?? 'Release';
+
+function run(cmd, args) {
+  execFileSync(cmd, args, { stdio: 'inherit' });
+}
+
+run('cmake', [
+  '-S', here, '-B', buildDir,
+  `-DCMAKE_BUILD_TYPE=${buildType}`,
+  `-DNODE_API_INCLUDE=${napiInclude}`,
+  `-DNODE_ADDON_API_INCLUDE=${addonApiInclude}`,
+]);
+run('cmake', ['--build', buildDir, '--parallel', String(Math.max(1, cpus().length))]);

@@ -1,0 +1,19 @@
+// Test projects: `unit` needs only the built addon; `cluster` runs against the local control plane
+// started once per run by test/cluster's global setup.
+import { defineConfig } from 'vitest/config';
+
+export default defineConfig({
+  test: {
+    testTimeout: 60_000,
+    hookTimeout: 300_000,
+    projects: [
+      {
+        extends: true,
+        test: {
+          name: 'unit',
+          include: ['runtime/**/*.test.ts', 'operator/**/*.test.ts', 'test/unit/**/*.test.ts'],
+        },
+      },
+    ],
+  },
+});
