@@ -1,0 +1,429 @@
+// Node-API bindings: loadModel() builds a Model off the JS thread and resolves to an Engine; each
+// Engine.step() runs one batched forward pass in an AsyncWorker. Plus the converter's packWeight()
+// and a gemm() entry that runs one kernel set directly (for kernel tests and benchmarks).
+#include <napi.h>
+
+#include <cmath>
+#include <memory>
+#include <stdexcept>
+
+#include "layout.h"
+#include "model.h"
+
+namespace npu {
+namespace {
+
+DType parse_dtype(const std::string& s) {
+  if (s == "f32") return DType::F32;
+  if (s == "f16") return DType::F16;
+  if (s == "i8") return DType::I8;
+  throw std::runtime_error("unknown dtype '" + s + "': expected f32, f16 or i8");
+}
+
+Layout parse_layout(const std::string& s) {
+  if (s == "row-major") return Layout::RowMajor;
+  if (s == "packed16") return Layout::Packed16;
+  throw std::runtime_error("unknown layout '" + s + "': expected row-major or packed16");
+}
+
+double num(const Napi::Object& o, const char* key, double fallback = NAN) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined() || v.IsNull()) {
+    if (std::isnan(fallback)) throw std::runtime_error(std::string("missing number '") + key + "'");
+    return fallback;
+  }
+  if (!v.IsNumber()) throw std::runtime_error(std::string("'") + key + "' must be a number");
+  return v.As<Napi::Number>().DoubleValue();
+}
+
+int int_in(const Napi::Object& o, const char* key, int lo, int hi, double fallback = NAN) {
+  double d = num(o, key, fallback);
+  if (d != (double)(int64_t)d || d < lo || d > hi)
+    throw std::runtime_error(std::string("'") + key + "' must be an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got " + std::to_string(d));
+  return (int)d;
+}
+
+Config parse_config(const Napi::Object& o) {
+  Config c;
+  c.dim = int_in(o, "dim", 1, 1 << 20);
+  c.n_layers = int_in(o, "nLayers", 1, 1024);
+  c.n_heads = int_in(o, "nHeads", 1, 4096);
+  c.n_kv_heads = int_in(o, "nKvHeads", 1, 4096);
+  c.head_dim = int_in(o, "headDim", 2, 4096);
+  c.hidden_dim = int_in(o, "hiddenDim", 1, 1 << 20);
+  c.vocab_size = int_in(o, "vocabSize", 1, 1 << 24);
+  c.sliding_window = int_in(o, "slidingWindow", 0, 1 << 30, 0);
+  c.rope_theta = (float)num(o, "ropeTheta");
+  c.norm_eps = (float)num(o, "normEps");
+  if (c.n_heads % c.n_kv_heads != 0)
+    throw std::runtime_error("nHeads " + std::to_string(c.n_heads) + " is not a multiple of nKvHeads " + std::to_string(c.n_kv_heads));
+  if (c.head_dim % 2 != 0) throw std::runtime_error("headDim must be even for RoPE, got " + std::to_string(c.head_dim));
+  if (!(c.rope_theta > 0) || !(c.norm_eps > 0)) throw std::runtime_error("ropeTheta and normEps must be positive");
+  return c;
+}
+
+std::vector<TensorDesc> parse_tensors(const Napi::Array& a) {
+  std::vector<TensorDesc> out;
+  for (uint32_t i = 0; i < a.Length(); i++) {
+    Napi::Object o = a.Get(i).As<Napi::Object>();
+    TensorDesc t;
+    t.name = o.Get("name").As<Napi::String>().Utf8Value();
+    t.dtype = parse_dtype(o.Get("dtype").As<Napi::String>().Utf8Value());
+    t.layout = parse_layout(o.Get("layout").As<Napi::String>().Utf8Value());
+    Napi::Array shape = o.Get("shape").As<Napi::Array>();
+    for (uint32_t j = 0; j < shape.Length(); j++) t.shape.push_back((int64_t)shape.Get(j).As<Napi::Number>().DoubleValue());
+    t.offset = (uint64_t)num(o, "offset");
+    t.bytes = (uint64_t)num(o, "bytes");
+    out.push_back(std::move(t));
+  }
+  return out;
+}
+
+EngineOptions parse_options(const Napi::Object& o) {
+  EngineOptions e;
+  e.threads = int_in(o, "threads", 1, 1024, 1);
+  e.max_seq_len = int_in(o, "maxSeqLen", 1, 1 << 22, 2048);
+  e.kv_cache_tokens = int_in(o, "kvCacheTokens", 1, 1 << 26, 8192);
+  e.kv_block_tokens = int_in(o, "kvBlockTokens", 1, 1024, 16);
+  Napi::Value k = o.Get("kernel");
+  if (k.IsString()) e.kernel = k.As<Napi::String>().Utf8Value();
+  return e;
+}
+
+class Engine : public Napi::ObjectWrap<Engine> {
+ public:
+  static Napi::FunctionReference ctor;
+
+  static Napi::Function Init(Napi::Env env) {
+    return DefineClass(env, "Engine", {
+      InstanceMethod<&Engine::CreateSequence>("createSequence"),
+      InstanceMethod<&Engine::ReleaseSequence>("releaseSequence"),
+      InstanceMethod<&Engine::SequenceLength>("sequenceLength"),
+      InstanceMethod<&Engine::Step>("step"),
+      InstanceMethod<&Engine::Info>("info"),
+    });
+  }
+
+  explicit Engine(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Engine>(info) {
+    if (info.Length() != 1 || !info[0].IsExternal())
+      throw Napi::TypeError::New(info.Env(), "Engine is created by loadModel(), not with new");
+    auto* holder = info[0].As<Napi::External<std::shared_ptr<Model>>>().Data();
+    model_ = *holder;
+    delete holder;
+  }
+
+ private:
+  Napi::Value CreateSequence(const Napi::CallbackInfo& info) {
+    uint64_t seed = 0;
+    if (info.Length() > 0 && info[0].IsNumber()) seed = (uint64_t)info[0].As<Napi::Number>().Int64Value();
+    else if (info.Length() > 0 && info[0].IsBigInt()) {
+      bool lossless;
+      seed = info[0].As<Napi::BigInt>().Uint64Value(&lossless);
+    }
+    return Napi::Number::New(info.Env(), model_->create_sequence(seed));
+  }
+
+  Napi::Value ReleaseSequence(const Napi::CallbackInfo& info) {
+    wrap(info.Env(), [&] { model_->release_sequence(seq_arg(info)); });
+    return info.Env().Undefined();
+  }
+
+  Napi::Value SequenceLength(const Napi::CallbackInfo& info) {
+    int n = 0;
+    wrap(info.Env(), [&] { n = model_->sequence_length(seq_arg(info)); });
+    return Napi::Number::New(info.Env(), n);
+  }
+
+  Napi::Value Info(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("kernel", model_->kernels().name);
+    o.Set("threads", model_->threads());
+    o.Set("weightBytes", (double)model_->weight_bytes());
+    o.Set("kvCacheBytes", (double)model_->kv_cache_bytes());
+    o.Set("kvBlockTokens", model_->kv_block_tokens());
+    o.Set("kvBlocksTotal", model_->total_kv_blocks());
+    o.Set("kvBlocksFree", model_->free_kv_blocks());
+    o.Set("maxSeqLen", model_->options().max_seq_len);
+    return o;
+  }
+
+  Napi::Value Step(const Napi::CallbackInfo& info);
+
+  int seq_arg(const Napi::CallbackInfo& info) {
+    if (info.Length() < 1 || !info[0].IsNumber()) throw std::runtime_error("sequence id must be a number");
+    return info[0].As<Napi::Number>().Int32Value();
+  }
+
+  template <typename F>
+  static void wrap(Napi::Env env, F&& f) {
+    try {
+      f();
+    } catch (const Napi::Error&) {
+      throw;
+    } catch (const std::exception& e) {
+      throw Napi::Error::New(env, e.what());
+    }
+  }
+
+  std::shared_ptr<Model> model_;
+};
+
+Napi::FunctionReference Engine::ctor;
+
+class StepWorker : public Napi::AsyncWorker {
+ public:
+  StepWorker(Napi::Env env, std::shared_ptr<Model> model, std::vector<StepEntry> entries)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), model_(std::move(model)), entries_(std::move(entries)) {}
+
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+  void Execute() override {
+    try {
+      results_ = model_->step(entries_);
+    } catch (const std::exception& e) {
+      SetError(e.what());
+    }
+    model_->end_step();
+  }
+
+  void OnOK() override {
+    Napi::Env env = Env();
+    Napi::Array out = Napi::Array::New(env, results_.size());
+    for (size_t i = 0; i < results_.size(); i++) {
+      StepResult& r = results_[i];
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("sequence", r.seq_id);
+      o.Set("token", r.token);
+      if (r.logit_rows > 0) {
+        Napi::Float32Array logits = Napi::Float32Array::New(env, r.logits.size());
+        std::copy(r.logits.begin(), r.logits.end(), logits.Data());
+        o.Set("logits", logits);
+      }
+      out.Set(i, o);
+    }
+    deferred_.Resolve(out);
+  }
+
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  std::shared_ptr<Model> model_;
+  std::vector<StepEntry> entries_;
+  std::vector<StepResult> results_;
+};
+
+StepEntry parse_entry(const Napi::Value& v) {
+  if (!v.IsObject()) throw std::runtime_error("each step entry must be an object");
+  Napi::Object o = v.As<Napi::Object>();
+  StepEntry e;
+  e.seq_id = int_in(o, "sequence", 0, INT32_MAX);
+  Napi::Value toks = o.Get("tokens");
+  if (toks.IsTypedArray() && toks.As<Napi::TypedArray>().TypedArrayType() == napi_int32_array) {
+    Napi::Int32Array a = toks.As<Napi::Int32Array>();
+    e.tokens.assign(a.Data(), a.Data() + a.ElementLength());
+  } else if (toks.IsArray()) {
+    Napi::Array a = toks.As<Napi::Array>();
+    for (uint32_t i = 0; i < a.Length(); i++) {
+      Napi::Value t = a.Get(i);
+      if (!t.IsNumber()) throw std::runtime_error("tokens must be integers");
+      double d = t.As<Napi::Number>().DoubleValue();
+      if (d != (double)(int32_t)d) throw std::runtime_error("tokens must be integers, got " + std::to_string(d));
+      e.tokens.push_back((int32_t)d);
+    }
+  } else {
+    throw std::runtime_error("'tokens' must be an array of integers or an Int32Array");
+  }
+  Napi::Value lg = o.Get("logits");
+  if (lg.IsString()) {
+    std::string m = lg.As<Napi::String>().Utf8Value();
+    if (m == "none") e.logits = LogitsMode::None;
+    else if (m == "last") e.logits = LogitsMode::Last;
+    else if (m == "all") e.logits = LogitsMode::All;
+    else throw std::runtime_error("'logits' must be none, last or all, got '" + m + "'");
+  }
+  Napi::Value sample = o.Get("sample");
+  e.sample = sample.IsUndefined() ? true : sample.ToBoolean().Value();
+  e.sampling.temperature = (float)num(o, "temperature", 0.0);
+  e.sampling.top_p = (float)num(o, "topP", 1.0);
+  if (!(e.sampling.temperature >= 0)) throw std::runtime_error("'temperature' must be >= 0");
+  if (!(e.sampling.top_p > 0 && e.sampling.top_p <= 1)) throw std::runtime_error("'topP' must be in (0, 1]");
+  return e;
+}
+
+Napi::Value Engine::Step(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::vector<StepEntry> entries;
+  wrap(env, [&] {
+    if (info.Length() < 1 || !info[0].IsArray()) throw std::runtime_error("step() takes an array of entries");
+    Napi::Array a = info[0].As<Napi::Array>();
+    for (uint32_t i = 0; i < a.Length(); i++) entries.push_back(parse_entry(a.Get(i)));
+    model_->validate_step(entries);
+    model_->begin_step();
+  });
+  auto* worker = new StepWorker(env, model_, std::move(entries));
+  Napi::Promise p = worker->Promise();
+  worker->Queue();
+  return p;
+}
+
+class LoadWorker : public Napi::AsyncWorker {
+ public:
+  LoadWorker(Napi::Env env, std::string path, Config cfg, std::vector<TensorDesc> tensors, EngineOptions opt)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), path_(std::move(path)), cfg_(cfg),
+        tensors_(std::move(tensors)), opt_(std::move(opt)) {}
+
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+  void Execute() override {
+    try {
+      model_ = std::make_shared<Model>(path_, cfg_, tensors_, opt_);
+    } catch (const std::exception& e) {
+      SetError(e.what());
+    }
+  }
+
+  void OnOK() override {
+    auto* holder = new std::shared_ptr<Model>(model_);
+    deferred_.Resolve(Engine::ctor.New({Napi::External<std::shared_ptr<Model>>::New(Env(), holder)}));
+  }
+
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  std::string path_;
+  Config cfg_;
+  std::vector<TensorDesc> tensors_;
+  EngineOptions opt_;
+  std::shared_ptr<Model> model_;
+};
+
+template <typename F>
+Napi::Value guarded(Napi::Env env, F&& f) {
+  try {
+    return f();
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, e.what());
+  }
+}
+
+// loadModel(path, { config, tensors }, options) -> Promise<Engine>
+Napi::Value LoadModel(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    if (info.Length() < 3 || !info[0].IsString() || !info[1].IsObject() || !info[2].IsObject())
+      throw std::runtime_error("loadModel(path, descriptor, options)");
+    Napi::Object desc = info[1].As<Napi::Object>();
+    auto* w = new LoadWorker(env, info[0].As<Napi::String>().Utf8Value(), parse_config(desc.Get("config").As<Napi::Object>()),
+                             parse_tensors(desc.Get("tensors").As<Napi::Array>()), parse_options(info[2].As<Napi::Object>()));
+    Napi::Promise p = w->Promise();
+    w->Queue();
+    return p;
+  });
+}
+
+Napi::Float32Array float_arg(const Napi::Value& v, const char* what) {
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+    throw std::runtime_error(std::string(what) + " must be a Float32Array");
+  return v.As<Napi::Float32Array>();
+}
+
+// packWeight(Float32Array (rows x cols), rows, cols, dtype, layout) -> { data: Uint8Array, scales? }
+Napi::Value PackWeight(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    Napi::Float32Array src = float_arg(info[0], "weights");
+    int rows = info[1].As<Napi::Number>().Int32Value(), cols = info[2].As<Napi::Number>().Int32Value();
+    if (rows <= 0 || cols <= 0 || (size_t)rows * cols != src.ElementLength())
+      throw std::runtime_error("packWeight: " + std::to_string(rows) + "x" + std::to_string(cols) + " does not match " + std::to_string(src.ElementLength()) + " values");
+    PackedWeight p = pack_weight(src.Data(), rows, cols, parse_dtype(info[3].As<Napi::String>()), parse_layout(info[4].As<Napi::String>()));
+    Napi::Object o = Napi::Object::New(env);
+    Napi::Uint8Array data = Napi::Uint8Array::New(env, p.data.size());
+    std::copy(p.data.begin(), p.data.end(), data.Data());
+    o.Set("data", data);
+    if (!p.scales.empty()) {
+      Napi::Float32Array s = Napi::Float32Array::New(env, p.scales.size());
+      std::copy(p.scales.begin(), p.scales.end(), s.Data());
+      o.Set("scales", s);
+    }
+    return o;
+  });
+}
+
+// gemm({ kernel, dtype, layout, rows, cols, data, scales?, x, tokens }) -> Float32Array (tokens x rows)
+Napi::Value Gemm(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    Napi::Object o = info[0].As<Napi::Object>();
+    const Kernels& k = kernels_by_name(o.Get("kernel").As<Napi::String>().Utf8Value());
+    Weight w;
+    w.dtype = parse_dtype(o.Get("dtype").As<Napi::String>());
+    w.layout = parse_layout(o.Get("layout").As<Napi::String>());
+    w.rows = int_in(o, "rows", 1, 1 << 24);
+    w.cols = int_in(o, "cols", 1, 1 << 24);
+    int T = int_in(o, "tokens", 1, 1 << 20);
+    Napi::Uint8Array data = o.Get("data").As<Napi::Uint8Array>();
+    if (data.ByteLength() != weight_data_bytes(w.dtype, w.layout, w.rows, w.cols)) throw std::runtime_error("gemm: data size does not match shape");
+    w.data = data.Data();
+    Napi::Float32Array x = float_arg(o.Get("x"), "x");
+    if (x.ElementLength() != (size_t)T * w.cols) throw std::runtime_error("gemm: x must hold tokens x cols values");
+    std::vector<float> scales;
+    if (w.dtype == DType::I8) {
+      Napi::Float32Array s = float_arg(o.Get("scales"), "scales");
+      if (s.ElementLength() != (size_t)w.padded_rows()) throw std::runtime_error("gemm: scales must hold padded rows values");
+      w.scales = s.Data();
+    }
+    Napi::Float32Array y = Napi::Float32Array::New(env, (size_t)T * w.rows);
+    if (w.dtype == DType::I8) {
+      int ld = round_up(w.padded_cols(), 64);
+      std::vector<int8_t> q((size_t)T * ld);
+      std::vector<float> qs(T);
+      for (int t = 0; t < T; t++) k.quantize_row(x.Data() + (size_t)t * w.cols, w.cols, ld, q.data() + (size_t)t * ld, &qs[t]);
+      k.gemm_i8(w, QuantizedActs{q.data(), qs.data(), ld}, T, y.Data(), w.rows, 0, w.rows);
+    } else {
+      (w.dtype == DType::F16 ? k.gemm_f16 : k.gemm_f32)(w, x.Data(), w.cols, T, y.Data(), w.rows, 0, w.rows);
+    }
+    return y;
+  });
+}
+
+Napi::Value CpuFeaturesJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const CpuFeatures& f = cpu_features();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("avx2", f.avx2); o.Set("fma", f.fma); o.Set("f16c", f.f16c);
+  o.Set("avx512f", f.avx512f); o.Set("avx512bw", f.avx512bw); o.Set("avx512vl", f.avx512vl);
+  o.Set("avx512vnni", f.avx512vnni); o.Set("avx512bf16", f.avx512bf16); o.Set("avx512fp16", f.avx512fp16);
+  o.Set("avxvnni", f.avxvnni); o.Set("amxTile", f.amx_tile); o.Set("amxInt8", f.amx_int8); o.Set("amxBf16", f.amx_bf16);
+  return guarded(env, [&]() -> Napi::Value {
+    o.Set("selectedKernel", select_kernels().name);
+    Napi::Array avail = Napi::Array::New(env);
+    avail.Set((uint32_t)0, "scalar");
+    if (avx2_kernels_available()) avail.Set((uint32_t)1, "avx2");
+    o.Set("availableKernels", avail);
+    return o;
+  });
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  Napi::Function engine = Engine::Init(env);
+  Engine::ctor = Napi::Persistent(engine);
+  Engine::ctor.SuppressDestruct();
+  exports.Set("Engine", engine);
+  exports.Set("loadModel", Napi::Function::New(env, LoadModel));
+  exports.Set("packWeight", Napi::Function::New(env, PackWeight));
+  exports.Set("gemm", Napi::Function::New(env, Gemm));
+  exports.Set("cpuFeatures", Napi::Function::New(env, CpuFeaturesJs));
+  return exports;
+}
+
+}  // namespace
+}  // namespace npu
+
+static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) { return npu::Init(env, exports); }
+
+NODE_API_MODULE(npuserve, InitAddon)

@@ -1,0 +1,67 @@
+// Portable reference kernels: every layout and dtype, plain loops. Each SIMD kernel is tested
+// against these on random inputs.
+#include <algorithm>
+#include <cmath>
+
+#include "backend.h"
+#include "half.h"
+
+namespace npu {
+
+// Offset of element (n, k) in a weight's data, in elements.
+static inline size_t elem_index(const Weight& w, int n, int k) {
+  if (w.layout == Layout::RowMajor) return (size_t)n * w.cols + k;
+  size_t group = (size_t)(n / kPackRows) * (size_t)w.padded_cols() * kPackRows;
+  if (w.dtype == DType::I8) return group + (size_t)(k / kPackK) * kPackRows * kPackK + (n % kPackRows) * kPackK + k % kPackK;
+  return group + (size_t)k * kPackRows + n % kPackRows;
+}
+
+static void ref_gemm_f32(const Weight& w, const float* x, int ldx, int T, float* y, int ldy, int n0, int n1) {
+  const float* data = static_cast<const float*>(w.data);
+  for (int t = 0; t < T; t++) {
+    const float* xt = x + (size_t)t * ldx;
+    for (int n = n0; n < n1; n++) {
+      float acc = 0.f;
+      for (int k = 0; k < w.cols; k++) acc += xt[k] * data[elem_index(w, n, k)];
+      y[(size_t)t * ldy + n] = acc;
+    }
+  }
+}
+
+static void ref_gemm_f16(const Weight& w, const float* x, int ldx, int T, float* y, int ldy, int n0, int n1) {
+  const uint16_t* data = static_cast<const uint16_t*>(w.data);
+  for (int t = 0; t < T; t++) {
+    const float* xt = x + (size_t)t * ldx;
+    for (int n = n0; n < n1; n++) {
+      float acc = 0.f;
+      for (int k = 0; k < w.cols; k++) acc += xt[k] * half_to_float(data[elem_index(w, n, k)]);
+      y[(size_t)t * ldy + n] = acc;
+    }
+  }
+}
+
+static void ref_gemm_i8(const Weight& w, const QuantizedActs& x, int T, float* y, int ldy, int n0, int n1) {
+  const int8_t* data = static_cast<const int8_t*>(w.data);
+  for (int t = 0; t < T; t++) {
+    const int8_t* qt = x.q + (size_t)t * x.ld;
+    for (int n = n0; n < n1; n++) {
+      int32_t acc = 0;
+      for (int k = 0; k < w.cols; k++) acc += (int32_t)qt[k] * (int32_t)data[elem_index(w, n, k)];
+      y[(size_t)t * ldy + n] = (float)acc * x.scale[t] * w.scales[n];
+    }
+  }
+}
+
+static void ref_quantize_row(const float* x, int k, int ld, int8_t* q, float* scale) {
+  float amax = 0.f;
+  for (int i = 0; i < k; i++) amax = std::max(amax, std::fabs(x[i]));
+  float s = amax / 127.f;
+  float inv = amax > 0.f ? 127.f / amax : 0.f;
+  for (int i = 0; i < k; i++) q[i] = (int8_t)std::nearbyint(x[i] * inv);
+  for (int i = k; i < ld; i++) q[i] = 0;
+  *scale = s;
+}
+
+const Kernels kRefKernels = {"scalar", ref_gemm_f32, ref_gemm_f16, ref_gemm_i8, ref_quantize_row};
+
+}  // namespace npu

@@ -1,0 +1,20 @@
+// Weight layouts decided at conversion time: quantization of a row-major float matrix to the
+// stored dtype and packing into the layout the kernels read. The converter calls these through the
+// addon, so the engine and the files it reads agree by construction.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "backend.h"
+
+namespace npu {
+
+struct PackedWeight {
+  std::vector<uint8_t> data;       // weight_data_bytes(dtype, layout, rows, cols)
+  std::vector<float> scales;  // I8 only: padded_rows() entries (zeros for padding rows)
+};
+
+// src is [rows][cols] float32, row-major.
+PackedWeight pack_weight(const float* src, int rows, int cols, DType dtype, Layout layout);
+
+}  // namespace npu

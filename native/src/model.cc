@@ -1,0 +1,461 @@
+// The forward pass, llama2.c style: embed, then per layer RMSNorm -> QKV -> RoPE -> attention over
+// the paged KV cache -> output projection, RMSNorm -> SwiGLU FFN, each with a residual; final
+// RMSNorm and the LM head on the rows whose logits are needed.
+#include "model.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <stdexcept>
+
+#include "half.h"
+
+namespace npu {
+
+static std::runtime_error err(const std::string& msg) { return std::runtime_error(msg); }
+
+MappedFile::MappedFile(const std::string& path) : path_(path) {
+  int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) throw err(path + ": cannot open: " + std::strerror(errno));
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    int e = errno;
+    ::close(fd);
+    throw err(path + ": cannot stat: " + std::strerror(e));
+  }
+  size_ = (uint64_t)st.st_size;
+  if (size_ == 0) {
+    ::close(fd);
+    throw err(path + ": file is empty");
+  }
+  void* p = mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+  int e = errno;
+  ::close(fd);
+  if (p == MAP_FAILED) throw err(path + ": cannot map: " + std::strerror(e));
+  data_ = static_cast<uint8_t*>(p);
+}
+
+MappedFile::~MappedFile() {
+  if (data_) munmap(data_, size_);
+}
+
+static const TensorDesc& find(const std::map<std::string, const TensorDesc*>& by_name, const std::string& name) {
+  auto it = by_name.find(name);
+  if (it == by_name.end()) throw err("tensor '" + name + "' is missing from the model file");
+  return *it->second;
+}
+
+static std::string shape_str(const std::vector<int64_t>& s) {
+  std::string out = "[";
+  for (size_t i = 0; i < s.size(); i++) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + "]";
+}
+
+Model::Model(const std::string& path, const Config& cfg, const std::vector<TensorDesc>& tensors, const EngineOptions& opt)
+    : cfg_(cfg),
+      opt_(opt),
+      file_(path),
+      kernels_(opt.kernel.empty() ? &select_kernels() : &kernels_by_name(opt.kernel)),
+      pool_(std::max(1, opt.threads)),
+      kv_(cfg.n_layers, cfg.n_kv_heads * cfg.head_dim, opt.kv_block_tokens,
+          (opt.kv_cache_tokens + opt.kv_block_tokens - 1) / opt.kv_block_tokens) {
+  bind_weights(tensors);
+  int half = cfg_.head_dim / 2;
+  rope_cos_.resize((size_t)opt_.max_seq_len * half);
+  rope_sin_.resize((size_t)opt_.max_seq_len * half);
+  for (int p = 0; p < opt_.max_seq_len; p++) {
+    for (int i = 0; i < half; i++) {
+      // As HF: inv_freq = 1 / theta^(2i / head_dim) in float32, angle = position * inv_freq.
+      float inv_freq = (float)(1.0 / std::pow((double)cfg_.rope_theta, (2.0 * i) / cfg_.head_dim));
+      float angle = (float)p * inv_freq;
+      rope_cos_[(size_t)p * half + i] = std::cos(angle);
+      rope_sin_[(size_t)p * half + i] = std::sin(angle);
+    }
+  }
+  scores_.resize(pool_.size());
+  touch_weights();
+}
+
+void Model::bind_weights(const std::vector<TensorDesc>& tensors) {
+  std::map<std::string, const TensorDesc*> by_name;
+  for (const auto& t : tensors) {
+    if (t.offset % 64 != 0) throw err("tensor '" + t.name + "' starts at byte " + std::to_string(t.offset) + ", not 64-byte aligned");
+    if (t.offset > file_.size() || t.bytes > file_.size() - t.offset)
+      throw err("tensor '" + t.name + "' ends at byte " + std::to_string(t.offset + t.bytes) + ", file has " + std::to_string(file_.size()));
+    by_name[t.name] = &t;
+    weight_bytes_ += t.bytes;
+  }
+  const uint8_t* base = file_.data();
+  auto vec = [&](const std::string& name, int64_t n) -> const float* {
+    const TensorDesc& t = find(by_name, name);
+    if (t.dtype != DType::F32 || t.shape != std::vector<int64_t>{n} || t.bytes != (uint64_t)n * 4)
+      throw err("tensor '" + name + "' must be f32 " + shape_str({n}) + ", file has shape " + shape_str(t.shape));
+    return reinterpret_cast<const float*>(base + t.offset);
+  };
+  auto mat = [&](const std::string& name, int rows, int cols) {
+    const TensorDesc& t = find(by_name, name);
+    if (t.shape != std::vector<int64_t>{rows, cols})
+      throw err("tensor '" + name + "' has shape " + shape_str(t.shape) + ", expected " + shape_str({rows, cols}));
+    Weight w;
+    w.dtype = t.dtype;
+    w.layout = t.layout;
+    w.rows = rows;
+    w.cols = cols;
+    uint64_t expect = weight_data_bytes(t.dtype, t.layout, rows, cols);
+    if (t.bytes != expect)
+      throw err("tensor '" + name + "' has " + std::to_string(t.bytes) + " bytes, its dtype and layout need " + std::to_string(expect));
+    w.data = base + t.offset;
+    if (t.dtype == DType::I8) w.scales = vec(name + ".scale", w.padded_rows());
+    return w;
+  };
+  const Config& c = cfg_;
+  int q_dim = c.n_heads * c.head_dim, kv_dim = c.n_kv_heads * c.head_dim;
+  tok_embeddings_ = mat("tok_embeddings", c.vocab_size, c.dim);
+  if (tok_embeddings_.layout != Layout::RowMajor) throw err("tensor 'tok_embeddings' must be row-major");
+  layers_.resize(c.n_layers);
+  for (int l = 0; l < c.n_layers; l++) {
+    std::string p = "layers." + std::to_string(l) + ".";
+    Layer& L = layers_[l];
+    L.attn_norm = vec(p + "attn_norm", c.dim);
+    L.ffn_norm = vec(p + "ffn_norm", c.dim);
+    L.fused_qkv = by_name.count(p + "wqkv") > 0;
+    if (L.fused_qkv) {
+      L.wqkv = mat(p + "wqkv", q_dim + 2 * kv_dim, c.dim);
+    } else {
+      L.wq = mat(p + "wq", q_dim, c.dim);
+      L.wk = mat(p + "wk", kv_dim, c.dim);
+      L.wv = mat(p + "wv", kv_dim, c.dim);
+    }
+    L.wo = mat(p + "wo", c.dim, q_dim);
+    L.fused_gate_up = by_name.count(p + "w_gate_up") > 0;
+    if (L.fused_gate_up) {
+      L.w_gate_up = mat(p + "w_gate_up", 2 * c.hidden_dim, c.dim);
+    } else {
+      L.w_gate = mat(p + "w_gate", c.hidden_dim, c.dim);
+      L.w_up = mat(p + "w_up", c.hidden_dim, c.dim);
+    }
+    L.w_down = mat(p + "w_down", c.dim, c.hidden_dim);
+  }
+  norm_ = vec("norm", c.dim);
+  lm_head_ = by_name.count("lm_head") ? mat("lm_head", c.vocab_size, c.dim) : tok_embeddings_;
+}
+
+// The seed's chunked loading: fault the mapping in layer by layer (in file order) so the first
+// request does not pay for disk reads, while peak memory stays the size of the weights.
+void Model::touch_weights() {
+  const long page = sysconf(_SC_PAGESIZE);
+  const uint8_t* p = file_.data();
+  madvise(const_cast<uint8_t*>(p), file_.size(), MADV_WILLNEED);
+  volatile uint8_t sink = 0;
+  for (uint64_t off = 0; off < file_.size(); off += (uint64_t)page) sink = sink + p[off];
+  (void)sink;
+}
+
+int Model::create_sequence(uint64_t seed) {
+  std::lock_guard<std::mutex> lock(seq_mu_);
+  int id = next_seq_id_++;
+  auto s = std::make_unique<Sequence>();
+  s->id = id;
+  s->rng = Rng(seed);
+  seqs_[id] = std::move(s);
+  return id;
+}
+
+void Model::release_sequence(int id) {
+  std::lock_guard<std::mutex> lock(seq_mu_);
+  auto it = seqs_.find(id);
+  if (it == seqs_.end()) throw err("unknown sequence " + std::to_string(id));
+  if (stepping_) {
+    pending_release_.push_back(id);
+    return;
+  }
+  kv_.release(it->second->blocks);
+  seqs_.erase(it);
+}
+
+int Model::sequence_length(int id) {
+  std::lock_guard<std::mutex> lock(seq_mu_);
+  auto it = seqs_.find(id);
+  if (it == seqs_.end()) throw err("unknown sequence " + std::to_string(id));
+  return it->second->length;
+}
+
+int Model::free_kv_blocks() {
+  std::lock_guard<std::mutex> lock(seq_mu_);
+  return kv_.free_blocks();
+}
+
+void Model::validate_step(const std::vector<StepEntry>& entries) {
+  std::lock_guard<std::mutex> lock(seq_mu_);
+  if (stepping_) throw err("engine busy: a step is already running (steps must be awaited one at a time)");
+  if (entries.empty()) throw err("step needs at least one entry");
+  std::vector<int> seen;
+  int blocks_needed = 0;
+  for (const auto& e : entries) {
+    auto it = seqs_.find(e.seq_id);
+    if (it == seqs_.end()) throw err("unknown sequence " + std::to_string(e.seq_id));
+    if (std::find(pending_release_.begin(), pending_release_.end(), e.seq_id) != pending_release_.end())
+      throw err("sequence " + std::to_string(e.seq_id) + " was released");
+    if (std::find(seen.begin(), seen.end(), e.seq_id) != seen.end())
+      throw err("sequence " + std::to_string(e.seq_id) + " appears twice in one step");
+    seen.push_back(e.seq_id);
+    if (e.tokens.empty()) throw err("sequence " + std::to_string(e.seq_id) + ": no tokens given");
+    for (int32_t t : e.tokens)
+      if (t < 0 || t >= cfg_.vocab_size)
+        throw err("sequence " + std::to_string(e.seq_id) + ": token " + std::to_string(t) + " is outside the vocabulary [0, " + std::to_string(cfg_.vocab_size) + ")");
+    const Sequence& s = *it->second;
+    int len = s.length + (int)e.tokens.size();
+    if (len > opt_.max_seq_len)
+      throw err("sequence " + std::to_string(e.seq_id) + ": " + std::to_string(len) + " tokens exceed maxSeqLen " + std::to_string(opt_.max_seq_len));
+    blocks_needed += std::max(0, kv_.blocks_for(len) - (int)s.blocks.size());
+  }
+  if (blocks_needed > kv_.free_blocks())
+    throw err("KV cache full: the step needs " + std::to_string(blocks_needed) + " more blocks, " + std::to_string(kv_.free_blocks()) + " are free");
+}
+
+void Model::begin_step() {
+  std::lock_guard<std::mutex> lock(seq_mu_);
+  stepping_ = true;
+}
+
+void Model::end_step() {
+  std::lock_guard<std::mutex> lock(seq_mu_);
+  stepping_ = false;
+  for (int id : pending_release_) {
+    auto it = seqs_.find(id);
+    if (it == seqs_.end()) continue;
+    kv_.release(it->second->blocks);
+    seqs_.erase(it);
+  }
+  pending_release_.clear();
+}
+
+void Model::matmul(const Weight& w, const float* x, int T, int ldx, float* y, int ldy) {
+  const Kernels& k = *kernels_;
+  int chunks_wanted = pool_.size() * 4;
+  int chunk = std::max(kPackRows, round_up((w.rows + chunks_wanted - 1) / chunks_wanted, kPackRows));
+  int tasks = (w.rows + chunk - 1) / chunk;
+  if (w.dtype == DType::I8) {
+    int ld = round_up(w.padded_cols(), 64);
+    if (xq_.size() < (size_t)T * ld) xq_.resize((size_t)T * ld);
+    if (xq_scale_.size() < (size_t)T) xq_scale_.resize(T);
+    for (int t = 0; t < T; t++) k.quantize_row(x + (size_t)t * ldx, w.cols, ld, xq_.data() + (size_t)t * ld, &xq_scale_[t]);
+    QuantizedActs qa{xq_.data(), xq_scale_.data(), ld};
+    pool_.parallel_for(tasks, [&](int task, int) {
+      int n0 = task * chunk, n1 = std::min(w.rows, n0 + chunk);
+      k.gemm_i8(w, qa, T, y, ldy, n0, n1);
+    });
+    return;
+  }
+  auto gemm = w.dtype == DType::F16 ? k.gemm_f16 : k.gemm_f32;
+  pool_.parallel_for(tasks, [&](int task, int) {
+    int n0 = task * chunk, n1 = std::min(w.rows, n0 + chunk);
+    gemm(w, x, ldx, T, y, ldy, n0, n1);
+  });
+}
+
+void Model::rmsnorm(const float* x, const float* weight, int T, float* out) {
+  const int D = cfg_.dim;
+  for (int t = 0; t < T; t++) {
+    const float* xt = x + (size_t)t * D;
+    double ss = 0;
+    for (int i = 0; i < D; i++) ss += (double)xt[i] * xt[i];
+    float inv = (float)(1.0 / std::sqrt(ss / D + cfg_.norm_eps));
+    float* ot = out + (size_t)t * D;
+    for (int i = 0; i < D; i++) ot[i] = weight[i] * (xt[i] * inv);
+  }
+}
+
+void Model::embed(const std::vector<int32_t>& tokens, float* out) {
+  const Weight& e = tok_embeddings_;
+  const int D = cfg_.dim;
+  for (size_t t = 0; t < tokens.size(); t++) {
+    size_t row = (size_t)tokens[t] * D;
+    float* o = out + t * D;
+    if (e.dtype == DType::F32) {
+      std::memcpy(o, static_cast<const float*>(e.data) + row, sizeof(float) * D);
+    } else if (e.dtype == DType::F16) {
+      for (int i = 0; i < D; i++) o[i] = half_to_float(static_cast<const uint16_t*>(e.data)[row + i]);
+    } else {
+      float s = e.scales[tokens[t]];
+      for (int i = 0; i < D; i++) o[i] = s * static_cast<const int8_t*>(e.data)[row + i];
+    }
+  }
+}
+
+// HF rotate_half pairing: dimension i rotates with i + head_dim / 2.
+void Model::rope(float* v, int heads, const std::vector<int>& pos, int T, int ld) {
+  const int hd = cfg_.head_dim, half = hd / 2;
+  for (int t = 0; t < T; t++) {
+    const float* c = rope_cos_.data() + (size_t)pos[t] * half;
+    const float* s = rope_sin_.data() + (size_t)pos[t] * half;
+    for (int h = 0; h < heads; h++) {
+      float* x = v + (size_t)t * ld + h * hd;
+      for (int i = 0; i < half; i++) {
+        float x1 = x[i], x2 = x[i + half];
+        x[i] = x1 * c[i] - x2 * s[i];
+        x[i + half] = x2 * c[i] + x1 * s[i];
+      }
+    }
+  }
+}
+
+void Model::attention(int layer, int T, const std::vector<Sequence*>& tok_seq, const std::vector<int>& pos) {
+  const Config& c = cfg_;
+  const int hd = c.head_dim, H = c.n_heads, group = c.n_heads / c.n_kv_heads;
+  const int q_dim = H * hd, kv_dim = c.n_kv_heads * hd, ld = q_dim + 2 * kv_dim;
+  const int bt = kv_.block_tokens();
+  const float scale = 1.f / std::sqrt((float)hd);
+  pool_.parallel_for(T * H, [&](int task, int thread) {
+    int t = task / H, h = task % H, kvh = h / group;
+    const Sequence* s = tok_seq[t];
+    int p = pos[t];
+    // Mistral's sliding window: position p sees keys j with p - j < window.
+    int lo = c.sliding_window > 0 ? std::max(0, p - c.sliding_window + 1) : 0;
+    std::vector<float>& sc = scores_[thread];
+    sc.resize(p - lo + 1);
+    const float* q = qkv_.data() + (size_t)t * ld + h * hd;
+    float maxs = -INFINITY;
+    for (int j = lo; j <= p; j++) {
+      const float* k = kv_.k(layer, s->blocks[j / bt], j % bt) + kvh * hd;
+      float d = 0.f;
+      for (int i = 0; i < hd; i++) d += q[i] * k[i];
+      sc[j - lo] = d * scale;
+      maxs = std::max(maxs, sc[j - lo]);
+    }
+    float sum = 0.f;
+    for (float& v : sc) sum += v = std::exp(v - maxs);
+    float inv = 1.f / sum;
+    float* out = attn_.data() + (size_t)t * q_dim + h * hd;
+    std::fill(out, out + hd, 0.f);
+    for (int j = lo; j <= p; j++) {
+      const float* v = kv_.v(layer, s->blocks[j / bt], j % bt) + kvh * hd;
+      float w = sc[j - lo] * inv;
+      for (int i = 0; i < hd; i++) out[i] += w * v[i];
+    }
+  });
+}
+
+template <typename T>
+static void ensure(std::vector<T>& v, size_t n) {
+  if (v.size() < n) v.resize(n);
+}
+
+std::vector<StepResult> Model::step(const std::vector<StepEntry>& entries) {
+  const Config& c = cfg_;
+  const int D = c.dim, hd = c.head_dim;
+  const int q_dim = c.n_heads * hd, kv_dim = c.n_kv_heads * hd, ld_qkv = q_dim + 2 * kv_dim;
+  const int F = c.hidden_dim;
+
+  // Flatten the batch: one row per token, remembering its sequence and position.
+  std::vector<Sequence*> seqs;
+  {
+    std::lock_guard<std::mutex> lock(seq_mu_);
+    for (const auto& e : entries) seqs.push_back(seqs_.at(e.seq_id).get());
+  }
+  std::vector<int32_t> tokens;
+  std::vector<Sequence*> tok_seq;
+  std::vector<int> pos;
+  for (size_t i = 0; i < entries.size(); i++) {
+    Sequence* s = seqs[i];
+    if (!kv_.reserve(s->blocks, s->length + (int)entries[i].tokens.size())) throw err("KV cache full");
+    for (size_t j = 0; j < entries[i].tokens.size(); j++) {
+      tokens.push_back(entries[i].tokens[j]);
+      tok_seq.push_back(s);
+      pos.push_back(s->length + (int)j);
+    }
+  }
+  const int T = (int)tokens.size();
+  ensure(x_, (size_t)T * D);
+  ensure(xn_, (size_t)T * D);
+  ensure(qkv_, (size_t)T * ld_qkv);
+  ensure(attn_, (size_t)T * q_dim);
+  ensure(ffn_, (size_t)T * 2 * F);
+  ensure(ffn_out_, (size_t)T * D);
+
+  embed(tokens, x_.data());
+  const int bt = kv_.block_tokens();
+  for (int l = 0; l < c.n_layers; l++) {
+    const Layer& L = layers_[l];
+    rmsnorm(x_.data(), L.attn_norm, T, xn_.data());
+    if (L.fused_qkv) {
+      matmul(L.wqkv, xn_.data(), T, D, qkv_.data(), ld_qkv);
+    } else {
+      matmul(L.wq, xn_.data(), T, D, qkv_.data(), ld_qkv);
+      matmul(L.wk, xn_.data(), T, D, qkv_.data() + q_dim, ld_qkv);
+      matmul(L.wv, xn_.data(), T, D, qkv_.data() + q_dim + kv_dim, ld_qkv);
+    }
+    rope(qkv_.data(), c.n_heads, pos, T, ld_qkv);
+    rope(qkv_.data() + q_dim, c.n_kv_heads, pos, T, ld_qkv);
+    for (int t = 0; t < T; t++) {
+      const Sequence* s = tok_seq[t];
+      int block = s->blocks[pos[t] / bt], slot = pos[t] % bt;
+      const float* row = qkv_.data() + (size_t)t * ld_qkv;
+      std::memcpy(kv_.k(l, block, slot), row + q_dim, sizeof(float) * kv_dim);
+      std::memcpy(kv_.v(l, block, slot), row + q_dim + kv_dim, sizeof(float) * kv_dim);
+    }
+    attention(l, T, tok_seq, pos);
+    matmul(L.wo, attn_.data(), T, q_dim, ffn_out_.data(), D);
+    for (size_t i = 0; i < (size_t)T * D; i++) x_[i] += ffn_out_[i];
+
+    rmsnorm(x_.data(), L.ffn_norm, T, xn_.data());
+    if (L.fused_gate_up) {
+      matmul(L.w_gate_up, xn_.data(), T, D, ffn_.data(), 2 * F);
+    } else {
+      matmul(L.w_gate, xn_.data(), T, D, ffn_.data(), 2 * F);
+      matmul(L.w_up, xn_.data(), T, D, ffn_.data() + F, 2 * F);
+    }
+    for (int t = 0; t < T; t++) {  // SwiGLU in place: h = silu(gate) * up
+      float* g = ffn_.data() + (size_t)t * 2 * F;
+      for (int i = 0; i < F; i++) g[i] = g[i] / (1.f + std::exp(-g[i])) * g[F + i];
+    }
+    matmul(L.w_down, ffn_.data(), T, 2 * F, ffn_out_.data(), D);
+    for (size_t i = 0; i < (size_t)T * D; i++) x_[i] += ffn_out_[i];
+  }
+  for (int t = 0; t < T; t++) tok_seq[t]->length = std::max(tok_seq[t]->length, pos[t] + 1);
+
+  // Logits only for the rows that need them: all rows of LogitsMode::All, else the last row.
+  std::vector<int> rows;
+  std::vector<int> first_row(entries.size());
+  int row_start = 0;
+  for (size_t i = 0; i < entries.size(); i++) {
+    int n = (int)entries[i].tokens.size();
+    bool want = entries[i].sample || entries[i].logits != LogitsMode::None;
+    first_row[i] = (int)rows.size();
+    if (entries[i].logits == LogitsMode::All) {
+      for (int j = 0; j < n; j++) rows.push_back(row_start + j);
+    } else if (want) {
+      rows.push_back(row_start + n - 1);
+    }
+    row_start += n;
+  }
+  const int R = (int)rows.size(), V = c.vocab_size;
+  ensure(logits_in_, (size_t)R * D);
+  ensure(logits_, (size_t)R * V);
+  for (int r = 0; r < R; r++) rmsnorm(x_.data() + (size_t)rows[r] * D, norm_, 1, logits_in_.data() + (size_t)r * D);
+  if (R > 0) matmul(lm_head_, logits_in_.data(), R, D, logits_.data(), V);
+
+  std::vector<StepResult> results(entries.size());
+  for (size_t i = 0; i < entries.size(); i++) {
+    const StepEntry& e = entries[i];
+    StepResult& out = results[i];
+    out.seq_id = e.seq_id;
+    int n_rows = e.logits == LogitsMode::All ? (int)e.tokens.size() : 1;
+    int last = first_row[i] + n_rows - 1;
+    if (e.sample) out.token = sample_token(logits_.data() + (size_t)last * V, V, e.sampling, seqs[i]->rng);
+    if (e.logits != LogitsMode::None) {
+      out.logit_rows = n_rows;
+      const float* src = logits_.data() + (size_t)first_row[i] * V;
+      out.logits.assign(src, src + (size_t)n_rows * V);
+    }
+  }
+  return results;
+}
+
+}  // namespace npu

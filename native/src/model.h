@@ -1,0 +1,160 @@
+// The Mistral/Llama decoder: configuration, weights mapped from a .npu file, sequences with their
+// KV block tables, and the batched step that runs prefill chunks and decode tokens together.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "backend.h"
+#include "kv_cache.h"
+#include "sampler.h"
+#include "threadpool.h"
+
+namespace npu {
+
+struct Config {
+  int dim = 0;            // hidden size
+  int n_layers = 0;
+  int n_heads = 0;
+  int n_kv_heads = 0;
+  int head_dim = 0;
+  int hidden_dim = 0;     // FFN intermediate size
+  int vocab_size = 0;
+  int sliding_window = 0; // 0: full attention
+  float rope_theta = 10000.f;
+  float norm_eps = 1e-5f;
+};
+
+// One tensor of the file as described by its metadata (validated against the mapping).
+struct TensorDesc {
+  std::string name;
+  DType dtype = DType::F32;
+  Layout layout = Layout::RowMajor;
+  std::vector<int64_t> shape;
+  uint64_t offset = 0;  // absolute byte offset in the file
+  uint64_t bytes = 0;
+};
+
+struct EngineOptions {
+  int threads = 1;
+  int max_seq_len = 2048;
+  int kv_cache_tokens = 8192;
+  int kv_block_tokens = 16;
+  std::string kernel;  // empty: best for this CPU
+};
+
+class MappedFile {
+ public:
+  explicit MappedFile(const std::string& path);
+  ~MappedFile();
+  const uint8_t* data() const { return data_; }
+  uint64_t size() const { return size_; }
+
+ private:
+  std::string path_;
+  uint8_t* data_ = nullptr;
+  uint64_t size_ = 0;
+};
+
+struct Layer {
+  const float* attn_norm = nullptr;  // (dim)
+  bool fused_qkv = false;
+  Weight wqkv, wq, wk, wv;           // fused: (q_dim + 2 kv_dim, dim); else (q_dim|kv_dim, dim)
+  Weight wo;                         // (dim, q_dim)
+  const float* ffn_norm = nullptr;   // (dim)
+  bool fused_gate_up = false;
+  Weight w_gate_up, w_gate, w_up;    // fused: (2 hidden, dim), gate rows first
+  Weight w_down;                     // (dim, hidden)
+};
+
+struct Sequence {
+  int id = 0;
+  int length = 0;             // tokens in the KV cache
+  std::vector<int> blocks;    // KV block table
+  Rng rng{0};
+};
+
+enum class LogitsMode : int { None = 0, Last = 1, All = 2 };
+
+struct StepEntry {
+  int seq_id = 0;
+  std::vector<int32_t> tokens;
+  LogitsMode logits = LogitsMode::None;
+  bool sample = true;
+  SamplingParams sampling;
+};
+
+struct StepResult {
+  int seq_id = 0;
+  int token = -1;
+  int logit_rows = 0;
+  std::vector<float> logits;  // (logit_rows, vocab)
+};
+
+class Model {
+ public:
+  Model(const std::string& path, const Config& cfg, const std::vector<TensorDesc>& tensors, const EngineOptions& opt);
+
+  const Config& config() const { return cfg_; }
+  const Kernels& kernels() const { return *kernels_; }
+  int threads() const { return pool_.size(); }
+  uint64_t weight_bytes() const { return weight_bytes_; }
+  const EngineOptions& options() const { return opt_; }
+
+  // Sequence table: called on the JS thread, guarded against a step on a worker thread.
+  int create_sequence(uint64_t seed);
+  void release_sequence(int id);  // deferred while a step runs
+  int sequence_length(int id);
+  int free_kv_blocks();
+  int total_kv_blocks() const { return kv_.total_blocks(); }
+  size_t kv_cache_bytes() const { return kv_.bytes(); }
+  int kv_block_tokens() const { return kv_.block_tokens(); }
+
+  // Validates the batch (throws std::runtime_error naming the problem, with nothing changed).
+  void validate_step(const std::vector<StepEntry>& entries);
+  // Runs one batched forward pass. Called off the JS thread; one at a time.
+  std::vector<StepResult> step(const std::vector<StepEntry>& entries);
+
+  void begin_step();
+  void end_step();
+
+ private:
+  void bind_weights(const std::vector<TensorDesc>& tensors);
+  void touch_weights();
+  void matmul(const Weight& w, const float* x, int T, int ldx, float* y, int ldy);
+  void rmsnorm(const float* x, const float* weight, int T, float* out);
+  void embed(const std::vector<int32_t>& tokens, float* out);
+  void rope(float* v, int heads, const std::vector<int>& pos, int T, int ld);
+  void attention(int layer, int T, const std::vector<Sequence*>& tok_seq, const std::vector<int>& pos);
+
+  Config cfg_;
+  EngineOptions opt_;
+  MappedFile file_;
+  const Kernels* kernels_;
+  ThreadPool pool_;
+  KvCache kv_;
+  uint64_t weight_bytes_ = 0;
+
+  Weight tok_embeddings_;  // (vocab, dim), row-major
+  std::vector<Layer> layers_;
+  const float* norm_ = nullptr;
+  Weight lm_head_;         // (vocab, dim)
+  std::vector<float> rope_cos_, rope_sin_;  // (max_seq_len, head_dim / 2)
+
+  std::mutex seq_mu_;
+  std::map<int, std::unique_ptr<Sequence>> seqs_;
+  std::vector<int> pending_release_;
+  bool stepping_ = false;
+  int next_seq_id_ = 1;
+
+  // Scratch reused across steps, sized for the largest step so far.
+  std::vector<float> x_, xn_, qkv_, attn_, ffn_, ffn_out_, logits_in_, logits_;
+  std::vector<int8_t> xq_;
+  std::vector<float> xq_scale_;
+  std::vector<std::vector<float>> scores_;  // per thread
+};
+
+}  // namespace npu
