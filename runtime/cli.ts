@@ -1,0 +1,229 @@
+// The `npuserve` command line: parses flags once into typed options and dispatches to a command.
+import { cpus } from 'node:os';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+
+import { AccuracyGateError, convert } from './convert/convert.js';
+import { Engine } from './engine.js';
+import { FormatError, UsageError } from './errors.js';
+import type { Precision } from './format.js';
+import { generate } from './generate.js';
+import { Progress } from './progress.js';
+import { makeTestModel, PRESETS, type TestModelOptions } from './testmodel.js';
+import { Tokenizer } from './tokenizer.js';
+
+export const EXIT = { ok: 0, error: 1, usage: 2, accuracyGate: 3 } as const;
+
+const USAGE = `usage: npuserve <command> [flags]
+
+commands:
+  convert          --input DIR|FILE --precision INT8|FP16|FP32 --output X.npu
+                   [--optimize-level 0|1|2] [--format auto|safetensors|gguf] [--min-cosine 0.99] [--json]
+  generate         --model X.npu (--prompt TEXT | --prompt-tokens 1,2,3) [--max-tokens 32]
+                   [--temperature 0] [--top-p 1] [--seed N] [--threads N] [--json]
+  make-test-model  --out DIR [--preset tiny|100m|1b] [--layers N --hidden N --heads N --kv-heads N
+                   --head-dim N --intermediate N --sliding-window N --tied --seed N --dtype F32|F16|BF16]
+`;
+
+type Flags = Record<string, string | boolean | undefined>;
+
+function parse(argv: string[], options: ParseArgsConfig['options']): Flags {
+  try {
+    return parseArgs({ args: argv, options: { ...options, help: { type: 'boolean' } }, strict: true, allowPositionals: false }).values as Flags;
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+}
+
+function required(flags: Flags, name: string): string {
+  const v = flags[name];
+  if (typeof v !== 'string' || v === '') throw new UsageError(`--${name} is required`);
+  return v;
+}
+
+function int(flags: Flags, name: string, fallback?: number, min = 0): number | undefined {
+  const v = flags[name];
+  if (v === undefined) return fallback;
+  const n = Number(v);
+  if (!Number.isSafeInteger(n) || n < min) throw new UsageError(`--${name} must be an integer >= ${min}, got '${v}'`);
+  return n;
+}
+
+function num(flags: Flags, name: string, fallback?: number): number | undefined {
+  const v = flags[name];
+  if (v === undefined) return fallback;
+  const n = Number(v);
+  if (!Number.isFinite(n)) throw new UsageError(`--${name} must be a number, got '${v}'`);
+  return n;
+}
+
+function precisionOf(v: string): Precision {
+  const p = v.toUpperCase();
+  if (p !== 'FP32' && p !== 'FP16' && p !== 'INT8') throw new UsageError(`--precision must be INT8, FP16 or FP32, got '${v}'`);
+  return p;
+}
+
+async function cmdConvert(argv: string[]): Promise<number> {
+  const f = parse(argv, {
+    input: { type: 'string' },
+    output: { type: 'string' },
+    precision: { type: 'string' },
+    'optimize-level': { type: 'string' },
+    format: { type: 'string' },
+    'min-cosine': { type: 'string' },
+    json: { type: 'boolean' },
+  });
+  const format = (f.format as string | undefined) ?? 'auto';
+  if (!['auto', 'safetensors', 'gguf'].includes(format)) throw new UsageError(`--format must be auto, safetensors or gguf, got '${format}'`);
+  const level = int(f, 'optimize-level', 2)!;
+  if (level > 2) throw new UsageError(`--optimize-level must be 0, 1 or 2, got ${level}`);
+  const progress = new Progress();
+  try {
+    const summary = await convert({
+      input: required(f, 'input'),
+      output: required(f, 'output'),
+      precision: precisionOf(required(f, 'precision')),
+      optimizeLevel: level as 0 | 1 | 2,
+      format: format as 'auto',
+      minCosine: num(f, 'min-cosine'),
+      onProgress: (stage, done, total) => progress.update(stage, done, total),
+    });
+    progress.done();
+    if (f.json) {
+      console.log(JSON.stringify(summary, null, 2));
+    } else {
+      const a = summary.accuracy;
+      console.log(`wrote ${summary.output}: ${summary.precision}, optimize level ${summary.optimizeLevel}, ${(summary.outputBytes / 1e6).toFixed(1)} MB from ${(summary.sourceBytes / 1e6).toFixed(1)} MB ${summary.sourceFormat} in ${summary.seconds.total.toFixed(1)} s`);
+      if (a) console.log(`accuracy vs FP32 on ${a.prompts} prompts: cosine ${a.cosineSimilarity.toFixed(6)} (min ${a.minCosineSimilarity.toFixed(6)}), top-1 agreement ${(a.top1Agreement * 100).toFixed(1)}%`);
+    }
+    return EXIT.ok;
+  } catch (e) {
+    progress.done();
+    if (e instanceof AccuracyGateError) {
+      if (f.json) console.log(JSON.stringify({ error: e.message, accuracy: e.report, minCosine: e.minCosine }, null, 2));
+      console.error(`npuserve convert: ${e.message}; no output written`);
+      return EXIT.accuracyGate;
+    }
+    throw e;
+  }
+}
+
+async function cmdGenerate(argv: string[]): Promise<number> {
+  const f = parse(argv, {
+    model: { type: 'string' },
+    prompt: { type: 'string' },
+    'prompt-tokens': { type: 'string' },
+    'max-tokens': { type: 'string' },
+    temperature: { type: 'string' },
+    'top-p': { type: 'string' },
+    seed: { type: 'string' },
+    threads: { type: 'string' },
+    kernel: { type: 'string' },
+    json: { type: 'boolean' },
+  });
+  const tok = Tokenizer.mistralV3();
+  let prompt: number[];
+  if (typeof f['prompt-tokens'] === 'string') {
+    prompt = f['prompt-tokens'].split(',').map((s) => {
+      const n = Number(s.trim());
+      if (!Number.isSafeInteger(n) || n < 0) throw new UsageError(`--prompt-tokens must be comma-separated token ids, got '${s}'`);
+      return n;
+    });
+  } else if (typeof f.prompt === 'string') {
+    prompt = tok.encode(f.prompt);
+  } else {
+    throw new UsageError('--prompt or --prompt-tokens is required');
+  }
+  const maxTokens = int(f, 'max-tokens', 32, 1)!;
+  const engine = await Engine.load(required(f, 'model'), {
+    threads: int(f, 'threads', cpus().length, 1),
+    maxSeqLen: prompt.length + maxTokens,
+    kvCacheTokens: prompt.length + maxTokens,
+    kernel: f.kernel as string | undefined,
+  });
+  const temperature = num(f, 'temperature', 0)!;
+  const topP = num(f, 'top-p', 1)!;
+  if (temperature < 0) throw new UsageError('--temperature must be >= 0');
+  if (!(topP > 0 && topP <= 1)) throw new UsageError('--top-p must be in (0, 1]');
+  const out = await generate(engine, prompt, { maxTokens, temperature, topP, seed: int(f, 'seed', 0) });
+  const text = tok.decode(out.tokens);
+  if (f.json) {
+    console.log(JSON.stringify({ promptTokens: prompt, tokens: out.tokens, text, finishReason: out.finishReason, kernel: engine.info.kernel }, null, 2));
+  } else {
+    process.stdout.write(`${text}\n`);
+  }
+  return EXIT.ok;
+}
+
+function cmdMakeTestModel(argv: string[]): number {
+  const f = parse(argv, {
+    out: { type: 'string' },
+    preset: { type: 'string' },
+    layers: { type: 'string' },
+    hidden: { type: 'string' },
+    heads: { type: 'string' },
+    'kv-heads': { type: 'string' },
+    'head-dim': { type: 'string' },
+    intermediate: { type: 'string' },
+    'sliding-window': { type: 'string' },
+    tied: { type: 'boolean' },
+    seed: { type: 'string' },
+    dtype: { type: 'string' },
+  });
+  const preset = (f.preset as string | undefined) ?? 'tiny';
+  if (!(preset in PRESETS)) throw new UsageError(`--preset must be one of ${Object.keys(PRESETS).join(', ')}, got '${preset}'`);
+  const dtype = ((f.dtype as string | undefined) ?? 'F32').toUpperCase();
+  if (dtype !== 'F32' && dtype !== 'F16' && dtype !== 'BF16') throw new UsageError(`--dtype must be F32, F16 or BF16, got '${f.dtype}'`);
+  const opts: Partial<TestModelOptions> = { ...PRESETS[preset], dtype };
+  const set = (key: keyof TestModelOptions, flag: string, min = 1) => {
+    const v = int(f, flag, undefined, min);
+    if (v !== undefined) (opts as Record<string, unknown>)[key] = v;
+  };
+  set('layers', 'layers');
+  set('hidden', 'hidden');
+  set('heads', 'heads');
+  set('kvHeads', 'kv-heads');
+  set('headDim', 'head-dim', 2);
+  set('intermediate', 'intermediate');
+  set('slidingWindow', 'sliding-window');
+  set('seed', 'seed', 0);
+  if (f.tied) opts.tied = true;
+  const model = makeTestModel(required(f, 'out'), opts);
+  console.log(`wrote ${model.dir}: ${model.config.numLayers} layers, hidden ${model.config.hiddenSize}, ${(model.parameters / 1e6).toFixed(1)}M parameters`);
+  return EXIT.ok;
+}
+
+const COMMANDS: Record<string, (argv: string[]) => number | Promise<number>> = {
+  convert: cmdConvert,
+  generate: cmdGenerate,
+  'make-test-model': cmdMakeTestModel,
+};
+
+export async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  if (!command || command === '--help' || command === 'help') {
+    process.stdout.write(USAGE);
+    return command ? EXIT.ok : EXIT.usage;
+  }
+  const run = COMMANDS[command];
+  if (!run) {
+    process.stderr.write(`npuserve: unknown command '${command}'\n\n${USAGE}`);
+    return EXIT.usage;
+  }
+  if (rest.includes('--help')) {
+    process.stdout.write(USAGE);
+    return EXIT.ok;
+  }
+  try {
+    return await run(rest);
+  } catch (e) {
+    if (e instanceof UsageError) {
+      process.stderr.write(`npuserve ${command}: ${e.message}\n`);
+      return EXIT.usage;
+    }
+    if (e instanceof FormatError || e instanceof Error) {
+      process.stderr.write(`npuserve ${command}: ${e.message}\n`);
+      return EXIT.error;
+    }
+    throw e;
+  }
+}

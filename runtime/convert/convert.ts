@@ -1,0 +1,200 @@
+// `npuserve convert`: checkpoint -> .npu at FP32, FP16 or INT8, with optional fusion (level 1) and
+// packing for the kernels (level 2), then the accuracy gate against an FP32 conversion. The output
+// appears only when everything passed: work goes to a temporary file renamed at the end.
+import { createHash } from 'node:crypto';
+import { closeSync, openSync, readSync, renameSync, rmSync, statSync } from 'node:fs';
+import { basename } from 'node:path';
+
+import { UsageError } from '../errors.js';
+import type { AccuracyReport, NpuMetadata, Precision, TensorDType, TensorLayout } from '../format.js';
+import type { ModelConfig } from '../model-config.js';
+import { Tokenizer } from '../tokenizer.js';
+import { CONVERTER_VERSION, ENGINE_VERSION } from '../version.js';
+import { measureAccuracy } from './accuracy.js';
+import { openCheckpoint, type Checkpoint, type SourceFormat } from './checkpoint.js';
+import { NpuWriter, type PlannedTensor } from './writer.js';
+
+export interface ConvertOptions {
+  input: string;
+  output: string;
+  precision: Precision;
+  optimizeLevel: 0 | 1 | 2;
+  format?: SourceFormat;
+  /** Fail (and leave no output) when the mean cosine similarity vs FP32 is below this. */
+  minCosine?: number;
+  onProgress?: (stage: string, done: number, total: number) => void;
+}
+
+export interface ConvertSummary {
+  output: string;
+  precision: Precision;
+  optimizeLevel: number;
+  sourceFormat: string;
+  sourceBytes: number;
+  outputBytes: number;
+  seconds: { convert: number; accuracy: number; total: number };
+  accuracy: AccuracyReport | null;
+}
+
+export class AccuracyGateError extends Error {
+  constructor(
+    readonly report: AccuracyReport,
+    readonly minCosine: number,
+  ) {
+    super(`accuracy gate failed: cosine similarity ${report.cosineSimilarity.toFixed(5)} vs FP32 is below the minimum ${minCosine} (top-1 agreement ${(report.top1Agreement * 100).toFixed(1)}%)`);
+    this.name = 'AccuracyGateError';
+  }
+}
+
+const DTYPE: Record<Precision, TensorDType> = { FP32: 'f32', FP16: 'f16', INT8: 'i8' };
+
+function concatRows(parts: Float32Array[]): Float32Array {
+  const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
+  let off = 0;
+  for (const p of parts) {
+    out.set(p, off);
+    off += p.length;
+  }
+  return out;
+}
+
+/** Which tensors to write, in file order, with the HF tensors each is made from. */
+export function planTensors(ck: Checkpoint, precision: Precision, optimizeLevel: number): PlannedTensor[] {
+  const c = ck.config;
+  const dtype = DTYPE[precision];
+  const layout: TensorLayout = optimizeLevel >= 2 ? 'packed16' : 'row-major';
+  const qDim = c.numHeads * c.headDim;
+  const kvDim = c.numKvHeads * c.headDim;
+  const read = (name: string, shape: number[]) => {
+    const info = ck.source.tensors.get(name);
+    if (!info) throw new UsageError(`${ck.source.path}: tensor '${name}' is missing`);
+    if (info.shape.join('x') !== shape.join('x'))
+      throw new UsageError(`${ck.source.path}: tensor '${name}' has shape [${info.shape}], config.json implies [${shape}]`);
+    return () => ck.source.readF32(name);
+  };
+  const plan: PlannedTensor[] = [];
+  const vector = (name: string, from: string) => plan.push({ name, dtype: 'f32', layout: 'row-major', shape: [c.hiddenSize], produce: read(from, [c.hiddenSize]) });
+  const matrix = (name: string, rows: number, cols: number, sources: Array<[string, number]>) => {
+    const readers = sources.map(([n, r]) => read(n, [r, cols]));
+    plan.push({ name, dtype, layout, shape: [rows, cols], produce: () => concatRows(readers.map((f) => f())) });
+  };
+  plan.push({ name: 'tok_embeddings', dtype, layout: 'row-major', shape: [c.vocabSize, c.hiddenSize], produce: read('model.embed_tokens.weight', [c.vocabSize, c.hiddenSize]) });
+  for (let l = 0; l < c.numLayers; l++) {
+    const hf = `model.layers.${l}.`;
+    const ours = `layers.${l}.`;
+    const attn = (p: string): [string, number] => [`${hf}self_attn.${p}_proj.weight`, p === 'q' ? qDim : kvDim];
+    const mlp = (p: string): [string, number] => [`${hf}mlp.${p}_proj.weight`, c.intermediateSize];
+    vector(`${ours}attn_norm`, `${hf}input_layernorm.weight`);
+    if (optimizeLevel >= 1) {
+      matrix(`${ours}wqkv`, qDim + 2 * kvDim, c.hiddenSize, [attn('q'), attn('k'), attn('v')]);
+    } else {
+      for (const p of ['q', 'k', 'v']) matrix(`${ours}w${p}`, p === 'q' ? qDim : kvDim, c.hiddenSize, [attn(p)]);
+    }
+    matrix(`${ours}wo`, c.hiddenSize, qDim, [[`${hf}self_attn.o_proj.weight`, c.hiddenSize]]);
+    vector(`${ours}ffn_norm`, `${hf}post_attention_layernorm.weight`);
+    if (optimizeLevel >= 1) {
+      matrix(`${ours}w_gate_up`, 2 * c.intermediateSize, c.hiddenSize, [mlp('gate'), mlp('up')]);
+    } else {
+      matrix(`${ours}w_gate`, c.intermediateSize, c.hiddenSize, [mlp('gate')]);
+      matrix(`${ours}w_up`, c.intermediateSize, c.hiddenSize, [mlp('up')]);
+    }
+    matrix(`${ours}w_down`, c.hiddenSize, c.intermediateSize, [[`${hf}mlp.down_proj.weight`, c.hiddenSize]]);
+  }
+  vector('norm', 'model.norm.weight');
+  if (!c.tieWordEmbeddings) {
+    if (!ck.source.tensors.has('lm_head.weight')) throw new UsageError(`${ck.source.path}: tensor 'lm_head.weight' is missing and tie_word_embeddings is false`);
+    matrix('lm_head', c.vocabSize, c.hiddenSize, [['lm_head.weight', c.vocabSize]]);
+  }
+  return plan;
+}
+
+function digestFiles(files: string[]): { digest: string; bytes: number } {
+  const hash = createHash('sha256');
+  const buf = Buffer.alloc(8 << 20);
+  let bytes = 0;
+  for (const f of files) {
+    const fd = openSync(f, 'r');
+    try {
+      for (let n = readSync(fd, buf); n > 0; n = readSync(fd, buf)) {
+        hash.update(buf.subarray(0, n));
+        bytes += n;
+      }
+    } finally {
+      closeSync(fd);
+    }
+  }
+  return { digest: `sha256:${hash.digest('hex')}`, bytes };
+}
+
+function baseMetadata(ck: Checkpoint, config: ModelConfig, precision: Precision, optimizeLevel: number, digest: { digest: string; bytes: number }) {
+  const tok = Tokenizer.mistralV3();
+  if (config.vocabSize !== tok.vocabSize)
+    throw new UsageError(`the checkpoint's vocabulary has ${config.vocabSize} tokens; the Mistral v3 tokenizer has ${tok.vocabSize}`);
+  return {
+    format: 'npuserve-model' as const,
+    converterVersion: CONVERTER_VERSION,
+    engineVersion: ENGINE_VERSION,
+    architecture: config.architecture,
+    config,
+    precision,
+    optimizeLevel,
+    quantization: precision === 'INT8' ? ({ weights: 'int8-symmetric-per-output-channel', activations: 'int8-per-token-dynamic' } as const) : null,
+    source: { format: ck.format, files: ck.files.map((f) => basename(f)), bytes: digest.bytes, digest: digest.digest },
+    tokenizer: { kind: 'mistral-v3' as const, bosId: config.bosTokenId, eosId: config.eosTokenId, chatTemplate: ck.chatTemplate },
+    accuracy: null,
+    createdAt: new Date().toISOString(),
+  } satisfies Omit<NpuMetadata, 'tensors' | 'formatVersion'>;
+}
+
+function writeModel(ck: Checkpoint, path: string, precision: Precision, level: number, digest: { digest: string; bytes: number }, progress?: ConvertOptions['onProgress']): NpuWriter {
+  const writer = new NpuWriter(path, baseMetadata(ck, ck.config, precision, level, digest), planTensors(ck, precision, level));
+  try {
+    writer.writeTensors((_name, done, total) => progress?.(`${precision} tensors`, done, total));
+  } catch (e) {
+    writer.close();
+    throw e;
+  }
+  return writer;
+}
+
+export async function convert(opts: ConvertOptions): Promise<ConvertSummary> {
+  if (!(opts.optimizeLevel === 0 || opts.optimizeLevel === 1 || opts.optimizeLevel === 2)) throw new UsageError(`--optimize-level must be 0, 1 or 2, got ${opts.optimizeLevel}`);
+  if (opts.minCosine !== undefined && !(opts.minCosine >= -1 && opts.minCosine <= 1)) throw new UsageError(`--min-cosine must be between -1 and 1, got ${opts.minCosine}`);
+  const t0 = performance.now();
+  const tmp = `${opts.output}.tmp-${process.pid}`;
+  const refTmp = `${opts.output}.fp32-reference.tmp-${process.pid}`;
+  const ck = openCheckpoint(opts.input, opts.format ?? 'auto');
+  try {
+    opts.onProgress?.('hashing source', 0, 1);
+    const digest = digestFiles(ck.files);
+    const writer = writeModel(ck, tmp, opts.precision, opts.optimizeLevel, digest, opts.onProgress);
+    const t1 = performance.now();
+    let accuracy: AccuracyReport | null = null;
+    try {
+      const needsReference = !(opts.precision === 'FP32' && opts.optimizeLevel === 0);
+      if (needsReference) writeModel(ck, refTmp, 'FP32', 0, digest, opts.onProgress).close();
+      opts.onProgress?.('accuracy', 0, 1);
+      accuracy = await measureAccuracy(tmp, needsReference ? refTmp : tmp);
+      writer.updateMetadata({ accuracy });
+    } finally {
+      writer.close();
+    }
+    if (opts.minCosine !== undefined && accuracy.cosineSimilarity < opts.minCosine) throw new AccuracyGateError(accuracy, opts.minCosine);
+    renameSync(tmp, opts.output);
+    const t2 = performance.now();
+    return {
+      output: opts.output,
+      precision: opts.precision,
+      optimizeLevel: opts.optimizeLevel,
+      sourceFormat: ck.format,
+      sourceBytes: digest.bytes,
+      outputBytes: statSync(opts.output).size,
+      seconds: { convert: (t1 - t0) / 1000, accuracy: (t2 - t1) / 1000, total: (t2 - t0) / 1000 },
+      accuracy,
+    };
+  } finally {
+    ck.source.close();
+    rmSync(tmp, { force: true });
+    rmSync(refTmp, { force: true });
+  }
+}

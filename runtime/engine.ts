@@ -1,0 +1,133 @@
+// Typed wrapper over the native addon: loads a .npu file (header and metadata checked here, tensor
+// ranges checked again natively against the mapping) and runs batched steps off the JS thread.
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+import { readNpuFile, type NpuMetadata } from './format.js';
+
+export type LogitsMode = 'none' | 'last' | 'all';
+
+export interface StepEntry {
+  sequence: number;
+  tokens: readonly number[] | Int32Array;
+  /** Which rows' logits to return (default none). */
+  logits?: LogitsMode;
+  /** Sample the next token from the last row (default true). */
+  sample?: boolean;
+  temperature?: number;
+  topP?: number;
+}
+
+export interface StepResult {
+  sequence: number;
+  /** The sampled token, or -1 when sampling was not asked for. */
+  token: number;
+  /** (rows x vocab) when logits were asked for. */
+  logits?: Float32Array;
+}
+
+export interface EngineInfo {
+  kernel: string;
+  threads: number;
+  weightBytes: number;
+  kvCacheBytes: number;
+  kvBlockTokens: number;
+  kvBlocksTotal: number;
+  kvBlocksFree: number;
+  maxSeqLen: number;
+}
+
+export interface EngineOptions {
+  threads?: number;
+  maxSeqLen?: number;
+  /** Tokens the paged KV cache holds across all sequences. */
+  kvCacheTokens?: number;
+  /** Force a kernel set (scalar | avx2); default: the best this CPU supports. */
+  kernel?: string;
+}
+
+interface NativeEngine {
+  createSequence(seed?: number | bigint): number;
+  releaseSequence(id: number): void;
+  sequenceLength(id: number): number;
+  step(entries: StepEntry[]): Promise<StepResult[]>;
+  info(): EngineInfo;
+}
+
+export interface NativeAddon {
+  loadModel(path: string, descriptor: unknown, options: EngineOptions): Promise<NativeEngine>;
+  packWeight(w: Float32Array, rows: number, cols: number, dtype: string, layout: string): { data: Uint8Array; scales?: Float32Array };
+  gemm(args: Record<string, unknown>): Float32Array;
+  cpuFeatures(): Record<string, unknown> & { selectedKernel: string; availableKernels: string[] };
+}
+
+let addon: NativeAddon | undefined;
+
+/** The compiled addon: NPUSERVE_ADDON, or native/build/npuserve.node of this package. */
+export function native(): NativeAddon {
+  if (addon) return addon;
+  let path = process.env.NPUSERVE_ADDON;
+  if (!path) {
+    let dir = dirname(fileURLToPath(import.meta.url));
+    while (!existsSync(join(dir, 'native', 'build', 'npuserve.node')) && dirname(dir) !== dir) dir = dirname(dir);
+    path = join(dir, 'native', 'build', 'npuserve.node');
+  }
+  if (!existsSync(path)) throw new Error(`native engine not built: ${path} is missing (run npm run build:native)`);
+  addon = createRequire(import.meta.url)(resolve(path)) as NativeAddon;
+  return addon;
+}
+
+export class Engine {
+  private constructor(
+    readonly path: string,
+    readonly metadata: NpuMetadata,
+    private readonly impl: NativeEngine,
+  ) {}
+
+  static async load(path: string, options: EngineOptions = {}): Promise<Engine> {
+    const file = readNpuFile(path);
+    const c = file.metadata.config;
+    const descriptor = {
+      config: {
+        dim: c.hiddenSize,
+        nLayers: c.numLayers,
+        nHeads: c.numHeads,
+        nKvHeads: c.numKvHeads,
+        headDim: c.headDim,
+        hiddenDim: c.intermediateSize,
+        vocabSize: c.vocabSize,
+        slidingWindow: c.slidingWindow ?? 0,
+        ropeTheta: c.ropeTheta,
+        normEps: c.rmsNormEps,
+      },
+      tensors: file.metadata.tensors.map((t) => ({ ...t, offset: file.header.dataOffset + t.offset })),
+    };
+    const impl = await native().loadModel(path, descriptor, options);
+    return new Engine(path, file.metadata, impl);
+  }
+
+  get info(): EngineInfo {
+    return this.impl.info();
+  }
+
+  /** A new, empty sequence; `seed` drives its sampling RNG. */
+  createSequence(seed = 0): number {
+    return this.impl.createSequence(seed);
+  }
+
+  /** Frees the sequence's KV blocks (after the running step, if one is running). */
+  releaseSequence(id: number): void {
+    this.impl.releaseSequence(id);
+  }
+
+  sequenceLength(id: number): number {
+    return this.impl.sequenceLength(id);
+  }
+
+  /** One batched forward pass. Steps must be awaited one at a time. */
+  step(entries: StepEntry[]): Promise<StepResult[]> {
+    return this.impl.step(entries);
+  }
+}

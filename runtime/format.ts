@@ -1,0 +1,199 @@
+// The offline model format (.npu), the one source of truth for its layout:
+//
+//   [0, 64)            header: magic "NPUSERVE", format version, metadata and data ranges, file size,
+//                      CRC-32 of the metadata block
+//   [64, dataOffset)   metadata: UTF-8 JSON (NpuMetadata), padded with spaces
+//   [dataOffset, end)  tensor data, each tensor 64-byte aligned, already in the layout the kernels read
+//
+// Tensor layouts: `row-major` is [rows][cols]. `packed16` groups rows by 16 (zero rows pad the last
+// group); inside a group f32/f16 store [cols][16] and i8 stores [cols/4][16][4] with cols padded to
+// a multiple of 4. An i8 weight `W` comes with `W.scale` (f32, one per padded row): w = q * scale.
+import { closeSync, fstatSync, openSync } from 'node:fs';
+
+import { FormatError } from './errors.js';
+import type { ModelConfig } from './model-config.js';
+import { readExact } from './convert/tensors.js';
+
+export const MAGIC = 'NPUSERVE';
+export const FORMAT_VERSION = 1;
+export const HEADER_BYTES = 64;
+export const TENSOR_ALIGN = 64;
+
+export type Precision = 'FP32' | 'FP16' | 'INT8';
+export type TensorDType = 'f32' | 'f16' | 'i8';
+export type TensorLayout = 'row-major' | 'packed16';
+
+export interface NpuTensor {
+  name: string;
+  dtype: TensorDType;
+  layout: TensorLayout;
+  shape: number[];
+  /** Byte offset from the start of the data section. */
+  offset: number;
+  bytes: number;
+}
+
+export interface AccuracyReport {
+  reference: 'FP32';
+  prompts: number;
+  positions: number;
+  /** Mean over calibration prompts of the cosine similarity of last-position logits. */
+  cosineSimilarity: number;
+  minCosineSimilarity: number;
+  /** Fraction of all prompt positions whose argmax token matches the reference. */
+  top1Agreement: number;
+}
+
+export interface NpuMetadata {
+  format: 'npuserve-model';
+  formatVersion: number;
+  converterVersion: string;
+  engineVersion: string;
+  architecture: ModelConfig['architecture'];
+  config: ModelConfig;
+  precision: Precision;
+  optimizeLevel: number;
+  quantization: null | { weights: 'int8-symmetric-per-output-channel'; activations: 'int8-per-token-dynamic' };
+  source: { format: 'safetensors' | 'gguf' | 'npu'; files: string[]; bytes: number; digest: string };
+  tokenizer: { kind: 'mistral-v3'; bosId: number; eosId: number; chatTemplate: string | null };
+  accuracy: AccuracyReport | null;
+  createdAt: string;
+  tensors: NpuTensor[];
+}
+
+export interface NpuHeader {
+  formatVersion: number;
+  metadataOffset: number;
+  metadataBytes: number;
+  dataOffset: number;
+  dataBytes: number;
+  fileBytes: number;
+  metadataCrc32: number;
+}
+
+const DTYPE_BYTES: Record<TensorDType, number> = { f32: 4, f16: 2, i8: 1 };
+
+export const alignUp = (n: number, a: number): number => Math.ceil(n / a) * a;
+
+/** Bytes a weight of this dtype/layout/shape occupies (must agree with native weight_data_bytes). */
+export function tensorBytes(dtype: TensorDType, layout: TensorLayout, shape: readonly number[]): number {
+  if (shape.length === 1) return shape[0] * DTYPE_BYTES[dtype];
+  const [rows, cols] = shape;
+  if (layout === 'row-major') return rows * cols * DTYPE_BYTES[dtype];
+  return alignUp(rows, 16) * (dtype === 'i8' ? alignUp(cols, 4) : cols) * DTYPE_BYTES[dtype];
+}
+
+/** Rows of the scale vector that goes with an i8 weight. */
+export function paddedRows(layout: TensorLayout, rows: number): number {
+  return layout === 'packed16' ? alignUp(rows, 16) : rows;
+}
+
+const CRC_TABLE = (() => {
+  const t = new Uint32Array(256);
+  for (let n = 0; n < 256; n++) {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    t[n] = c >>> 0;
+  }
+  return t;
+})();
+
+export function crc32(bytes: Uint8Array): number {
+  let c = 0xffffffff;
+  for (let i = 0; i < bytes.length; i++) c = CRC_TABLE[(c ^ bytes[i]) & 0xff] ^ (c >>> 8);
+  return (c ^ 0xffffffff) >>> 0;
+}
+
+export function encodeHeader(h: NpuHeader): Uint8Array {
+  const buf = new Uint8Array(HEADER_BYTES);
+  const dv = new DataView(buf.buffer);
+  buf.set(new TextEncoder().encode(MAGIC), 0);
+  dv.setUint32(8, h.formatVersion, true);
+  dv.setUint32(12, HEADER_BYTES, true);
+  dv.setBigUint64(16, BigInt(h.metadataOffset), true);
+  dv.setBigUint64(24, BigInt(h.metadataBytes), true);
+  dv.setBigUint64(32, BigInt(h.dataOffset), true);
+  dv.setBigUint64(40, BigInt(h.dataBytes), true);
+  dv.setBigUint64(48, BigInt(h.fileBytes), true);
+  dv.setUint32(56, h.metadataCrc32, true);
+  return buf;
+}
+
+function u64(dv: DataView, off: number): number {
+  const v = dv.getBigUint64(off, true);
+  return v > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(v);
+}
+
+export interface NpuFile {
+  path: string;
+  header: NpuHeader;
+  metadata: NpuMetadata;
+}
+
+/** Reads and validates the header and metadata of a .npu file (tensor data is left to the mmap). */
+export function readNpuFile(path: string): NpuFile {
+  const fd = openSync(path, 'r');
+  try {
+    const fail = (detail: string): never => {
+      throw new FormatError(path, detail);
+    };
+    const size = fstatSync(fd).size;
+    if (size < HEADER_BYTES) fail(`file has ${size} bytes, too short for the ${HEADER_BYTES}-byte .npu header`);
+    const hb = readExact(fd, path, 0, HEADER_BYTES);
+    const dv = new DataView(hb.buffer);
+    if (new TextDecoder().decode(hb.subarray(0, 8)) !== MAGIC) fail('not an npuserve model (bad magic; expected "NPUSERVE")');
+    const header: NpuHeader = {
+      formatVersion: dv.getUint32(8, true),
+      metadataOffset: u64(dv, 16),
+      metadataBytes: u64(dv, 24),
+      dataOffset: u64(dv, 32),
+      dataBytes: u64(dv, 40),
+      fileBytes: u64(dv, 48),
+      metadataCrc32: dv.getUint32(56, true),
+    };
+    if (header.formatVersion !== FORMAT_VERSION) fail(`format version ${header.formatVersion} is not supported (this build reads version ${FORMAT_VERSION})`);
+    if (header.fileBytes !== size) fail(`file is ${size} bytes but its header says ${header.fileBytes}: truncated or appended to`);
+    if (header.metadataOffset !== HEADER_BYTES || header.metadataOffset + header.metadataBytes > header.dataOffset)
+      fail(`metadata range [${header.metadataOffset}, +${header.metadataBytes}) does not fit before the data at ${header.dataOffset}`);
+    if (header.dataOffset % TENSOR_ALIGN !== 0 || header.dataOffset + header.dataBytes !== size)
+      fail(`data range [${header.dataOffset}, +${header.dataBytes}) does not end at the end of the file (${size} bytes)`);
+    const metaBytes = readExact(fd, path, header.metadataOffset, header.metadataBytes);
+    const crc = crc32(metaBytes);
+    if (crc !== header.metadataCrc32) fail(`metadata checksum ${crc.toString(16)} does not match the header's ${header.metadataCrc32.toString(16)}: the file is corrupt`);
+    let metadata: NpuMetadata;
+    try {
+      metadata = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(metaBytes));
+    } catch (e) {
+      return fail(`metadata is not valid JSON: ${(e as Error).message}`);
+    }
+    validateTensorTable(path, metadata, header.dataBytes);
+    return { path, header, metadata };
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function validateTensorTable(path: string, m: NpuMetadata, dataBytes: number): void {
+  const fail = (detail: string): never => {
+    throw new FormatError(path, detail);
+  };
+  if (m?.format !== 'npuserve-model' || !Array.isArray(m.tensors) || typeof m.config !== 'object') fail('metadata lacks format, config or tensors');
+  const seen = new Set<string>();
+  const ranges: Array<[number, number, string]> = [];
+  for (const t of m.tensors) {
+    if (typeof t?.name !== 'string') fail('a tensor entry has no name');
+    if (seen.has(t.name)) fail(`tensor '${t.name}' is listed twice`);
+    seen.add(t.name);
+    if (!(t.dtype in DTYPE_BYTES)) fail(`tensor '${t.name}': dtype ${JSON.stringify(t.dtype)} is not f32, f16 or i8`);
+    if (t.layout !== 'row-major' && t.layout !== 'packed16') fail(`tensor '${t.name}': layout ${JSON.stringify(t.layout)} is unknown`);
+    if (!Array.isArray(t.shape) || t.shape.length < 1 || t.shape.length > 2 || !t.shape.every((d) => Number.isSafeInteger(d) && d > 0))
+      fail(`tensor '${t.name}': shape ${JSON.stringify(t.shape)} must be 1 or 2 positive integers`);
+    if (!Number.isSafeInteger(t.offset) || t.offset < 0 || t.offset % TENSOR_ALIGN !== 0) fail(`tensor '${t.name}': offset ${t.offset} is not a 64-byte aligned position`);
+    const expected = tensorBytes(t.dtype, t.layout, t.shape);
+    if (t.bytes !== expected) fail(`tensor '${t.name}': ${t.bytes} bytes, its dtype, layout and shape need ${expected}`);
+    if (t.offset + t.bytes > dataBytes) fail(`tensor '${t.name}' ends at data byte ${t.offset + t.bytes}, the data section has ${dataBytes}`);
+    ranges.push([t.offset, t.offset + t.bytes, t.name]);
+  }
+  ranges.sort((a, b) => a[0] - b[0]);
+  for (let i = 1; i < ranges.length; i++) if (ranges[i][0] < ranges[i - 1][1]) fail(`tensors '${ranges[i - 1][2]}' and '${ranges[i][2]}' overlap`);
+}

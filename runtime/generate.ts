@@ -1,0 +1,34 @@
+// Text generation on one sequence: prefill the prompt, then decode until max tokens or EOS.
+import type { Engine } from './engine.js';
+
+export interface GenerateOptions {
+  maxTokens: number;
+  temperature?: number;
+  topP?: number;
+  seed?: number;
+  /** Stop at the model's EOS token (default true). */
+  stopAtEos?: boolean;
+}
+
+export interface Generation {
+  tokens: number[];
+  finishReason: 'stop' | 'length';
+}
+
+export async function generate(engine: Engine, prompt: readonly number[], opts: GenerateOptions): Promise<Generation> {
+  const eos = engine.metadata.config.eosTokenId;
+  const seq = engine.createSequence(opts.seed ?? 0);
+  const tokens: number[] = [];
+  try {
+    let input: readonly number[] = prompt;
+    while (tokens.length < opts.maxTokens) {
+      const [r] = await engine.step([{ sequence: seq, tokens: input, temperature: opts.temperature ?? 0, topP: opts.topP ?? 1 }]);
+      if (r.token === eos && opts.stopAtEos !== false) return { tokens, finishReason: 'stop' };
+      tokens.push(r.token);
+      input = [r.token];
+    }
+    return { tokens, finishReason: 'length' };
+  } finally {
+    engine.releaseSequence(seq);
+  }
+}

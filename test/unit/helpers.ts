@@ -1,0 +1,50 @@
+// Shared test fixtures: tiny test models made and converted once per configuration in a temp folder.
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+import { convert } from '../../runtime/convert/convert.js';
+import { SafetensorsFile } from '../../runtime/convert/safetensors.js';
+import type { Precision } from '../../runtime/format.js';
+import { makeTestModel, type TestModel, type TestModelOptions } from '../../runtime/testmodel.js';
+
+export const workDir = mkdtempSync(join(tmpdir(), 'npuserve-test-'));
+
+const models = new Map<string, TestModel>();
+
+export function testModel(name: string, opts: Partial<TestModelOptions> = {}): TestModel {
+  let m = models.get(name);
+  if (!m) {
+    m = makeTestModel(join(workDir, name), opts);
+    models.set(name, m);
+  }
+  return m;
+}
+
+const converted = new Map<string, Promise<string>>();
+
+/** The model converted at this precision/level (cached per test file run). */
+export function convertedModel(model: TestModel, precision: Precision, level: 0 | 1 | 2): Promise<string> {
+  const key = `${model.dir}:${precision}:${level}`;
+  let p = converted.get(key);
+  if (!p) {
+    const output = `${model.dir}.${precision}.o${level}.npu`;
+    p = convert({ input: model.dir, output, precision, optimizeLevel: level }).then(() => output);
+    converted.set(key, p);
+  }
+  return p;
+}
+
+/** The float32 weights of a test model by HF name. */
+export function hfWeights(model: TestModel): (name: string) => Float32Array {
+  const file = new SafetensorsFile(join(model.dir, 'model.safetensors'));
+  const cache = new Map<string, Float32Array>();
+  return (name) => {
+    let t = cache.get(name);
+    if (!t) {
+      t = file.readF32(name);
+      cache.set(name, t);
+    }
+    return t;
+  };
+}
