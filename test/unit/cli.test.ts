@@ -1,0 +1,80 @@
+// The `npuserve` command as a user runs it (the built bin/npuserve.js): make-test-model, convert
+// with --json and the accuracy gate, generate, and the errors bad input gets.
+import { spawnSync } from 'node:child_process';
+import { existsSync, readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+
+import { workDir } from './helpers.js';
+
+const bin = join(import.meta.dirname, '..', '..', 'bin', 'npuserve.js');
+
+function npuserve(...args: string[]) {
+  const r = spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', timeout: 120_000 });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+describe('npuserve CLI', () => {
+  const model = join(workDir, 'cli-model');
+  const out = join(workDir, 'cli-model.int8.npu');
+
+  it('makes a test model, converts it to INT8 with a JSON summary, and generates from it', () => {
+    const made = npuserve('make-test-model', '--out', model, '--layers', '1', '--hidden', '64', '--heads', '2', '--kv-heads', '1', '--intermediate', '96');
+    expect(made.code, made.stderr).toBe(0);
+    expect(readdirSync(model).sort()).toEqual(['config.json', 'model.safetensors', 'tokenizer_config.json']);
+
+    const conv = npuserve('convert', '--input', model, '--precision', 'INT8', '--optimize-level', '2', '--output', out, '--min-cosine', '0.98', '--json');
+    expect(conv.code, conv.stderr).toBe(0);
+    const summary = JSON.parse(conv.stdout);
+    expect(summary.precision).toBe('INT8');
+    expect(summary.outputBytes).toBeGreaterThan(0);
+    expect(summary.outputBytes).toBeLessThan(summary.sourceBytes / 3);
+    expect(summary.accuracy.cosineSimilarity).toBeGreaterThanOrEqual(0.98);
+    expect(summary.accuracy.top1Agreement).toBeGreaterThan(0);
+    expect(summary.accuracy.prompts).toBeGreaterThan(0);
+
+    const gen = npuserve('generate', '--model', out, '--prompt-tokens', '1,415,6233', '--max-tokens', '5', '--json');
+    expect(gen.code, gen.stderr).toBe(0);
+    const g = JSON.parse(gen.stdout);
+    expect(g.promptTokens).toEqual([1, 415, 6233]);
+    expect(g.tokens).toHaveLength(5);
+    expect(typeof g.text).toBe('string');
+    // Greedy generation is deterministic.
+    expect(JSON.parse(npuserve('generate', '--model', out, '--prompt-tokens', '1,415,6233', '--max-tokens', '5', '--json').stdout).tokens).toEqual(g.tokens);
+
+    const text = npuserve('generate', '--model', out, '--prompt', 'Hello', '--max-tokens', '4');
+    expect(text.code, text.stderr).toBe(0);
+  });
+
+  it('fails the accuracy gate with exit code 3 and leaves no output file behind', () => {
+    const gated = join(workDir, 'gated.npu');
+    const r = npuserve('convert', '--input', model, '--precision', 'INT8', '--output', gated, '--min-cosine', '0.99999999');
+    expect(r.code).toBe(3);
+    expect(r.stderr).toMatch(/accuracy gate failed: cosine similarity 0\.\d+ vs FP32 is below the minimum 0\.99999999/);
+    expect(existsSync(gated)).toBe(false);
+    expect(readdirSync(workDir).filter((f) => f.startsWith('gated'))).toEqual([]);
+  });
+
+  it.each([
+    [['convert', '--input', '/nonexistent', '--precision', 'INT8', '--output', '/tmp/x.npu'], 2, /input \/nonexistent does not exist/],
+    [['convert', '--input', '.', '--precision', 'INT4', '--output', '/tmp/x.npu'], 2, /--precision must be INT8, FP16 or FP32, got 'INT4'/],
+    [['convert', '--precision', 'INT8'], 2, /--input is required/],
+    [['convert', '--bogus'], 2, /Unknown option '--bogus'/],
+    [['generate', '--model', '/nonexistent.npu', '--prompt', 'x'], 1, /nonexistent\.npu/],
+    [['frobnicate'], 2, /unknown command 'frobnicate'/],
+  ])('%j exits %i with a message naming the problem', (args, code, message) => {
+    const r = npuserve(...(args as string[]));
+    expect(r.code).toBe(code);
+    expect(r.stderr).toMatch(message as RegExp);
+  });
+
+  it('refuses a corrupt checkpoint with a message naming the file', () => {
+    const bad = join(workDir, 'bad-model');
+    npuserve('make-test-model', '--out', bad, '--layers', '1', '--hidden', '32', '--heads', '2', '--kv-heads', '1', '--intermediate', '48');
+    writeFileSync(join(bad, 'model.safetensors'), Buffer.from([8, 0, 0, 0, 0, 0, 0, 0, 123, 125]));
+    const r = npuserve('convert', '--input', bad, '--precision', 'FP16', '--output', join(workDir, 'bad.npu'));
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/model\.safetensors: header length 8 runs past the end of the file \(10 bytes\)/);
+    expect(existsSync(join(workDir, 'bad.npu'))).toBe(false);
+  });
+});
