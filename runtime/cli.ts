@@ -21,7 +21,7 @@ commands:
   generate         --model X.npu (--prompt TEXT | --prompt-tokens 1,2,3) [--max-tokens 32]
                    [--temperature 0] [--top-p 1] [--seed N] [--threads N] [--json]
   make-test-model  --out DIR [--preset tiny|100m|1b] [--layers N --hidden N --heads N --kv-heads N
-                   --head-dim N --intermediate N --sliding-window N --tied --seed N --dtype F32|F16|BF16]
+                   --head-dim N --intermediate N --sliding-window N --tied --seed N --dtype F32|F16|BF16 --shards N]
 `;
 
 type Flags = Record<string, string | boolean | undefined>;
@@ -168,6 +168,7 @@ function cmdMakeTestModel(argv: string[]): number {
     tied: { type: 'boolean' },
     seed: { type: 'string' },
     dtype: { type: 'string' },
+    shards: { type: 'string' },
   });
   const preset = (f.preset as string | undefined) ?? 'tiny';
   if (!(preset in PRESETS)) throw new UsageError(`--preset must be one of ${Object.keys(PRESETS).join(', ')}, got '${preset}'`);
@@ -186,6 +187,7 @@ function cmdMakeTestModel(argv: string[]): number {
   set('intermediate', 'intermediate');
   set('slidingWindow', 'sliding-window');
   set('seed', 'seed', 0);
+  set('shards', 'shards');
   if (f.tied) opts.tied = true;
   const model = makeTestModel(required(f, 'out'), opts);
   console.log(`wrote ${model.dir}: ${model.config.numLayers} layers, hidden ${model.config.hiddenSize}, ${(model.parameters / 1e6).toFixed(1)}M parameters`);

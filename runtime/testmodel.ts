@@ -21,6 +21,8 @@ export interface TestModelOptions {
   seed: number;
   ropeTheta: number;
   dtype: 'F32' | 'F16' | 'BF16';
+  /** Split the weights over this many safetensors files with an index, as large checkpoints are. */
+  shards: number;
 }
 
 export const PRESETS: Record<string, Partial<TestModelOptions>> = {
@@ -40,6 +42,7 @@ export const DEFAULT_OPTIONS: TestModelOptions = {
   seed: 1,
   ropeTheta: 1e6,
   dtype: 'F32',
+  shards: 1,
 };
 
 /** The chat template of Mistral's instruct checkpoints ([INST] ... [/INST]). */
@@ -155,6 +158,19 @@ export function makeTestModel(dir: string, options: Partial<TestModelOptions> = 
     `${JSON.stringify({ bos_token: '<s>', eos_token: '</s>', unk_token: '<unk>', chat_template: MISTRAL_CHAT_TEMPLATE, tokenizer_class: 'LlamaTokenizer' }, null, 2)}\n`,
   );
   const toWrite: TensorToWrite[] = tensors.map((t) => ({ name: t.name, dtype: o.dtype, shape: t.shape, data: t.produce }));
-  writeSafetensors(join(dir, 'model.safetensors'), toWrite, { format: 'pt' });
+  if (o.shards <= 1) {
+    writeSafetensors(join(dir, 'model.safetensors'), toWrite, { format: 'pt' });
+  } else {
+    const name = (i: number) => `model-${String(i + 1).padStart(5, '0')}-of-${String(o.shards).padStart(5, '0')}.safetensors`;
+    const perShard = Math.ceil(toWrite.length / o.shards);
+    const weightMap: Record<string, string> = {};
+    for (let i = 0; i < o.shards; i++) {
+      const part = toWrite.slice(i * perShard, (i + 1) * perShard);
+      part.forEach((t) => (weightMap[t.name] = name(i)));
+      writeSafetensors(join(dir, name(i)), part, { format: 'pt' });
+    }
+    const totalSize = toWrite.reduce((n, t) => n + t.shape.reduce((a, b) => a * b, 1) * (o.dtype === 'F32' ? 4 : 2), 0);
+    writeFileSync(join(dir, 'model.safetensors.index.json'), `${JSON.stringify({ metadata: { total_size: totalSize }, weight_map: weightMap }, null, 2)}\n`);
+  }
   return { dir, config, parameters: tensors.reduce((n, t) => n + t.shape.reduce((a, b) => a * b, 1), 0) };
 }
