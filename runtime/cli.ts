@@ -21,7 +21,8 @@ commands:
   generate         --model X.npu (--prompt TEXT | --prompt-tokens 1,2,3) [--max-tokens 32]
                    [--temperature 0] [--top-p 1] [--seed N] [--threads N] [--json]
   make-test-model  --out DIR [--preset tiny|100m|1b] [--layers N --hidden N --heads N --kv-heads N
-                   --head-dim N --intermediate N --sliding-window N --tied --seed N --dtype F32|F16|BF16 --shards N]
+                   --head-dim N --intermediate N --sliding-window N --tied --seed N --dtype F32|F16|BF16 --shards N
+                   --gguf F32|F16|Q8_0|Q4_0]
 `;
 
 type Flags = Record<string, string | boolean | undefined>;
@@ -169,6 +170,7 @@ function cmdMakeTestModel(argv: string[]): number {
     seed: { type: 'string' },
     dtype: { type: 'string' },
     shards: { type: 'string' },
+    gguf: { type: 'string' },
   });
   const preset = (f.preset as string | undefined) ?? 'tiny';
   if (!(preset in PRESETS)) throw new UsageError(`--preset must be one of ${Object.keys(PRESETS).join(', ')}, got '${preset}'`);
@@ -189,6 +191,11 @@ function cmdMakeTestModel(argv: string[]): number {
   set('seed', 'seed', 0);
   set('shards', 'shards');
   if (f.tied) opts.tied = true;
+  if (typeof f.gguf === 'string') {
+    const g = f.gguf.toUpperCase();
+    if (g !== 'F32' && g !== 'F16' && g !== 'Q8_0' && g !== 'Q4_0') throw new UsageError(`--gguf must be F32, F16, Q8_0 or Q4_0, got '${f.gguf}'`);
+    opts.gguf = g;
+  }
   const model = makeTestModel(required(f, 'out'), opts);
   console.log(`wrote ${model.dir}: ${model.config.numLayers} layers, hidden ${model.config.hiddenSize}, ${(model.parameters / 1e6).toFixed(1)}M parameters`);
   return EXIT.ok;

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 
 import { UsageError } from './errors.js';
 import { toHfConfig, validateConfig, type ModelConfig } from './model-config.js';
+import { writeGguf, type GgufVocab, type GgufWeightDType } from './convert/gguf.js';
 import { writeSafetensors, type TensorToWrite } from './convert/safetensors.js';
 import { Tokenizer } from './tokenizer.js';
 
@@ -23,6 +24,8 @@ export interface TestModelOptions {
   dtype: 'F32' | 'F16' | 'BF16';
   /** Split the weights over this many safetensors files with an index, as large checkpoints are. */
   shards: number;
+  /** Also write the same weights as model.gguf (llama architecture) of this type, for llama.cpp. */
+  gguf?: GgufWeightDType;
 }
 
 export const PRESETS: Record<string, Partial<TestModelOptions>> = {
@@ -141,6 +144,11 @@ export function testModelTensors(c: ModelConfig, seed: number): Array<{ name: st
   return tensors;
 }
 
+/** The Mistral v3 vocabulary as GGUF carries it; scores rank merges by id as SentencePiece does. */
+export function ggufVocab(tok: Tokenizer): GgufVocab {
+  return { tokens: [...tok.vocab], scores: tok.vocab.map((_, id) => -id), tokenTypes: tok.vocab.map((_, id) => tok.tokenType(id)), unknownTokenId: 0 };
+}
+
 export interface TestModel {
   dir: string;
   config: ModelConfig;
@@ -171,6 +179,16 @@ export function makeTestModel(dir: string, options: Partial<TestModelOptions> = 
     }
     const totalSize = toWrite.reduce((n, t) => n + t.shape.reduce((a, b) => a * b, 1) * (o.dtype === 'F32' ? 4 : 2), 0);
     writeFileSync(join(dir, 'model.safetensors.index.json'), `${JSON.stringify({ metadata: { total_size: totalSize }, weight_map: weightMap }, null, 2)}\n`);
+  }
+  if (o.gguf) {
+    writeGguf(join(dir, 'model.gguf'), {
+      config,
+      tensors: tensors.map((t) => ({ name: t.name, shape: t.shape, data: t.produce })),
+      vocab: ggufVocab(Tokenizer.mistralV3()),
+      dtype: o.gguf,
+      name: 'npuserve-test-model',
+      chatTemplate: MISTRAL_CHAT_TEMPLATE,
+    });
   }
   return { dir, config, parameters: tensors.reduce((n, t) => n + t.shape.reduce((a, b) => a * b, 1), 0) };
 }

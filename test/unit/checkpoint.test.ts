@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 
 import { openCheckpoint } from '../../runtime/convert/checkpoint.js';
-import { planTensors } from '../../runtime/convert/convert.js';
+import { convert, planTensors } from '../../runtime/convert/convert.js';
 import { Engine } from '../../runtime/engine.js';
 import { fromHfConfig } from '../../runtime/model-config.js';
 import { referenceLogits } from './reference.js';
@@ -113,6 +113,18 @@ describe('checkpoints', () => {
       den += v * v;
     });
     expect(Math.sqrt(num / den)).toBeLessThan(1e-4);
+  });
+
+  it('converts the GGUF twin of a checkpoint (Q/K rows un-permuted) to the same model', async () => {
+    const m = testModel('gguf-twin', { layers: 2, hidden: 64, heads: 4, kvHeads: 2, intermediate: 128, gguf: 'F32' });
+    const fromSafetensors = await Engine.load(await convertedModel(m, 'FP32', 0));
+    const output = join(workDir, 'gguf-twin.from-gguf.npu');
+    const summary = await convert({ input: join(m.dir, 'model.gguf'), output, precision: 'FP32', optimizeLevel: 0 });
+    expect(summary.sourceFormat).toBe('gguf');
+    const fromGguf = await Engine.load(output);
+    const tokens = randomTokens(rng(freshSeed('gguf twin')), 9, m.config.vocabSize);
+    const run = async (e: Engine) => (await e.step([{ sequence: e.createSequence(), tokens, logits: 'all', sample: false }]))[0].logits!;
+    expect(await run(fromGguf)).toEqual(await run(fromSafetensors));
   });
 
   it('names what is missing from a folder that is not a checkpoint', () => {
