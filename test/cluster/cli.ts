@@ -1,0 +1,100 @@
+// Command line of the local cluster, run by the npm scripts:
+//   npm run cluster:up -- [--npu-nodes N] [--cpu-nodes N] [--local-nodes N]
+//   npm run cluster:down
+//   npm run cluster:status
+//   npm run cluster:nodes -- --npu N          add N simulated NPU nodes, print the time until Ready
+//   npm run cluster:proxy -- svc/NAME PORT [--namespace NS] [--local-port P]
+import { addNpuNodes, defaultUpOptions, down, isRunning, readState, runningState, up } from './cluster.js';
+import { KubeClient } from './kube-client.js';
+import { startServiceProxy } from './proxy.js';
+
+function flag(args: string[], name: string): string | undefined {
+  const i = args.findIndex((a) => a === `--${name}` || a.startsWith(`--${name}=`));
+  if (i < 0) return undefined;
+  return args[i].includes('=') ? args[i].split('=').slice(1).join('=') : args[i + 1];
+}
+
+function count(args: string[], name: string, fallback: number): number {
+  const value = flag(args, name);
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) throw new Error(`--${name} must be a whole number >= 0, got '${value}'`);
+  return n;
+}
+
+function positional(args: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    if (args[i].startsWith('--')) {
+      if (!args[i].includes('=')) i++;
+      continue;
+    }
+    out.push(args[i]);
+  }
+  return out;
+}
+
+async function proxy(args: string[]): Promise<void> {
+  const [target, port] = positional(args);
+  const service = target?.replace(/^(svc|service)\//, '');
+  if (!service || !port) throw new Error('usage: npm run cluster:proxy -- svc/NAME PORT [--namespace NS] [--local-port P]');
+  const client = KubeClient.fromKubeconfig(runningState().kubeconfig);
+  const p = await startServiceProxy(client, {
+    service,
+    port: /^\d+$/.test(port) ? Number(port) : port,
+    namespace: flag(args, 'namespace') ?? 'default',
+    localPort: count(args, 'local-port', 0),
+  });
+  console.log(`forwarding ${p.url} -> service ${service}:${port} (ready endpoints now: ${p.endpoints().join(', ') || 'none'}); Ctrl-C stops`);
+  await new Promise<void>((resolve) => process.once('SIGINT', resolve));
+  await p.close();
+  client.close();
+}
+
+async function main(argv: string[]): Promise<void> {
+  const [command, ...args] = argv;
+  switch (command) {
+    case 'up': {
+      const state = await up({
+        npuNodes: count(args, 'npu-nodes', defaultUpOptions.npuNodes),
+        cpuNodes: count(args, 'cpu-nodes', defaultUpOptions.cpuNodes),
+        localNodes: count(args, 'local-nodes', defaultUpOptions.localNodes),
+      });
+      console.log(`\nexport KUBECONFIG=${state.kubeconfig}\nexport PATH=${state.binDir}:$PATH   # kubectl, helm`);
+      return;
+    }
+    case 'down':
+      await down();
+      return;
+    case 'status': {
+      const state = readState();
+      if (!state || !isRunning(state)) {
+        console.log('no local cluster is running');
+        process.exitCode = 1;
+        return;
+      }
+      console.log(JSON.stringify(state, null, 2));
+      return;
+    }
+    case 'nodes': {
+      const n = count(args, 'npu', 0);
+      if (n === 0) throw new Error('usage: npm run cluster:nodes -- --npu N');
+      const { names, seconds } = await addNpuNodes(n);
+      console.log(`${names.length} simulated NPU nodes registered and Ready in ${seconds.toFixed(1)} s (${names[0]} .. ${names[names.length - 1]})`);
+      return;
+    }
+    case 'proxy':
+      await proxy(args);
+      return;
+    default:
+      throw new Error(`unknown command '${command ?? ''}': use up, down, status, nodes or proxy`);
+  }
+}
+
+main(process.argv.slice(2)).then(
+  () => process.exit(process.exitCode ?? 0),
+  (err: Error) => {
+    console.error(`cluster: ${err.message}`);
+    process.exit(1);
+  },
+);

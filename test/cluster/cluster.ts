@@ -1,0 +1,192 @@
+// The local cluster's lifecycle: `up` starts the control plane, KWOK and the node agent, registers
+// the nodes and records everything in the state file; `down` stops what the state file lists and
+// removes the temp dir. Used by the CLI (npm run cluster:up/down) and the vitest global setup.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { execFileSync } from 'node:child_process';
+import crypto from 'node:crypto';
+import { startControlPlane } from './control-plane.js';
+import { KubeClient } from './kube-client.js';
+import { createSimulatedNodes, startKwok, waitNodesReady } from './kwok-nodes.js';
+import { removePodNetwork } from './node-agent/pod-network.js';
+import { binDir, checkBinaries, clusterSourceDir, kwokStagesFile, readVersions, repoRoot, stateFile } from './paths.js';
+import { isAlive, startProcess, stopProcessGroup, tail, type ManagedProcess } from './processes.js';
+
+export interface ClusterState {
+  dir: string;
+  kubeconfig: string;
+  server: string;
+  binDir: string;
+  kubernetesVersion: string;
+  /** Names the local nodes' pod network (bridge nps<ID>br, namespaces nps-<ID>-N). */
+  networkId: string;
+  ports: { etcd: number; etcdPeer: number; apiserver: number };
+  processes: ManagedProcess[];
+  nodes: { npu: string[]; cpu: string[]; local: string[] };
+  startedAt: string;
+}
+
+export interface UpOptions {
+  npuNodes: number;
+  cpuNodes: number;
+  localNodes: number;
+  log?: (line: string) => void;
+}
+
+export const defaultUpOptions: UpOptions = { npuNodes: 4, cpuNodes: 2, localNodes: 1 };
+
+export function readState(file = stateFile()): ClusterState | undefined {
+  if (!fs.existsSync(file)) return undefined;
+  return JSON.parse(fs.readFileSync(file, 'utf8')) as ClusterState;
+}
+
+function writeState(state: ClusterState, file = stateFile()): void {
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  fs.writeFileSync(`${file}.tmp`, JSON.stringify(state, null, 2) + '\n');
+  fs.renameSync(`${file}.tmp`, file);
+}
+
+/** True when the state file names a cluster whose API server process still runs. */
+export function isRunning(state: ClusterState | undefined): boolean {
+  const apiserver = state?.processes.find((p) => p.name === 'kube-apiserver');
+  return apiserver !== undefined && isAlive(apiserver.pid);
+}
+
+export const localNodeName = (i: number) => `local-npu-${i}`;
+
+export async function up(options: UpOptions = defaultUpOptions): Promise<ClusterState> {
+  const log = options.log ?? ((line: string) => console.log(line));
+  const existing = readState();
+  if (existing && isRunning(existing)) {
+    throw new Error(`a local cluster is already running (API server ${existing.server}, state ${stateFile()}); run 'npm run cluster:down' first`);
+  }
+  if (existing) {
+    log(`removing state of a cluster that is no longer running (${existing.dir})`);
+    await down({ quiet: true });
+  }
+  const bin = binDir();
+  checkBinaries(bin);
+  if (options.localNodes > 0 && process.getuid?.() !== 0) {
+    throw new Error('local nodes run pods in network namespaces, which needs root: run as root, or pass --local-nodes 0');
+  }
+  const versions = readVersions();
+  const started = Date.now();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'npuserve-cluster-'));
+  const state: ClusterState = {
+    dir,
+    kubeconfig: path.join(dir, 'kubeconfig'),
+    server: '',
+    binDir: bin,
+    kubernetesVersion: versions.K8S_VERSION,
+    networkId: crypto.randomBytes(3).toString('hex'),
+    ports: { etcd: 0, etcdPeer: 0, apiserver: 0 },
+    processes: [],
+    nodes: { npu: [], cpu: [], local: [] },
+    startedAt: new Date().toISOString(),
+  };
+  const record = (p: ManagedProcess) => {
+    state.processes.push(p);
+    writeState(state);
+  };
+  writeState(state);
+  try {
+    log(`starting control plane (Kubernetes ${versions.K8S_VERSION}) in ${dir}`);
+    const cp = await startControlPlane(dir, bin, record);
+    Object.assign(state, { server: cp.server, kubeconfig: cp.kubeconfig, ports: cp.ports });
+    writeState(state);
+    execFileSync(path.join(bin, 'kubectl'), ['--kubeconfig', cp.kubeconfig, 'get', '--raw', '/readyz'], { stdio: 'ignore' });
+    log(`control plane ready at ${cp.server} after ${((Date.now() - started) / 1000).toFixed(1)} s`);
+
+    record(await startKwok(bin, dir, cp.kubeconfig, kwokStagesFile(versions)));
+    state.nodes.local = Array.from({ length: options.localNodes }, (_, i) => localNodeName(i));
+    if (state.nodes.local.length > 0) record(startNodeAgent(dir, cp.kubeconfig, state.networkId, state.nodes.local));
+    const client = KubeClient.fromKubeconfig(cp.kubeconfig);
+    try {
+      state.nodes.npu = await createSimulatedNodes(client, 'kwok-npu', 0, options.npuNodes, true);
+      state.nodes.cpu = await createSimulatedNodes(client, 'kwok-cpu', 0, options.cpuNodes, false);
+      writeState(state);
+      const all = [...state.nodes.npu, ...state.nodes.cpu, ...state.nodes.local];
+      await waitNodesReady(client, all, 120_000 + 100 * all.length);
+    } finally {
+      client.close();
+    }
+    log(
+      `cluster up in ${((Date.now() - started) / 1000).toFixed(1)} s: ${state.nodes.npu.length} simulated NPU, ` +
+        `${state.nodes.cpu.length} simulated CPU, ${state.nodes.local.length} local NPU node(s) Ready`,
+    );
+    return state;
+  } catch (err) {
+    const agent = state.processes.find((p) => p.name === 'node-agent');
+    const agentLog = agent ? `\nnode agent log:\n${tail(agent.log, 20)}` : '';
+    await down({ quiet: true, keepDir: true });
+    throw new Error(`${(err as Error).message}${agentLog}\n(logs kept in ${dir}/logs)`);
+  }
+}
+
+function startNodeAgent(dir: string, kubeconfig: string, networkId: string, nodes: string[]): ManagedProcess {
+  const agentDir = path.join(dir, 'node-agent');
+  fs.mkdirSync(agentDir, { recursive: true });
+  const p = startProcess(
+    'node-agent',
+    process.execPath,
+    ['--import', 'tsx', path.join(clusterSourceDir, 'node-agent', 'main.ts'),
+      `--kubeconfig=${kubeconfig}`, `--dir=${dir}`, `--network-id=${networkId}`, `--nodes=${nodes.join(',')}`],
+    path.join(dir, 'logs', 'node-agent.log'),
+    process.env,
+    repoRoot,
+  );
+  p.stopWatching();
+  return { name: p.name, pid: p.pid, log: p.log };
+}
+
+/** Process groups of pods the node agent runs (it lists them so `down` can stop leftovers). */
+export function podProcessGroups(dir: string): number[] {
+  const pidDir = path.join(dir, 'node-agent', 'pids');
+  if (!fs.existsSync(pidDir)) return [];
+  return fs.readdirSync(pidDir).map(Number).filter((n) => Number.isInteger(n) && n > 0);
+}
+
+export async function down(options: { quiet?: boolean; keepDir?: boolean } = {}): Promise<boolean> {
+  const state = readState();
+  if (!state) {
+    if (!options.quiet) console.log(`no local cluster is running (no state file ${stateFile()})`);
+    return false;
+  }
+  // Reverse start order: the node agent stops its pods first, etcd goes last.
+  for (const p of [...state.processes].reverse()) {
+    if (!isAlive(p.pid)) continue;
+    if (!options.quiet) console.log(`stopping ${p.name} (pid ${p.pid})`);
+    await stopProcessGroup(p.pid, p.name === 'node-agent' ? 35_000 : 10_000);
+  }
+  for (const pgid of podProcessGroups(state.dir)) await stopProcessGroup(pgid, 2000);
+  if (state.networkId) removePodNetwork(state.networkId);
+  if (!options.keepDir) fs.rmSync(state.dir, { recursive: true, force: true });
+  fs.rmSync(stateFile(), { force: true });
+  if (!options.quiet) console.log(`local cluster stopped${options.keepDir ? '' : `, ${state.dir} removed`}`);
+  return true;
+}
+
+/** Adds simulated NPU nodes to a running cluster; returns the seconds until all are Ready. */
+/** The state of the running cluster, or an error saying none runs. */
+export function runningState(): ClusterState {
+  const state = readState();
+  if (!state || !isRunning(state)) throw new Error("no local cluster is running: start one with 'npm run cluster:up'");
+  return state;
+}
+
+export async function addNpuNodes(count: number): Promise<{ names: string[]; seconds: number }> {
+  const state = runningState();
+  const client = KubeClient.fromKubeconfig(state.kubeconfig);
+  try {
+    const from = state.nodes.npu.length;
+    const started = Date.now();
+    const names = await createSimulatedNodes(client, 'kwok-npu', from, from + count, true);
+    await waitNodesReady(client, names, 120_000 + 200 * count);
+    state.nodes.npu.push(...names);
+    writeState(state);
+    return { names, seconds: (Date.now() - started) / 1000 };
+  } finally {
+    client.close();
+  }
+}

@@ -1,0 +1,129 @@
+// Starts etcd, kube-apiserver, kube-controller-manager and kube-scheduler on loopback, with ports
+// chosen free at start and all data under the cluster's temp dir.
+import fs from 'node:fs';
+import http from 'node:http';
+import path from 'node:path';
+import { generatePki, writeKubeconfig, type Pki } from './certs.js';
+import { KubeClient, waitFor } from './kube-client.js';
+import { freePort, startProcess, type ManagedProcess } from './processes.js';
+
+export interface ControlPlane {
+  server: string;
+  kubeconfig: string;
+  ports: { etcd: number; etcdPeer: number; apiserver: number };
+  processes: ManagedProcess[];
+  pki: Pki;
+}
+
+export const serviceClusterIpRange = '10.96.0.0/16';
+
+function etcdHealthy(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const req = http.get({ host: '127.0.0.1', port, path: '/health', timeout: 1000 }, (res) => {
+      let body = '';
+      res.on('data', (c) => (body += c));
+      res.on('end', () => resolve(res.statusCode === 200 && body.includes('"health":"true"')));
+    });
+    req.on('error', () => resolve(false));
+    req.on('timeout', () => req.destroy());
+  });
+}
+
+/**
+ * Starts the control plane; each process is recorded in `onStarted` as soon as it runs, so a failure
+ * half-way still lets the caller stop what was started.
+ */
+export async function startControlPlane(dir: string, bin: string, onStarted: (p: ManagedProcess) => void): Promise<ControlPlane> {
+  const logs = path.join(dir, 'logs');
+  fs.mkdirSync(logs, { recursive: true });
+  const pki = generatePki(path.join(dir, 'pki'));
+  const ports = { etcd: await freePort(), etcdPeer: await freePort(), apiserver: await freePort() };
+  const server = `https://127.0.0.1:${ports.apiserver}`;
+  const kubeconfig = path.join(dir, 'kubeconfig');
+  writeKubeconfig(kubeconfig, server, pki);
+  const processes: ManagedProcess[] = [];
+  const record = (p: ManagedProcess) => {
+    processes.push({ name: p.name, pid: p.pid, log: p.log });
+    onStarted({ name: p.name, pid: p.pid, log: p.log });
+  };
+
+  const etcdUrl = `http://127.0.0.1:${ports.etcd}`;
+  const peerUrl = `http://127.0.0.1:${ports.etcdPeer}`;
+  const etcd = startProcess('etcd', path.join(bin, 'etcd'), [
+    '--name=default',
+    `--data-dir=${path.join(dir, 'etcd')}`,
+    `--listen-client-urls=${etcdUrl}`,
+    `--advertise-client-urls=${etcdUrl}`,
+    `--listen-peer-urls=${peerUrl}`,
+    `--initial-advertise-peer-urls=${peerUrl}`,
+    `--initial-cluster=default=${peerUrl}`,
+    // Test data: losing it on a host crash is fine, and fsync dominates write latency on small disks.
+    '--unsafe-no-fsync',
+    '--quota-backend-bytes=8589934592',
+    '--log-level=warn',
+  ], path.join(logs, 'etcd.log'));
+  record(etcd);
+  await Promise.race([etcd.exited, waitFor('etcd /health', async () => ((await etcdHealthy(ports.etcd)) ? true : undefined), 30_000)]);
+  etcd.stopWatching();
+
+  const apiserver = startProcess('kube-apiserver', path.join(bin, 'kube-apiserver'), [
+    '--advertise-address=127.0.0.1',
+    '--bind-address=127.0.0.1',
+    `--secure-port=${ports.apiserver}`,
+    `--etcd-servers=${etcdUrl}`,
+    `--cert-dir=${path.join(dir, 'pki')}`,
+    `--tls-cert-file=${pki.apiserverCert}`,
+    `--tls-private-key-file=${pki.apiserverKey}`,
+    `--client-ca-file=${pki.caCert}`,
+    `--service-account-issuer=${server}`,
+    `--service-account-key-file=${pki.serviceAccountPub}`,
+    `--service-account-signing-key-file=${pki.serviceAccountKey}`,
+    `--service-cluster-ip-range=${serviceClusterIpRange}`,
+    '--authorization-mode=Node,RBAC',
+    '--allow-privileged=true',
+    '--profiling=false',
+    '--v=1',
+  ], path.join(logs, 'kube-apiserver.log'));
+  record(apiserver);
+  const client = KubeClient.fromKubeconfig(kubeconfig);
+  try {
+    await Promise.race([
+      apiserver.exited,
+      waitFor('kube-apiserver /readyz', async () => ((await client.raw('/readyz')).trim() === 'ok' ? true : undefined), 120_000),
+    ]);
+    apiserver.stopWatching();
+
+    const common = [`--kubeconfig=${kubeconfig}`, '--leader-elect=false', '--bind-address=127.0.0.1', '--secure-port=0', '--v=1'];
+    const controllerManager = startProcess('kube-controller-manager', path.join(bin, 'kube-controller-manager'), [
+      ...common,
+      `--authentication-kubeconfig=${kubeconfig}`,
+      `--authorization-kubeconfig=${kubeconfig}`,
+      `--root-ca-file=${pki.caCert}`,
+      `--service-account-private-key-file=${pki.serviceAccountKey}`,
+      `--cluster-signing-cert-file=${pki.caCert}`,
+      `--cluster-signing-key-file=${pki.caKey}`,
+      '--use-service-account-credentials=true',
+      `--service-cluster-ip-range=${serviceClusterIpRange}`,
+      '--controllers=*',
+    ], path.join(logs, 'kube-controller-manager.log'));
+    record(controllerManager);
+    const scheduler = startProcess('kube-scheduler', path.join(bin, 'kube-scheduler'), [
+      ...common,
+      `--authentication-kubeconfig=${kubeconfig}`,
+      `--authorization-kubeconfig=${kubeconfig}`,
+    ], path.join(logs, 'kube-scheduler.log'));
+    record(scheduler);
+    // Pods are refused until the service-account controller has made the namespace's `default` account.
+    await Promise.race([
+      controllerManager.exited,
+      scheduler.exited,
+      waitFor('the default ServiceAccount (made by kube-controller-manager)', () =>
+        client.get('/api/v1/namespaces/default/serviceaccounts/default').then(() => true), 120_000),
+    ]);
+    controllerManager.stopWatching();
+    scheduler.stopWatching();
+  } finally {
+    client.close();
+  }
+  return { server, kubeconfig, ports, processes, pki };
+}
