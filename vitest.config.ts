@@ -14,6 +14,16 @@ export default defineConfig({
           include: ['runtime/**/*.test.ts', 'operator/**/*.test.ts', 'test/unit/**/*.test.ts'],
         },
       },
+      {
+        extends: true,
+        test: {
+          name: 'cluster',
+          include: ['test/cluster/**/*.test.ts', 'test/integration/**/*.test.ts'],
+          globalSetup: ['test/cluster/global-setup.ts'],
+          // One cluster serves every file; files run one after another to keep the 2-core machine responsive.
+          fileParallelism: false,
+        },
+      },
     ],
   },
 });

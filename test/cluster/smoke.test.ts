@@ -1,0 +1,262 @@
+// Smoke tests proving the local cluster is a real one: the controller-manager's controllers, the
+// scheduler's node selection with NPU capacity, the garbage collector, and pods truly run by the
+// node agent on the local NPU node, reachable through their Service's EndpointSlices.
+import fs from 'node:fs';
+import http from 'node:http';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { KubeClient, KubeObject } from './kube-client.js';
+import type { Pod } from './node-agent/types.js';
+import {
+  claimDir,
+  cluster,
+  createNamespace,
+  hostPathDir,
+  kubeClient,
+  kubectl,
+  kwokTaint,
+  localNodeLabel,
+  npuLabels,
+  npuResourceName,
+  startServiceProxy,
+  waitFor,
+} from './helpers.js';
+
+let client: KubeClient;
+let ns: string;
+
+beforeAll(async () => {
+  client = kubeClient();
+  ns = await createNamespace(client, 'smoke');
+});
+
+afterAll(async () => {
+  await client.delete(`/api/v1/namespaces/${ns}`).catch(() => undefined);
+  client.close();
+});
+
+const pods = (selector: string) => client.list<Pod>(`/api/v1/namespaces/${ns}/pods`, { labelSelector: selector }).then((l) => l.items);
+const onLocalNode = { [localNodeLabel]: 'true' };
+
+function deployment(name: string, replicas: number, podSpec: object, labels: Record<string, string> = {}): KubeObject {
+  return {
+    apiVersion: 'apps/v1',
+    kind: 'Deployment',
+    metadata: { name },
+    spec: {
+      replicas,
+      selector: { matchLabels: { app: name } },
+      template: { metadata: { labels: { app: name, ...labels } }, spec: podSpec },
+    },
+  };
+}
+
+/** One GET on a fresh connection (the proxy balances connections, as kube-proxy does). */
+function getOnNewConnection(url: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    http
+      .get(url, { agent: false, timeout: 5000 }, (res) => {
+        let body = '';
+        res.on('data', (c) => (body += c));
+        res.on('end', () => resolve(body));
+      })
+      .on('error', reject);
+  });
+}
+
+describe('local cluster', () => {
+  it('lists Ready simulated NPU, CPU and local NPU nodes through the built kubectl', async () => {
+    const out = await kubectl('get', 'nodes', '-l', 'accelerator=huawei-Ascend910', '-o', 'jsonpath={range .items[*]}{.metadata.name} {.status.conditions[?(@.type=="Ready")].status}{"\\n"}{end}');
+    const lines = out.trim().split('\n');
+    const state = cluster();
+    expect(lines).toHaveLength(state.nodes.npu.length + state.nodes.local.length);
+    for (const line of lines) expect(line).toMatch(/ True$/);
+  });
+
+  it('a Deployment creates a ReplicaSet and running pods through the controller-manager', async () => {
+    await client.create(`/apis/apps/v1/namespaces/${ns}/deployments`, deployment('sleeper', 3, {
+      nodeSelector: onLocalNode,
+      terminationGracePeriodSeconds: 1,
+      containers: [{ name: 'pause', image: 'registry.k8s.io/pause:3.10' }],
+    }));
+    const available = await waitFor('deployment sleeper available', async () => {
+      const d = await client.get<KubeObject & { status?: { availableReplicas?: number } }>(`/apis/apps/v1/namespaces/${ns}/deployments/sleeper`);
+      return d.status?.availableReplicas === 3 ? d : undefined;
+    });
+    const replicaSets = await client.list(`/apis/apps/v1/namespaces/${ns}/replicasets`, { labelSelector: 'app=sleeper' });
+    expect(replicaSets.items).toHaveLength(1);
+    expect(replicaSets.items[0].metadata.ownerReferences?.[0]).toMatchObject({ kind: 'Deployment', uid: available.metadata.uid });
+    const running = await pods('app=sleeper');
+    expect(running).toHaveLength(3);
+    for (const pod of running) {
+      expect(pod.metadata.ownerReferences?.[0]).toMatchObject({ kind: 'ReplicaSet', uid: replicaSets.items[0].metadata.uid });
+      expect(pod.status?.phase).toBe('Running');
+      expect(pod.status?.podIP).toMatch(/^10\.244\./);
+    }
+    expect(new Set(running.map((p) => p.status?.podIP)).size).toBe(3);
+  });
+
+  it('deleting an owner garbage-collects its children', async () => {
+    const before = await pods('app=sleeper');
+    expect(before.length).toBeGreaterThan(0);
+    await client.delete(`/apis/apps/v1/namespaces/${ns}/deployments/sleeper`, { propagationPolicy: 'Background' });
+    await waitFor('ReplicaSet and pods of sleeper collected', async () => {
+      const rs = await client.list(`/apis/apps/v1/namespaces/${ns}/replicasets`, { labelSelector: 'app=sleeper' });
+      return rs.items.length === 0 && (await pods('app=sleeper')).length === 0 ? true : undefined;
+    });
+    // The node agent stopped the processes and removed their pid records.
+    const pidDir = path.join(cluster().dir, 'node-agent', 'pids');
+    const stillRunning = fs.readdirSync(pidDir).filter((f) => fs.readFileSync(path.join(pidDir, f), 'utf8').startsWith(`${ns}/sleeper-`));
+    expect(stillRunning).toEqual([]);
+  });
+
+  it('schedules NPU pods only onto NPU nodes and leaves one Pending as Unschedulable when they are full', async () => {
+    const nodes = await client.list<KubeObject & { status: { allocatable: Record<string, string> } }>('/api/v1/nodes');
+    const npuNodes = nodes.items.filter((n) => Number(n.status.allocatable[npuResourceName] ?? 0) >= 8);
+    const npuNodeNames = new Set(npuNodes.map((n) => n.metadata.name));
+    expect(npuNodes.length).toBe(cluster().nodes.npu.length + cluster().nodes.local.length);
+    const count = npuNodes.length + 1;
+    for (let i = 0; i < count; i++) {
+      await client.create(`/api/v1/namespaces/${ns}/pods`, {
+        apiVersion: 'v1',
+        kind: 'Pod',
+        metadata: { name: `npu-${i}`, labels: { app: 'npu' } },
+        spec: {
+          nodeSelector: npuLabels,
+          tolerations: [{ ...kwokTaint, operator: 'Equal' }],
+          terminationGracePeriodSeconds: 1,
+          containers: [{ name: 'pause', image: 'registry.k8s.io/pause:3.10', resources: { limits: { [npuResourceName]: '8' } } }],
+        },
+      });
+    }
+    const settled = await waitFor('all NPU pods scheduled or Unschedulable', async () => {
+      const list = await pods('app=npu');
+      const decided = list.filter((p) => p.spec.nodeName || p.status?.conditions?.some((c) => c.type === 'PodScheduled' && c.reason === 'Unschedulable'));
+      return decided.length === count ? list : undefined;
+    }, 90_000);
+    const scheduled = settled.filter((p) => p.spec.nodeName);
+    const pending = settled.filter((p) => !p.spec.nodeName);
+    expect(scheduled).toHaveLength(npuNodes.length);
+    for (const pod of scheduled) expect(npuNodeNames.has(pod.spec.nodeName)).toBe(true);
+    expect(new Set(scheduled.map((p) => p.spec.nodeName)).size).toBe(npuNodes.length);
+    expect(pending).toHaveLength(1);
+    expect(pending[0].status?.phase).toBe('Pending');
+    const condition = pending[0].status?.conditions?.find((c) => c.type === 'PodScheduled');
+    expect(condition).toMatchObject({ status: 'False', reason: 'Unschedulable' });
+    expect(condition?.message).toContain(`Insufficient ${npuResourceName}`);
+    for (const pod of settled) await client.delete(`/api/v1/namespaces/${ns}/pods/${pod.metadata.name}`, { gracePeriodSeconds: 1 });
+    await waitFor('NPU pods deleted', async () => ((await pods('app=npu')).length === 0 ? true : undefined), 60_000);
+  }, 120_000);
+
+  it('runs a Job on the local NPU node that writes to a hostPath and a PVC, and reaches Succeeded', async () => {
+    await client.create(`/api/v1/namespaces/${ns}/persistentvolumeclaims`, {
+      apiVersion: 'v1',
+      kind: 'PersistentVolumeClaim',
+      metadata: { name: 'store' },
+      spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '1Gi' } } },
+    });
+    const hostPath = `/var/lib/smoke-${ns}`;
+    await client.create(`/apis/batch/v1/namespaces/${ns}/jobs`, {
+      apiVersion: 'batch/v1',
+      kind: 'Job',
+      metadata: { name: 'writer' },
+      spec: {
+        backoffLimit: 0,
+        template: {
+          spec: {
+            restartPolicy: 'Never',
+            nodeSelector: onLocalNode,
+            containers: [{
+              name: 'writer',
+              image: 'busybox:1.36',
+              command: ['sh', '-c', 'echo "job ran in $MY_POD" > /out/result.txt && echo stored > /store/data.txt'],
+              env: [{ name: 'MY_POD', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } }],
+              volumeMounts: [{ name: 'out', mountPath: '/out' }, { name: 'store', mountPath: '/store' }],
+            }],
+            volumes: [
+              { name: 'out', hostPath: { path: hostPath, type: 'DirectoryOrCreate' } },
+              { name: 'store', persistentVolumeClaim: { claimName: 'store' } },
+            ],
+          },
+        },
+      },
+    });
+    await waitFor('job writer Complete', async () => {
+      const job = await client.get<KubeObject & { status?: { conditions?: Array<{ type: string; status: string }>; succeeded?: number } }>(
+        `/apis/batch/v1/namespaces/${ns}/jobs/writer`,
+      );
+      if (job.status?.conditions?.some((c) => c.type === 'Failed' && c.status === 'True')) throw new Error('job writer failed');
+      return job.status?.conditions?.some((c) => c.type === 'Complete' && c.status === 'True') ? true : undefined;
+    });
+    const [pod] = await pods('job-name=writer');
+    expect(pod.status?.phase).toBe('Succeeded');
+    expect(pod.status?.containerStatuses?.[0].state.terminated).toMatchObject({ exitCode: 0, reason: 'Completed' });
+    expect(fs.readFileSync(path.join(hostPathDir(hostPath, pod.spec.nodeName), 'result.txt'), 'utf8')).toBe(`job ran in ${pod.metadata.name}\n`);
+    expect(fs.readFileSync(path.join(await claimDir(client, ns, 'store'), 'data.txt'), 'utf8')).toBe('stored\n');
+  });
+
+  it('restarts a failing container and reports its exit code', async () => {
+    await client.create(`/api/v1/namespaces/${ns}/pods`, {
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name: 'crasher' },
+      spec: { nodeSelector: onLocalNode, restartPolicy: 'Always', containers: [{ name: 'c', image: 'busybox', command: ['sh', '-c', 'exit 3'] }] },
+    });
+    const status = await waitFor('crasher restarted', async () => {
+      const pod = await client.get<Pod>(`/api/v1/namespaces/${ns}/pods/crasher`);
+      const s = pod.status?.containerStatuses?.[0];
+      return s && s.restartCount >= 1 ? s : undefined;
+    });
+    expect(status.lastState.terminated).toMatchObject({ exitCode: 3, reason: 'Error' });
+  });
+
+  it('routes a Service through the proxy to ready pods only, read from EndpointSlices', async () => {
+    const server = (ready: boolean) => [
+      'node', '-e',
+      `require('http').createServer((q, s) => { if (q.url === '/ready') { s.statusCode = ${ready ? 200 : 503}; return s.end(); } ` +
+        `s.end(process.env.MY_NAME); }).listen(8080); process.on('SIGTERM', () => process.exit(0));`,
+    ];
+    const podSpec = (ready: boolean) => ({
+      nodeSelector: onLocalNode,
+      terminationGracePeriodSeconds: 2,
+      containers: [{
+        name: 'web',
+        image: 'node:20-slim',
+        command: server(ready),
+        env: [{ name: 'MY_NAME', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } }],
+        ports: [{ name: 'http', containerPort: 8080 }],
+        readinessProbe: { httpGet: { path: '/ready', port: 'http' }, periodSeconds: 1 },
+      }],
+    });
+    await client.create(`/apis/apps/v1/namespaces/${ns}/deployments`, deployment('web', 2, podSpec(true), { role: 'web' }));
+    await client.create(`/apis/apps/v1/namespaces/${ns}/deployments`, deployment('web-unready', 1, podSpec(false), { role: 'web' }));
+    await client.create(`/api/v1/namespaces/${ns}/services`, {
+      apiVersion: 'v1',
+      kind: 'Service',
+      metadata: { name: 'web' },
+      spec: { selector: { role: 'web' }, ports: [{ name: 'http', port: 80, targetPort: 'http' }] },
+    });
+    const readyPods = await waitFor('two ready web pods', async () => {
+      const list = (await pods('app=web')).filter((p) => p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'));
+      return list.length === 2 ? list : undefined;
+    });
+    await waitFor('web-unready running', async () => ((await pods('app=web-unready'))[0]?.status?.phase === 'Running' ? true : undefined));
+    const proxy = await startServiceProxy(client, { namespace: ns, service: 'web', port: 80 });
+    try {
+      await waitFor('two ready endpoints', () => (proxy.endpoints().length === 2 ? true : undefined));
+      const slices = await client.list<KubeObject & { endpoints?: Array<{ conditions: { ready: boolean } }> }>(
+        `/apis/discovery.k8s.io/v1/namespaces/${ns}/endpointslices`,
+        { labelSelector: 'kubernetes.io/service-name=web' },
+      );
+      const endpoints = slices.items.flatMap((s) => s.endpoints ?? []);
+      expect(endpoints.filter((e) => e.conditions.ready)).toHaveLength(2);
+      expect(endpoints.filter((e) => !e.conditions.ready)).toHaveLength(1); // listed, never routed to
+
+      const answers = new Set<string>();
+      for (let i = 0; i < 6; i++) answers.add(await getOnNewConnection(`${proxy.url}/`));
+      expect(answers).toEqual(new Set(readyPods.map((p) => p.metadata.name)));
+    } finally {
+      await proxy.close();
+    }
+  });
+});
