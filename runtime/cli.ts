@@ -1,5 +1,7 @@
 // The `npuserve` command line: parses flags once into typed options and dispatches to a command.
+import { mkdirSync, readdirSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
+import { basename, dirname, join } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 
 import { AccuracyGateError, convert } from './convert/convert.js';
@@ -18,8 +20,12 @@ const USAGE = `usage: npuserve <command> [flags]
 commands:
   convert          --input DIR|FILE --precision INT8|FP16|FP32 --output X.npu
                    [--optimize-level 0|1|2] [--format auto|safetensors|gguf] [--min-cosine 0.99] [--json]
+                   [--termination-log PATH]
   generate         --model X.npu (--prompt TEXT | --prompt-tokens 1,2,3) [--max-tokens 32]
                    [--temperature 0] [--top-p 1] [--seed N] [--threads N] [--json]
+  operator         [--kubeconfig F] [--namespaces a,b] [--image I] [--artifact-claim PVC] [--npu-resource-name R]
+                   [--npu-node-selector k=v] [--leader-elect true|false] [--metrics-port 8080] [--workers 4]
+  prune-artifacts  --dir DIR [--keep REV1,REV2]
   make-test-model  --out DIR [--preset tiny|100m|1b] [--layers N --hidden N --heads N --kv-heads N
                    --head-dim N --intermediate N --sliding-window N --tied --seed N --dtype F32|F16|BF16 --shards N
                    --gguf F32|F16|Q8_0|Q4_0]
@@ -72,16 +78,25 @@ async function cmdConvert(argv: string[]): Promise<number> {
     format: { type: 'string' },
     'min-cosine': { type: 'string' },
     json: { type: 'boolean' },
+    'termination-log': { type: 'string' },
   });
+  // Kubernetes reads a container's termination message from this file: the operator learns the
+  // conversion's accuracy (or why it failed) from it.
+  const terminationLog = f['termination-log'] as string | undefined;
+  const report = (body: unknown) => {
+    if (terminationLog) writeFileSync(terminationLog, JSON.stringify(body).slice(0, 4000));
+  };
   const format = (f.format as string | undefined) ?? 'auto';
   if (!['auto', 'safetensors', 'gguf'].includes(format)) throw new UsageError(`--format must be auto, safetensors or gguf, got '${format}'`);
   const level = int(f, 'optimize-level', 2)!;
   if (level > 2) throw new UsageError(`--optimize-level must be 0, 1 or 2, got ${level}`);
   const progress = new Progress();
+  const output = required(f, 'output');
   try {
+    mkdirSync(dirname(output), { recursive: true });
     const summary = await convert({
       input: required(f, 'input'),
-      output: required(f, 'output'),
+      output,
       precision: precisionOf(required(f, 'precision')),
       optimizeLevel: level as 0 | 1 | 2,
       format: format as 'auto',
@@ -89,6 +104,7 @@ async function cmdConvert(argv: string[]): Promise<number> {
       onProgress: (stage, done, total) => progress.update(stage, done, total),
     });
     progress.done();
+    report(summary);
     if (f.json) {
       console.log(JSON.stringify(summary, null, 2));
     } else {
@@ -99,6 +115,7 @@ async function cmdConvert(argv: string[]): Promise<number> {
     return EXIT.ok;
   } catch (e) {
     progress.done();
+    report({ error: (e as Error).message, ...(e instanceof AccuracyGateError ? { accuracy: e.report } : {}) });
     if (e instanceof AccuracyGateError) {
       if (f.json) console.log(JSON.stringify({ error: e.message, accuracy: e.report, minCosine: e.minCosine }, null, 2));
       console.error(`npuserve convert: ${e.message}; no output written`);
@@ -201,7 +218,35 @@ function cmdMakeTestModel(argv: string[]): number {
   return EXIT.ok;
 }
 
+/** Deletes the .npu artifacts in --dir whose revision is not in --keep (all of them when empty). */
+function cmdPruneArtifacts(argv: string[]): number {
+  const f = parse(argv, { dir: { type: 'string' }, keep: { type: 'string' } });
+  const dir = required(f, 'dir');
+  const keep = new Set(((f.keep as string | undefined) ?? '').split(',').filter(Boolean));
+  let entries: string[];
+  try {
+    entries = readdirSync(dir);
+  } catch {
+    console.log(`${dir} does not exist; nothing to prune`);
+    return EXIT.ok;
+  }
+  for (const name of entries) {
+    if (!/\.npu(\.tmp-\d+|\.fp32-reference\.tmp-\d+)?$/.test(name) || keep.has(basename(name).replace(/\.npu.*$/, ''))) continue;
+    rmSync(join(dir, name), { force: true });
+    console.log(`deleted ${join(dir, name)}`);
+  }
+  if (keep.size === 0 && readdirSync(dir).length === 0) rmdirSync(dir);
+  return EXIT.ok;
+}
+
+async function cmdOperator(argv: string[]): Promise<number> {
+  const { runOperator } = await import('../operator/main.js');
+  return runOperator(argv);
+}
+
 const COMMANDS: Record<string, (argv: string[]) => number | Promise<number>> = {
+  operator: cmdOperator,
+  'prune-artifacts': cmdPruneArtifacts,
   convert: cmdConvert,
   generate: cmdGenerate,
   'make-test-model': cmdMakeTestModel,

@@ -2,8 +2,11 @@
 // packing for the kernels (level 2), then the accuracy gate against an FP32 conversion. The output
 // appears only when everything passed: work goes to a temporary file renamed at the end.
 import { createHash } from 'node:crypto';
-import { closeSync, openSync, readSync, renameSync, rmSync, statSync } from 'node:fs';
-import { basename } from 'node:path';
+import { closeSync, createWriteStream, mkdtempSync, openSync, readSync, renameSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { basename, join } from 'node:path';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 
 import { UsageError } from '../errors.js';
 import type { AccuracyReport, NpuMetadata, Precision, TensorDType, TensorLayout } from '../format.js';
@@ -157,7 +160,35 @@ function writeModel(ck: Checkpoint, path: string, precision: Precision, level: n
   return writer;
 }
 
+/** Downloads an http(s) source (a single .gguf file) into a temporary folder. */
+async function download(url: string, onProgress?: ConvertOptions['onProgress']): Promise<{ path: string; dir: string }> {
+  const dir = mkdtempSync(join(tmpdir(), 'npuserve-download-'));
+  const name = basename(new URL(url).pathname) || 'model.gguf';
+  const path = join(dir, name);
+  try {
+    const res = await fetch(url);
+    if (!res.ok || !res.body) throw new Error(`HTTP ${res.status} ${res.statusText}`);
+    const total = Number(res.headers.get('content-length') ?? 0);
+    let done = 0;
+    const body = Readable.fromWeb(res.body as import('node:stream/web').ReadableStream);
+    body.on('data', (c: Buffer) => onProgress?.('downloading', (done += c.length), total));
+    await pipeline(body, createWriteStream(path));
+    return { path, dir };
+  } catch (e) {
+    rmSync(dir, { recursive: true, force: true });
+    throw new Error(`download of ${url} failed: ${(e as Error).message}`);
+  }
+}
+
 export async function convert(opts: ConvertOptions): Promise<ConvertSummary> {
+  if (/^https?:\/\//.test(opts.input)) {
+    const fetched = await download(opts.input, opts.onProgress);
+    try {
+      return await convert({ ...opts, input: fetched.path });
+    } finally {
+      rmSync(fetched.dir, { recursive: true, force: true });
+    }
+  }
   if (!(opts.optimizeLevel === 0 || opts.optimizeLevel === 1 || opts.optimizeLevel === 2)) throw new UsageError(`--optimize-level must be 0, 1 or 2, got ${opts.optimizeLevel}`);
   if (opts.minCosine !== undefined && !(opts.minCosine >= -1 && opts.minCosine <= 1)) throw new UsageError(`--min-cosine must be between -1 and 1, got ${opts.minCosine}`);
   const t0 = performance.now();

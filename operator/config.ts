@@ -1,0 +1,87 @@
+// The operator's configuration, parsed once from flags and environment into a typed object.
+import { parseArgs } from 'node:util';
+
+export interface OperatorConfig {
+  /** Namespaces to watch; empty means all. */
+  namespaces: string[];
+  /** Container image of conversion Jobs and serving pods (`npuserve convert` / `npuserve serve`). */
+  image: string;
+  imagePullPolicy: 'Always' | 'IfNotPresent' | 'Never';
+  /** PersistentVolumeClaim (in each model's namespace) holding converted artifacts. */
+  artifactClaim: string;
+  npuResourceName: string;
+  npuNodeSelector: Record<string, string>;
+  /** Converted revisions kept per model besides the current one. */
+  revisionHistoryLimit: number;
+  serviceAccountName: string | null;
+  leaderElection: { enabled: boolean; namespace: string; leaseName: string; identity: string; leaseDurationSeconds: number; renewDeadlineSeconds: number; retryPeriodSeconds: number };
+  metricsPort: number;
+  workers: number;
+  scrapeIntervalSeconds: number;
+}
+
+function labels(spec: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const part of spec.split(',').filter(Boolean)) {
+    const [k, v] = part.split('=');
+    if (!k || v === undefined) throw new Error(`--npu-node-selector: '${part}' is not key=value`);
+    out[k.trim()] = v.trim();
+  }
+  return out;
+}
+
+function int(name: string, v: string | undefined, fallback: number, min: number): number {
+  if (v === undefined) return fallback;
+  const n = Number(v);
+  if (!Number.isSafeInteger(n) || n < min) throw new Error(`--${name} must be an integer >= ${min}, got '${v}'`);
+  return n;
+}
+
+export function parseOperatorConfig(argv: string[], env: NodeJS.ProcessEnv = process.env): OperatorConfig {
+  const { values: f } = parseArgs({
+    args: argv,
+    strict: true,
+    options: {
+      namespaces: { type: 'string' },
+      image: { type: 'string' },
+      'image-pull-policy': { type: 'string' },
+      'artifact-claim': { type: 'string' },
+      'npu-resource-name': { type: 'string' },
+      'npu-node-selector': { type: 'string' },
+      'revision-history-limit': { type: 'string' },
+      'service-account': { type: 'string' },
+      'leader-elect': { type: 'string' },
+      'leader-election-namespace': { type: 'string' },
+      'lease-name': { type: 'string' },
+      'lease-duration-seconds': { type: 'string' },
+      'metrics-port': { type: 'string' },
+      workers: { type: 'string' },
+      'scrape-interval-seconds': { type: 'string' },
+    },
+  });
+  const pullPolicy = f['image-pull-policy'] ?? env.NPUSERVE_IMAGE_PULL_POLICY ?? 'IfNotPresent';
+  if (pullPolicy !== 'Always' && pullPolicy !== 'IfNotPresent' && pullPolicy !== 'Never') throw new Error(`--image-pull-policy must be Always, IfNotPresent or Never, got '${pullPolicy}'`);
+  const leaseDuration = int('lease-duration-seconds', f['lease-duration-seconds'], 15, 2);
+  return {
+    namespaces: (f.namespaces ?? env.NPUSERVE_NAMESPACES ?? '').split(',').map((s) => s.trim()).filter(Boolean),
+    image: f.image ?? env.NPUSERVE_IMAGE ?? 'npuserve:0.1.0',
+    imagePullPolicy: pullPolicy,
+    artifactClaim: f['artifact-claim'] ?? env.NPUSERVE_ARTIFACT_CLAIM ?? 'npuserve-artifacts',
+    npuResourceName: f['npu-resource-name'] ?? env.NPUSERVE_NPU_RESOURCE ?? 'huawei.com/Ascend910',
+    npuNodeSelector: labels(f['npu-node-selector'] ?? env.NPUSERVE_NPU_NODE_SELECTOR ?? 'accelerator=huawei-Ascend910'),
+    revisionHistoryLimit: int('revision-history-limit', f['revision-history-limit'], 2, 0),
+    serviceAccountName: f['service-account'] ?? null,
+    leaderElection: {
+      enabled: (f['leader-elect'] ?? 'true') !== 'false',
+      namespace: f['leader-election-namespace'] ?? env.POD_NAMESPACE ?? 'default',
+      leaseName: f['lease-name'] ?? 'npuserve-operator',
+      identity: env.POD_NAME ?? `${env.HOSTNAME ?? 'operator'}-${process.pid}`,
+      leaseDurationSeconds: leaseDuration,
+      renewDeadlineSeconds: Math.max(1, Math.floor((leaseDuration * 2) / 3)),
+      retryPeriodSeconds: Math.max(1, Math.floor(leaseDuration / 5)),
+    },
+    metricsPort: int('metrics-port', f['metrics-port'], 8080, 0),
+    workers: int('workers', f.workers, 4, 1),
+    scrapeIntervalSeconds: int('scrape-interval-seconds', f['scrape-interval-seconds'], 5, 1),
+  };
+}

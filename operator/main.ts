@@ -1,0 +1,69 @@
+// `npuserve operator`: parses the configuration, starts informers, waits for the leader lease,
+// runs the reconcile workers, serves /metrics and /healthz, and shuts down cleanly on SIGTERM.
+import { createServer } from 'node:http';
+
+import { parseOperatorConfig } from './config.js';
+import { Controller } from './controller.js';
+import { Kube } from './kube.js';
+import { LeaderElector } from './leader.js';
+import { isLeader, registry } from './metrics.js';
+
+function logger(base: Record<string, unknown>) {
+  return (msg: string, fields: Record<string, unknown> = {}) => process.stdout.write(`${JSON.stringify({ time: new Date().toISOString(), msg, ...base, ...fields })}\n`);
+}
+
+export async function runOperator(argv: string[]): Promise<number> {
+  const kubeconfigIdx = argv.indexOf('--kubeconfig');
+  const kubeconfig = kubeconfigIdx >= 0 ? argv[kubeconfigIdx + 1] : undefined;
+  const rest = kubeconfigIdx >= 0 ? [...argv.slice(0, kubeconfigIdx), ...argv.slice(kubeconfigIdx + 2)] : argv;
+  const cfg = parseOperatorConfig(rest);
+  const log = logger({ component: 'operator', identity: cfg.leaderElection.identity });
+  const kube = Kube.fromEnvironment(kubeconfig);
+  const controller = new Controller(kube, cfg, log);
+  const stop = new AbortController();
+  let leading = false;
+  let exitCode = 0;
+
+  const server = createServer(async (req, res) => {
+    if (req.url === '/metrics') {
+      res.setHeader('content-type', registry.contentType);
+      res.end(await registry.metrics());
+    } else if (req.url === '/healthz') {
+      res.end('ok');
+    } else if (req.url === '/readyz') {
+      res.statusCode = leading || !cfg.leaderElection.enabled ? 200 : 503;
+      res.end(leading ? 'leader' : 'standby');
+    } else {
+      res.statusCode = 404;
+      res.end();
+    }
+  });
+  if (cfg.metricsPort > 0) server.listen(cfg.metricsPort);
+
+  const shutdown = (signal: string) => {
+    log('shutting down', { signal });
+    stop.abort();
+  };
+  process.once('SIGTERM', () => shutdown('SIGTERM'));
+  process.once('SIGINT', () => shutdown('SIGINT'));
+
+  log('starting', { namespaces: cfg.namespaces.length ? cfg.namespaces : 'all', image: cfg.image, artifactClaim: cfg.artifactClaim });
+  await controller.startInformers(stop.signal);
+  const elector = cfg.leaderElection.enabled ? new LeaderElector(kube, { ...cfg.leaderElection, name: cfg.leaderElection.leaseName }, log) : null;
+  if (elector) {
+    await elector.run(stop.signal, () => {
+      exitCode = 1;
+      stop.abort();
+    });
+  }
+  if (!stop.signal.aborted) {
+    leading = true;
+    isLeader.set(1);
+    await controller.runWorkers(stop.signal);
+  }
+  isLeader.set(0);
+  if (elector && leading && exitCode === 0) await elector.release();
+  server.close();
+  log('stopped', { exitCode });
+  return exitCode;
+}

@@ -1,0 +1,112 @@
+// The conversion Job of one revision: `npuserve convert` from the mounted (or downloaded) source to
+// the revision's artifact on the artifact claim, gated on accuracy, on an NPU node; and the cleanup
+// Job that deletes artifacts no longer kept.
+import type { OperatorConfig } from '../config.js';
+import { ARTIFACT_MOUNT, SOURCE_MOUNT, type Revision } from '../revision.js';
+import type { NPUModel } from '../types.js';
+import { childName, labels, npuResources, npuScheduling, ownerReference, placement, RESTRICTED_CONTAINER_SECURITY } from './common.js';
+
+export const TERMINATION_LOG = '/dev/termination-log';
+
+export function conversionJobName(m: NPUModel, rev: Revision): string {
+  return childName(m.metadata.name, `convert-${rev.name}`);
+}
+
+function podVolumes(cfg: OperatorConfig, rev: Revision) {
+  const volumes: Record<string, unknown>[] = [
+    { name: 'artifacts', persistentVolumeClaim: { claimName: cfg.artifactClaim } },
+    { name: 'tmp', emptyDir: {} },
+  ];
+  const mounts: Record<string, unknown>[] = [
+    { name: 'artifacts', mountPath: ARTIFACT_MOUNT },
+    { name: 'tmp', mountPath: '/tmp' },
+  ];
+  if (rev.source.volume) {
+    volumes.push(rev.source.volume);
+    const hostPath = (rev.source.volume as { hostPath?: unknown }).hostPath;
+    mounts.push({ name: 'source', mountPath: hostPath ? rev.source.input : SOURCE_MOUNT, readOnly: true });
+  }
+  return { volumes, mounts };
+}
+
+export function conversionJob(m: NPUModel, rev: Revision, cfg: OperatorConfig) {
+  const { volumes, mounts } = podVolumes(cfg, rev);
+  const lbl = labels(m, 'converter', rev.name);
+  const gate = m.spec.conversion?.accuracyGate?.minCosineSimilarity ?? 0.99;
+  const format = m.spec.source.format ?? 'auto';
+  const pl = placement(m, cfg);
+  return {
+    apiVersion: 'batch/v1',
+    kind: 'Job',
+    metadata: { name: conversionJobName(m, rev), namespace: m.metadata.namespace, labels: lbl, ownerReferences: [ownerReference(m)] },
+    spec: {
+      backoffLimit: 0,
+      activeDeadlineSeconds: 6 * 3600,
+      template: {
+        metadata: { labels: lbl },
+        spec: {
+          restartPolicy: 'Never',
+          ...(cfg.serviceAccountName ? { serviceAccountName: cfg.serviceAccountName } : {}),
+          automountServiceAccountToken: false,
+          ...npuScheduling(pl),
+          containers: [
+            {
+              name: 'convert',
+              image: cfg.image,
+              imagePullPolicy: cfg.imagePullPolicy,
+              args: [
+                'convert',
+                '--input', rev.source.input,
+                '--format', format,
+                '--precision', rev.precision,
+                '--optimize-level', String(rev.optimizeLevel),
+                '--output', rev.artifact,
+                '--min-cosine', String(gate),
+                '--json',
+                '--termination-log', TERMINATION_LOG,
+              ],
+              terminationMessagePath: TERMINATION_LOG,
+              terminationMessagePolicy: 'FallbackToLogsOnError',
+              securityContext: RESTRICTED_CONTAINER_SECURITY,
+              resources: npuResources(pl),
+              volumeMounts: mounts,
+            },
+          ],
+          volumes,
+        },
+      },
+    },
+  };
+}
+
+/** Deletes every artifact of the model except `keep` (revision names); all of them when empty. */
+export function cleanupJob(m: NPUModel, cfg: OperatorConfig, keep: string[], suffix: string) {
+  const lbl = labels(m, 'cleanup');
+  return {
+    apiVersion: 'batch/v1',
+    kind: 'Job',
+    metadata: { name: childName(m.metadata.name, `cleanup-${suffix}`), namespace: m.metadata.namespace, labels: lbl },
+    spec: {
+      backoffLimit: 2,
+      ttlSecondsAfterFinished: 300,
+      template: {
+        metadata: { labels: lbl },
+        spec: {
+          restartPolicy: 'Never',
+          automountServiceAccountToken: false,
+          containers: [
+            {
+              name: 'cleanup',
+              image: cfg.image,
+              imagePullPolicy: cfg.imagePullPolicy,
+              args: ['prune-artifacts', '--dir', `${ARTIFACT_MOUNT}/${m.metadata.name}`, '--keep', keep.join(',')],
+              securityContext: RESTRICTED_CONTAINER_SECURITY,
+              volumeMounts: [{ name: 'artifacts', mountPath: ARTIFACT_MOUNT }],
+            },
+          ],
+          volumes: [{ name: 'artifacts', persistentVolumeClaim: { claimName: cfg.artifactClaim } }],
+        },
+      },
+    },
+  };
+}
