@@ -1,0 +1,129 @@
+// The resource builders and the pure rollout decisions: what the operator would create for a model,
+// checked field by field where a user or the scheduler depends on it.
+import { describe, expect, it } from 'vitest';
+
+import { parseOperatorConfig } from '../config.js';
+import { desiredRevision, revisionName, sourceVolume, type Revision } from '../revision.js';
+import { conversionOutcome, planRollout, rolloutComplete } from '../rollout.js';
+import type { NPUModel } from '../types.js';
+import { childName } from './common.js';
+import { deployment, endpoint, service } from './deployment.js';
+import { conversionJob } from './job.js';
+
+const cfg = parseOperatorConfig([], {});
+
+function model(spec: Partial<NPUModel['spec']> = {}): NPUModel {
+  return {
+    apiVersion: 'npuserve.io/v1alpha1',
+    kind: 'NPUModel',
+    metadata: { name: 'mistral-7b', namespace: 'ml', uid: 'uid-1', generation: 1 },
+    spec: { source: { uri: 'pvc://model-store/mistral-7b-v0.3' }, precision: 'INT8', ...spec },
+  };
+}
+
+describe('revisions', () => {
+  it('hash source, precision and optimize level, and nothing else', () => {
+    const a = revisionName(model());
+    expect(a).toMatch(/^r[0-9a-f]{10}$/);
+    expect(revisionName(model({ replicas: 5, runtime: { maxBatchSize: 4 } }))).toBe(a);
+    expect(revisionName(model({ precision: 'FP16' }))).not.toBe(a);
+    expect(revisionName(model({ conversion: { optimizeLevel: 1 } }))).not.toBe(a);
+    expect(revisionName(model({ source: { uri: 'pvc://model-store/other' } }))).not.toBe(a);
+  });
+
+  it('mount each source scheme read-only, and name what is wrong with a bad one', () => {
+    expect(sourceVolume('pvc://store/dir/model')).toEqual({ volume: { name: 'source', persistentVolumeClaim: { claimName: 'store', readOnly: true } }, input: '/source/dir/model' });
+    expect(sourceVolume('file:///data/models/tiny')).toEqual({ volume: { name: 'source', hostPath: { path: '/data/models/tiny' } }, input: '/source/tiny' });
+    expect(sourceVolume('https://example.org/m.gguf')).toEqual({ volume: null, input: 'https://example.org/m.gguf' });
+    expect(sourceVolume('pvc://store/../../etc')).toMatch(/leaves the volume/);
+    expect(sourceVolume('s3://bucket/m')).toMatch(/expected pvc:\/\/CLAIM\/PATH/);
+    expect(desiredRevision(model({ source: { uri: 'https://x/m.npu', format: 'npu' } }))).toMatch(/prebuilt .npu source must be pvc/);
+    const pre = desiredRevision(model({ source: { uri: 'pvc://store/m.npu', format: 'npu' } })) as Revision;
+    expect(pre.prebuilt).toBe(true);
+    expect(pre.artifact).toBe('/source/m.npu');
+  });
+});
+
+describe('conversion Job', () => {
+  const rev = desiredRevision(model()) as Revision;
+  const job = conversionJob(model(), rev, cfg);
+  const pod = job.spec.template.spec;
+  const c = pod.containers[0];
+
+  it('runs npuserve convert with the accuracy gate into the revision artifact, once', () => {
+    expect(c.args).toEqual(expect.arrayContaining(['convert', '--input', '/source/mistral-7b-v0.3', '--precision', 'INT8', '--output', `/artifacts/mistral-7b/${rev.name}.npu`, '--min-cosine', '0.99']));
+    expect(job.spec.backoffLimit).toBe(0);
+    expect(pod.restartPolicy).toBe('Never');
+    expect(job.metadata.ownerReferences).toEqual([{ apiVersion: 'npuserve.io/v1alpha1', kind: 'NPUModel', name: 'mistral-7b', uid: 'uid-1', controller: true, blockOwnerDeletion: true }]);
+  });
+
+  it('lands on NPU nodes with an NPU request, like serving pods', () => {
+    expect(pod.nodeSelector).toEqual({ accelerator: 'huawei-Ascend910' });
+    expect(c.resources.limits).toEqual({ 'huawei.com/Ascend910': '1' });
+    expect(c.securityContext.runAsNonRoot).toBe(true);
+    expect(c.securityContext.readOnlyRootFilesystem).toBe(true);
+  });
+});
+
+describe('serving Deployment and Service', () => {
+  const m = model({ placement: { npusPerReplica: 2, nodeSelector: { pool: 'npu' }, tolerations: [{ key: 'npu', operator: 'Exists' }] }, runtime: { maxBatchSize: 8 } });
+  const rev = desiredRevision(m) as Revision;
+  const d = deployment(m, rev, cfg, 3, { maxSurge: 0, maxUnavailable: 1 });
+  const c = d.spec.template.spec.containers[0];
+
+  it('serves the revision artifact with probes for a slow load and draining', () => {
+    expect(c.args.slice(0, 3)).toEqual(['serve', '--model', rev.artifact]);
+    expect(c.args).toEqual(expect.arrayContaining(['--max-batch-size', '8', '--port', '8000']));
+    expect(c.readinessProbe.httpGet.path).toBe('/readyz');
+    expect(c.livenessProbe.httpGet.path).toBe('/healthz');
+    expect(c.startupProbe.periodSeconds * c.startupProbe.failureThreshold).toBeGreaterThanOrEqual(1800);
+    expect(c.lifecycle.preStop).toBeDefined();
+    expect(d.spec.template.spec.terminationGracePeriodSeconds).toBeGreaterThan(45);
+  });
+
+  it('places pods as the model says and rolls with the given strategy', () => {
+    expect(d.spec.replicas).toBe(3);
+    expect(d.spec.strategy.rollingUpdate).toEqual({ maxSurge: 0, maxUnavailable: 1 });
+    expect(d.spec.template.spec.nodeSelector).toEqual({ pool: 'npu' });
+    expect(d.spec.template.spec.tolerations).toEqual([{ key: 'npu', operator: 'Exists' }]);
+    expect(c.resources.limits).toEqual({ 'huawei.com/Ascend910': '2' });
+    expect(d.spec.template.metadata.labels['npuserve.io/revision']).toBe(rev.name);
+    expect(d.spec.selector.matchLabels).toEqual({ 'app.kubernetes.io/instance': 'mistral-7b', 'app.kubernetes.io/component': 'server' });
+  });
+
+  it('exposes the OpenAI API on the Service; the endpoint names it', () => {
+    const s = service(m);
+    expect(s.spec.selector).toEqual(d.spec.selector.matchLabels);
+    expect(s.spec.ports[0]).toMatchObject({ port: 8000, targetPort: 'http' });
+    expect(endpoint(m)).toBe('http://mistral-7b.ml.svc:8000/v1');
+  });
+
+  it('keeps child names within 63 characters', () => {
+    expect(childName('a'.repeat(80), 'convert-r0123456789')).toHaveLength(63);
+  });
+});
+
+describe('rollout decisions', () => {
+  it('surges with a spare NPU, replaces one at a time without, and reports a pause for one replica', () => {
+    expect(planRollout(1, 1, 1)).toEqual({ strategy: { maxSurge: 1, maxUnavailable: 0 }, pausesServing: false });
+    expect(planRollout(1, 2, 3)).toEqual({ strategy: { maxSurge: 0, maxUnavailable: 1 }, pausesServing: false });
+    expect(planRollout(0, 1, 1)).toEqual({ strategy: { maxSurge: 0, maxUnavailable: 1 }, pausesServing: true });
+  });
+
+  it('is complete only when every replica runs the new template and no old pod is left', () => {
+    const d = (s: object) => ({ metadata: { generation: 2 }, spec: { replicas: 2 }, status: { observedGeneration: 2, ...s } });
+    expect(rolloutComplete(d({ replicas: 2, updatedReplicas: 2, availableReplicas: 2 }))).toBe(true);
+    expect(rolloutComplete(d({ replicas: 3, updatedReplicas: 2, availableReplicas: 2 }))).toBe(false);
+    expect(rolloutComplete(d({ replicas: 2, updatedReplicas: 1, availableReplicas: 2 }))).toBe(false);
+    expect(rolloutComplete({ ...d({ replicas: 2, updatedReplicas: 2, availableReplicas: 2 }), status: { observedGeneration: 1, replicas: 2, updatedReplicas: 2, availableReplicas: 2 } })).toBe(false);
+  });
+
+  it('reads a conversion result from the Job and its pod termination message', () => {
+    const pod = (exitCode: number, message: string) => ({ metadata: { name: 'p' }, status: { containerStatuses: [{ state: { terminated: { exitCode, message } } }] } });
+    expect(conversionOutcome({ status: { succeeded: 1 } }, [pod(0, JSON.stringify({ accuracy: { cosineSimilarity: 0.995, top1Agreement: 0.9 } }))])).toEqual({ state: 'succeeded', accuracy: { cosineSimilarity: 0.995, top1Agreement: 0.9 } });
+    expect(conversionOutcome({ status: { failed: 1 } }, [pod(3, JSON.stringify({ error: 'accuracy gate failed: cosine similarity 0.95' }))])).toEqual({ state: 'failed', reason: 'AccuracyGateFailed', message: 'accuracy gate failed: cosine similarity 0.95' });
+    expect(conversionOutcome({ status: { failed: 1 } }, [pod(1, 'download of https://x failed: HTTP 404')])).toMatchObject({ state: 'failed', reason: 'ConversionFailed', message: 'download of https://x failed: HTTP 404' });
+    const pending = { metadata: { name: 'p' }, status: { conditions: [{ type: 'PodScheduled', status: 'False', reason: 'Unschedulable', message: '0/3 nodes are available: 3 Insufficient huawei.com/Ascend910.' }] } };
+    expect(conversionOutcome({ status: { active: 1 } }, [pending])).toEqual({ state: 'running', message: 'conversion pod pending: Unschedulable: 0/3 nodes are available: 3 Insufficient huawei.com/Ascend910.' });
+  });
+});
