@@ -10,6 +10,7 @@ import { FormatError, UsageError } from './errors.js';
 import type { Precision } from './format.js';
 import { generate } from './generate.js';
 import { Progress } from './progress.js';
+import { serve } from './server/main.js';
 import { makeTestModel, PRESETS, type TestModelOptions } from './testmodel.js';
 import { Tokenizer } from './tokenizer.js';
 
@@ -26,6 +27,11 @@ commands:
   operator         [--kubeconfig F] [--namespaces a,b] [--image I] [--artifact-claim PVC] [--npu-resource-name R]
                    [--npu-node-selector k=v] [--leader-elect true|false] [--metrics-port 8080] [--workers 4]
   prune-artifacts  --dir DIR [--keep REV1,REV2]
+  serve            --model X.npu [--port 8000] [--host ADDR (default $NPUSERVE_BIND_ADDRESS or 0.0.0.0)]
+                   [--served-model-name NAME] [--max-batch-size 16] [--max-seq-len 2048]
+                   [--max-waiting-requests 256] [--max-num-batched-tokens 256] [--kv-cache-tokens N]
+                   [--threads N] [--drain-timeout-seconds 30] [--scheduler continuous|fixed]
+                   [--batch-timeout-ms 100 (fixed only)]
   make-test-model  --out DIR [--preset tiny|100m|1b] [--layers N --hidden N --heads N --kv-heads N
                    --head-dim N --intermediate N --sliding-window N --tied --seed N --dtype F32|F16|BF16 --shards N
                    --gguf F32|F16|Q8_0|Q4_0]
@@ -244,11 +250,62 @@ async function cmdOperator(argv: string[]): Promise<number> {
   return runOperator(argv);
 }
 
+async function cmdServe(argv: string[]): Promise<number> {
+  const f = parse(argv, {
+    model: { type: 'string' },
+    port: { type: 'string' },
+    host: { type: 'string' },
+    'served-model-name': { type: 'string' },
+    'max-batch-size': { type: 'string' },
+    'max-seq-len': { type: 'string' },
+    'max-waiting-requests': { type: 'string' },
+    'max-num-batched-tokens': { type: 'string' },
+    'kv-cache-tokens': { type: 'string' },
+    threads: { type: 'string' },
+    kernel: { type: 'string' },
+    'drain-timeout-seconds': { type: 'string' },
+    scheduler: { type: 'string' },
+    'batch-timeout-ms': { type: 'string' },
+  });
+  const modelPath = required(f, 'model');
+  const maxBatchSize = int(f, 'max-batch-size', 16, 1)!;
+  const maxSeqLen = int(f, 'max-seq-len', 2048, 2)!;
+  const maxNumBatchedTokens = int(f, 'max-num-batched-tokens', Math.max(256, maxBatchSize), 1)!;
+  if (maxNumBatchedTokens < maxBatchSize) throw new UsageError(`--max-num-batched-tokens ${maxNumBatchedTokens} must be at least --max-batch-size ${maxBatchSize} (every running sequence decodes a token per step)`);
+  const kvCacheTokens = int(f, 'kv-cache-tokens', maxBatchSize * maxSeqLen, 1)!;
+  if (kvCacheTokens < maxSeqLen) throw new UsageError(`--kv-cache-tokens ${kvCacheTokens} must hold at least one sequence of --max-seq-len ${maxSeqLen}`);
+  const scheduler = (f.scheduler as string | undefined) ?? 'continuous';
+  if (scheduler !== 'continuous' && scheduler !== 'fixed') throw new UsageError(`--scheduler must be continuous or fixed, got '${scheduler}'`);
+  const port = int(f, 'port', 8000, 0)!;
+  if (port > 65535) throw new UsageError(`--port must be at most 65535, got ${port}`);
+  return serve(
+    {
+      modelPath,
+      servedModelName: (f['served-model-name'] as string | undefined) ?? basename(modelPath).replace(/\.npu$/, ''),
+      host: (f.host as string | undefined) ?? process.env.NPUSERVE_BIND_ADDRESS ?? '0.0.0.0',
+      port,
+      maxBatchSize,
+      maxSeqLen,
+      maxWaitingRequests: int(f, 'max-waiting-requests', 256, 0)!,
+      maxNumBatchedTokens,
+      kvCacheTokens,
+      threads: int(f, 'threads', cpus().length, 1)!,
+      kernel: f.kernel as string | undefined,
+      scheduler,
+      batchTimeoutMs: int(f, 'batch-timeout-ms', 100, 0)!,
+      drainTimeoutSeconds: int(f, 'drain-timeout-seconds', 30, 0)!,
+      bodyLimitBytes: 4 * 2 ** 20,
+    },
+    (line) => console.log(`npuserve serve: ${line}`),
+  );
+}
+
 const COMMANDS: Record<string, (argv: string[]) => number | Promise<number>> = {
   operator: cmdOperator,
   'prune-artifacts': cmdPruneArtifacts,
   convert: cmdConvert,
   generate: cmdGenerate,
+  serve: cmdServe,
   'make-test-model': cmdMakeTestModel,
 };
 

@@ -24,6 +24,9 @@ export class Tokenizer {
   private readonly encoder = getTokenizerForModel('open-mistral-7b-v0.3');
   private readonly pieceBytes: Uint8Array[];
   private readonly types: number[];
+  private readonly controlIds = new Map<string, number>();
+  /** Any control token string, longest first, as one captured group. */
+  private readonly controlPattern: RegExp;
 
   private constructor(vocab: string[]) {
     this.vocab = vocab;
@@ -41,6 +44,11 @@ export class Tokenizer {
       if (this.types[id] !== TokenType.normal) return new Uint8Array(0);
       return enc.encode(p.replaceAll('\u2581', ' '));
     });
+    vocab.forEach((p, id) => {
+      if (this.types[id] === TokenType.control) this.controlIds.set(p, id);
+    });
+    const escaped = [...this.controlIds.keys()].sort((a, b) => b.length - a.length).map((p) => p.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'));
+    this.controlPattern = new RegExp(`(${escaped.join('|')})`);
     this.instId = vocab.indexOf('[INST]');
     this.instEndId = vocab.indexOf('[/INST]');
   }
@@ -68,6 +76,29 @@ export class Tokenizer {
   encode(text: string, opts: { bos?: boolean } = {}): number[] {
     const ids = text.length === 0 ? [] : [...this.encoder.encode(text, false, false)];
     return opts.bos === false ? ids : [this.bosId, ...ids];
+  }
+
+  /**
+   * Text with control tokens written out (a rendered chat template: "<s>[INST] Hi [/INST]") -> ids.
+   * Each control token string maps to its id; the text between is encoded without BOS, minus the one
+   * space beside a control token that templates write as a separator (the encoder's SentencePiece
+   * prefix space stands for it), so "[INST] Hi [/INST]" gives [INST] ▁Hi [/INST].
+   */
+  encodeWithControlTokens(text: string): number[] {
+    // split() with a capturing group alternates text and control tokens: even indexes are text.
+    const parts = text.split(this.controlPattern);
+    const ids: number[] = [];
+    parts.forEach((part, i) => {
+      if (i % 2 === 1) {
+        ids.push(this.controlIds.get(part)!);
+        return;
+      }
+      let inner = part;
+      if (i > 0) inner = inner.replace(/^ /, '');
+      if (i < parts.length - 1) inner = inner.replace(/ $/, '');
+      if (inner !== '') ids.push(...this.encode(inner, { bos: false }));
+    });
+    return ids;
   }
 
   /** The bytes a token contributes to the output text (none for control tokens). */

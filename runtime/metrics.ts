@@ -1,0 +1,86 @@
+// The server's Prometheus metrics, all defined here (names are the DESIGN.md section 3 contract, with
+// vLLM's meaning): request latencies, token counters, queue gauges and the engine's batch sizes, each
+// labelled with the served model name, plus the default process metrics.
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+
+import type { FinishReason, SchedulerObserver } from './scheduler.js';
+
+// Buckets in the spirit of vLLM's: fine below a second for token latencies, long tails for requests.
+const TTFT_BUCKETS_SECONDS = [0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 20, 40, 80, 160, 640];
+const ITL_BUCKETS_SECONDS = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 20, 40, 80];
+const E2E_BUCKETS_SECONDS = [0.3, 0.5, 0.8, 1, 1.5, 2, 2.5, 5, 10, 15, 20, 30, 40, 50, 60, 120, 240, 480, 960, 1920, 7680];
+const BATCH_SIZE_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256];
+
+export interface EngineLabels {
+  backend: string;
+  precision: string;
+  kernel: string;
+}
+
+export class ServerMetrics implements SchedulerObserver {
+  readonly registry = new Registry();
+  readonly contentType = this.registry.contentType;
+  private readonly ttft: Histogram<'model'>;
+  private readonly itl: Histogram<'model'>;
+  private readonly e2e: Histogram<'model'>;
+  private readonly promptTokens: Counter<'model'>;
+  private readonly generationTokens: Counter<'model'>;
+  private readonly requests: Counter<'model' | 'finish_reason'>;
+  private readonly running: Gauge<'model'>;
+  private readonly waiting: Gauge<'model'>;
+  private readonly kvUsage: Gauge<'model'>;
+  private readonly batchSize: Histogram<'model'>;
+  private readonly engineInfo: Gauge<'model' | 'backend' | 'precision' | 'kernel'>;
+
+  constructor(private readonly model: string) {
+    const registers = [this.registry];
+    const labelNames = ['model'] as const;
+    collectDefaultMetrics({ register: this.registry });
+    this.ttft = new Histogram({ name: 'npuserve_time_to_first_token_seconds', help: 'Time from a request\'s arrival to its first output token.', labelNames, buckets: TTFT_BUCKETS_SECONDS, registers });
+    this.itl = new Histogram({ name: 'npuserve_inter_token_latency_seconds', help: 'Time between consecutive output tokens of a request.', labelNames, buckets: ITL_BUCKETS_SECONDS, registers });
+    this.e2e = new Histogram({ name: 'npuserve_e2e_request_latency_seconds', help: 'Time from a request\'s arrival to its last output token, for requests that finished (stop or length).', labelNames, buckets: E2E_BUCKETS_SECONDS, registers });
+    this.promptTokens = new Counter({ name: 'npuserve_prompt_tokens_total', help: 'Prompt tokens processed (prefilled).', labelNames, registers });
+    this.generationTokens = new Counter({ name: 'npuserve_generation_tokens_total', help: 'Output tokens generated.', labelNames, registers });
+    this.requests = new Counter({ name: 'npuserve_requests_total', help: 'Finished requests by finish reason (stop, length, abort, error).', labelNames: ['model', 'finish_reason'], registers });
+    this.running = new Gauge({ name: 'npuserve_requests_running', help: 'Requests in the running batch.', labelNames, registers });
+    this.waiting = new Gauge({ name: 'npuserve_requests_waiting', help: 'Requests waiting to join the batch.', labelNames, registers });
+    this.kvUsage = new Gauge({ name: 'npuserve_kv_cache_usage_ratio', help: 'Fraction of KV cache blocks in use (1 = full).', labelNames, registers });
+    this.batchSize = new Histogram({ name: 'npuserve_batch_size', help: 'Sequences in each engine step.', labelNames, buckets: BATCH_SIZE_BUCKETS, registers });
+    this.engineInfo = new Gauge({ name: 'npuserve_engine_info', help: 'The engine serving the model (value 1).', labelNames: ['model', 'backend', 'precision', 'kernel'], registers });
+    for (const g of [this.running, this.waiting, this.kvUsage]) g.labels(model).set(0);
+  }
+
+  setEngine(labels: EngineLabels): void {
+    this.engineInfo.labels({ model: this.model, ...labels }).set(1);
+  }
+
+  step(s: { batchSize: number; promptTokens: number; generationTokens: number }): void {
+    this.batchSize.labels(this.model).observe(s.batchSize);
+    this.promptTokens.labels(this.model).inc(s.promptTokens);
+    this.generationTokens.labels(this.model).inc(s.generationTokens);
+  }
+
+  state(s: { running: number; waiting: number; kvUsageRatio: number }): void {
+    this.running.labels(this.model).set(s.running);
+    this.waiting.labels(this.model).set(s.waiting);
+    this.kvUsage.labels(this.model).set(s.kvUsageRatio);
+  }
+
+  firstToken(secondsSinceArrival: number): void {
+    this.ttft.labels(this.model).observe(secondsSinceArrival);
+  }
+
+  interToken(seconds: number): void {
+    this.itl.labels(this.model).observe(seconds);
+  }
+
+  finished(reason: FinishReason, e2eSeconds: number): void {
+    this.requests.labels(this.model, reason).inc();
+    // As vLLM, latency is of requests that ran to their end; aborted and failed ones would skew it.
+    if (reason === 'stop' || reason === 'length') this.e2e.labels(this.model).observe(e2eSeconds);
+  }
+
+  text(): Promise<string> {
+    return this.registry.metrics();
+  }
+}

@@ -1,0 +1,41 @@
+// The HTTP application: health, readiness and metrics routes beside the OpenAI routes, and the error
+// handlers that answer everything else with OpenAI's error object.
+import express, { type Express, Router } from 'express';
+
+import type { ServerMetrics } from '../metrics.js';
+import { errorHandler, notFound, sendError, unavailable } from './errors.js';
+import { openaiRouter, type ServingState } from './openai.js';
+
+export interface AppOptions {
+  state: ServingState;
+  metrics: ServerMetrics;
+  bodyLimitBytes: number;
+  log: (line: string) => void;
+}
+
+export function createApp(o: AppOptions): Express {
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('etag', false);
+  app.use(healthRouter(o));
+  app.use('/v1', openaiRouter(o.state, o.bodyLimitBytes));
+  app.use(notFound);
+  app.use(errorHandler(o.log));
+  return app;
+}
+
+/** Liveness answers while the process runs; readiness only once the model is loaded and warmed. */
+function healthRouter({ state, metrics }: AppOptions): Router {
+  const router = Router();
+  router.get('/healthz', (_req, res) => {
+    res.json({ status: 'ok' });
+  });
+  router.get('/readyz', (_req, res) => {
+    if (state.phase === 'ready') return void res.json({ status: 'ready' });
+    sendError(res, unavailable(state.phase === 'draining' ? 'draining' : 'not_ready'));
+  });
+  router.get('/metrics', async (_req, res) => {
+    res.set('Content-Type', metrics.contentType).send(await metrics.text());
+  });
+  return router;
+}

@@ -1,0 +1,113 @@
+// `npuserve serve`: listens at once (so /healthz answers while loading), loads and warms the model,
+// then serves until SIGTERM or SIGINT, when it drains: /readyz and new requests get 503, requests in
+// flight finish (up to the drain timeout), and the process exits 0.
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+import { ChatTemplate } from '../chat.js';
+import { Engine } from '../engine.js';
+import { ServerMetrics } from '../metrics.js';
+import { Scheduler, type SchedulerPolicy } from '../scheduler.js';
+import { Tokenizer } from '../tokenizer.js';
+import { createApp } from './app.js';
+import type { ServingState } from './openai.js';
+
+export interface ServeConfig {
+  modelPath: string;
+  servedModelName: string;
+  host: string;
+  port: number;
+  maxBatchSize: number;
+  maxSeqLen: number;
+  maxWaitingRequests: number;
+  maxNumBatchedTokens: number;
+  kvCacheTokens: number;
+  threads: number;
+  kernel?: string;
+  scheduler: SchedulerPolicy;
+  batchTimeoutMs: number;
+  drainTimeoutSeconds: number;
+  bodyLimitBytes: number;
+}
+
+export async function serve(config: ServeConfig, log: (line: string) => void): Promise<number> {
+  const state: ServingState = { servedModelName: config.servedModelName, createdSeconds: Math.floor(Date.now() / 1000), phase: 'loading' };
+  const metrics = new ServerMetrics(config.servedModelName);
+  const server = createApp({ state, metrics, bodyLimitBytes: config.bodyLimitBytes, log }).listen(config.port, config.host);
+  await new Promise<void>((resolve, reject) => server.once('listening', resolve).once('error', reject));
+  const { address, port } = server.address() as AddressInfo;
+  log(`listening on http://${address.includes(':') ? `[${address}]` : address}:${port} (loading ${config.modelPath})`);
+
+  let stopSignal: (signal: string) => void = () => {};
+  const stopped = new Promise<string>((resolve) => (stopSignal = resolve));
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (state.phase !== 'draining') log(`${signal}: draining (readiness off, new requests refused)`);
+    state.phase = 'draining';
+    stopSignal(signal);
+  };
+  process.on('SIGTERM', onSignal).on('SIGINT', onSignal);
+
+  try {
+    const scheduler = await load(config, state, metrics, log);
+    await stopped;
+    await drain(scheduler, config.drainTimeoutSeconds, log);
+  } finally {
+    process.off('SIGTERM', onSignal).off('SIGINT', onSignal);
+    await close(server);
+  }
+  log('stopped');
+  return 0;
+}
+
+/** Loads the engine, runs one warm-up step and opens the OpenAI routes (unless already draining). */
+async function load(config: ServeConfig, state: ServingState, metrics: ServerMetrics, log: (line: string) => void): Promise<Scheduler> {
+  const engine = await Engine.load(config.modelPath, { threads: config.threads, maxSeqLen: config.maxSeqLen, kvCacheTokens: config.kvCacheTokens, kernel: config.kernel });
+  const meta = engine.metadata;
+  if (config.maxSeqLen > meta.config.maxPositionEmbeddings) {
+    throw new Error(`--max-seq-len ${config.maxSeqLen} is longer than the model's ${meta.config.maxPositionEmbeddings} positions`);
+  }
+  const warmup = engine.createSequence();
+  await engine.step([{ sequence: warmup, tokens: [meta.config.bosTokenId] }]);
+  engine.releaseSequence(warmup);
+
+  const tokenizer = Tokenizer.mistralV3();
+  const scheduler = new Scheduler(engine, {
+    policy: config.scheduler,
+    maxBatchSize: config.maxBatchSize,
+    maxNumBatchedTokens: config.maxNumBatchedTokens,
+    maxWaitingRequests: config.maxWaitingRequests,
+    batchTimeoutMs: config.batchTimeoutMs,
+    observer: metrics,
+  });
+  const info = engine.info;
+  metrics.setEngine({ backend: 'cpu', precision: meta.precision, kernel: info.kernel });
+  state.model = {
+    scheduler,
+    tokenizer,
+    chatTemplate: new ChatTemplate(tokenizer, meta.tokenizer.chatTemplate),
+    maxSeqLen: config.maxSeqLen,
+    vocabSize: meta.config.vocabSize,
+  };
+  if (state.phase === 'loading') state.phase = 'ready';
+  log(
+    `ready: model '${config.servedModelName}' (${meta.precision}, ${info.kernel} kernels, ${info.threads} threads), ${config.scheduler} batching up to ${config.maxBatchSize} sequences and ${config.maxNumBatchedTokens} tokens per step, ` +
+      `max seq len ${config.maxSeqLen}, KV cache ${info.kvBlocksTotal * info.kvBlockTokens} tokens (${(info.kvCacheBytes / 2 ** 20).toFixed(0)} MiB)`,
+  );
+  return scheduler;
+}
+
+async function drain(scheduler: Scheduler, timeoutSeconds: number, log: (line: string) => void): Promise<void> {
+  const inFlight = scheduler.runningCount + scheduler.waitingCount;
+  if (inFlight > 0) log(`waiting up to ${timeoutSeconds} s for ${inFlight} requests in flight`);
+  const finished = await Promise.race([scheduler.idle().then(() => true), sleep(timeoutSeconds * 1000, false, { ref: false })]);
+  if (!finished) log(`drain timeout: closing ${scheduler.runningCount + scheduler.waitingCount} unfinished requests`);
+}
+
+/** Stops listening and closes every connection (an unfinished response aborts its request). */
+function close(server: Server): Promise<void> {
+  return new Promise((resolve) => {
+    server.close(() => resolve());
+    server.closeAllConnections();
+  });
+}

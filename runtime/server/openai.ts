@@ -1,0 +1,217 @@
+// The OpenAI-compatible routes: /v1/models, /v1/completions and /v1/chat/completions, answered in
+// one piece or streamed as server-sent events in OpenAI's chunk shapes. Requests are validated here,
+// tokenized, and handed to the scheduler; a client that goes away aborts its request.
+import { randomInt, randomUUID } from 'node:crypto';
+
+import express, { type Response, Router } from 'express';
+
+import type { ChatTemplate } from '../chat.js';
+import { ChatTemplateError } from '../chat.js';
+import { QueueFullError, type GenerationResult, type Scheduler } from '../scheduler.js';
+import type { Tokenizer } from '../tokenizer.js';
+import { ApiError, badRequest, contextLengthExceeded, modelNotFound, queueFull, unavailable } from './errors.js';
+import { parseChatRequest, parseCompletionRequest, type SamplingRequest } from './requests.js';
+import { StopTextAssembler } from './text.js';
+
+/** What the routes need of the loaded model. */
+export interface ServingModel {
+  scheduler: Scheduler;
+  tokenizer: Tokenizer;
+  chatTemplate: ChatTemplate;
+  maxSeqLen: number;
+  vocabSize: number;
+}
+
+export interface ServingState {
+  servedModelName: string;
+  /** Seconds since the epoch when the server started (the model's `created`). */
+  createdSeconds: number;
+  phase: 'loading' | 'ready' | 'draining';
+  model?: ServingModel;
+}
+
+/** OpenAI's default for the legacy completions route; chat defaults to the rest of the context. */
+const COMPLETIONS_DEFAULT_MAX_TOKENS = 16;
+
+export function openaiRouter(state: ServingState, bodyLimitBytes: number): Router {
+  const router = Router();
+  router.get('/models', (_req, res) => {
+    res.json({
+      object: 'list',
+      data: [{ id: state.servedModelName, object: 'model', created: state.createdSeconds, owned_by: 'npuserve', max_model_len: state.model?.maxSeqLen ?? null }],
+    });
+  });
+  router.get('/models/:id', (req, res) => {
+    if (req.params.id !== state.servedModelName) throw modelNotFound(req.params.id, state.servedModelName);
+    res.json({ id: state.servedModelName, object: 'model', created: state.createdSeconds, owned_by: 'npuserve' });
+  });
+  router.use(express.json({ limit: bodyLimitBytes }));
+  router.post('/completions', (req, res) => {
+    const m = servingModel(state);
+    const params = parseCompletionRequest(req.body, m.vocabSize);
+    checkModel(params.model, state.servedModelName);
+    const prompt = typeof params.prompt === 'string' ? m.tokenizer.encode(params.prompt) : params.prompt;
+    const maxTokens = resolveMaxTokens(prompt.length, params, m.maxSeqLen, COMPLETIONS_DEFAULT_MAX_TOKENS);
+    run(res, m, state.servedModelName, params, prompt, maxTokens, completionShape());
+  });
+  router.post('/chat/completions', (req, res) => {
+    const m = servingModel(state);
+    const params = parseChatRequest(req.body);
+    checkModel(params.model, state.servedModelName);
+    let prompt: number[];
+    try {
+      prompt = m.chatTemplate.encode(params.messages);
+    } catch (e) {
+      if (e instanceof ChatTemplateError) throw badRequest(e.message, 'messages');
+      throw e;
+    }
+    const maxTokens = resolveMaxTokens(prompt.length, params, m.maxSeqLen);
+    run(res, m, state.servedModelName, params, prompt, maxTokens, chatShape());
+  });
+  return router;
+}
+
+function servingModel(state: ServingState): ServingModel {
+  if (state.phase === 'draining') throw unavailable('draining');
+  if (state.phase === 'loading' || !state.model) throw unavailable('not_ready');
+  return state.model;
+}
+
+function checkModel(requested: string, served: string): void {
+  if (requested !== served) throw modelNotFound(requested, served);
+}
+
+/** The output limit: as asked (prompt + output must fit max-seq-len), else the default or the room left. */
+function resolveMaxTokens(promptTokens: number, params: SamplingRequest, maxSeqLen: number, fallback?: number): number {
+  if (params.maxTokens !== undefined) {
+    if (promptTokens + params.maxTokens > maxSeqLen) throw contextLengthExceeded(promptTokens, params.maxTokens, maxSeqLen, params.maxTokensParam);
+    return params.maxTokens;
+  }
+  const room = maxSeqLen - promptTokens;
+  if (room < 1) throw contextLengthExceeded(promptTokens, 1, maxSeqLen, params.maxTokensParam);
+  return fallback === undefined ? room : Math.min(fallback, room);
+}
+
+type ApiFinishReason = 'stop' | 'length';
+
+interface Usage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+}
+
+/** How one route's responses look: a streamed chunk, and the whole response. */
+interface ResponseShape {
+  idPrefix: string;
+  chunkObject: string;
+  /** The chunk sent before any text (chat announces the assistant role), if any. */
+  opening?: Record<string, unknown>;
+  chunkChoice(text: string, finishReason: ApiFinishReason | null): Record<string, unknown>;
+  object: string;
+  choice(text: string, finishReason: ApiFinishReason): Record<string, unknown>;
+}
+
+function completionShape(): ResponseShape {
+  return {
+    idPrefix: 'cmpl-',
+    chunkObject: 'text_completion',
+    chunkChoice: (text, finishReason) => ({ index: 0, text, logprobs: null, finish_reason: finishReason }),
+    object: 'text_completion',
+    choice: (text, finishReason) => ({ index: 0, text, logprobs: null, finish_reason: finishReason }),
+  };
+}
+
+function chatShape(): ResponseShape {
+  return {
+    idPrefix: 'chatcmpl-',
+    chunkObject: 'chat.completion.chunk',
+    opening: { index: 0, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null },
+    chunkChoice: (text, finishReason) => ({ index: 0, delta: finishReason === null ? { content: text } : {}, logprobs: null, finish_reason: finishReason }),
+    object: 'chat.completion',
+    choice: (text, finishReason) => ({ index: 0, message: { role: 'assistant', content: text }, logprobs: null, finish_reason: finishReason }),
+  };
+}
+
+/** Submits the request and answers it, streamed or whole, as its tokens arrive. */
+function run(res: Response, m: ServingModel, model: string, params: SamplingRequest, prompt: number[], maxTokens: number, shape: ResponseShape): void {
+  const id = `${shape.idPrefix}${randomUUID().replaceAll('-', '')}`;
+  const created = Math.floor(Date.now() / 1000);
+  const text = new StopTextAssembler(m.tokenizer, params.stop);
+  const output = params.stream ? new EventStream(res, { id, object: shape.chunkObject, created, model }, params.includeUsage) : undefined;
+  let whole = '';
+  const aborter = new AbortController();
+  const usageOf = (r: GenerationResult): Usage => ({ prompt_tokens: r.promptTokens, completion_tokens: r.completionTokens, total_tokens: r.promptTokens + r.completionTokens });
+
+  const onToken = (token: number): boolean => {
+    const step = text.push(token);
+    if (step.delta !== '') {
+      if (output) output.send(shape.chunkChoice(step.delta, null));
+      else whole += step.delta;
+    }
+    return step.stopped;
+  };
+  const onFinish = (r: GenerationResult): void => {
+    if (r.reason === 'abort') return void res.end();
+    if (r.reason === 'error') {
+      const err = new ApiError(500, `The engine failed on this request: ${r.error?.message ?? 'unknown error'}.`, 'server_error');
+      if (output) return output.fail(err);
+      return void res.status(500).json(err.body());
+    }
+    const tail = r.reason === 'stop' ? { delta: '', stopped: true } : text.finish();
+    const finishReason: ApiFinishReason = tail.stopped ? 'stop' : r.reason;
+    if (output) {
+      if (tail.delta !== '') output.send(shape.chunkChoice(tail.delta, null));
+      output.send(shape.chunkChoice('', finishReason));
+      output.end(usageOf(r));
+      return;
+    }
+    res.json({ id, object: shape.object, created, model, choices: [shape.choice(whole + tail.delta, finishReason)], usage: usageOf(r) });
+  };
+
+  try {
+    m.scheduler.submit({ prompt, maxTokens, temperature: params.temperature, topP: params.topP, seed: params.seed ?? randomInt(2 ** 47), signal: aborter.signal, onToken, onFinish });
+  } catch (e) {
+    if (e instanceof QueueFullError) throw queueFull(e.message, e.retryAfterSeconds);
+    throw e;
+  }
+  // Tokens arrive only after an engine step, so the stream opens before the first one; a refused
+  // request (429 above) still gets its JSON error.
+  output?.open(shape.opening);
+  // The client went away before the answer was complete: free its batch slot.
+  res.on('close', () => {
+    if (!res.writableFinished) aborter.abort();
+  });
+}
+
+/** One response as server-sent events: `data: {chunk}` lines, an optional usage chunk, `data: [DONE]`. */
+class EventStream {
+  constructor(
+    private readonly res: Response,
+    private readonly head: { id: string; object: string; created: number; model: string },
+    private readonly includeUsage: boolean,
+  ) {}
+
+  open(opening?: Record<string, unknown>): void {
+    this.res.status(200).set({ 'Content-Type': 'text/event-stream; charset=utf-8', 'Cache-Control': 'no-cache', Connection: 'keep-alive' });
+    this.res.flushHeaders();
+    if (opening) this.send(opening);
+  }
+
+  send(choice: Record<string, unknown>): void {
+    this.write({ ...this.head, choices: [choice], ...(this.includeUsage ? { usage: null } : {}) });
+  }
+
+  end(usage: Usage): void {
+    if (this.includeUsage) this.write({ ...this.head, choices: [], usage });
+    this.res.end('data: [DONE]\n\n');
+  }
+
+  fail(err: ApiError): void {
+    this.write(err.body());
+    this.res.end('data: [DONE]\n\n');
+  }
+
+  private write(data: unknown): void {
+    this.res.write(`data: ${JSON.stringify(data)}\n\n`);
+  }
+}
