@@ -57,7 +57,7 @@ export class SafetensorsFile implements TensorSource {
       }
       this.tensors.set(name, this.parseEntry(name, raw, dataStart, dataSize));
     }
-    const sorted = [...this.tensors.values()].sort((a, b) => a.begin - b.begin);
+    const sorted = [...this.tensors.values()].sort((a, b) => a.begin - b.begin || a.end - b.end);
     for (let i = 1; i < sorted.length; i++) {
       if (sorted[i].begin < sorted[i - 1].end) this.fail(`tensors '${sorted[i - 1].name}' and '${sorted[i].name}' overlap`);
     }
@@ -66,7 +66,7 @@ export class SafetensorsFile implements TensorSource {
   private parseEntry(name: string, raw: unknown, dataStart: number, dataSize: number): Entry {
     if (typeof raw !== 'object' || raw === null) this.fail(`tensor '${name}': entry must be an object`);
     const { dtype, shape, data_offsets: offsets } = raw as Record<string, unknown>;
-    if (typeof dtype !== 'string' || !(dtype in DTYPE_BYTES))
+    if (typeof dtype !== 'string' || !Object.hasOwn(DTYPE_BYTES, dtype))
       this.fail(`tensor '${name}': dtype ${JSON.stringify(dtype)} is not supported (expected F32, F16 or BF16)`);
     if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0))
       this.fail(`tensor '${name}': shape must be an array of non-negative integers, got ${JSON.stringify(shape)}`);
@@ -112,7 +112,7 @@ export class ShardedSafetensors implements TensorSource {
     const byFile = new Map<string, SafetensorsFile>();
     try {
       for (const [name, file] of Object.entries(map as Record<string, unknown>)) {
-        if (typeof file !== 'string' || file.includes('/') || file.includes('\\'))
+        if (typeof file !== 'string' || file.includes('/') || file.includes('\\') || file === '' || file === '.' || file === '..')
           throw new FormatError(path, `weight_map['${name}'] must be a file name in the same folder, got ${JSON.stringify(file)}`);
         let shard = byFile.get(file);
         if (!shard) {
@@ -167,7 +167,8 @@ function encode(dtype: TensorToWrite['dtype'], data: Float32Array): Uint8Array {
     const u32 = new Uint32Array(data.buffer, data.byteOffset, data.length);
     for (let i = 0; i < data.length; i++) {
       const x = u32[i];
-      out[i] = (x + 0x7fff + ((x >>> 16) & 1)) >>> 16; // round to nearest even
+      if ((x & 0x7fffffff) > 0x7f800000) out[i] = (x >>> 16) | 0x40; // NaN stays NaN (quiet), whatever its payload
+      else out[i] = (x + 0x7fff + ((x >>> 16) & 1)) >>> 16; // round to nearest even
     }
   }
   return new Uint8Array(out.buffer);
