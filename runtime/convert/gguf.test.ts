@@ -728,6 +728,7 @@ describe('malformed GGUF input fails with a FormatError naming the problem', () 
       [[['a', T.ARRAY, [13, []]]], /key 'a': array element type 13 at byte \d+ is not a GGUF value type/],
       [[['general.alignment', T.U32, 24]], /'general.alignment' must be a power of two, got 24/],
       [[['general.alignment', T.U64, 32]], /'general.alignment' must be a power of two, got 32/],
+      [[['general.alignment', T.F32, 0.5]], /'general.alignment' must be a power of two, got 0.5/],
     ];
     let nested: unknown = [T.U8, []];
     for (let i = 0; i < 9; i++) nested = [T.ARRAY, [nested]];
@@ -749,6 +750,7 @@ describe('GgufCheckpoint rejects GGUFs it cannot present as a llama checkpoint',
     ['architecture', (kv) => (kv[0][2] = 'qwen2'), /general.architecture "qwen2" is not supported \(expected "llama"/],
     ['missing key', (kv) => kv.splice(2, 1), /missing metadata key 'llama.embedding_length'/],
     ['bad key type', (kv) => (kv[3] = ['llama.block_count', T.STRING, '1']), /'llama.block_count' must be an integer >= 1, got "1"/],
+    ['block count', (kv) => (kv[3] = ['llama.block_count', T.U32, 4000000000]), /'llama.block_count' is 4000000000, but the file has only 12 tensors/],
     ['rope scaling', (kv) => kv.push(['llama.rope.scaling.type', T.STRING, 'linear']), /RoPE scaling "linear" is not supported/],
     ['partial rope', (kv) => kv.push(['llama.rope.dimension_count', T.U32, 8]), /'llama.rope.dimension_count' 8 differs from the head size 16/],
     ['extra tensor', (_, t) => t.push({ name: 'rope_freqs.weight', ne: [8], type: GGML.F32, data: new Uint8Array(32) }), /tensor 'rope_freqs.weight' is not part of a 1-layer llama checkpoint/],
@@ -884,7 +886,7 @@ describe('fuzz', () => {
     const seeds = fuzzSeeds(rand);
     const path = tempPath('fuzz.gguf');
     let accepted = 0;
-    const iterations = 2500;
+    const iterations = Number(process.env.NPUSERVE_FUZZ_ITERATIONS ?? 2500);
     for (let n = 0; n < iterations; n++) {
       const { bytes, steps } = mutate(seeds[n % seeds.length], rand);
       writeFileSync(path, bytes);

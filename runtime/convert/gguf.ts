@@ -233,10 +233,14 @@ export class GgufFile implements TensorSource {
       const kvCount = r.count('metadata key count', 8 + 4 + 1);
       for (let k = 0; k < kvCount; k++) this.readKeyValue(r, k);
       this.alignment = this.readAlignment();
-      const headers: TensorHeader[] = [];
-      for (let t = 0; t < tensorCount; t++) headers.push(this.readTensorHeader(r, t, headers));
+      const headers = new Map<string, TensorHeader>();
+      for (let t = 0; t < tensorCount; t++) {
+        const h = this.readTensorHeader(r, t);
+        if (headers.has(h.name)) this.fail(`tensor name '${h.name}' appears twice`);
+        headers.set(h.name, h);
+      }
       this.dataOffset = alignUp(r.pos, this.alignment);
-      for (const h of headers) this.tensors.set(h.name, this.placeTensor(h, r.size));
+      for (const h of headers.values()) this.tensors.set(h.name, this.placeTensor(h, r.size));
       this.checkOverlaps();
     } catch (e) {
       closeSync(this.fd);
@@ -273,15 +277,14 @@ export class GgufFile implements TensorSource {
 
   private readAlignment(): number {
     const a = this.metadata.get('general.alignment') ?? DEFAULT_ALIGNMENT;
-    if (typeof a !== 'number' || !Number.isInteger(Math.log2(a)))
+    if (typeof a !== 'number' || !Number.isInteger(a) || a < 1 || !Number.isInteger(Math.log2(a)))
       this.fail(`'general.alignment' must be a power of two, got ${describeValue(a)}`);
     return a;
   }
 
-  private readTensorHeader(r: HeaderReader, index: number, earlier: TensorHeader[]): TensorHeader {
+  private readTensorHeader(r: HeaderReader, index: number): TensorHeader {
     const name = r.string(`tensor #${index}: name`, MAX_TENSOR_NAME_BYTES);
     if (name === '') this.fail(`tensor #${index} has an empty name`);
-    if (earlier.some((t) => t.name === name)) this.fail(`tensor name '${name}' appears twice`);
     const start = r.pos;
     const nDims = r.u32(`tensor '${name}': dimension count`);
     if (nDims < 1 || nDims > MAX_DIMS) this.fail(`tensor '${name}': dimension count ${nDims} at byte ${start} must be 1..${MAX_DIMS}`);
@@ -577,6 +580,9 @@ export class GgufCheckpoint implements TensorSource {
 
   private mapTensors(): void {
     const c = this.config;
+    // Each layer has several tensors: a larger layer count is wrong, and must not size the list below.
+    if (c.numLayers > this.file.tensors.size)
+      metaFail(this.file, `'llama.block_count' is ${c.numLayers}, but the file has only ${this.file.tensors.size} tensors`);
     const expected = llamaTensors(c);
     const byGguf = new Map(expected.map((e) => [e.gguf, e]));
     for (const t of this.file.tensors.values()) {
