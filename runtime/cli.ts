@@ -4,6 +4,7 @@ import { cpus } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 
+import { bench } from './bench/bench.js';
 import { AccuracyGateError, convert } from './convert/convert.js';
 import { Engine } from './engine.js';
 import { FormatError, UsageError } from './errors.js';
@@ -32,6 +33,9 @@ commands:
                    [--max-waiting-requests 256] [--max-num-batched-tokens 256] [--kv-cache-tokens N]
                    [--threads N] [--drain-timeout-seconds 30] [--scheduler continuous|fixed]
                    [--batch-timeout-ms 100 (fixed only)]
+  bench            (--model X.npu [--baseline BEFORE.npu] | --url http://HOST:PORT [--model X.npu])
+                   [--reference X.fp32.npu] [--out DIR (bench-results)] [--prompt-tokens 512] [--output-tokens 64]
+                   [--latency-requests 5] [--max-concurrency 32] [--min-gain 0.05] [--threads N] [--json]
   make-test-model  --out DIR [--preset tiny|100m|1b] [--layers N --hidden N --heads N --kv-heads N
                    --head-dim N --intermediate N --sliding-window N --tied --seed N --dtype F32|F16|BF16 --shards N
                    --gguf F32|F16|Q8_0|Q4_0]
@@ -300,12 +304,62 @@ async function cmdServe(argv: string[]): Promise<number> {
   );
 }
 
+async function cmdBench(argv: string[]): Promise<number> {
+  const f = parse(argv, {
+    model: { type: 'string' },
+    baseline: { type: 'string' },
+    url: { type: 'string' },
+    reference: { type: 'string' },
+    out: { type: 'string' },
+    'prompt-tokens': { type: 'string' },
+    'output-tokens': { type: 'string' },
+    'latency-requests': { type: 'string' },
+    'max-concurrency': { type: 'string' },
+    'min-gain': { type: 'string' },
+    threads: { type: 'string' },
+    'max-num-batched-tokens': { type: 'string' },
+    json: { type: 'boolean' },
+  });
+  const url = f.url as string | undefined;
+  const modelPath = f.model as string | undefined;
+  if (!url && !modelPath) throw new UsageError('--model X.npu or --url http://HOST:PORT is required');
+  if (url && f.baseline) throw new UsageError('--baseline compares two model files; it cannot be used with --url');
+  if (f.reference && !modelPath) throw new UsageError('--reference needs --model (the accuracy is of that file)');
+  const maxConcurrency = int(f, 'max-concurrency', 32, 1)!;
+  const progress = new Progress();
+  const out = await bench(
+    {
+      modelPath,
+      baselinePath: f.baseline as string | undefined,
+      url,
+      referencePath: f.reference as string | undefined,
+      outDir: (f.out as string | undefined) ?? 'bench-results',
+      threads: int(f, 'threads', cpus().length, 1)!,
+      maxNumBatchedTokens: int(f, 'max-num-batched-tokens', Math.max(256, maxConcurrency), 1)!,
+      study: {
+        promptTokens: int(f, 'prompt-tokens', 512, 1)!,
+        outputTokens: int(f, 'output-tokens', 64, 1)!,
+        latencyRequests: int(f, 'latency-requests', 5, 1)!,
+        maxConcurrency,
+        minGain: num(f, 'min-gain', 0.05)!,
+      },
+    },
+    (label, done, total) => progress.update(label, done, total),
+  );
+  progress.done();
+  if (f.json) console.log(JSON.stringify(out.results, null, 2));
+  else process.stdout.write(out.markdown);
+  console.error(`wrote ${out.files.markdown}, ${out.files.json} and ${out.files.svg}`);
+  return EXIT.ok;
+}
+
 const COMMANDS: Record<string, (argv: string[]) => number | Promise<number>> = {
   operator: cmdOperator,
   'prune-artifacts': cmdPruneArtifacts,
   convert: cmdConvert,
   generate: cmdGenerate,
   serve: cmdServe,
+  bench: cmdBench,
   'make-test-model': cmdMakeTestModel,
 };
 

@@ -1,0 +1,111 @@
+// Benchmark targets: the engine in this process behind the serving scheduler (no HTTP), and a running
+// server reached over HTTP with streamed completions (token-id prompts, so lengths are exact).
+import { Engine } from '../engine.js';
+import { Scheduler, type SchedulerPolicy } from '../scheduler.js';
+import type { BenchTarget, RequestSpec, RequestTiming } from './workload.js';
+
+export interface EngineTargetOptions {
+  threads: number;
+  maxBatchSize: number;
+  /** Longest prompt + output the load will send. */
+  maxSeqLen: number;
+  maxNumBatchedTokens: number;
+  policy?: SchedulerPolicy;
+}
+
+/** The engine driven by the same scheduler as `npuserve serve`, timed at each sampled token. */
+export class EngineTarget implements BenchTarget {
+  private constructor(
+    readonly label: string,
+    readonly engine: Engine,
+    private readonly scheduler: Scheduler,
+  ) {}
+
+  static async load(path: string, o: EngineTargetOptions): Promise<EngineTarget> {
+    const engine = await Engine.load(path, { threads: o.threads, maxSeqLen: o.maxSeqLen, kvCacheTokens: o.maxBatchSize * o.maxSeqLen });
+    const scheduler = new Scheduler(engine, {
+      policy: o.policy ?? 'continuous',
+      maxBatchSize: o.maxBatchSize,
+      maxNumBatchedTokens: o.maxNumBatchedTokens,
+      maxWaitingRequests: Number.MAX_SAFE_INTEGER,
+      batchTimeoutMs: 100,
+    });
+    return new EngineTarget(`engine (${engine.metadata.precision}, in-process)`, engine, scheduler);
+  }
+
+  run(spec: RequestSpec): Promise<RequestTiming> {
+    return new Promise((resolve, reject) => {
+      const startMs = performance.now();
+      const times: number[] = [];
+      this.scheduler.submit({
+        prompt: spec.prompt,
+        maxTokens: spec.maxTokens,
+        temperature: 1,
+        topP: 1,
+        seed: spec.seed,
+        onToken: () => {
+          times.push(performance.now());
+          return false;
+        },
+        onFinish: (r) => {
+          if (r.reason === 'error' || r.reason === 'abort') return reject(r.error ?? new Error(`request ${r.reason}`));
+          const endMs = performance.now();
+          if (times.length < r.completionTokens) times.push(endMs); // EOS ends the request without a token callback
+          resolve({ promptTokens: r.promptTokens, outputTokens: r.completionTokens, startMs, firstTokenMs: times[0] ?? endMs, endMs, tokenGapsMs: times.slice(1).map((t, i) => t - times[i]) });
+        },
+      });
+    });
+  }
+}
+
+/** A server's /v1/completions, streamed; TTFT is the first chunk that carries text. */
+export class HttpTarget implements BenchTarget {
+  private constructor(
+    readonly label: string,
+    readonly url: string,
+    readonly model: string,
+    /** The server's max-seq-len, as /v1/models reports it. */
+    readonly maxModelLen: number | null,
+  ) {}
+
+  static async connect(url: string): Promise<HttpTarget> {
+    const base = url.replace(/\/+$/, '').replace(/\/v1$/, '');
+    const res = await fetch(`${base}/v1/models`).catch((e: Error) => {
+      throw new Error(`cannot reach ${base}/v1/models: ${e.message}`);
+    });
+    if (!res.ok) throw new Error(`${base}/v1/models answered ${res.status}`);
+    const models = (await res.json()) as { data: Array<{ id: string; max_model_len?: number | null }> };
+    const model = models.data?.[0];
+    if (!model?.id) throw new Error(`${base}/v1/models lists no model`);
+    return new HttpTarget(`server ${base}`, base, model.id, model.max_model_len ?? null);
+  }
+
+  async run(spec: RequestSpec): Promise<RequestTiming> {
+    const startMs = performance.now();
+    const res = await fetch(`${this.url}/v1/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: this.model, prompt: spec.prompt, max_tokens: spec.maxTokens, temperature: 1, seed: spec.seed, stream: true, stream_options: { include_usage: true } }),
+    });
+    if (!res.ok || !res.body) throw new Error(`${this.url}/v1/completions answered ${res.status}: ${await res.text()}`);
+    const times: number[] = [];
+    let outputTokens = 0;
+    let buffered = '';
+    const decoder = new TextDecoder();
+    for await (const bytes of res.body) {
+      const now = performance.now();
+      buffered += decoder.decode(bytes as Uint8Array, { stream: true });
+      const events = buffered.split('\n\n');
+      buffered = events.pop()!;
+      for (const event of events) {
+        const data = event.replace(/^data: /, '');
+        if (data === '[DONE]') continue;
+        const chunk = JSON.parse(data) as { choices: Array<{ text: string }>; usage?: { completion_tokens: number } | null };
+        if (chunk.choices[0]?.text) times.push(now);
+        if (chunk.usage) outputTokens = chunk.usage.completion_tokens;
+      }
+    }
+    const endMs = performance.now();
+    return { promptTokens: spec.prompt.length, outputTokens, startMs, firstTokenMs: times[0] ?? endMs, endMs, tokenGapsMs: times.slice(1).map((t, i) => t - times[i]) };
+  }
+}
