@@ -82,6 +82,8 @@ export async function startControlPlane(dir: string, bin: string, onStarted: (p:
     '--authorization-mode=Node,RBAC',
     '--allow-privileged=true',
     '--profiling=false',
+    // `kubectl logs` reaches local nodes' agents at their InternalIP (nodes have no resolvable hostname).
+    '--kubelet-preferred-address-types=InternalIP',
     '--v=1',
   ], path.join(logs, 'kube-apiserver.log'));
   record(apiserver);

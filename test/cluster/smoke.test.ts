@@ -148,7 +148,7 @@ describe('local cluster', () => {
     await waitFor('NPU pods deleted', async () => ((await pods('app=npu')).length === 0 ? true : undefined), 60_000);
   }, 120_000);
 
-  it('runs a Job on the local NPU node that writes to a hostPath and a PVC, and reaches Succeeded', async () => {
+  it('runs a Job on the local NPU node that writes to a hostPath and a PVC, reaches Succeeded, and has kubectl logs', async () => {
     await client.create(`/api/v1/namespaces/${ns}/persistentvolumeclaims`, {
       apiVersion: 'v1',
       kind: 'PersistentVolumeClaim',
@@ -169,7 +169,7 @@ describe('local cluster', () => {
             containers: [{
               name: 'writer',
               image: 'busybox:1.36',
-              command: ['sh', '-c', 'echo "job ran in $MY_POD" > /out/result.txt && echo stored > /store/data.txt'],
+              command: ['sh', '-c', 'echo "job ran in $MY_POD" > /out/result.txt && echo stored > /store/data.txt && echo writer done'],
               env: [{ name: 'MY_POD', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } }],
               volumeMounts: [{ name: 'out', mountPath: '/out' }, { name: 'store', mountPath: '/store' }],
             }],
@@ -193,6 +193,7 @@ describe('local cluster', () => {
     expect(pod.status?.containerStatuses?.[0].state.terminated).toMatchObject({ exitCode: 0, reason: 'Completed' });
     expect(fs.readFileSync(path.join(hostPathDir(hostPath, pod.spec.nodeName), 'result.txt'), 'utf8')).toBe(`job ran in ${pod.metadata.name}\n`);
     expect(fs.readFileSync(path.join(await claimDir(client, ns, 'store'), 'data.txt'), 'utf8')).toBe('stored\n');
+    expect(await kubectl('logs', '-n', ns, pod.metadata.name ?? '')).toBe('writer done\n');
   });
 
   it('restarts a failing container and reports its exit code', async () => {

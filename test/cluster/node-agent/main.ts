@@ -8,6 +8,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { informer, isNotFound, KubeClient } from '../kube-client.js';
 import { readVersions, repoRoot } from '../paths.js';
+import { startKubeletServer } from './kubelet-server.js';
 import { heartbeat, registerNode } from './node.js';
 import { gatewayAddress, PodNetwork } from './pod-network.js';
 import { PodRunner, type AgentContext } from './pod-runner.js';
@@ -59,10 +60,12 @@ async function main(): Promise<void> {
 
   await ensureStorageClass(client);
   void runProvisioner(client, args.dir, stop.signal, log);
+  const kubeletPort = await startKubeletServer(args.dir, gatewayAddress, log);
   for (const node of args.nodes) {
-    await registerNode(client, node, version);
+    const local = { name: node, kubernetesVersion: version, kubeletPort, registeredAt: new Date().toISOString().replace(/\.\d{3}Z$/, 'Z') };
+    await registerNode(client, local);
     log(`registered node ${node}`);
-    void heartbeat(client, node, version, stop.signal, log);
+    void heartbeat(client, local, stop.signal, log);
     void informer<Pod>(client, '/api/v1/pods', { fieldSelector: `spec.nodeName=${node}` }, (type, pod) => {
       const uid = pod.metadata.uid ?? '';
       const runner = runners.get(uid);

@@ -3,6 +3,7 @@
 // controller keeps it schedulable.
 import os from 'node:os';
 import { isConflict, isNotFound, sleep, type KubeClient, type KubeObject } from '../kube-client.js';
+import { gatewayAddress } from './pod-network.js';
 
 export const localNodeLabel = 'npuserve.io/local-node';
 export const npuResourceName = 'huawei.com/Ascend910';
@@ -23,7 +24,15 @@ function capacity(): Record<string, string> {
   };
 }
 
-function nodeStatus(kubernetesVersion: string, name: string) {
+export interface LocalNode {
+  name: string;
+  kubernetesVersion: string;
+  /** Port of the agent's kubelet API (container logs) on the gateway address. */
+  kubeletPort: number;
+  registeredAt: string;
+}
+
+function nodeStatus(node: LocalNode) {
   const time = now();
   const condition = (type: string, status: string, reason: string, message: string) => ({
     type,
@@ -31,7 +40,7 @@ function nodeStatus(kubernetesVersion: string, name: string) {
     reason,
     message,
     lastHeartbeatTime: time,
-    lastTransitionTime: time,
+    lastTransitionTime: node.registeredAt,
   });
   return {
     capacity: capacity(),
@@ -42,11 +51,12 @@ function nodeStatus(kubernetesVersion: string, name: string) {
       condition('PIDPressure', 'False', 'KubeletHasSufficientPID', 'kubelet has sufficient PID available'),
       condition('Ready', 'True', 'KubeletReady', 'npuserve local node agent is posting ready status'),
     ],
+    // The node is the host side of the pod network: reachable from its pods and from this machine.
     addresses: [
-      { type: 'InternalIP', address: '127.0.0.1' },
-      { type: 'Hostname', address: name },
+      { type: 'InternalIP', address: gatewayAddress },
+      { type: 'Hostname', address: node.name },
     ],
-    daemonEndpoints: { kubeletEndpoint: { Port: 0 } },
+    daemonEndpoints: { kubeletEndpoint: { Port: node.kubeletPort } },
     nodeInfo: {
       machineID: '',
       systemUUID: '',
@@ -54,15 +64,16 @@ function nodeStatus(kubernetesVersion: string, name: string) {
       kernelVersion: os.release(),
       osImage: `npuserve local node (${os.type()})`,
       containerRuntimeVersion: 'npuserve-local://0.1.0',
-      kubeletVersion: kubernetesVersion,
-      kubeProxyVersion: kubernetesVersion,
+      kubeletVersion: node.kubernetesVersion,
+      kubeProxyVersion: node.kubernetesVersion,
       operatingSystem: 'linux',
       architecture: 'amd64',
     },
   };
 }
 
-export async function registerNode(client: KubeClient, name: string, kubernetesVersion: string): Promise<void> {
+export async function registerNode(client: KubeClient, local: LocalNode): Promise<void> {
+  const name = local.name;
   const node = {
     apiVersion: 'v1',
     kind: 'Node',
@@ -78,7 +89,7 @@ export async function registerNode(client: KubeClient, name: string, kubernetesV
       },
     },
     spec: {},
-    status: nodeStatus(kubernetesVersion, name),
+    status: nodeStatus(local),
   };
   try {
     await client.create('/api/v1/nodes', node);
@@ -106,14 +117,15 @@ async function renewLease(client: KubeClient, name: string, nodeUid: string): Pr
 }
 
 /** Renews the lease and posts node status every 10 s until the signal aborts. */
-export async function heartbeat(client: KubeClient, name: string, kubernetesVersion: string, signal: AbortSignal, log: (m: string) => void): Promise<void> {
+export async function heartbeat(client: KubeClient, local: LocalNode, signal: AbortSignal, log: (m: string) => void): Promise<void> {
+  const name = local.name;
   while (!signal.aborted) {
     try {
       const node = await client.get(`/api/v1/nodes/${name}`);
       await renewLease(client, name, node.metadata.uid ?? '');
-      await client.patch(`/api/v1/nodes/${name}/status`, { status: nodeStatus(kubernetesVersion, name) }, 'strategic');
+      await client.patch(`/api/v1/nodes/${name}/status`, { status: nodeStatus(local) }, 'strategic');
     } catch (err) {
-      if (isNotFound(err)) await registerNode(client, name, kubernetesVersion).catch((e: Error) => log(`re-register ${name}: ${e.message}`));
+      if (isNotFound(err)) await registerNode(client, local).catch((e: Error) => log(`re-register ${name}: ${e.message}`));
       else log(`heartbeat ${name}: ${(err as Error).message}`);
     }
     await sleep(heartbeatIntervalMs);

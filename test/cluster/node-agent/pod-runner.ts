@@ -36,7 +36,8 @@ interface ContainerRun {
   generation: number;
   startedAtMs: number;
   probeCounts: { readyOk: number; readyFail: number; liveFail: number; startFail: number };
-  timers: NodeJS.Timeout[];
+  /** Pending timer per purpose (a probe kind, or a start retry); a new one replaces the old. */
+  timers: Map<string, NodeJS.Timeout>;
   restartPending: boolean;
 }
 
@@ -81,7 +82,7 @@ export class PodRunner {
       generation: 0,
       startedAtMs: 0,
       probeCounts: { readyOk: 0, readyFail: 0, liveFail: 0, startFail: 0 },
-      timers: [],
+      timers: new Map(),
       restartPending: false,
     });
     this.runs = pod.spec.containers.map(newRun);
@@ -267,7 +268,7 @@ export class PodRunner {
       this.ctx.log(`${this.key}: container ${spec.name}: ${(err as Error).message}`);
       this.markDirty();
       if (!this.initRuns.includes(run)) {
-        run.timers.push(setTimeout(() => void this.startContainer(run).then((ok) => ok && this.onStarted()), 5000));
+        run.timers.set('start', setTimeout(() => void this.startContainer(run).then((ok) => ok && this.onStarted()), 5000));
       }
       return false;
     }
@@ -292,8 +293,7 @@ export class PodRunner {
       if (pid) fs.rmSync(path.join(this.ctx.pidDir, String(pid)), { force: true });
       const exitCode = code ?? 128 + (signal ? (os.constants.signals[signal] ?? 0) : 0);
       run.child = undefined;
-      for (const t of run.timers) clearTimeout(t);
-      run.timers = [];
+      clearTimers(run);
       run.status.ready = false;
       run.status.started = false;
       run.status.state = {
@@ -370,7 +370,7 @@ export class PodRunner {
       if (!current()) return;
       if (kind === 'startup' && run.status.started) return;
       if (kind !== 'startup' && !run.status.started) {
-        run.timers.push(setTimeout(tick, periodMs));
+        run.timers.set(kind, setTimeout(tick, periodMs));
         return;
       }
       const ok = await runProbe(probe, this.probeTarget(run));
@@ -399,9 +399,9 @@ export class PodRunner {
         counts.liveFail = ok ? 0 : counts.liveFail + 1;
         if (counts.liveFail >= failureThreshold) return this.failProbe(run, 'Liveness');
       }
-      run.timers.push(setTimeout(tick, periodMs));
+      run.timers.set(kind, setTimeout(tick, periodMs));
     };
-    run.timers.push(setTimeout(tick, (probe.initialDelaySeconds ?? 0) * 1000));
+    run.timers.set(kind, setTimeout(tick, (probe.initialDelaySeconds ?? 0) * 1000));
   }
 
   /** A failed liveness or startup probe kills the container; restartPolicy decides what follows. */
@@ -427,7 +427,7 @@ export class PodRunner {
     this.stopping = true;
     const active = [...this.initRuns, ...this.runs].filter((r) => r.child);
     for (const r of [...this.initRuns, ...this.runs]) {
-      for (const t of r.timers) clearTimeout(t);
+      clearTimers(r);
       r.status.ready = false;
     }
     if (active.length > 0) this.event('Killing', `Stopping container(s) ${active.map((r) => r.spec.name).join(', ')}`);
@@ -456,7 +456,7 @@ export class PodRunner {
     this.stopping = true;
     this.gone = true;
     const all = [...this.initRuns, ...this.runs];
-    for (const r of all) for (const t of r.timers) clearTimeout(t);
+    for (const r of all) clearTimers(r);
     await Promise.all(all.map((r) => this.killContainer(r, graceSeconds)));
   }
 
@@ -484,8 +484,8 @@ export class PodRunner {
     );
     return {
       phase: this.phase,
-      hostIP: '127.0.0.1',
-      hostIPs: [{ ip: '127.0.0.1' }],
+      hostIP: gatewayAddress,
+      hostIPs: [{ ip: gatewayAddress }],
       podIP: this.podIP,
       podIPs: [{ ip: this.podIP }],
       startTime: this.startTime,
@@ -554,6 +554,11 @@ export class PodRunner {
       })
       .catch(() => undefined);
   }
+}
+
+function clearTimers(run: ContainerRun): void {
+  for (const t of run.timers.values()) clearTimeout(t);
+  run.timers.clear();
 }
 
 function killGroup(pid: number, signal: NodeJS.Signals): void {

@@ -6,6 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { isNotFound, type KubeClient, type KubeObject } from '../kube-client.js';
 import type { MountMap } from './container.js';
+import { gatewayAddress } from './pod-network.js';
 import type { Pod, Volume } from './types.js';
 
 export interface VolumeContext {
@@ -134,7 +135,7 @@ export function fieldValue(pod: Pod, fieldPath: string, podIP = pod.status?.podI
     case 'status.podIP':
       return podIP;
     case 'status.hostIP':
-      return '127.0.0.1';
+      return gatewayAddress;
     default:
       return '';
   }
