@@ -35,7 +35,7 @@ commands:
                    [--batch-timeout-ms 100 (fixed only)]
   bench            (--model X.npu [--baseline BEFORE.npu] | --url http://HOST:PORT [--model X.npu])
                    [--reference X.fp32.npu] [--out DIR (bench-results)] [--prompt-tokens 512] [--output-tokens 64]
-                   [--latency-requests 5] [--max-concurrency 32] [--min-gain 0.05] [--threads N] [--json]
+                   [--latency-requests 5] [--max-concurrency 16] [--min-gain 0.05] [--threads N] [--json]
   make-test-model  --out DIR [--preset tiny|100m|1b] [--layers N --hidden N --heads N --kv-heads N
                    --head-dim N --intermediate N --sliding-window N --tied --seed N --dtype F32|F16|BF16 --shards N
                    --gguf F32|F16|Q8_0|Q4_0]
@@ -290,7 +290,7 @@ async function cmdServe(argv: string[]): Promise<number> {
       port,
       maxBatchSize,
       maxSeqLen,
-      maxWaitingRequests: int(f, 'max-waiting-requests', 256, 0)!,
+      maxWaitingRequests: int(f, 'max-waiting-requests', 256, 1)!,
       maxNumBatchedTokens,
       kvCacheTokens,
       threads: int(f, 'threads', cpus().length, 1)!,
@@ -325,7 +325,7 @@ async function cmdBench(argv: string[]): Promise<number> {
   if (!url && !modelPath) throw new UsageError('--model X.npu or --url http://HOST:PORT is required');
   if (url && f.baseline) throw new UsageError('--baseline compares two model files; it cannot be used with --url');
   if (f.reference && !modelPath) throw new UsageError('--reference needs --model (the accuracy is of that file)');
-  const maxConcurrency = int(f, 'max-concurrency', 32, 1)!;
+  const maxConcurrency = int(f, 'max-concurrency', 16, 1)!;
   const progress = new Progress();
   const out = await bench(
     {

@@ -183,13 +183,27 @@ function run(res: Response, m: ServingModel, model: string, params: SamplingRequ
   });
 }
 
-/** One response as server-sent events: `data: {chunk}` lines, an optional usage chunk, `data: [DONE]`. */
+/**
+ * One response as server-sent events: `data: {chunk}` lines, an optional usage chunk, `data: [DONE]`.
+ * Events are written at the end of the current tick: by then the scheduler has started the next
+ * engine step, so socket writes overlap the engine's compute instead of delaying the next token.
+ */
 class EventStream {
+  /** The chunk JSON around its choices, built once: `{"id":...,"choices":[` and `],"usage":null}`. */
+  private readonly chunkStart: string;
+  private readonly chunkEnd: string;
+  private pending = '';
+  private flushScheduled = false;
+
   constructor(
     private readonly res: Response,
     private readonly head: { id: string; object: string; created: number; model: string },
     private readonly includeUsage: boolean,
-  ) {}
+  ) {
+    const json = JSON.stringify({ ...head, choices: [] });
+    this.chunkStart = `data: ${json.slice(0, -3)}[`;
+    this.chunkEnd = `]${includeUsage ? ',"usage":null' : ''}}\n\n`;
+  }
 
   open(opening?: Record<string, unknown>): void {
     this.res.status(200).set({ 'Content-Type': 'text/event-stream; charset=utf-8', 'Cache-Control': 'no-cache', Connection: 'keep-alive' });
@@ -198,20 +212,31 @@ class EventStream {
   }
 
   send(choice: Record<string, unknown>): void {
-    this.write({ ...this.head, choices: [choice], ...(this.includeUsage ? { usage: null } : {}) });
+    this.enqueue(`${this.chunkStart}${JSON.stringify(choice)}${this.chunkEnd}`);
   }
 
   end(usage: Usage): void {
-    if (this.includeUsage) this.write({ ...this.head, choices: [], usage });
-    this.res.end('data: [DONE]\n\n');
+    if (this.includeUsage) this.enqueue(`data: ${JSON.stringify({ ...this.head, choices: [], usage })}\n\n`);
+    this.res.end(`${this.take()}data: [DONE]\n\n`);
   }
 
   fail(err: ApiError): void {
-    this.write(err.body());
-    this.res.end('data: [DONE]\n\n');
+    this.res.end(`${this.take()}data: ${JSON.stringify(err.body())}\n\ndata: [DONE]\n\n`);
   }
 
-  private write(data: unknown): void {
-    this.res.write(`data: ${JSON.stringify(data)}\n\n`);
+  private enqueue(event: string): void {
+    this.pending += event;
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(() => {
+      this.flushScheduled = false;
+      if (this.pending !== '' && !this.res.writableEnded) this.res.write(this.take());
+    });
+  }
+
+  private take(): string {
+    const events = this.pending;
+    this.pending = '';
+    return events;
   }
 }

@@ -1,0 +1,248 @@
+// `npm run bench:server`: load-tests real `npuserve serve` processes with the official openai client.
+// (1) Rising concurrency: the server's tokens/s and TTFT against the engine's own tokens/s on the
+// same requests (the engine in this process behind the same scheduler, no HTTP), interleaved in one
+// run, giving the cost of the HTTP path. (2) A mixed load (Poisson arrivals, mixed prompt and output
+// lengths) against continuous batching and against the seed's fixed-size batches: p95 TTFT.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { cpus, homedir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+
+import OpenAI from 'openai';
+
+import { convert } from '../convert/convert.js';
+import { Progress } from '../progress.js';
+import { makeTestModel, PRESETS } from '../testmodel.js';
+import { EngineTarget } from './targets.js';
+import { promptOf, runArrivals, runConcurrent, type BenchTarget, type LoadSummary, type RequestSpec, type RequestTiming } from './workload.js';
+
+const BIN = join(import.meta.dirname, '..', '..', '..', 'bin', 'npuserve.js');
+
+interface Options {
+  modelPath: string;
+  concurrencies: number[];
+  /** Each concurrency level is measured this many times per target, interleaved; the best run counts. */
+  repeats: number;
+  promptTokens: number;
+  outputTokens: number;
+  maxBatchSize: number;
+  mixedRequests: number;
+  mixedRatePerSecond: number;
+  outDir: string;
+}
+
+/** The server's streamed completions through the openai client; TTFT is the first chunk with text. */
+class OpenAITarget implements BenchTarget {
+  constructor(
+    readonly label: string,
+    private readonly client: OpenAI,
+    private readonly model: string,
+  ) {}
+
+  async run(spec: RequestSpec): Promise<RequestTiming> {
+    const startMs = performance.now();
+    const stream = await this.client.completions.create({ model: this.model, prompt: spec.prompt, max_tokens: spec.maxTokens, temperature: 1, seed: spec.seed, stream: true, stream_options: { include_usage: true } });
+    const times: number[] = [];
+    let outputTokens = 0;
+    for await (const chunk of stream) {
+      if (chunk.choices[0]?.text) times.push(performance.now());
+      if (chunk.usage) outputTokens = chunk.usage.completion_tokens;
+    }
+    const endMs = performance.now();
+    return { promptTokens: spec.prompt.length, outputTokens, startMs, firstTokenMs: times[0] ?? endMs, endMs, tokenGapsMs: times.slice(1).map((t, i) => t - times[i]) };
+  }
+}
+
+interface Server {
+  url: string;
+  proc: ChildProcess;
+}
+
+async function startServer(modelPath: string, args: string[]): Promise<Server> {
+  const proc = spawn(process.execPath, [BIN, 'serve', '--model', modelPath, '--host', '127.0.0.1', '--port', '0', '--served-model-name', 'bench', ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  proc.stdout!.on('data', (b) => (out += b));
+  for (const deadline = Date.now() + 120_000; Date.now() < deadline; await new Promise((r) => setTimeout(r, 50))) {
+    if (proc.exitCode !== null) throw new Error(`npuserve serve exited with ${proc.exitCode}:\n${out}`);
+    const url = /listening on (http:\/\/[\d.]+:\d+)/.exec(out)?.[1];
+    if (url && (await fetch(`${url}/readyz`).catch(() => undefined))?.status === 200) return { url, proc };
+  }
+  proc.kill();
+  throw new Error(`npuserve serve did not become ready:\n${out}`);
+}
+
+async function stopServer(s: Server): Promise<void> {
+  const exited = new Promise((resolve) => s.proc.once('exit', resolve));
+  s.proc.kill('SIGTERM');
+  await exited;
+}
+
+function openaiTarget(label: string, s: Server): OpenAITarget {
+  return new OpenAITarget(label, new OpenAI({ baseURL: `${s.url}/v1`, apiKey: 'unused', maxRetries: 0, timeout: 600_000 }), 'bench');
+}
+
+/** The 100m-parameter test model at INT8, made once in the user's cache. */
+async function defaultModel(): Promise<string> {
+  const dir = join(homedir(), '.cache', 'npuserve', 'bench');
+  const output = join(dir, 'test-100m.int8.npu');
+  if (!existsSync(output)) {
+    mkdirSync(dir, { recursive: true });
+    console.error(`making the 100m test model in ${dir}`);
+    makeTestModel(join(dir, 'test-100m'), PRESETS['100m']);
+    await convert({ input: join(dir, 'test-100m'), output, precision: 'INT8', optimizeLevel: 2 });
+  }
+  return output;
+}
+
+interface OverheadPoint {
+  concurrency: number;
+  engine: LoadSummary;
+  server: LoadSummary;
+  /** 1 - server tokens/s / engine tokens/s. */
+  httpOverhead: number;
+  /** CPU the openai client in this process used during the best server run, in % of one core (it shares the machine). */
+  clientCpuPercent: number;
+}
+
+async function measureOverhead(o: Options, progress: Progress): Promise<OverheadPoint[]> {
+  const serverArgs = ['--max-batch-size', String(o.maxBatchSize), '--max-seq-len', '2048'];
+  const engine = await EngineTarget.load(o.modelPath, { threads: cpus().length, maxBatchSize: o.maxBatchSize, maxSeqLen: 2048, maxNumBatchedTokens: Math.max(256, o.maxBatchSize) });
+  const server = await startServer(o.modelPath, serverArgs);
+  const http = openaiTarget('server', server);
+  const points: OverheadPoint[] = [];
+  const total = o.concurrencies.length * o.repeats * 2;
+  let done = 0;
+  try {
+    // Warm both paths (first-request costs: JIT, connection, page faults) before measuring.
+    const warmup = { prompt: promptOf(o.promptTokens, 0), maxTokens: 8, seed: 0 };
+    await engine.run(warmup);
+    await http.run(warmup);
+    for (const concurrency of o.concurrencies) {
+      const specs = Array.from({ length: concurrency }, (_, i) => ({ prompt: promptOf(o.promptTokens, i), maxTokens: o.outputTokens, seed: 1000 + i }));
+      let bestEngine: LoadSummary | undefined;
+      let bestServer: { summary: LoadSummary; clientCpuPercent: number } | undefined;
+      for (let r = 0; r < o.repeats; r++) {
+        progress.update(`engine, ${concurrency} concurrent`, done++, total);
+        const e = await runConcurrent(engine, specs);
+        if (!bestEngine || e.outputTokensPerSecond > bestEngine.outputTokensPerSecond) bestEngine = e;
+        progress.update(`server, ${concurrency} concurrent`, done++, total);
+        const cpu = process.cpuUsage();
+        const s = await runConcurrent(http, specs);
+        const { user, system } = process.cpuUsage(cpu);
+        if (!bestServer || s.outputTokensPerSecond > bestServer.summary.outputTokensPerSecond) bestServer = { summary: s, clientCpuPercent: (user + system) / 1e4 / s.seconds };
+      }
+      points.push({
+        concurrency,
+        engine: bestEngine!,
+        server: bestServer!.summary,
+        httpOverhead: 1 - bestServer!.summary.outputTokensPerSecond / bestEngine!.outputTokensPerSecond,
+        clientCpuPercent: bestServer!.clientCpuPercent,
+      });
+    }
+  } finally {
+    await stopServer(server);
+  }
+  return points;
+}
+
+/** Seeded Poisson arrivals with prompt lengths 16..512 and output lengths 8..128 tokens. */
+function mixedLoad(o: Options): Array<{ atMs: number; spec: RequestSpec }> {
+  let state = 20240611;
+  const rand = () => {
+    state = (Math.imul(state, 1664525) + 1013904223) >>> 0;
+    return state / 2 ** 32;
+  };
+  let atMs = 0;
+  return Array.from({ length: o.mixedRequests }, (_, i) => {
+    atMs += (-Math.log(1 - rand()) / o.mixedRatePerSecond) * 1000;
+    const promptTokens = 16 + Math.floor(rand() * 497);
+    const maxTokens = 8 + Math.floor(rand() * 121);
+    return { atMs, spec: { prompt: promptOf(promptTokens, 500 + i), maxTokens, seed: 500 + i } };
+  });
+}
+
+async function measureMixed(o: Options, progress: Progress): Promise<Record<'continuous' | 'fixed', LoadSummary>> {
+  const load = mixedLoad(o);
+  const out: Partial<Record<'continuous' | 'fixed', LoadSummary>> = {};
+  let done = 0;
+  for (const policy of ['continuous', 'fixed'] as const) {
+    const server = await startServer(o.modelPath, ['--max-batch-size', String(o.maxBatchSize), '--max-seq-len', '2048', '--scheduler', policy]);
+    try {
+      out[policy] = await runArrivals(openaiTarget(policy, server), load, () => progress.update(`mixed load, ${policy}`, ++done, load.length * 2));
+    } finally {
+      await stopServer(server);
+    }
+  }
+  return out as Record<'continuous' | 'fixed', LoadSummary>;
+}
+
+function report(o: Options, overhead: OverheadPoint[], mixed: Record<'continuous' | 'fixed', LoadSummary>): string {
+  const ms = (v: number) => v.toFixed(0);
+  const lines = [
+    `Model: ${o.modelPath}; ${cpus().length} cores; max batch size ${o.maxBatchSize}.`,
+    '',
+    `### HTTP overhead: ${o.promptTokens}-token prompts, ${o.outputTokens} output tokens, all requests at once (best of ${o.repeats})`,
+    '',
+    '| Concurrency | Engine tok/s | Server tok/s | HTTP overhead | Server TTFT p50 (ms) | Server TTFT p95 (ms) | Engine TTFT p95 (ms) | Client CPU (% of a core) |',
+    '|---|---|---|---|---|---|---|---|',
+    ...overhead.map(
+      (p) =>
+        `| ${p.concurrency} | ${p.engine.outputTokensPerSecond.toFixed(1)} | ${p.server.outputTokensPerSecond.toFixed(1)} | ${(p.httpOverhead * 100).toFixed(1)}% | ${ms(p.server.ttftP50Ms)} | ${ms(p.server.ttftP95Ms)} | ${ms(p.engine.ttftP95Ms)} | ${p.clientCpuPercent.toFixed(1)} |`,
+    ),
+    '',
+    `### Mixed load: ${o.mixedRequests} requests, Poisson arrivals at ${o.mixedRatePerSecond}/s, prompts 16-512 tokens, outputs 8-128 tokens`,
+    '',
+    '| Scheduler | TTFT p50 (ms) | TTFT p95 (ms) | E2E p95 (ms) | Output tok/s | Wall time (s) |',
+    '|---|---|---|---|---|---|',
+    ...(['continuous', 'fixed'] as const).map((k) => {
+      const s = mixed[k];
+      return `| ${k === 'continuous' ? 'continuous (npuserve)' : 'fixed batches (seed)'} | ${ms(s.ttftP50Ms)} | ${ms(s.ttftP95Ms)} | ${ms(s.e2eP95Ms)} | ${s.outputTokensPerSecond.toFixed(1)} | ${s.seconds.toFixed(1)} |`;
+    }),
+    '',
+    `Continuous batching p95 TTFT is ${(mixed.fixed.ttftP95Ms / mixed.continuous.ttftP95Ms).toFixed(1)}x lower than fixed batches.`,
+  ];
+  return `${lines.join('\n')}\n`;
+}
+
+async function main(): Promise<void> {
+  const { values: f } = parseArgs({
+    options: {
+      model: { type: 'string' },
+      concurrency: { type: 'string' },
+      repeats: { type: 'string' },
+      'mixed-requests': { type: 'string' },
+      'mixed-rate': { type: 'string' },
+      out: { type: 'string' },
+    },
+  });
+  const o: Options = {
+    modelPath: f.model ?? (await defaultModel()),
+    concurrencies: (f.concurrency ?? '1,2,4,8,16').split(',').map(Number),
+    repeats: Number(f.repeats ?? 3),
+    promptTokens: 32,
+    outputTokens: 128,
+    maxBatchSize: 16,
+    mixedRequests: Number(f['mixed-requests'] ?? 24),
+    mixedRatePerSecond: Number(f['mixed-rate'] ?? 0.6),
+    outDir: f.out ?? 'bench-results',
+  };
+  if (o.concurrencies.some((c) => !Number.isInteger(c) || c < 1)) throw new Error(`--concurrency must list positive integers, got '${f.concurrency}'`);
+  o.maxBatchSize = Math.max(o.maxBatchSize, ...o.concurrencies);
+  const progress = new Progress();
+  const t0 = performance.now();
+  const overhead = await measureOverhead(o, progress);
+  const mixed = await measureMixed(o, progress);
+  progress.done();
+  const markdown = report(o, overhead, mixed);
+  process.stdout.write(markdown);
+  mkdirSync(o.outDir, { recursive: true });
+  const json = join(o.outDir, 'server-load.json');
+  writeFileSync(json, `${JSON.stringify({ createdAt: new Date().toISOString(), options: o, overhead, mixed }, null, 2)}\n`);
+  console.error(`wrote ${json}; ${((performance.now() - t0) / 1000).toFixed(0)} s in all`);
+}
+
+main().catch((e: Error) => {
+  console.error(`bench:server: ${e.message}`);
+  process.exitCode = 1;
+});
