@@ -24,7 +24,9 @@ export function kubeClient(): KubeClient {
 /** Runs the cluster's own kubectl against this cluster; resolves with stdout. */
 export async function kubectl(...args: string[]): Promise<string> {
   const state = cluster();
-  const { stdout } = await promisify(execFile)(path.join(state.binDir, 'kubectl'), ['--kubeconfig', state.kubeconfig, ...args]);
+  const { stdout } = await promisify(execFile)(path.join(state.binDir, 'kubectl'), ['--kubeconfig', state.kubeconfig, ...args], {
+    maxBuffer: 256 * 1024 * 1024,
+  });
   return stdout;
 }
 

@@ -284,6 +284,7 @@ export async function informer<T extends KubeObject>(
       onSynced = undefined;
       let resourceVersion = list.metadata.resourceVersion ?? '';
       while (!signal.aborted) {
+        const watchStarted = Date.now();
         const error = await client.watch<T>(
           path,
           { ...query, resourceVersion, timeoutSeconds: '300' },
@@ -300,6 +301,8 @@ export async function informer<T extends KubeObject>(
           },
           signal,
         );
+        // A watch that ends at once (server restarting, expired version) must not become a busy loop.
+        if (Date.now() - watchStarted < 1000) await sleep(1000);
         if (error) break; // expired resourceVersion: list again
       }
     } catch (err) {
