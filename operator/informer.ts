@@ -1,7 +1,7 @@
 // List+watch cache of one resource type (optionally one namespace and a label selector): lists,
 // then watches from the list's resourceVersion; on 410 Gone it lists again, on other errors it
 // reconnects with capped exponential backoff. Handlers see every add, update and delete.
-import { isGone, type Kube, type WatchEvent } from './kube.js';
+import { isGone, isNotFound, type Kube, type WatchEvent } from './kube.js';
 import type { KubeObject } from './types.js';
 
 export type Handler<T> = (obj: T, old?: T) => void;
@@ -92,7 +92,8 @@ export class Informer<T extends KubeObject> {
         }
         failures++;
         const delayMs = Math.min(30_000, 500 * 2 ** Math.min(failures, 6));
-        this.log('watch failed; reconnecting', { path: this.path, error: (e as Error).message, delayMs });
+        const error = isNotFound(e) ? `${this.path} does not exist on the API server (for NPUModels: is the CRD installed? kubectl apply -f crds/)` : (e as Error).message;
+        this.log('watch failed; reconnecting', { path: this.path, error, delayMs });
         if (failures > 3) rv = null;
         await new Promise((r) => setTimeout(r, delayMs));
       }

@@ -1,0 +1,108 @@
+// Test harness for the operator on the local cluster: the CRD applied, a namespace with an artifact
+// claim and a test model on the local NPU node, and operator processes started from bin/npuserve.js.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+import { makeTestModel } from '../../runtime/testmodel.js';
+import { cluster, createNamespace, hostPathDir, kubeClient, kubectl, localNodeLabel, waitFor } from '../cluster/helpers.js';
+import type { KubeClient, KubeObject } from '../cluster/kube-client.js';
+
+export const repoRoot = join(import.meta.dirname, '..', '..');
+export const crdPath = join(repoRoot, 'crds', 'npuserve.io_npumodels.yaml');
+
+export interface Model extends KubeObject {
+  spec: Record<string, unknown>;
+  status?: {
+    phase?: string;
+    conditions?: Array<{ type: string; status: string; reason?: string; message?: string }>;
+    currentRevision?: { name: string; precision: string };
+    targetRevision?: { name: string };
+    revisions?: Array<{ name: string; precision: string; accuracy?: { cosineSimilarity?: number } }>;
+    readyReplicas?: number;
+    replicas?: number;
+    endpoint?: string;
+    observedGeneration?: number;
+  };
+}
+
+export async function applyCrd(): Promise<void> {
+  await kubectl('apply', '-f', crdPath);
+  await kubectl('wait', '--for=condition=Established', '--timeout=60s', 'crd/npumodels.npuserve.io');
+}
+
+/** A namespace with the artifact claim, and the tiny test model on the local node at hostPath /models/<name>. */
+export async function modelNamespace(client: KubeClient, prefix: string, modelName = 'tiny'): Promise<string> {
+  const ns = await createNamespace(client, prefix);
+  await client.create(`/api/v1/namespaces/${ns}/persistentvolumeclaims`, {
+    apiVersion: 'v1',
+    kind: 'PersistentVolumeClaim',
+    metadata: { name: 'npuserve-artifacts' },
+    spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '1Gi' } } },
+  });
+  const dir = hostPathDir(`/models/${modelName}`);
+  mkdirSync(dir, { recursive: true });
+  makeTestModel(dir, { layers: 1, hidden: 64, heads: 2, kvHeads: 1, intermediate: 96 });
+  return ns;
+}
+
+export function npuModel(name: string, spec: Record<string, unknown> = {}): Model {
+  return {
+    apiVersion: 'npuserve.io/v1alpha1',
+    kind: 'NPUModel',
+    metadata: { name },
+    spec: {
+      source: { uri: 'file:///models/tiny' },
+      precision: 'FP16',
+      runtime: { maxBatchSize: 4, maxSeqLen: 256, maxWaitingRequests: 16 },
+      placement: { nodeSelector: { [localNodeLabel]: 'true' } },
+      ...spec,
+    },
+  };
+}
+
+export interface OperatorProcess {
+  child: ChildProcess;
+  logs: () => string;
+  stop: (signal?: NodeJS.Signals) => Promise<number | null>;
+}
+
+export function startOperator(namespace: string, extra: string[] = []): OperatorProcess {
+  let out = '';
+  const child = spawn(process.execPath, [
+    join(repoRoot, 'bin', 'npuserve.js'), 'operator',
+    '--kubeconfig', cluster().kubeconfig,
+    '--namespaces', namespace,
+    '--image', 'npuserve:test',
+    '--npu-node-selector', `${localNodeLabel}=true`,
+    '--metrics-port', '0',
+    '--leader-election-namespace', namespace,
+    '--lease-duration-seconds', '6',
+    ...extra,
+  ], { stdio: ['ignore', 'pipe', 'pipe'] });
+  child.stdout!.on('data', (c) => (out += c));
+  child.stderr!.on('data', (c) => (out += c));
+  return {
+    child,
+    logs: () => out,
+    stop: (signal = 'SIGTERM') =>
+      new Promise((resolve) => {
+        if (child.exitCode !== null || child.signalCode !== null) return resolve(child.exitCode);
+        child.once('exit', (code) => resolve(code));
+        child.kill(signal);
+      }),
+  };
+}
+
+export async function getModel(client: KubeClient, ns: string, name: string): Promise<Model> {
+  return client.get<Model>(`/apis/npuserve.io/v1alpha1/namespaces/${ns}/npumodels/${name}`);
+}
+
+export function waitForPhase(client: KubeClient, ns: string, name: string, phase: string, timeoutMs = 180_000): Promise<Model> {
+  return waitFor(`npum ${ns}/${name} phase ${phase}`, async () => {
+    const m = await getModel(client, ns, name);
+    return m.status?.phase === phase && m.status.observedGeneration === m.metadata.generation ? m : undefined;
+  }, timeoutMs, 500);
+}
+
+export { cluster, kubeClient, kubectl, waitFor, readFileSync };
