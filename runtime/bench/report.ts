@@ -33,7 +33,7 @@ export function studyMarkdown(results: readonly StudyResult[]): string {
   const o = results[0].options;
   const lines = [
     `Latency: batch 1, ${o.latencyRequests} requests of ${o.promptTokens} prompt + ${o.outputTokens} output tokens. ` +
-      `Throughput: prompt length ${o.promptTokens}, ${o.outputTokens} output tokens, concurrency doubling until throughput rises < ${(o.minGain * 100).toFixed(0)}%.`,
+      `Throughput: prompt length ${o.promptTokens}, ${o.outputTokens} output tokens, concurrency doubling until two doublings in a row raise throughput < ${(o.minGain * 100).toFixed(0)}%.`,
     '',
   ];
   if (results.length === 2) {

@@ -9,7 +9,7 @@ export interface StudyOptions {
   outputTokens: number;
   latencyRequests: number;
   maxConcurrency: number;
-  /** The sweep stops once a doubling raises throughput by less than this fraction. */
+  /** The sweep stops after two doublings in a row that raise throughput by less than this fraction. */
   minGain: number;
 }
 
@@ -53,12 +53,15 @@ export async function runStudy(target: BenchTarget, o: StudyOptions, progress: P
   const single = summarize(timings, 1);
 
   const sweep: SweepPoint[] = [];
+  let flatLevels = 0;
   for (const concurrency of levels) {
     const specs = Array.from({ length: concurrency }, (_, i) => ({ prompt: promptOf(o.promptTokens, 100 + i), maxTokens: o.outputTokens, seed: 100 + i }));
     const point = { concurrency, ...(await runConcurrent(target, specs, tick(`throughput, ${concurrency} concurrent`))) };
     const bestSoFar = Math.max(0, ...sweep.map((p) => p.outputTokensPerSecond));
     sweep.push(point);
-    if (sweep.length > 1 && point.outputTokensPerSecond < bestSoFar * (1 + o.minGain)) break;
+    // Two doublings in a row without a gain: one could be noise, two is the plateau.
+    flatLevels = sweep.length > 1 && point.outputTokensPerSecond < bestSoFar * (1 + o.minGain) ? flatLevels + 1 : 0;
+    if (flatLevels === 2) break;
   }
   progress('done', total, total);
   const best = sweep.reduce((a, b) => (b.outputTokensPerSecond > a.outputTokensPerSecond ? b : a));
