@@ -1,10 +1,12 @@
 // Test harness for the operator on the local cluster: the CRD applied, a namespace with an artifact
 // claim and a test model on the local NPU node, and operator processes started from bin/npuserve.js.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, readFileSync } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { makeTestModel } from '../../runtime/testmodel.js';
+import type { ClusterState } from '../cluster/cluster.js';
+import { stateFile } from '../cluster/paths.js';
 import { cluster, createNamespace, hostPathDir, kubeClient, kubectl, localNodeLabel, waitFor } from '../cluster/helpers.js';
 import type { KubeClient, KubeObject } from '../cluster/kube-client.js';
 
@@ -103,6 +105,34 @@ export function waitForPhase(client: KubeClient, ns: string, name: string, phase
     const m = await getModel(client, ns, name);
     return m.status?.phase === phase && m.status.observedGeneration === m.metadata.generation ? m : undefined;
   }, timeoutMs, 500);
+}
+
+/**
+ * Stops the running kube-apiserver, keeps it down for `downMs`, and starts it again with the same
+ * command line (recorded in the cluster state, so cluster:down still stops it).
+ */
+export async function restartApiServer(client: KubeClient, downMs = 3000): Promise<void> {
+  const state = JSON.parse(readFileSync(stateFile(), 'utf8')) as ClusterState;
+  const proc = state.processes.find((p) => p.name === 'kube-apiserver');
+  if (!proc) throw new Error('no kube-apiserver in the cluster state');
+  const argv = readFileSync(`/proc/${proc.pid}/cmdline`, 'utf8').split('\0').filter(Boolean);
+  process.kill(-proc.pid, 'SIGTERM');
+  await waitFor('kube-apiserver stopped', () => {
+    try {
+      process.kill(proc.pid, 0);
+      return undefined;
+    } catch {
+      return true;
+    }
+  }, 30_000, 100);
+  await new Promise((r) => setTimeout(r, downMs));
+  const fd = openSync(proc.log, 'a');
+  const child = spawn(argv[0], argv.slice(1), { detached: true, stdio: ['ignore', fd, fd] });
+  closeSync(fd);
+  child.unref();
+  proc.pid = child.pid!;
+  writeFileSync(stateFile(), JSON.stringify(state, null, 2));
+  await waitFor('kube-apiserver ready again', async () => ((await client.get<{ status?: string }>('/api/v1/namespaces/default')) ? true : undefined), 120_000, 500);
 }
 
 export { cluster, kubeClient, kubectl, waitFor, readFileSync };

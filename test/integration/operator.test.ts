@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import type { KubeClient, KubeObject } from '../cluster/kube-client.js';
 import { claimDir, startServiceProxy } from '../cluster/helpers.js';
-import { applyCrd, getModel, kubeClient, kubectl, modelNamespace, npuModel, startOperator, waitFor, waitForPhase, type Model, type OperatorProcess } from './operator-harness.js';
+import { applyCrd, getModel, kubeClient, kubectl, modelNamespace, npuModel, restartApiServer, startOperator, waitFor, waitForPhase, type Model, type OperatorProcess } from './operator-harness.js';
 
 let client: KubeClient;
 
@@ -241,6 +241,17 @@ describe('operator resilience', () => {
     expect(Date.now() - killedAt).toBeLessThan(15_000);
     await patchSpec(ns, 'restart', { replicas: 2 });
     await waitFor('new leader scales', async () => ((await getModel(client, ns, 'restart')).status?.readyReplicas === 2 ? true : undefined), 120_000, 500);
+  }, 300_000);
+
+  it('reconnects after the API server restarts and keeps reconciling', async () => {
+    const op = startOperator(ns, ['--leader-elect', 'false']);
+    ops.push(op);
+    await waitFor('operator caches synced', () => (op.logs().includes('"msg":"caches synced"') ? true : undefined), 30_000);
+    await restartApiServer(client);
+    await apply(ns, npuModel('after-restart', { replicas: 1 }));
+    await waitForPhase(client, ns, 'after-restart', 'Ready');
+    expect(op.child.exitCode).toBeNull();
+    await op.stop();
   }, 300_000);
 });
 
