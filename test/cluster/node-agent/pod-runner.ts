@@ -27,6 +27,13 @@ const backoffBaseMs = 1000;
 const backoffMaxMs = 30_000;
 const now = () => new Date().toISOString().replace(/\.\d{3}Z$/, 'Z');
 
+/** Container fields the agent honours beyond those in types.ts: termination message and preStop. */
+type ContainerExtras = Container & {
+  terminationMessagePath?: string;
+  terminationMessagePolicy?: 'File' | 'FallbackToLogsOnError';
+  lifecycle?: { preStop?: { sleep?: { seconds: number } } };
+};
+
 interface ContainerRun {
   spec: Container;
   status: ContainerStatus;
@@ -241,7 +248,12 @@ export class PodRunner {
     const spec = run.spec;
     let child: ChildProcess;
     try {
-      const mounts = containerMounts(spec.volumeMounts, this.volumeDirs);
+      // The termination message file (default /dev/termination-log) is a file in the pod's dir,
+      // reached through the same path rewriting as volume mounts.
+      const messageFile = this.terminationMessageFile(spec);
+      fs.mkdirSync(path.dirname(messageFile), { recursive: true });
+      fs.writeFileSync(messageFile, '');
+      const mounts: MountMap = [...containerMounts(spec.volumeMounts, this.volumeDirs), [(spec as ContainerExtras).terminationMessagePath ?? '/dev/termination-log', messageFile]];
       const env = await this.containerEnv(spec, mounts);
       const expand = (s: string) => rewritePaths(expandReferences(s, env), mounts);
       const command = resolveCommand(
@@ -301,6 +313,7 @@ export class PodRunner {
           exitCode,
           ...(signal ? { signal: os.constants.signals[signal] } : {}),
           reason: exitCode === 0 ? 'Completed' : 'Error',
+          ...this.terminationMessage(spec, exitCode),
           startedAt,
           finishedAt: now(),
           containerID: run.status.containerID,
@@ -410,9 +423,40 @@ export class PodRunner {
     void this.killContainer(run, this.pod.spec.terminationGracePeriodSeconds ?? 30);
   }
 
+  private terminationMessageFile(spec: Container): string {
+    return path.join(this.podDir, 'termination', `${spec.name}.log`);
+  }
+
+  /** As the kubelet: the message file's content (4 KiB at most), else on failure with FallbackToLogsOnError the log's tail. */
+  private terminationMessage(spec: Container, exitCode: number): { message?: string } {
+    let message = '';
+    try {
+      message = fs.readFileSync(this.terminationMessageFile(spec), 'utf8').slice(0, 4096);
+    } catch {
+      // never written
+    }
+    if (!message && exitCode !== 0 && (spec as ContainerExtras).terminationMessagePolicy === 'FallbackToLogsOnError') {
+      try {
+        const lines = fs.readFileSync(path.join(this.podDir, 'logs', `${spec.name}.log`), 'utf8').trimEnd().split('\n');
+        message = lines.slice(-80).join('\n').slice(-2048);
+      } catch {
+        // no log
+      }
+    }
+    return message ? { message } : {};
+  }
+
   private async killContainer(run: ContainerRun, graceSeconds: number): Promise<void> {
     const child = run.child;
     if (!child?.pid) return;
+    // A preStop sleep (the usual way to let endpoints drop a pod before it drains) runs first,
+    // within the grace period.
+    const preStopSeconds = Math.min((run.spec as ContainerExtras).lifecycle?.preStop?.sleep?.seconds ?? 0, graceSeconds);
+    if (preStopSeconds > 0) {
+      await Promise.race([run.exited ?? Promise.resolve(), sleep(preStopSeconds * 1000)]);
+      graceSeconds -= preStopSeconds;
+      if (run.child !== child) return;
+    }
     killGroup(child.pid, 'SIGTERM');
     const exited = run.exited ?? Promise.resolve();
     const timedOut = await Promise.race([exited.then(() => false), sleep(graceSeconds * 1000).then(() => true)]);
