@@ -1,0 +1,63 @@
+{{/* Names, labels and the permission rules shared by the chart's templates. */}}
+{{- define "npuserve.fullname" -}}
+{{- if contains .Chart.Name .Release.Name }}{{ .Release.Name | trunc 63 | trimSuffix "-" }}{{ else }}{{ printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" }}{{ end }}
+{{- end }}
+
+{{- define "npuserve.labels" -}}
+app.kubernetes.io/name: npuserve-operator
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end }}
+
+{{- define "npuserve.selectorLabels" -}}
+app.kubernetes.io/name: npuserve-operator
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "npuserve.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}{{ default (include "npuserve.fullname" .) .Values.serviceAccount.name }}{{ else }}{{ required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}{{ end }}
+{{- end }}
+
+{{- define "npuserve.image" -}}
+{{ .Values.image.repository }}:{{ default .Chart.AppVersion .Values.image.tag }}
+{{- end }}
+
+{{/*
+Namespaced calls of the operator (operator/reconcile.ts, events.ts, informer.ts via controller.ts):
+exactly these verbs; test/integration/chart.test.ts checks them against the source.
+*/}}
+{{- define "npuserve.namespacedRules" -}}
+- apiGroups: [npuserve.io]
+  resources: [npumodels]
+  verbs: [list, watch, patch]
+- apiGroups: [npuserve.io]
+  resources: [npumodels/status]
+  verbs: [update]
+- apiGroups: [batch]
+  resources: [jobs]
+  verbs: [create, list, watch]
+- apiGroups: [apps]
+  resources: [deployments]
+  verbs: [create, update, list, watch]
+- apiGroups: [""]
+  resources: [services]
+  verbs: [create, patch, list, watch]
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [list, watch]
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create, patch]
+{{- end }}
+
+{{/* Cluster-wide reads of the spare-NPU check: NPU nodes and the pods bound to them. */}}
+{{- define "npuserve.clusterRules" -}}
+- apiGroups: [""]
+  resources: [nodes]
+  verbs: [list]
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [list]
+{{- end }}
