@@ -1,0 +1,254 @@
+// The Helm chart with the real helm and the local cluster: lint and template pass, the schema rejects
+// a wrongly typed value, the RBAC grants exactly the API calls the operator's source makes, and the
+// operator installed by the chart runs as a pod under the chart's ServiceAccount and serves a model.
+import { execFile } from 'node:child_process';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseAllDocuments } from 'yaml';
+
+import { localNodeLabel, startServiceProxy } from '../cluster/helpers.js';
+import type { KubeClient } from '../cluster/kube-client.js';
+import { cluster, crdPath, kubeClient, kubectl, modelNamespace, npuModel, repoRoot, waitFor, waitForPhase } from './operator-harness.js';
+
+const chartDir = join(repoRoot, 'charts', 'npuserve');
+const operatorDir = join(repoRoot, 'operator');
+
+interface HelmResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+async function helm(...args: string[]): Promise<HelmResult> {
+  try {
+    const { stdout, stderr } = await promisify(execFile)(join(cluster().binDir, 'helm'), args, { maxBuffer: 64 * 1024 * 1024, timeout: 240_000 });
+    return { code: 0, stdout, stderr };
+  } catch (e) {
+    const err = e as { code?: number; stdout?: string; stderr?: string };
+    return { code: typeof err.code === 'number' ? err.code : 1, stdout: err.stdout ?? '', stderr: err.stderr ?? String(e) };
+  }
+}
+
+interface Rule {
+  apiGroups: string[];
+  resources: string[];
+  verbs: string[];
+}
+interface Rendered {
+  kind: string;
+  metadata: { name: string; namespace?: string };
+  rules?: Rule[];
+  spec?: any;
+}
+
+/** `helm template` with `--set` values (typed as helm parses them). */
+async function render(...set: string[]): Promise<Rendered[]> {
+  const out = await helm('template', 'npuserve', chartDir, '--namespace', 'npuserve-system', ...set.flatMap((s) => ['--set', s]));
+  expect(out.stderr).toBe('');
+  return parseAllDocuments(out.stdout).map((d) => d.toJS() as Rendered).filter(Boolean);
+}
+
+/** "group/resource verb" for every (group, resource, verb) a set of RBAC rules grants. */
+function grants(rules: Rule[]): Set<string> {
+  const out = new Set<string>();
+  for (const r of rules) for (const g of r.apiGroups) for (const res of r.resources) for (const v of r.verbs) out.add(`${g}/${res} ${v}`);
+  return out;
+}
+
+// ---- the API calls in the operator's source ----
+
+const verbOfMethod: Record<string, string> = { create: 'create', replace: 'update', mergePatch: 'patch', list: 'list', watch: 'watch', get: 'get', delete: 'delete' };
+const verbOfHttp: Record<string, string> = { GET: 'get', POST: 'create', PUT: 'update', PATCH: 'patch', DELETE: 'delete' };
+
+/** "group/resource[/subresource]" of an API path such as /apis/apps/v1/namespaces/X/deployments/Y. */
+function resourceOfPath(path: string): string {
+  const parts = path.split('/').filter(Boolean);
+  let rest: string[];
+  let group: string;
+  if (parts[0] === 'api') [group, rest] = ['', parts.slice(2)];
+  else [group, rest] = [parts[1], parts.slice(3)];
+  if (rest[0] === 'namespaces' && rest.length > 2) rest = rest.slice(2);
+  const [resource, , sub] = rest;
+  return `${group}/${resource}${sub ? `/${sub}` : ''}`;
+}
+
+/**
+ * Every `this.kube.<method>(path, ...)` call in operator/*.ts as "group/resource verb". Paths are
+ * template literals, `this.path` (assigned in the same file, or for the informer the collections
+ * controller.ts builds informers of) or a path helper method of the same file.
+ */
+function operatorApiCalls(): Set<string> {
+  const types = readFileSync(join(operatorDir, 'types.ts'), 'utf8');
+  const constant = (name: string) => new RegExp(`export const ${name} = ['\`]([^'\`]+)['\`]`).exec(types)![1];
+  const consts: Record<string, string> = { GROUP: constant('GROUP'), VERSION: constant('VERSION'), PLURAL: constant('PLURAL') };
+  consts.API_VERSION = `${consts.GROUP}/${consts.VERSION}`;
+  const expand = (literal: string, sub = '') => literal.replace(/\$\{(\w+)\}/g, (m, name: string) => (name === 'sub' ? sub : consts[name] ?? 'x'));
+
+  const controller = readFileSync(join(operatorDir, 'controller.ts'), 'utf8');
+  const informed = [...controller.matchAll(/make<\w+>\((`[^`]+`|'[^']+'), (?:'(\w+)'|(\w+))/g)].map((m) => `${expand(m[1].slice(1, -1))}/${m[2] ?? consts[m[3]]}`);
+  expect(informed.length).toBeGreaterThan(0);
+
+  const calls = new Set<string>();
+  const files = readdirSync(operatorDir).filter((f) => f.endsWith('.ts') && !f.endsWith('.test.ts'));
+  for (const file of files) {
+    const src = readFileSync(join(operatorDir, file), 'utf8');
+    const callRe = /this\.kube\.(\w+)[\s\S]*?\(\s*(?:'([A-Z]+)',\s*)?(`[^`]*`|'[^']*'|this\.\w+(?:\([^)]*\))?)/g;
+    for (const m of src.matchAll(callRe)) {
+      const [, method, httpMethod, arg] = m;
+      const verb = method === 'request' ? verbOfHttp[httpMethod] : verbOfMethod[method];
+      expect(verb, `${file}: kube.${method}`).toBeDefined();
+      let paths: string[];
+      if (arg.startsWith('this.path') || arg.includes('${this.path}')) {
+        const assigned = /this\.path = `([^`]+)`/.exec(src);
+        paths = assigned ? [arg.replace(/^`|`$/g, '').replace('${this.path}', assigned[1]).replace(/^this\.path$/, assigned[1])] : informed;
+      } else if (arg.startsWith('this.')) {
+        const helper = /^this\.(\w+)\((?:[^,)]*)(?:,\s*'([^']*)')?\)$/.exec(arg)!;
+        const body = new RegExp(`${helper[1]}\\([^)]*\\)[^{]*\\{\\s*return \`([^\`]+)\``).exec(src)!;
+        paths = [expand(body[1], helper[2] ?? '')];
+      } else {
+        paths = [arg.slice(1, -1)];
+      }
+      for (const p of paths) calls.add(`${resourceOfPath(expand(p))} ${verb}`);
+    }
+  }
+  return calls;
+}
+
+describe('chart files', () => {
+  it("the chart's CRD is byte-identical to crds/", () => {
+    expect(readFileSync(join(chartDir, 'crds', 'npuserve.io_npumodels.yaml'), 'utf8')).toBe(readFileSync(crdPath, 'utf8'));
+  });
+
+  it('helm lint passes', async () => {
+    const out = await helm('lint', chartDir, '--strict');
+    expect(out.stdout).toMatch(/1 chart\(s\) linted, 0 chart\(s\) failed/);
+    expect(out.code).toBe(0);
+  });
+
+  it('helm template renders the operator with its configuration as flags', async () => {
+    const docs = await render('operator.npuResourceName=example.com/npu', 'operator.scrapeIntervalSeconds=7', 'operator.runtimeImage=registry.example/npuserve:1.2.3');
+    const dep = docs.find((d) => d.kind === 'Deployment')!;
+    const c = dep.spec.template.spec.containers[0];
+    expect(c.args).toEqual(expect.arrayContaining(['operator', '--npu-resource-name=example.com/npu', '--scrape-interval-seconds=7', '--image=registry.example/npuserve:1.2.3', '--leader-elect=true', '--leader-election-namespace=npuserve-system', '--artifact-claim=npuserve-artifacts', '--npu-node-selector=accelerator=huawei-Ascend910']));
+    expect(dep.spec.template.spec.serviceAccountName).toBe('npuserve');
+    expect(dep.spec.template.spec.securityContext).toMatchObject({ runAsNonRoot: true, runAsUser: 10001 });
+    expect(docs.map((d) => d.kind).sort()).toEqual(['ClusterRole', 'ClusterRoleBinding', 'Deployment', 'Role', 'RoleBinding', 'Service', 'ServiceAccount']);
+  });
+
+  it('optional objects: the artifact PVC and the ServiceMonitor', async () => {
+    const docs = await render('artifactStore.create=true', 'artifactStore.size=50Gi', 'serviceMonitor.enabled=true');
+    const pvc = docs.find((d) => d.kind === 'PersistentVolumeClaim')!;
+    expect(pvc.metadata).toMatchObject({ name: 'npuserve-artifacts', namespace: 'npuserve-system' });
+    expect(pvc.spec.resources.requests.storage).toBe('50Gi');
+    expect(docs.find((d) => d.kind === 'ServiceMonitor')?.spec.endpoints[0]).toMatchObject({ port: 'metrics', path: '/metrics' });
+  });
+
+  it('a wrongly typed value fails helm install with the schema message', async () => {
+    const values = join(tmpdir(), `npuserve-bad-values-${process.pid}.yaml`);
+    writeFileSync(values, 'replicaCount: two\noperator:\n  scrapeIntervalSeconds: "5"\n');
+    const out = await helm('install', 'bad', chartDir, '--kubeconfig', cluster().kubeconfig, '--namespace', 'default', '-f', values);
+    expect(out.code).not.toBe(0);
+    expect(out.stderr).toMatch(/values don't meet the specifications of the schema/);
+    expect(out.stderr).toMatch(/at '\/replicaCount': got string, want integer/);
+    expect(out.stderr).toMatch(/at '\/operator\/scrapeIntervalSeconds': got string, want integer/);
+  });
+});
+
+describe('RBAC is exactly what the operator calls', () => {
+  const used = operatorApiCalls();
+
+  it('the table of calls found in operator/*.ts', () => {
+    expect([...used].sort()).toEqual([
+      '/events create', '/events patch',
+      '/nodes list',
+      '/pods list', '/pods watch',
+      '/services create', '/services list', '/services patch', '/services watch',
+      'apps/deployments create', 'apps/deployments list', 'apps/deployments update', 'apps/deployments watch',
+      'batch/jobs create', 'batch/jobs list', 'batch/jobs watch',
+      'coordination.k8s.io/leases create', 'coordination.k8s.io/leases get', 'coordination.k8s.io/leases update',
+      'npuserve.io/npumodels list', 'npuserve.io/npumodels patch', 'npuserve.io/npumodels watch',
+      'npuserve.io/npumodels/status update',
+    ]);
+  });
+
+  it('watching all namespaces: ClusterRole plus the lease Role grant exactly those calls', async () => {
+    const docs = await render();
+    const rules = docs.filter((d) => d.kind === 'ClusterRole' || d.kind === 'Role').flatMap((d) => d.rules ?? []);
+    expect([...grants(rules)].sort()).toEqual([...used].sort());
+    const role = docs.find((d) => d.kind === 'Role')!;
+    expect([...grants(role.rules!)]).toEqual(['coordination.k8s.io/leases get', 'coordination.k8s.io/leases create', 'coordination.k8s.io/leases update']);
+  });
+
+  it('watching listed namespaces: namespaced rules are Roles there, only node and pod lists stay cluster-wide', async () => {
+    const docs = await render('operator.watchNamespaces={team-a,team-b}');
+    const clusterRole = docs.find((d) => d.kind === 'ClusterRole')!;
+    expect([...grants(clusterRole.rules!)].sort()).toEqual(['/nodes list', '/pods list']);
+    const roles = docs.filter((d) => d.kind === 'Role');
+    expect(roles.map((r) => r.metadata.namespace).sort()).toEqual(['npuserve-system', 'team-a', 'team-b']);
+    expect([...new Set([...grants(roles.flatMap((r) => r.rules!)), ...grants(clusterRole.rules!)])].sort()).toEqual([...used].sort());
+    expect(docs.find((d) => d.kind === 'Deployment')!.spec.template.spec.containers[0].args).toContain('--namespaces=team-a,team-b');
+  });
+});
+
+describe('helm install on the local cluster', () => {
+  let client: KubeClient;
+  let ns: string;
+  const release = `npuserve-${Math.random().toString(36).slice(2, 7)}`;
+
+  beforeAll(async () => {
+    client = kubeClient();
+    ns = await modelNamespace(client, 'chart');
+  });
+
+  afterAll(async () => {
+    await kubectl('delete', 'npum', '--all', '-n', ns, '--wait=true', '--timeout=60s').catch(() => undefined);
+    await helm('uninstall', release, '--kubeconfig', cluster().kubeconfig, '--namespace', ns, '--wait', '--timeout', '60s');
+    await kubectl('delete', 'namespace', ns, '--wait=false').catch(() => undefined);
+    client.close();
+  });
+
+  it('the operator runs as a pod under the chart ServiceAccount and brings a model to Ready', async () => {
+    // Watching only this namespace keeps the chart's operator away from other tests' models.
+    const out = await helm('install', release, chartDir, '--kubeconfig', cluster().kubeconfig, '--namespace', ns,
+      '--set', `operator.watchNamespaces={${ns}}`,
+      '--set-string', `operator.npuNodeSelector.${localNodeLabel.replace(/\./g, '\\.')}=true`,
+      '--set', 'operator.leaderElection.leaseDurationSeconds=6',
+      '--wait', '--timeout', '120s');
+    expect(out.stderr).not.toMatch(/Error/);
+    expect(out.code).toBe(0);
+
+    const pods = JSON.parse(await kubectl('get', 'pods', '-n', ns, '-l', 'app.kubernetes.io/name=npuserve-operator', '-o', 'json')).items;
+    expect(pods).toHaveLength(1);
+    expect(pods[0].spec.serviceAccountName).toBe(release);
+    expect(pods[0].spec.nodeName).toBe(cluster().nodes.local[0]);
+
+    writeFileSync(join(tmpdir(), `${ns}-model.json`), JSON.stringify(npuModel('tiny')));
+    await kubectl('apply', '-n', ns, '-f', join(tmpdir(), `${ns}-model.json`));
+    const model = await waitForPhase(client, ns, 'tiny', 'Ready', 240_000);
+    expect(model.status?.readyReplicas).toBe(1);
+
+    const logs = await kubectl('logs', '-n', ns, pods[0].metadata.name);
+    expect(logs).toMatch(/became leader/);
+    expect(logs).not.toMatch(/ 403 |forbidden/i);
+
+    const proxy = await startServiceProxy(client, { namespace: ns, service: 'tiny', port: 8000 });
+    try {
+      const res = await waitFor('a chat completion through the Service', async () => {
+        const r = await fetch(`${proxy.url}/v1/chat/completions`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ model: 'tiny', messages: [{ role: 'user', content: 'Hello' }], max_tokens: 4, temperature: 0 }),
+          signal: AbortSignal.timeout(20_000),
+        }).catch(() => undefined);
+        return r?.status === 200 ? r.json() : undefined;
+      }, 60_000, 1000);
+      expect(res.choices[0].message.role).toBe('assistant');
+      expect(res.usage.completion_tokens).toBeGreaterThan(0);
+    } finally {
+      await proxy.close();
+    }
+  }, 420_000);
+});
