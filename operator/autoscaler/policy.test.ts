@@ -1,0 +1,131 @@
+// The autoscaling policy on scripted load traces replayed through the pod simulator, each asserting
+// the replica sequence a user would see, plus hand-built scrape rounds for the edge cases.
+import { describe, expect, it } from 'vitest';
+
+import { decide, histogramQuantile, type AutoscalingTargets, type PodMetrics, type PolicyInput, type ScrapeRound } from './policy.js';
+import { replicaSteps, simulate, summary, TTFT_BUCKETS_SECONDS, type Faults } from './simulator.js';
+
+const targets: AutoscalingTargets = { minReplicas: 1, maxReplicas: 8, targetTokensPerSecondPerReplica: 400, ttftP95TargetMs: 800, scaleDownStabilizationSeconds: 60, maxBatchSize: 16 };
+// A replica serves 480 tokens/s at a full batch (20% above the target), is ready 15 s after it is asked for.
+const pod = { capacityTokensPerSecond: 480, tokensPerRequest: 100, baseTtftSeconds: 0.2, startupSeconds: 15 };
+
+function replay(demand: (second: number) => number, durationSeconds: number, initialReplicas: number, faults?: Faults) {
+  const seconds = simulate({ demand, durationSeconds, initialReplicas, targets, pod, policy: decide, scrapeIntervalSeconds: 5, faults });
+  return { steps: replicaSteps(seconds), ...summary(seconds, targets.ttftP95TargetMs / 1000) };
+}
+
+describe('autoscaling policy on load traces', () => {
+  it('a step from 300 to 1200 tokens/s scales 1 -> 4 in one decision at the first scrape, then settles at 3 once the backlog is served', () => {
+    const r = replay((s) => (s < 30 ? 300 : 1200), 200, 1);
+    // 1200 / 400 = 3 replicas for the load, the fourth drains the queue that built up while pods started.
+    expect(r.steps).toEqual([[0, 1], [35, 4], [185, 3]]);
+  });
+
+  it('a 4 s spike (shorter than the panic window) scales up at once and is remembered for the stabilization window', () => {
+    const r = replay((s) => (s >= 30 && s < 34 ? 2000 : 300), 200, 1);
+    expect(r.steps).toEqual([[0, 1], [35, 5], [95, 2], [150, 1]]);
+    // Scale-down starts only 60 s (scaleDownStabilizationSeconds) after the spike's recommendation.
+    expect(r.steps[2]![0] - r.steps[1]![0]).toBeGreaterThanOrEqual(targets.scaleDownStabilizationSeconds);
+  });
+
+  it('a slow ramp from 100 to 1600 tokens/s adds replicas one by one as usage passes the target, without overshoot or scale-down', () => {
+    const r = replay((s) => 100 + s * 5, 300, 1);
+    expect(r.steps).toEqual([[0, 1], [75, 2], [175, 3], [270, 4]]);
+    expect(r.sloViolationSeconds).toBeLessThanOrEqual(10);
+  });
+
+  it('load flapping around the threshold of 2 replicas inside the tolerance changes nothing', () => {
+    expect(replay((s) => (Math.floor(s / 20) % 2 ? 760 : 860), 400, 2).steps).toEqual([[0, 2]]);
+  });
+
+  it('load flapping between 2 and 3 replicas of demand every 30 s scales up once and does not oscillate', () => {
+    const r = replay((s) => (Math.floor(s / 30) % 2 ? 1000 : 700), 400, 2);
+    expect(r.steps).toEqual([[0, 2], [35, 3]]);
+  });
+
+  it('a pod whose scrapes all fail is assumed to carry the mean load, so replicas hold', () => {
+    const r = replay(() => 1000, 200, 3, { scrapeFails: (name) => name === 'pod-1' });
+    expect(r.steps).toEqual([[0, 3]]);
+  });
+
+  it('a pod that restarts (its counters back to 0) is not read as a load drop', () => {
+    expect(replay(() => 700, 200, 2, { restarts: [{ pod: 'pod-0', atSeconds: 62 }] }).steps).toEqual([[0, 2]]);
+  });
+
+  it('sustained lower load scales 4 -> 1 only after the stabilization window, one recommendation at a time', () => {
+    expect(replay((s) => (s < 100 ? 1500 : 100), 300, 4).steps).toEqual([[0, 4], [170, 3], [185, 2], [205, 1]]);
+  });
+});
+
+const metrics = (tokens: number, waiting = 0, ttftCounts?: number[]): PodMetrics => ({
+  generationTokens: tokens,
+  requests: tokens / 100,
+  ttftBuckets: TTFT_BUCKETS_SECONDS.map((le, i) => [le, ttftCounts?.[i] ?? 0]),
+  waiting,
+  running: 0,
+});
+
+/** Rounds every 5 s from 0 to `untilSeconds` with `pods` pods each generating `perPod` tokens/s. */
+function steadyRounds(pods: number, perPod: number, untilSeconds: number): ScrapeRound[] {
+  const rounds: ScrapeRound[] = [];
+  for (let s = 0; s <= untilSeconds; s += 5) {
+    rounds.push({ timeMs: s * 1000, pods: Array.from({ length: pods }, (_, i) => ({ name: `p${i}`, startedMs: -600_000, metrics: metrics(10_000 + perPod * s) })) });
+  }
+  return rounds;
+}
+
+const input = (over: Partial<PolicyInput>): PolicyInput => ({ rounds: [], currentReplicas: 2, readyReplicas: 2, targets, history: [], rolloutInProgress: false, nowMs: 60_000, ...over });
+
+describe('autoscaling policy on scrape rounds', () => {
+  it('a brand-new pod with no history adds its own tokens only, so the pods it relieves do not look doubled', () => {
+    const rounds = steadyRounds(2, 500, 60);
+    rounds.at(-1)!.pods.push({ name: 'new', startedMs: 58_000, metrics: metrics(0) });
+    const d = decide(input({ rounds, currentReplicas: 3, readyReplicas: 3 }));
+    expect(d.inputs?.tokensPerSecond).toBeCloseTo(1000);
+    expect(d.desiredReplicas).toBe(3);
+  });
+
+  it('holds replicas when no pod has given two samples yet (a restarted operator)', () => {
+    const d = decide(input({ rounds: steadyRounds(2, 100, 0), currentReplicas: 2 }));
+    expect(d).toMatchObject({ desiredReplicas: 2, inputs: null, reason: 'no metrics yet: holding replicas' });
+  });
+
+  it('keeps a spike recorded in the history (as status.autoscaler.recommendations after a restart) until the window passes', () => {
+    const rounds = steadyRounds(5, 50, 60);
+    const history = [{ timeMs: 20_000, replicas: 5 }];
+    expect(decide(input({ rounds, currentReplicas: 5, readyReplicas: 5, history })).desiredReplicas).toBe(5);
+    expect(decide(input({ rounds: steadyRounds(5, 50, 85), currentReplicas: 5, readyReplicas: 5, history, nowMs: 85_000 })).desiredReplicas).toBe(1);
+  });
+
+  it('never scales down while a new revision rolls out', () => {
+    const d = decide(input({ rounds: steadyRounds(4, 50, 60), currentReplicas: 4, readyReplicas: 4, rolloutInProgress: true }));
+    expect(d.desiredReplicas).toBe(4);
+    expect(d.reason).toMatch(/^scale-down to 1 held while a new revision rolls out/);
+  });
+
+  it('clamps to [minReplicas, maxReplicas]', () => {
+    const rounds = steadyRounds(2, 5000, 60);
+    expect(decide(input({ rounds, targets: { ...targets, maxReplicas: 5 } })).desiredReplicas).toBe(5);
+    expect(decide(input({ rounds: steadyRounds(2, 1, 60), targets: { ...targets, minReplicas: 2 } })).desiredReplicas).toBe(2);
+  });
+
+  it('says why in the Event words: tokens/s against the target and the TTFT p95 against its objective', () => {
+    // 2 pods at 900 tokens/s each, 10 requests waiting on each and growing, first tokens after 2.5 s
+    const slow = TTFT_BUCKETS_SECONDS.map((le) => (le >= 2.5 ? 1 : 0));
+    const rounds: ScrapeRound[] = [];
+    for (let s = 0; s <= 60; s += 5) {
+      rounds.push({ timeMs: s * 1000, pods: ['a', 'b'].map((name) => ({ name, startedMs: -600_000, metrics: metrics(900 * s, s / 6, slow.map((c) => c * s * 9)) })) });
+    }
+    const d = decide(input({ rounds }));
+    expect(d.reason).toMatch(/^panic: tokens\/s 1800 > 2 x 400 target; .*ttft p95 2\.\d+ s > 0\.8 s with 20 waiting/);
+    expect(d.desiredReplicas).toBeGreaterThanOrEqual(5);
+  });
+});
+
+describe('histogramQuantile', () => {
+  it('interpolates within the bucket holding the rank, as Prometheus does', () => {
+    expect(histogramQuantile(0.95, [[0.1, 0], [0.5, 50], [1, 100], [Infinity, 100]])).toBeCloseTo(0.95);
+    expect(histogramQuantile(0.5, [[1, 0], [Infinity, 10]])).toBe(1);
+    expect(histogramQuantile(0.95, [[1, 0], [Infinity, 0]])).toBeNull();
+  });
+});
