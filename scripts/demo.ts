@@ -1,0 +1,150 @@
+// The demo after scripts/demo.sh has built everything: starts (or reuses) the local cluster, installs
+// the Helm chart so the operator runs as a pod, serves examples/mistral-tiny.yaml, asks it one chat
+// completion through its Service and prints how to reach, watch and stop it. Safe to run again.
+import { execFile } from 'node:child_process';
+import { existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+
+import { isRunning, localNodeName, readState, up, type ClusterState } from '../test/cluster/cluster.js';
+import { KubeClient, type KubeObject } from '../test/cluster/kube-client.js';
+import { nodeRootDir } from '../test/cluster/node-agent/volumes.js';
+import { startServiceProxy } from '../test/cluster/proxy.js';
+import { makeTestModel } from '../runtime/testmodel.js';
+
+const repoRoot = join(import.meta.dirname, '..');
+const namespace = 'npuserve-demo';
+const release = 'npuserve';
+const modelName = 'mistral-tiny';
+const readyTimeoutMs = 300_000;
+const started = Date.now();
+
+const seconds = () => `${((Date.now() - started) / 1000).toFixed(1).padStart(5)} s`;
+const step = (what: string) => console.log(`\n\x1b[1m==> ${what}\x1b[0m`);
+
+async function run(state: ClusterState, bin: 'kubectl' | 'helm', ...args: string[]): Promise<string> {
+  const { stdout } = await promisify(execFile)(join(state.binDir, bin), ['--kubeconfig', state.kubeconfig, ...args], { maxBuffer: 64 * 1024 * 1024, timeout: 300_000 });
+  return stdout;
+}
+
+async function cluster(): Promise<ClusterState> {
+  const existing = readState();
+  if (isRunning(existing)) {
+    console.log(`reusing the running local cluster (${existing!.dir})`);
+    return existing!;
+  }
+  return up({ npuNodes: 4, cpuNodes: 2, localNodes: 1, log: (line) => console.log(`  ${line}`) });
+}
+
+async function installChart(state: ClusterState): Promise<void> {
+  // The operator watches only the demo namespace, so other work on the same cluster is left alone.
+  const out = await run(state, 'helm', 'upgrade', '--install', release, join(repoRoot, 'charts', 'npuserve'),
+    '--namespace', namespace, '--create-namespace',
+    '--set', `operator.watchNamespaces={${namespace}}`,
+    '--wait', '--timeout', '180s');
+  console.log(out.split('\n').filter((l) => /^(NAME|STATUS|REVISION):/.test(l)).join('  '));
+  console.log((await run(state, 'kubectl', 'get', 'pods', '-n', namespace, '-l', 'app.kubernetes.io/name=npuserve-operator', '-o', 'wide')).trimEnd());
+}
+
+function testModel(state: ClusterState): void {
+  // The example's source is file:///models/tiny: a hostPath on the local NPU node.
+  const dir = join(nodeRootDir(state.dir, localNodeName(0)), 'models', 'tiny');
+  if (existsSync(join(dir, 'config.json'))) {
+    console.log(`test model already at ${dir}`);
+    return;
+  }
+  mkdirSync(dir, { recursive: true });
+  makeTestModel(dir, {});
+  console.log(`wrote a tiny random-weight Mistral-architecture checkpoint to ${dir} (hostPath /models/tiny)`);
+}
+
+async function applyModel(state: ClusterState): Promise<void> {
+  const claim = join(repoRoot, 'scripts', 'demo-artifacts-pvc.yaml');
+  console.log((await run(state, 'kubectl', 'apply', '-n', namespace, '-f', claim, '-f', join(repoRoot, 'examples', 'mistral-tiny.yaml'))).trimEnd());
+}
+
+interface Model extends KubeObject {
+  status?: { phase?: string; observedGeneration?: number; readyReplicas?: number; endpoint?: string; conditions?: Array<{ type: string; status: string; reason?: string; message?: string }> };
+}
+
+async function waitReady(client: KubeClient): Promise<Model> {
+  const deadline = Date.now() + readyTimeoutMs;
+  let last = '';
+  for (;;) {
+    const m = await client.get<Model>(`/apis/npuserve.io/v1alpha1/namespaces/${namespace}/npumodels/${modelName}`).catch(() => undefined);
+    const s = m?.status;
+    const progressing = s?.conditions?.find((c) => c.type === 'Progressing');
+    const line = `phase ${s?.phase ?? '(none yet)'}${progressing?.message ? ` - ${progressing.message}` : ''}`;
+    if (line !== last) console.log(`  [${seconds()}] ${line}`);
+    last = line;
+    if (m && s?.phase === 'Ready' && s.observedGeneration === m.metadata.generation) return m;
+    if (s?.phase === 'Failed') throw new Error(`${modelName} failed: ${JSON.stringify(s.conditions, null, 2)}`);
+    if (Date.now() > deadline) throw new Error(`${modelName} not Ready after ${readyTimeoutMs / 1000} s; see kubectl describe npum ${modelName} -n ${namespace}`);
+    await new Promise((r) => setTimeout(r, 1000));
+  }
+}
+
+async function chat(client: KubeClient): Promise<void> {
+  const proxy = await startServiceProxy(client, { namespace, service: modelName, port: 8000 });
+  try {
+    const question = 'Write one sentence about NPUs.';
+    console.log(`POST ${proxy.url}/v1/chat/completions (forwarded to Service ${namespace}/${modelName}:8000, endpoints ${proxy.endpoints().join(', ')})`);
+    console.log(`  user: ${question}`);
+    const res = await fetch(`${proxy.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: modelName, messages: [{ role: 'user', content: question }], max_tokens: 24, temperature: 0 }),
+      signal: AbortSignal.timeout(60_000),
+    });
+    const body = (await res.json()) as { choices?: Array<{ message: { content: string } }>; usage?: { completion_tokens: number }; error?: { message: string } };
+    if (res.status !== 200) throw new Error(`chat completion: HTTP ${res.status} ${body.error?.message ?? ''}`);
+    console.log(`  assistant: ${JSON.stringify(body.choices![0].message.content)}`);
+    console.log(`  (${body.usage?.completion_tokens} tokens; the demo model has random weights, so the words are random too)`);
+  } finally {
+    await proxy.close();
+  }
+}
+
+function howTo(state: ClusterState): void {
+  step('next');
+  console.log(`Reach it (the local cluster has no kube-proxy; this forwards a local port to the Service):
+  npm run cluster:proxy -- svc/${modelName} 8000 --namespace ${namespace} --local-port 8000
+  curl -s localhost:8000/v1/chat/completions -H 'content-type: application/json' \\
+    -d '{"model":"${modelName}","messages":[{"role":"user","content":"Hello"}],"max_tokens":16}'
+
+Watch it (try changing precision: kubectl patch npum ${modelName} -n ${namespace} --type merge -p '{"spec":{"precision":"INT8"}}'):
+  export KUBECONFIG=${state.kubeconfig} PATH=${state.binDir}:$PATH
+  kubectl get npum -n ${namespace} -w
+
+Stop everything:
+  npm run cluster:down`);
+}
+
+async function main(): Promise<void> {
+  step('local cluster');
+  const state = await cluster();
+  const client = KubeClient.fromKubeconfig(state.kubeconfig);
+  try {
+    step(`helm chart charts/npuserve -> namespace ${namespace} (the operator runs as a pod)`);
+    await installChart(state);
+    step('test model on the local NPU node');
+    testModel(state);
+    step(`artifact claim and examples/mistral-tiny.yaml`);
+    await applyModel(state);
+    step(`waiting for ${modelName} to be Ready (conversion Job, then a serving pod)`);
+    const m = await waitReady(client);
+    console.log(`  ${modelName} is Ready: ${m.status?.readyReplicas} replica(s), endpoint ${m.status?.endpoint}`);
+    console.log((await run(state, 'kubectl', 'get', 'npum', '-n', namespace)).trimEnd());
+    step('a chat completion through the Service');
+    await chat(client);
+    howTo(state);
+    console.log(`\ndemo finished in ${seconds().trim()}`);
+  } finally {
+    client.close();
+  }
+}
+
+main().catch((e) => {
+  console.error(`\ndemo failed: ${(e as Error).message}`);
+  process.exit(1);
+});
