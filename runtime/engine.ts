@@ -61,6 +61,8 @@ export interface NativeAddon {
   packWeight(w: Float32Array, rows: number, cols: number, dtype: string, layout: string): { data: Uint8Array; scales?: Float32Array };
   gemm(args: Record<string, unknown>): Float32Array;
   cpuFeatures(): Record<string, unknown> & { selectedKernel: string; availableKernels: string[] };
+  /** Streaming read bandwidth in bytes/s over `bytes` split between `threads` threads. */
+  readBandwidth(bytes: number, threads?: number, repeats?: number): number;
 }
 
 let addon: NativeAddon | undefined;

@@ -8,6 +8,7 @@
 #include <stdexcept>
 
 #include "layout.h"
+#include "membw.h"
 #include "model.h"
 
 namespace npu {
@@ -391,6 +392,18 @@ Napi::Value Gemm(const Napi::CallbackInfo& info) {
   });
 }
 
+// readBandwidth(bytes, threads, repeats) -> bytes/s: the streaming read bandwidth benchmarks divide by.
+Napi::Value ReadBandwidth(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    double bytes = info[0].As<Napi::Number>().DoubleValue();
+    if (!(bytes >= 1 << 20 && bytes <= 64.0 * (1ull << 30))) throw std::runtime_error("readBandwidth: bytes must be between 1 MiB and 64 GiB");
+    int threads = info.Length() > 1 ? info[1].As<Napi::Number>().Int32Value() : 1;
+    int repeats = info.Length() > 2 ? info[2].As<Napi::Number>().Int32Value() : 3;
+    return Napi::Number::New(env, read_bandwidth((size_t)bytes, threads, repeats));
+  });
+}
+
 Napi::Value CpuFeaturesJs(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const CpuFeatures& f = cpu_features();
@@ -418,6 +431,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("packWeight", Napi::Function::New(env, PackWeight));
   exports.Set("gemm", Napi::Function::New(env, Gemm));
   exports.Set("cpuFeatures", Napi::Function::New(env, CpuFeaturesJs));
+  exports.Set("readBandwidth", Napi::Function::New(env, ReadBandwidth));
   return exports;
 }
 

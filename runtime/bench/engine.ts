@@ -1,0 +1,281 @@
+// npm run bench:engine: the engine against llama.cpp (node-llama-cpp) on the same test-model weights,
+// side by side in one run: prefill of a 512-token prompt, decode at batch 1, 4 and 16, peak RSS, and
+// for npuserve the fraction of the streaming-read bandwidth limit reached at batch 1. Each target
+// runs in its own child process so its peak RSS is its own.
+import { fork } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+
+import { Engine, native } from '../engine.js';
+import { makeTestModel, PRESETS } from '../testmodel.js';
+import { convert } from '../convert/convert.js';
+
+export type Runtime = 'npuserve' | 'llama.cpp';
+
+export interface BenchPlan {
+  threads: number;
+  promptTokens: number;
+  decodeTokens: number;
+  batchSizes: number[];
+}
+
+export interface TargetResult {
+  runtime: Runtime;
+  model: string;
+  precision: string;
+  file: string;
+  kernel: string;
+  prefillTokensPerSecond: number;
+  decodeTokensPerSecond: Record<string, number>;  // batch size -> aggregate tokens/s
+  peakRssBytes: number;
+  /** Weight bytes one decoded token reads (all matrices; of the embedding table one row). */
+  weightBytesPerToken: number;
+}
+
+export interface ModelResult {
+  model: string;
+  npuserve: TargetResult;
+  llamaCpp: TargetResult | { error: string };
+  /** Weights read per decoded token x batch-1 tokens/s / streaming read bandwidth. */
+  bandwidthFraction: number;
+}
+
+export interface EngineBenchResult {
+  threads: number;
+  readBandwidthBytesPerSecond: number;
+  plan: BenchPlan;
+  models: ModelResult[];
+}
+
+const MODEL_PRECISIONS = { INT8: { gguf: 'Q8_0' }, FP16: { gguf: 'F16' } } as const;
+type Precision = keyof typeof MODEL_PRECISIONS;
+
+/** A fixed pseudo-random token stream, the same for both runtimes (avoids special tokens 0-2). */
+export function benchTokens(n: number, vocab: number, seed: number): number[] {
+  let s = seed >>> 0 || 1;
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) {
+    s ^= s << 13; s >>>= 0; s ^= s >>> 17; s ^= s << 5; s >>>= 0;
+    out.push(3 + (s % (vocab - 3)));
+  }
+  return out;
+}
+
+/** Builds (once) the test model, its GGUF twin and the converted .npu under cacheDir. */
+async function ensureModel(cacheDir: string, preset: string, precision: Precision): Promise<{ npu: string; gguf: string }> {
+  const ggufType = MODEL_PRECISIONS[precision].gguf;
+  const dir = join(cacheDir, `${preset}-${ggufType}`);
+  const npu = join(cacheDir, `${preset}.${precision.toLowerCase()}.npu`);
+  if (!existsSync(join(dir, 'model.gguf'))) {
+    console.error(`bench:engine: writing test model ${preset} with a ${ggufType} GGUF twin to ${dir}`);
+    makeTestModel(dir, { ...PRESETS[preset], gguf: ggufType });
+  }
+  if (!existsSync(npu)) {
+    console.error(`bench:engine: converting ${dir} to ${precision} (optimize level 2)`);
+    await convert({ input: dir, precision, output: npu, optimizeLevel: 2 });
+  }
+  return { npu, gguf: join(dir, 'model.gguf') };
+}
+
+/** Every tensor but the embedding table, unless the LM head is tied to it. */
+function weightBytesPerToken(engine: Engine): number {
+  const tensors = engine.metadata.tensors;
+  const tied = !tensors.some((t) => t.name === 'lm_head');
+  return tensors.filter((t) => tied || !t.name.startsWith('tok_embeddings')).reduce((s, t) => s + t.bytes, 0);
+}
+
+const now = () => performance.now() / 1000;
+
+async function runNpuserve(file: string, model: string, precision: string, plan: BenchPlan): Promise<TargetResult> {
+  const maxBatch = Math.max(...plan.batchSizes);
+  const engine = await Engine.load(file, { threads: plan.threads, maxSeqLen: plan.promptTokens + plan.decodeTokens + 64, kvCacheTokens: (plan.promptTokens + 64) * Math.max(2, maxBatch) });
+  const vocab = engine.metadata.config.vocabSize;
+  const prompt = benchTokens(plan.promptTokens, vocab, 1);
+
+  let prefill = 0;
+  for (let r = 0; r < 2; r++) {
+    const seq = engine.createSequence(r);
+    const t0 = now();
+    await engine.step([{ sequence: seq, tokens: prompt, temperature: 0 }]);
+    prefill = Math.max(prefill, plan.promptTokens / (now() - t0));
+    engine.releaseSequence(seq);
+  }
+
+  const decode: Record<string, number> = {};
+  for (const b of plan.batchSizes) {
+    const seqs = Array.from({ length: b }, (_, i) => engine.createSequence(i));
+    let results = await engine.step(seqs.map((s, i) => ({ sequence: s, tokens: benchTokens(16, vocab, 100 + i), temperature: 0 })));
+    const t0 = now();
+    for (let step = 0; step < plan.decodeTokens; step++) {
+      results = await engine.step(results.map((r) => ({ sequence: r.sequence, tokens: [r.token], temperature: 0 })));
+    }
+    decode[b] = (b * plan.decodeTokens) / (now() - t0);
+    for (const s of seqs) engine.releaseSequence(s);
+  }
+  return {
+    runtime: 'npuserve', model, precision, file, kernel: engine.info.kernel,
+    prefillTokensPerSecond: prefill, decodeTokensPerSecond: decode,
+    peakRssBytes: process.resourceUsage().maxRSS * 1024, weightBytesPerToken: weightBytesPerToken(engine),
+  };
+}
+
+async function runLlamaCpp(file: string, model: string, precision: string, plan: BenchPlan, vocab: number): Promise<TargetResult> {
+  const { getLlama, LlamaLogLevel } = await import('node-llama-cpp');
+  const llama = await getLlama({ gpu: false, logLevel: LlamaLogLevel.error, maxThreads: plan.threads });
+  const m = await llama.loadModel({ modelPath: file, gpuLayers: 0 });
+  const prompt = benchTokens(plan.promptTokens, vocab, 1);
+
+  let prefill = 0;
+  {
+    const ctx = await m.createContext({ contextSize: plan.promptTokens + 256, batchSize: plan.promptTokens, threads: plan.threads, sequences: 1 });
+    for (let r = 0; r < 2; r++) {
+      const seq = ctx.getSequence();
+      const t0 = now();
+      await seq.evaluateWithoutGeneratingNewTokens(prompt as never);
+      prefill = Math.max(prefill, plan.promptTokens / (now() - t0));
+      seq.dispose();
+    }
+    await ctx.dispose();
+  }
+
+  const decode: Record<string, number> = {};
+  for (const b of plan.batchSizes) {
+    const ctx = await m.createContext({ contextSize: 256 * b, batchSize: 512, threads: plan.threads, sequences: b });
+    const seqs = Array.from({ length: b }, () => ctx.getSequence());
+    // Each sequence's generator yields one token per batched evaluation: its first token comes after
+    // the 16-token prompt, the clock starts once every sequence has produced that first token.
+    const gens = seqs.map((s, i) => s.evaluate(benchTokens(16, vocab, 100 + i) as never, { temperature: 0 }));
+    await Promise.all(gens.map((g) => g.next()));
+    const t0 = now();
+    await Promise.all(gens.map(async (g) => {
+      for (let i = 0; i < plan.decodeTokens; i++) await g.next();
+      await g.return();
+    }));
+    decode[b] = (b * plan.decodeTokens) / (now() - t0);
+    for (const s of seqs) s.dispose();
+    await ctx.dispose();
+  }
+  const result: TargetResult = {
+    runtime: 'llama.cpp', model, precision, file, kernel: `cpu, ${llama.buildType} build`,
+    prefillTokensPerSecond: prefill, decodeTokensPerSecond: decode,
+    peakRssBytes: process.resourceUsage().maxRSS * 1024, weightBytesPerToken: m.size,
+  };
+  await m.dispose();
+  await llama.dispose();
+  return result;
+}
+
+interface ChildRequest { runtime: Runtime; file: string; model: string; precision: string; plan: BenchPlan; vocab: number }
+
+function inChild(req: ChildRequest): Promise<TargetResult> {
+  return new Promise((resolve, reject) => {
+    const child = fork(fileURLToPath(import.meta.url), ['--child'], { execArgv: process.execArgv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    let done = false;
+    child.on('message', (m: { result?: TargetResult; error?: string }) => {
+      done = true;
+      if (m.result) resolve(m.result);
+      else reject(new Error(m.error));
+    });
+    child.on('exit', (code) => {
+      if (!done) reject(new Error(`${req.runtime} on ${req.file}: child exited with code ${code}`));
+    });
+    child.send(req);
+  });
+}
+
+function pad(s: string, n: number) { return s.length >= n ? s : s + ' '.repeat(n - s.length); }
+const fmt = (x: number) => (x >= 100 ? x.toFixed(0) : x.toFixed(1));
+
+export function formatTable(r: EngineBenchResult): string {
+  const bs = r.plan.batchSizes;
+  const head = ['model', 'runtime', 'precision', `prefill ${r.plan.promptTokens} tok/s`, ...bs.map((b) => `decode b${b} tok/s`), 'peak RSS MiB'];
+  const rows: string[][] = [];
+  for (const m of r.models) {
+    for (const t of [m.npuserve, m.llamaCpp]) {
+      if ('error' in t) { rows.push([m.model, 'llama.cpp', '-', `error: ${t.error}`]); continue; }
+      rows.push([m.model, t.runtime === 'npuserve' ? `npuserve (${t.kernel})` : 'llama.cpp', t.precision, fmt(t.prefillTokensPerSecond), ...bs.map((b) => fmt(t.decodeTokensPerSecond[b])), (t.peakRssBytes / 2 ** 20).toFixed(0)]);
+    }
+    if (!('error' in m.llamaCpp)) {
+      const l = m.llamaCpp, n = m.npuserve;
+      rows.push([m.model, 'ratio npuserve/llama.cpp', '', (n.prefillTokensPerSecond / l.prefillTokensPerSecond).toFixed(2) + 'x', ...bs.map((b) => (n.decodeTokensPerSecond[b] / l.decodeTokensPerSecond[b]).toFixed(2) + 'x'), '']);
+    }
+  }
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((row) => (row[i] ?? '').length)));
+  const line = (cells: string[]) => '| ' + cells.map((c, i) => pad(c ?? '', widths[i])).join(' | ') + ' |';
+  const out = [line(head), '|' + widths.map((w) => '-'.repeat(w + 2)).join('|') + '|', ...rows.map(line)];
+  out.push('');
+  out.push(`threads ${r.threads}; streaming read bandwidth ${(r.readBandwidthBytesPerSecond / 1e9).toFixed(1)} GB/s`);
+  for (const m of r.models) {
+    out.push(`${m.model}: npuserve batch-1 decode reads ${(m.npuserve.weightBytesPerToken / 1e6).toFixed(0)} MB of weights per token = ${(100 * m.bandwidthFraction).toFixed(0)}% of the bandwidth limit`);
+  }
+  return out.join('\n');
+}
+
+async function main(argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      models: { type: 'string', default: '100m,1b' },
+      precision: { type: 'string', default: 'INT8' },
+      threads: { type: 'string' },
+      'prompt-tokens': { type: 'string', default: '512' },
+      'decode-tokens': { type: 'string', default: '32' },
+      batches: { type: 'string', default: '1,4,16' },
+      'cache-dir': { type: 'string', default: join(homedir(), '.cache', 'npuserve', 'bench', 'engine') },
+      'skip-llama': { type: 'boolean', default: false },
+      json: { type: 'boolean', default: false },
+    },
+  });
+  const precisions = values.precision!.split(',') as Precision[];
+  for (const p of precisions) if (!(p in MODEL_PRECISIONS)) throw new Error(`--precision ${p}: expected INT8 or FP16`);
+  const models = values.models!.split(',');
+  for (const m of models) if (!(m in PRESETS)) throw new Error(`--models ${m}: expected one of ${Object.keys(PRESETS).join(', ')}`);
+  const threads = values.threads ? Number(values.threads) : (await import('node:os')).availableParallelism();
+  const plan: BenchPlan = {
+    threads,
+    promptTokens: Number(values['prompt-tokens']),
+    decodeTokens: Number(values['decode-tokens']),
+    batchSizes: values.batches!.split(',').map(Number),
+  };
+  if (!plan.batchSizes.includes(1)) plan.batchSizes.unshift(1);
+  mkdirSync(values['cache-dir']!, { recursive: true });
+
+  const bandwidth = native().readBandwidth(1.5 * 2 ** 30, threads, 3);
+  const result: EngineBenchResult = { threads, readBandwidthBytesPerSecond: bandwidth, plan, models: [] };
+  for (const preset of models) {
+    for (const precision of precisions) {
+      const { npu, gguf } = await ensureModel(values['cache-dir']!, preset, precision);
+      const label = `${preset} ${precision}`;
+      console.error(`bench:engine: ${label}: npuserve`);
+      const vocab = Number(JSON.parse(readFileSync(join(dirname(gguf), 'config.json'), 'utf8')).vocab_size);
+      const n = await inChild({ runtime: 'npuserve', file: npu, model: preset, precision, plan, vocab });
+      let l: TargetResult | { error: string };
+      if (values['skip-llama']) {
+        l = { error: 'skipped (--skip-llama)' };
+      } else {
+        console.error(`bench:engine: ${label}: llama.cpp`);
+        l = await inChild({ runtime: 'llama.cpp', file: gguf, model: preset, precision: MODEL_PRECISIONS[precision].gguf, plan, vocab }).catch((e: Error) => ({ error: e.message }));
+      }
+      result.models.push({ model: preset, npuserve: n, llamaCpp: l, bandwidthFraction: (n.weightBytesPerToken * n.decodeTokensPerSecond[1]) / bandwidth });
+    }
+  }
+  console.log(values.json ? JSON.stringify(result, null, 2) : formatTable(result));
+}
+
+if (process.argv[2] === '--child') {
+  process.once('message', (req: ChildRequest) => {
+    const run = req.runtime === 'npuserve' ? runNpuserve(req.file, req.model, req.precision, req.plan) : runLlamaCpp(req.file, req.model, req.precision, req.plan, req.vocab);
+    run.then(
+      (result) => process.send!({ result }, () => process.exit(0)),
+      (e: Error) => process.send!({ error: e.message }, () => process.exit(1)),
+    );
+  });
+} else if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  main(process.argv.slice(2)).catch((e: Error) => {
+    console.error(`bench:engine: ${e.message}`);
+    process.exitCode = 1;
+  });
+}
