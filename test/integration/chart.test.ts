@@ -9,6 +9,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
 
+import { renderCrdReference } from '../../scripts/crd-docs.js';
 import { localNodeLabel, startServiceProxy } from '../cluster/helpers.js';
 import type { KubeClient } from '../cluster/kube-client.js';
 import { cluster, crdPath, kubeClient, kubectl, modelNamespace, npuModel, repoRoot, waitFor, waitForPhase } from './operator-harness.js';
@@ -120,6 +121,10 @@ function operatorApiCalls(): Set<string> {
 describe('chart files', () => {
   it("the chart's CRD is byte-identical to crds/", () => {
     expect(readFileSync(join(chartDir, 'crds', 'npuserve.io_npumodels.yaml'), 'utf8')).toBe(readFileSync(crdPath, 'utf8'));
+  });
+
+  it('docs/crd-reference.md is generated from the current CRD (npm run docs:crd)', () => {
+    expect(readFileSync(join(repoRoot, 'docs', 'crd-reference.md'), 'utf8')).toBe(renderCrdReference(readFileSync(crdPath, 'utf8')));
   });
 
   it('helm lint passes', async () => {
