@@ -1,9 +1,11 @@
 // `npuserve operator`: parses the configuration, starts informers, waits for the leader lease,
-// runs the reconcile workers, serves /metrics and /healthz, and shuts down cleanly on SIGTERM.
+// runs the reconcile workers and the autoscaler, serves /metrics and /healthz, and shuts down cleanly on SIGTERM.
 import { createServer } from 'node:http';
 
+import { Autoscaler } from './autoscaler/autoscaler.js';
 import { parseOperatorConfig } from './config.js';
 import { Controller } from './controller.js';
+import { EventRecorder } from './events.js';
 import { Kube } from './kube.js';
 import { LeaderElector } from './leader.js';
 import { isLeader, registry } from './metrics.js';
@@ -59,7 +61,8 @@ export async function runOperator(argv: string[]): Promise<number> {
   if (!stop.signal.aborted) {
     leading = true;
     isLeader.set(1);
-    await controller.runWorkers(stop.signal);
+    const autoscaler = new Autoscaler(kube, controller.world, cfg, new EventRecorder(kube, 'npuserve-autoscaler', log), log);
+    await Promise.all([controller.runWorkers(stop.signal), autoscaler.run(stop.signal)]);
   }
   isLeader.set(0);
   if (elector && leading && exitCode === 0) await elector.release();

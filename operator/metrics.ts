@@ -13,3 +13,8 @@ export const reconcileDuration = new Histogram({
 });
 export const queueDepth = new Gauge({ name: 'npuserve_operator_workqueue_depth', help: 'Keys waiting in the work queue.', registers: [registry] });
 export const isLeader = new Gauge({ name: 'npuserve_operator_leader', help: '1 while this replica holds the leader lease.', registers: [registry] });
+
+export const autoscalerDesiredReplicas = new Gauge({ name: 'npuserve_autoscaler_desired_replicas', help: 'Replicas the autoscaler decided on, per NPUModel (namespace/name).', labelNames: ['model'], registers: [registry] });
+export const autoscalerTokensPerSecond = new Gauge({ name: 'npuserve_autoscaler_observed_tokens_per_second', help: 'Generation tokens/s of all serving pods over the stable window, per NPUModel.', labelNames: ['model'], registers: [registry] });
+export const autoscalerTtftP95 = new Gauge({ name: 'npuserve_autoscaler_observed_ttft_p95_seconds', help: 'p95 time to first token over the stable window, per NPUModel.', labelNames: ['model'], registers: [registry] });
+export const autoscalerScrapeFailures = new Counter({ name: 'npuserve_autoscaler_scrape_failures_total', help: 'Serving pods whose /metrics could not be read (skipped in that round), per NPUModel.', labelNames: ['model'], registers: [registry] });

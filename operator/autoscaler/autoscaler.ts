@@ -1,0 +1,154 @@
+// The autoscaling loop on the leader: every scrape interval, for each NPUModel with spec.autoscaling,
+// scrape its ready serving pods, run the policy, write replicas through the scale subresource (the
+// path `kubectl scale` and an HPA use), status.autoscaler (with the recommendation history, so a
+// restarted operator neither scales down early nor forgets a spike) and an Event per scale decision.
+import type { OperatorConfig } from '../config.js';
+import type { EventRecorder } from '../events.js';
+import type { Kube } from '../kube.js';
+import { autoscalerDesiredReplicas, autoscalerScrapeFailures, autoscalerTokensPerSecond, autoscalerTtftP95 } from '../metrics.js';
+import type { World } from '../reconcile.js';
+import { LABEL_COMPONENT, LABEL_INSTANCE } from '../resources/common.js';
+import { servicePort } from '../resources/deployment.js';
+import { API_VERSION, PLURAL, type AutoscalerStatus, type KubeObject, type NPUModel } from '../types.js';
+import { decide, STABLE_WINDOW_MS, type AutoscalingTargets, type Decision, type ScrapeRound } from './policy.js';
+import { scrapeRound, type ServingPod } from './scrape.js';
+
+type Log = (msg: string, fields?: Record<string, unknown>) => void;
+
+interface PodObject extends KubeObject {
+  status?: {
+    podIP?: string;
+    startTime?: string;
+    conditions?: Array<{ type: string; status: string }>;
+    containerStatuses?: Array<{ state?: { running?: { startedAt?: string } } }>;
+  };
+}
+
+/** spec.autoscaling with the CRD's defaults filled in (the API server fills them too; a cache may predate the CRD). */
+export function autoscalingTargets(m: NPUModel): AutoscalingTargets | null {
+  const a = m.spec.autoscaling;
+  if (!a) return null;
+  return {
+    minReplicas: a.minReplicas ?? 1,
+    maxReplicas: a.maxReplicas,
+    targetTokensPerSecondPerReplica: a.targetTokensPerSecondPerReplica ?? 400,
+    ttftP95TargetMs: a.ttftP95TargetMs ?? 800,
+    scaleDownStabilizationSeconds: a.scaleDownStabilizationSeconds ?? 300,
+    maxBatchSize: m.spec.runtime?.maxBatchSize ?? 16,
+  };
+}
+
+/** Ready, not terminating serving pods of the model with an IP. */
+export function servingPods(world: World, m: NPUModel): ServingPod[] {
+  const pods = (world.pods.list() as PodObject[]).filter((p) =>
+    p.metadata.namespace === m.metadata.namespace &&
+    p.metadata.labels?.[LABEL_INSTANCE] === m.metadata.name &&
+    p.metadata.labels?.[LABEL_COMPONENT] === 'server' &&
+    !p.metadata.deletionTimestamp &&
+    !!p.status?.podIP &&
+    p.status.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'));
+  return pods.map((p) => {
+    const started = p.status?.containerStatuses?.[0]?.state?.running?.startedAt ?? p.status?.startTime;
+    return { name: p.metadata.name, ip: p.status!.podIP!, startedMs: started ? Date.parse(started) : undefined };
+  });
+}
+
+const round1 = (v: number) => Math.round(v * 10) / 10;
+
+export class Autoscaler {
+  private readonly rounds = new Map<string, ScrapeRound[]>();
+
+  constructor(
+    private readonly kube: Kube,
+    private readonly world: World,
+    private readonly cfg: OperatorConfig,
+    private readonly events: EventRecorder,
+    private readonly log: Log,
+  ) {}
+
+  /** Runs one pass every scrapeIntervalSeconds until `signal` aborts. */
+  async run(signal: AbortSignal): Promise<void> {
+    const intervalMs = this.cfg.scrapeIntervalSeconds * 1000;
+    this.log('autoscaler started', { scrapeIntervalSeconds: this.cfg.scrapeIntervalSeconds });
+    while (!signal.aborted) {
+      const started = Date.now();
+      await this.pass();
+      const waitMs = Math.max(0, intervalMs - (Date.now() - started));
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, waitMs);
+        signal.addEventListener('abort', () => (clearTimeout(t), resolve()), { once: true });
+      });
+    }
+  }
+
+  /** One scrape and decision for every autoscaled model. */
+  async pass(): Promise<void> {
+    const models = this.world.models.list((m) => !!m.spec.autoscaling && !m.metadata.deletionTimestamp);
+    const live = new Set(models.map((m) => m.metadata.uid ?? ''));
+    for (const uid of this.rounds.keys()) if (!live.has(uid)) this.rounds.delete(uid);
+    await Promise.all(models.map(async (m) => {
+      try {
+        await this.step(m);
+      } catch (e) {
+        this.log('autoscaling failed; next pass retries', { model: `${m.metadata.namespace}/${m.metadata.name}`, error: (e as Error).message });
+      }
+    }));
+  }
+
+  private modelPath(m: NPUModel, sub: string): string {
+    return `/apis/${API_VERSION}/namespaces/${m.metadata.namespace}/${PLURAL}/${m.metadata.name}${sub}`;
+  }
+
+  private async step(cached: NPUModel): Promise<void> {
+    const key = `${cached.metadata.namespace}/${cached.metadata.name}`;
+    const pods = servingPods(this.world, cached);
+    const timeoutMs = Math.min(2000, this.cfg.scrapeIntervalSeconds * 500);
+    const round = await scrapeRound(pods, servicePort(cached), timeoutMs, (pod, error) => {
+      autoscalerScrapeFailures.inc({ model: key });
+      this.log('scrape failed; pod skipped this round', { model: key, pod, error });
+    });
+    // The model may have changed while we scraped (kubectl scale, a spec edit): decide on the newest.
+    const m = this.world.models.get(key);
+    const targets = m && autoscalingTargets(m);
+    if (!m || !targets) return;
+    const uid = m.metadata.uid ?? '';
+    const rounds = [...(this.rounds.get(uid) ?? []).filter((r) => r.timeMs > round.timeMs - STABLE_WINDOW_MS - 1000), round];
+    this.rounds.set(uid, rounds);
+    const current = m.spec.replicas ?? targets.minReplicas;
+    const prev = m.status?.autoscaler;
+    const d = decide({
+      rounds,
+      currentReplicas: current,
+      readyReplicas: pods.length,
+      targets,
+      history: (prev?.recommendations ?? []).map((r) => ({ timeMs: Date.parse(r.time), replicas: r.replicas })),
+      rolloutInProgress: !!m.status?.targetRevision,
+      nowMs: round.timeMs,
+    });
+    autoscalerDesiredReplicas.set({ model: key }, d.desiredReplicas);
+    if (d.inputs) autoscalerTokensPerSecond.set({ model: key }, d.inputs.tokensPerSecond);
+    if (d.inputs?.ttftP95Ms != null) autoscalerTtftP95.set({ model: key }, d.inputs.ttftP95Ms / 1000);
+    let lastScaleTime = prev?.lastScaleTime;
+    if (d.desiredReplicas !== current) {
+      await this.kube.mergePatch(this.modelPath(m, '/scale'), { spec: { replicas: d.desiredReplicas } });
+      lastScaleTime = new Date(round.timeMs).toISOString();
+      const up = d.desiredReplicas > current;
+      this.log('scaled', { model: key, from: current, to: d.desiredReplicas, reason: d.reason });
+      await this.events.record(m, 'Normal', up ? 'ScaledUp' : 'ScaledDown', `${current} -> ${d.desiredReplicas} replicas: ${d.reason}`);
+    }
+    await this.kube.mergePatch(this.modelPath(m, '/status'), { status: { autoscaler: this.status(d, lastScaleTime) } });
+  }
+
+  /** A merge patch of status.autoscaler: null removes a field an older decision had set. */
+  private status(d: Decision, lastScaleTime: string | undefined): { [K in keyof AutoscalerStatus]-?: AutoscalerStatus[K] | null } {
+    return {
+      desiredReplicas: d.desiredReplicas,
+      tokensPerSecond: d.inputs ? round1(d.inputs.tokensPerSecond) : null,
+      ttftP95Ms: d.inputs?.ttftP95Ms != null ? round1(d.inputs.ttftP95Ms) : null,
+      waitingRequests: d.inputs ? round1(d.inputs.waitingRequests) : null,
+      lastScaleTime: lastScaleTime ?? null,
+      reason: d.reason,
+      recommendations: d.history.map((h) => ({ time: new Date(h.timeMs).toISOString(), replicas: h.replicas })),
+    };
+  }
+}
