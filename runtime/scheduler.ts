@@ -270,10 +270,22 @@ export class Scheduler {
       this.wake();
       this.wake = undefined;
     }
-    this.loop ??= this.run().finally(() => {
-      this.loop = undefined;
-      if (this.waiting.length > 0) this.kick();
-    });
+    this.loop ??= this.run()
+      .catch((e: Error) => this.failAll(e))
+      .finally(() => {
+        this.loop = undefined;
+        if (this.waiting.length > 0) this.kick();
+      });
+  }
+
+  /** A bug surfaced in the loop: fail every request rather than leave clients waiting forever. */
+  private failAll(error: Error): void {
+    const all = [...this.running, ...this.waiting];
+    this.running = [];
+    this.waiting.length = 0;
+    for (const t of all) this.finish(t, 'error', error);
+    this.reportState();
+    this.notifyIfIdle();
   }
 
   private abort(t: Tracked): void {

@@ -5,7 +5,7 @@
 // lengths) against continuous batching and against the seed's fixed-size batches: p95 TTFT.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
-import { cpus, homedir } from 'node:os';
+import { cpus, homedir, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 
@@ -177,10 +177,10 @@ async function measureMixed(o: Options, progress: Progress): Promise<Record<'con
   return out as Record<'continuous' | 'fixed', LoadSummary>;
 }
 
-function report(o: Options, overhead: OverheadPoint[], mixed: Record<'continuous' | 'fixed', LoadSummary>): string {
+function report(o: Options, overhead: OverheadPoint[], mixed: Record<'continuous' | 'fixed', LoadSummary>, loadAverages: number[]): string {
   const ms = (v: number) => v.toFixed(0);
   const lines = [
-    `Model: ${o.modelPath}; ${cpus().length} cores; max batch size ${o.maxBatchSize}.`,
+    `Model: ${o.modelPath}; ${cpus().length} cores (1-minute load average ${loadAverages.map((l) => l.toFixed(1)).join(' at the start, ')} at the end); max batch size ${o.maxBatchSize}.`,
     '',
     `### HTTP overhead: ${o.promptTokens}-token prompts, ${o.outputTokens} output tokens, all requests at once (best of ${o.repeats})`,
     '',
@@ -231,14 +231,17 @@ async function main(): Promise<void> {
   o.maxBatchSize = Math.max(o.maxBatchSize, ...o.concurrencies);
   const progress = new Progress();
   const t0 = performance.now();
+  // Other work on the machine shows in every figure: the load average is reported with them.
+  const loadAverages = [loadavg()[0]];
   const overhead = await measureOverhead(o, progress);
   const mixed = await measureMixed(o, progress);
+  loadAverages.push(loadavg()[0]);
   progress.done();
-  const markdown = report(o, overhead, mixed);
+  const markdown = report(o, overhead, mixed, loadAverages);
   process.stdout.write(markdown);
   mkdirSync(o.outDir, { recursive: true });
   const json = join(o.outDir, 'server-load.json');
-  writeFileSync(json, `${JSON.stringify({ createdAt: new Date().toISOString(), options: o, overhead, mixed }, null, 2)}\n`);
+  writeFileSync(json, `${JSON.stringify({ createdAt: new Date().toISOString(), options: o, loadAverages, overhead, mixed }, null, 2)}\n`);
   console.error(`wrote ${json}; ${((performance.now() - t0) / 1000).toFixed(0)} s in all`);
 }
 
