@@ -1,6 +1,6 @@
 // Vitest global setup of the `cluster` project: starts one local cluster for the test run and stops it
-// afterwards. With NPUSERVE_CLUSTER_REUSE=1 the tests run against an already running cluster
-// (npm run cluster:up) and leave it running.
+// afterwards. If a cluster is already running (npm run cluster:up), the tests run against it and
+// leave it running; NPUSERVE_CLUSTER_REUSE=0 refuses that instead.
 import type { TestProject } from 'vitest/node';
 import { defaultUpOptions, down, isRunning, readState, up, type ClusterState } from './cluster.js';
 
@@ -12,14 +12,11 @@ declare module 'vitest' {
 
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
   const existing = readState();
-  const reuse = process.env.NPUSERVE_CLUSTER_REUSE === '1';
   if (existing && isRunning(existing)) {
-    if (!reuse) {
-      throw new Error(
-        `a local cluster is already running (${existing.server}): stop it with 'npm run cluster:down', ` +
-          'or set NPUSERVE_CLUSTER_REUSE=1 to run the tests against it',
-      );
+    if (process.env.NPUSERVE_CLUSTER_REUSE === '0') {
+      throw new Error(`a local cluster is already running (${existing.server}) and NPUSERVE_CLUSTER_REUSE=0: stop it with 'npm run cluster:down'`);
     }
+    console.log(`[cluster] using the running cluster at ${existing.server} (state ${existing.dir}); it stays running`);
     project.provide('cluster', existing);
     return async () => undefined;
   }

@@ -71,19 +71,24 @@ export async function createSimulatedNodes(client: KubeClient, prefix: string, f
   return names;
 }
 
-function isReady(node: KubeObject): boolean {
+/**
+ * Ready=True, and the node lifecycle controller has lifted the not-ready taint it puts on new nodes
+ * (with many nodes that lags the condition), so the scheduler will use the node.
+ */
+function isSchedulable(node: KubeObject): boolean {
   const conditions = (node.status as { conditions?: Array<{ type: string; status: string }> } | undefined)?.conditions ?? [];
-  return conditions.some((c) => c.type === 'Ready' && c.status === 'True');
+  const taints = (node.spec as { taints?: Array<{ key: string }> } | undefined)?.taints ?? [];
+  return conditions.some((c) => c.type === 'Ready' && c.status === 'True') && !taints.some((t) => t.key.startsWith('node.kubernetes.io/'));
 }
 
-/** Waits until every named node reports Ready=True. */
+/** Waits until every named node is Ready and schedulable. */
 export async function waitNodesReady(client: KubeClient, names: string[], timeoutMs: number): Promise<void> {
   const wanted = new Set(names);
   await waitFor(
     `${names.length} nodes Ready`,
     async () => {
       const list = await client.list('/api/v1/nodes');
-      const ready = list.items.filter((n) => wanted.has(n.metadata.name ?? '') && isReady(n)).length;
+      const ready = list.items.filter((n) => wanted.has(n.metadata.name ?? '') && isSchedulable(n)).length;
       return ready === wanted.size ? true : undefined;
     },
     timeoutMs,

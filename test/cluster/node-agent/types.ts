@@ -37,6 +37,7 @@ export interface Container {
   env?: EnvVar[];
   envFrom?: EnvFromSource[];
   ports?: Array<{ name?: string; containerPort: number }>;
+  resources?: { limits?: Record<string, string>; requests?: Record<string, string> };
   volumeMounts?: Array<{ name: string; mountPath: string; subPath?: string; readOnly?: boolean }>;
   readinessProbe?: Probe;
   livenessProbe?: Probe;
