@@ -51,6 +51,9 @@ struct Kernels {
   void (*gemm_i8)(const Weight& w, const QuantizedActs& x, int T, float* y, int ldy, int n0, int n1);
   // One token row of length k -> int8 q (padded with zeros to ld) and its scale.
   void (*quantize_row)(const float* x, int k, int ld, int8_t* q, float* scale);
+  // Attention over f32 KV rows: q . k, and out += w * v (n = head_dim).
+  float (*dot_f32)(const float* a, const float* b, int n);
+  void (*axpy_f32)(float w, const float* x, float* y, int n);
 };
 
 struct CpuFeatures {

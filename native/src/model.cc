@@ -312,6 +312,7 @@ void Model::attention(int layer, int T, const std::vector<Sequence*>& tok_seq, c
   const int q_dim = H * hd, kv_dim = c.n_kv_heads * hd, ld = q_dim + 2 * kv_dim;
   const int bt = kv_.block_tokens();
   const float scale = 1.f / std::sqrt((float)hd);
+  const Kernels& kern = *kernels_;
   pool_.parallel_for(T * H, [&](int task, int thread) {
     int t = task / H, h = task % H, kvh = h / group;
     const Sequence* s = tok_seq[t];
@@ -324,9 +325,7 @@ void Model::attention(int layer, int T, const std::vector<Sequence*>& tok_seq, c
     float maxs = -INFINITY;
     for (int j = lo; j <= p; j++) {
       const float* k = kv_.k(layer, s->blocks[j / bt], j % bt) + kvh * hd;
-      float d = 0.f;
-      for (int i = 0; i < hd; i++) d += q[i] * k[i];
-      sc[j - lo] = d * scale;
+      sc[j - lo] = kern.dot_f32(q, k, hd) * scale;
       maxs = std::max(maxs, sc[j - lo]);
     }
     float sum = 0.f;
@@ -336,8 +335,7 @@ void Model::attention(int layer, int T, const std::vector<Sequence*>& tok_seq, c
     std::fill(out, out + hd, 0.f);
     for (int j = lo; j <= p; j++) {
       const float* v = kv_.v(layer, s->blocks[j / bt], j % bt) + kvh * hd;
-      float w = sc[j - lo] * inv;
-      for (int i = 0; i < hd; i++) out[i] += w * v[i];
+      kern.axpy_f32(sc[j - lo] * inv, v, out, hd);
     }
   });
 }

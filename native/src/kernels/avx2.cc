@@ -210,18 +210,64 @@ static void avx2_quantize_row(const float* x, int k, int ld, int8_t* q, float* s
   *scale = amax / 127.f;
 }
 
+static float avx2_dot_f32(const float* a, const float* b, int n) {
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  int i = 0;
+  for (; i + 16 <= n; i += 16) {
+    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
+  }
+  if (i + 8 <= n) {
+    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+    i += 8;
+  }
+  float s = hsum(_mm256_add_ps(acc0, acc1));
+  for (; i < n; i++) s += a[i] * b[i];
+  return s;
+}
+
+static void avx2_axpy_f32(float w, const float* x, float* y, int n) {
+  __m256 wv = _mm256_set1_ps(w);
+  int i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+  for (; i < n; i++) y[i] += w * x[i];
+}
+
 bool avx2_kernels_available() {
   const CpuFeatures& f = cpu_features();
   return f.avx2 && f.fma && f.f16c;
 }
 
-const Kernels kAvx2Kernels = {"avx2", avx2_gemm_f32, avx2_gemm_f16, avx2_gemm_i8, avx2_quantize_row};
+const Kernels kAvx2Kernels = {"avx2", avx2_gemm_f32, avx2_gemm_f16, avx2_gemm_i8, avx2_quantize_row, avx2_dot_f32, avx2_axpy_f32};
 
 }  // namespace npu
 
 #else
 
 namespace npu {
+static float avx2_dot_f32(const float* a, const float* b, int n) {
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  int i = 0;
+  for (; i + 16 <= n; i += 16) {
+    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+    acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
+  }
+  if (i + 8 <= n) {
+    acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+    i += 8;
+  }
+  float s = hsum(_mm256_add_ps(acc0, acc1));
+  for (; i < n; i++) s += a[i] * b[i];
+  return s;
+}
+
+static void avx2_axpy_f32(float w, const float* x, float* y, int n) {
+  __m256 wv = _mm256_set1_ps(w);
+  int i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+  for (; i < n; i++) y[i] += w * x[i];
+}
+
 bool avx2_kernels_available() { return false; }
 const Kernels kAvx2Kernels = kRefKernels;
 }  // namespace npu

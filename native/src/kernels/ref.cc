@@ -62,6 +62,16 @@ static void ref_quantize_row(const float* x, int k, int ld, int8_t* q, float* sc
   *scale = s;
 }
 
-const Kernels kRefKernels = {"scalar", ref_gemm_f32, ref_gemm_f16, ref_gemm_i8, ref_quantize_row};
+static float ref_dot_f32(const float* a, const float* b, int n) {
+  float acc = 0.f;
+  for (int i = 0; i < n; i++) acc += a[i] * b[i];
+  return acc;
+}
+
+static void ref_axpy_f32(float w, const float* x, float* y, int n) {
+  for (int i = 0; i < n; i++) y[i] += w * x[i];
+}
+
+const Kernels kRefKernels = {"scalar", ref_gemm_f32, ref_gemm_f16, ref_gemm_i8, ref_quantize_row, ref_dot_f32, ref_axpy_f32};
 
 }  // namespace npu
