@@ -66,7 +66,7 @@ export async function up(options: UpOptions = defaultUpOptions): Promise<Cluster
     await down({ quiet: true });
   }
   const bin = binDir();
-  checkBinaries(bin);
+  ensureBinaries(bin, log);
   if (options.localNodes > 0 && process.getuid?.() !== 0) {
     throw new Error('local nodes run pods in network namespaces, which needs root: run as root, or pass --local-nodes 0');
   }
@@ -121,6 +121,17 @@ export async function up(options: UpOptions = defaultUpOptions): Promise<Cluster
     const agentLog = agent ? `\nnode agent log:\n${tail(agent.log, 20)}` : '';
     await down({ quiet: true, keepDir: true });
     throw new Error(`${(err as Error).message}${agentLog}\n(logs kept in ${dir}/logs)`);
+  }
+}
+
+/** Builds the upstream binaries on first use (minutes; `test/cluster/build` prints its progress). */
+function ensureBinaries(bin: string, log: (line: string) => void): void {
+  try {
+    checkBinaries(bin);
+  } catch {
+    log(`cluster binaries not built yet: running test/cluster/build (about 10 minutes on 2 cores)`);
+    execFileSync('bash', [path.join(clusterSourceDir, 'build')], { stdio: ['ignore', 'ignore', 'inherit'] });
+    checkBinaries(bin);
   }
 }
 
