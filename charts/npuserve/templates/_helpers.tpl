@@ -25,7 +25,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{/*
-Namespaced calls of the operator (operator/reconcile.ts, events.ts, informer.ts via controller.ts):
+Namespaced calls of the operator (reconcile.ts, events.ts, autoscaler/autoscaler.ts, informer.ts via controller.ts):
 exactly these verbs; test/integration/chart.test.ts checks them against the source.
 */}}
 {{- define "npuserve.namespacedRules" -}}
@@ -34,7 +34,10 @@ exactly these verbs; test/integration/chart.test.ts checks them against the sour
   verbs: [list, watch, patch]
 - apiGroups: [npuserve.io]
   resources: [npumodels/status]
-  verbs: [update]
+  verbs: [update, patch]
+- apiGroups: [npuserve.io]
+  resources: [npumodels/scale]
+  verbs: [patch]
 - apiGroups: [batch]
   resources: [jobs]
   verbs: [create, list, watch]
