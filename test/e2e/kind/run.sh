@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# For users with Docker (not run in this project's CI, which has no container engine): a kind cluster
+# with one worker labelled and patched to look like an NPU node, the npuserve image built and loaded,
+# the chart installed, and the tiny demo model served from the node's /models/tiny.
+#   bash test/e2e/kind/run.sh            # create (or reuse) cluster 'npuserve', install, wait for Ready
+#   kind delete cluster --name npuserve  # remove it
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+cluster="${KIND_CLUSTER:-npuserve}"
+image="npuserve:0.1.0"
+npu_resource="huawei.com/Ascend910"
+for tool in docker kind kubectl helm; do
+  command -v "$tool" >/dev/null || { echo "needs $tool on PATH" >&2; exit 1; }
+done
+
+if ! kind get clusters | grep -qx "$cluster"; then
+  kind create cluster --name "$cluster" --config test/e2e/kind/cluster.yaml --wait 120s
+fi
+kubectl config use-context "kind-$cluster"
+node="$cluster-worker"
+
+# An NPU node without NPUs: the label the operator selects on, and extended-resource capacity that
+# only a device plugin would normally advertise (written through the node's status subresource).
+kubectl label node "$node" accelerator=huawei-Ascend910 --overwrite
+kubectl get --raw /api/v1/nodes/"$node" >/dev/null
+kubectl patch node "$node" --subresource=status --type=json \
+  -p "[{\"op\":\"add\",\"path\":\"/status/capacity/${npu_resource/\//~1}\",\"value\":\"8\"}]"
+
+docker build -t "$image" .
+kind load docker-image "$image" --name "$cluster"
+
+helm upgrade --install npuserve charts/npuserve --namespace npuserve-system --create-namespace \
+  --set image.pullPolicy=Never --set operator.runtimeImagePullPolicy=Never --wait --timeout 180s
+
+# The tiny test model, written by the image itself into the node's /models/tiny (a hostPath).
+kubectl create namespace npuserve-demo --dry-run=client -o yaml | kubectl apply -f -
+kubectl apply -n npuserve-demo -f scripts/demo-artifacts-pvc.yaml
+kubectl delete pod -n npuserve-demo make-test-model --ignore-not-found
+kubectl apply -n npuserve-demo -f - <<YAML
+apiVersion: v1
+kind: Pod
+metadata: {name: make-test-model}
+spec:
+  restartPolicy: Never
+  nodeName: $node
+  securityContext: {runAsUser: 0}
+  containers:
+    - name: make
+      image: $image
+      imagePullPolicy: Never
+      args: [make-test-model, --out, /models/tiny]
+      volumeMounts: [{name: models, mountPath: /models}]
+  volumes: [{name: models, hostPath: {path: /models, type: DirectoryOrCreate}}]
+YAML
+kubectl wait -n npuserve-demo --for=jsonpath='{.status.phase}'=Succeeded pod/make-test-model --timeout=120s
+
+# The demo example pins the local cluster's node label; on kind, select the NPU node instead.
+sed 's#npuserve.io/local-node: "true"#accelerator: huawei-Ascend910#' examples/mistral-tiny.yaml | kubectl apply -n npuserve-demo -f -
+kubectl wait -n npuserve-demo --for=jsonpath='{.status.phase}'=Ready npum/mistral-tiny --timeout=300s
+kubectl get npum -n npuserve-demo
+echo "try: kubectl port-forward -n npuserve-demo svc/mistral-tiny 8000:8000"
