@@ -23,14 +23,14 @@ describe('autoscaling policy on load traces', () => {
 
   it('a 4 s spike (shorter than the panic window) scales up at once and is remembered for the stabilization window', () => {
     const r = replay((s) => (s >= 30 && s < 34 ? 2000 : 300), 200, 1);
-    expect(r.steps).toEqual([[0, 1], [35, 5], [95, 2], [150, 1]]);
+    expect(r.steps).toEqual([[0, 1], [35, 5], [95, 2], [135, 1]]);
     // Scale-down starts only 60 s (scaleDownStabilizationSeconds) after the spike's recommendation.
     expect(r.steps[2]![0] - r.steps[1]![0]).toBeGreaterThanOrEqual(targets.scaleDownStabilizationSeconds);
   });
 
   it('a slow ramp from 100 to 1600 tokens/s adds replicas one by one as usage passes the target, without overshoot or scale-down', () => {
     const r = replay((s) => 100 + s * 5, 300, 1);
-    expect(r.steps).toEqual([[0, 1], [75, 2], [175, 3], [270, 4]]);
+    expect(r.steps).toEqual([[0, 1], [75, 2], [160, 3], [250, 4]]);
     expect(r.sloViolationSeconds).toBeLessThanOrEqual(10);
   });
 
@@ -53,7 +53,7 @@ describe('autoscaling policy on load traces', () => {
   });
 
   it('sustained lower load scales 4 -> 1 only after the stabilization window, one recommendation at a time', () => {
-    expect(replay((s) => (s < 100 ? 1500 : 100), 300, 4).steps).toEqual([[0, 4], [170, 3], [185, 2], [205, 1]]);
+    expect(replay((s) => (s < 100 ? 1500 : 100), 300, 4).steps).toEqual([[0, 4], [165, 3], [175, 2], [190, 1]]);
   });
 });
 

@@ -172,6 +172,28 @@ function windowStats(rounds: ScrapeRound[], nowMs: number, windowMs: number): Wi
   };
 }
 
+/**
+ * Tokens/s over the window as Knative weighs its windows: per scrape interval, each older interval
+ * weighing (1 - 2 / (n + 1)) less than the next of n, so a ramp is seen without waiting half a window.
+ */
+function weightedTokensPerSecond(rounds: ScrapeRound[], nowMs: number, windowMs: number): number | null {
+  const inside = rounds.filter((r) => r.timeMs >= nowMs - windowMs && r.timeMs <= nowMs);
+  const decay = 1 - 2 / inside.length;
+  let sum = 0;
+  let weights = 0;
+  let weight = 1;
+  for (let i = inside.length - 1; i > 0; i--) {
+    const [a, b] = [inside[i - 1]!, inside[i]!];
+    const interval = windowStats([a, b], b.timeMs, b.timeMs - a.timeMs);
+    if (interval) {
+      sum += weight * interval.tokensPerSecond * (b.timeMs - a.timeMs);
+      weights += weight * (b.timeMs - a.timeMs);
+    }
+    weight *= decay;
+  }
+  return weights > 0 ? sum / weights : null;
+}
+
 /** Requests in flight per round, pods without metrics assumed at the reporting pods' mean; averaged over rounds. */
 function meanInFlight(rounds: ScrapeRound[]): number {
   let sum = 0;
@@ -256,10 +278,10 @@ function latencyTerm(w: WindowStats, current: number, t: AutoscalingTargets): Te
 }
 
 /**
- * The recommendation before stabilization. Throughput is averaged over the stable window, or over the
- * short one in panic (short-window demand at 2x the ready replicas); the queue and latency are read
- * over the short window too, as they tell what is happening now, and the stable window's queue term
- * keeps a backlog in view between scrapes.
+ * The recommendation before stabilization: the most any signal asks for. The stable window (weighted
+ * towards its newest intervals) carries throughput and the backlog; the short window adds what is
+ * happening now: throughput, queue and latency. Panic (short-window demand at 2x the ready replicas)
+ * is named in the reason; scale-down only ever follows the stabilized history.
  */
 function recommend(stable: WindowStats, short: WindowStats | null, current: number, ready: number, t: AutoscalingTargets): { replicas: number; reason: string; panic: boolean } {
   const candidates = [tokensTerm(stable, current, t), queueTerm(stable, current, t)];
@@ -269,7 +291,9 @@ function recommend(stable: WindowStats, short: WindowStats | null, current: numb
     const shortQueue = queueTerm(short, current, t);
     panic = Math.max(shortTokens.replicas, shortQueue.replicas) >= PANIC_THRESHOLD * Math.max(ready, 1);
     candidates.push(shortQueue, latencyTerm(short, current, t));
-    if (panic) candidates.push(shortTokens);
+    // Scale-up follows the newest throughput at once (the HPA does not stabilize scale-up), except
+    // while the queue shrinks: then pods serve the backlog too, and that is not demand.
+    if (panic || short.waiting >= short.waitingAtStart) candidates.push(shortTokens);
   }
   const replicas = Math.max(...candidates.map((c) => c.replicas));
   // Per kind of signal, the window asking for most; the stable tokens term when none asks for more.
@@ -292,7 +316,8 @@ const clamp = (n: number, t: AutoscalingTargets) => Math.min(t.maxReplicas, Math
 
 export function decide(input: PolicyInput): Decision {
   const { currentReplicas: current, readyReplicas: ready, targets: t, nowMs } = input;
-  const stable = windowStats(input.rounds, nowMs, STABLE_WINDOW_MS);
+  const whole = windowStats(input.rounds, nowMs, STABLE_WINDOW_MS);
+  const stable = whole && { ...whole, tokensPerSecond: weightedTokensPerSecond(input.rounds, nowMs, STABLE_WINDOW_MS) ?? whole.tokensPerSecond };
   const downWindowMs = t.scaleDownStabilizationSeconds * 1000;
   if (!stable) {
     const held = clamp(current, t);
