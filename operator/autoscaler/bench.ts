@@ -54,7 +54,7 @@ export function hpaPolicy(targetInFlightPerPod: number): Policy {
 const neededReplicas = (s: Second) => Math.ceil(s.demandTokensPerSecond / targets.targetTokensPerSecondPerReplica);
 
 function chart(runs: Array<{ name: string; color: string; seconds: Second[] }>): string {
-  const [w, h, left, right, top, bottom] = [960, 420, 50, 20, 30, 90];
+  const [w, h, left, right, top, bottom] = [960, 470, 50, 20, 30, 140];
   const maxY = targets.maxReplicas + 1;
   const x = (s: number) => left + (s / DURATION_SECONDS) * (w - left - right);
   const y = (r: number) => top + (1 - r / maxY) * (h - top - bottom);
@@ -75,7 +75,7 @@ function chart(runs: Array<{ name: string; color: string; seconds: Second[] }>):
     for (const s of run.seconds) if (s.ttftSeconds > targets.ttftP95TargetMs / 1000) parts.push(`<rect x="${x(s.second).toFixed(1)}" y="${rowY}" width="${Math.max(1, x(1) - x(0)).toFixed(1)}" height="10" fill="${run.color}"/>`);
   });
   const legend = [['#ddd', 'replicas the demand needs (demand / 400 tokens/s)'], ...runs.map((r) => [r.color, `${r.name} replicas; bars below: seconds with TTFT over 0.8 s`])];
-  legend.forEach(([color, text], i) => parts.push(`<rect x="${left + 10}" y="${top + 6 + i * 16}" width="12" height="10" fill="${color}"/><text x="${left + 28}" y="${top + 15 + i * 16}">${text}</text>`));
+  legend.forEach(([color, text], i) => parts.push(`<rect x="${left}" y="${h - bottom + 70 + i * 16}" width="12" height="10" fill="${color}"/><text x="${left + 18}" y="${h - bottom + 79 + i * 16}">${text}</text>`));
   parts.push('</svg>');
   return parts.join('\n');
 }
