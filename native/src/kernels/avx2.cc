@@ -147,6 +147,45 @@ static void gemm_i8_rowmajor(const Weight& w, const QuantizedActs& x, int T, flo
   }
 }
 
+// One group of 16 channels against TB tokens; TB is a template argument so the 2 x TB accumulators
+// stay in registers (a runtime token count made the compiler keep them in memory).
+template <int TB>
+static inline void i8_group(const int8_t* wg, int K4, const QuantizedActs& x, int t0, __m256 s0, __m256 s1, float* y,
+                            int ldy, int g0, int valid) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256i acc[TB][2];
+  for (int j = 0; j < TB; j++) acc[j][0] = acc[j][1] = _mm256_setzero_si256();
+  const int8_t* xr[TB];
+  for (int j = 0; j < TB; j++) xr[j] = x.q + (size_t)(t0 + j) * x.ld;
+  for (int k4 = 0; k4 < K4; k4++) {
+    __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wg + (size_t)k4 * 64));
+    __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wg + (size_t)k4 * 64 + 32));
+    for (int j = 0; j < TB; j++) {
+      int32_t xs;
+      std::memcpy(&xs, xr[j] + k4 * kPackK, 4);
+      __m256i xv = _mm256_set1_epi32(xs);
+      __m256i ax = _mm256_abs_epi8(xv);
+      acc[j][0] = _mm256_add_epi32(acc[j][0], _mm256_madd_epi16(_mm256_maddubs_epi16(ax, _mm256_sign_epi8(w0, xv)), ones));
+      acc[j][1] = _mm256_add_epi32(acc[j][1], _mm256_madd_epi16(_mm256_maddubs_epi16(ax, _mm256_sign_epi8(w1, xv)), ones));
+    }
+  }
+  for (int j = 0; j < TB; j++) {
+    __m256 xs = _mm256_set1_ps(x.scale[t0 + j]);
+    __m256 y0 = _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(acc[j][0]), xs), s0);
+    __m256 y1 = _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(acc[j][1]), xs), s1);
+    float* yt = y + (size_t)(t0 + j) * ldy + g0;
+    if (valid == kPackRows) {
+      _mm256_storeu_ps(yt, y0);
+      _mm256_storeu_ps(yt + 8, y1);
+    } else {
+      alignas(32) float tmp[kPackRows];
+      _mm256_store_ps(tmp, y0);
+      _mm256_store_ps(tmp + 8, y1);
+      std::memcpy(yt, tmp, sizeof(float) * valid);
+    }
+  }
+}
+
 static void gemm_i8_packed(const Weight& w, const QuantizedActs& x, int T, float* y, int ldy, int n0, int n1) {
   const int K4 = w.padded_cols() / kPackK;
   const int8_t* data = static_cast<const int8_t*>(w.data);
@@ -154,30 +193,13 @@ static void gemm_i8_packed(const Weight& w, const QuantizedActs& x, int T, float
     const int8_t* wg = data + (size_t)(g0 / kPackRows) * K4 * kPackRows * kPackK;
     int valid = std::min(kPackRows, n1 - g0);
     __m256 s0 = _mm256_loadu_ps(w.scales + g0), s1 = _mm256_loadu_ps(w.scales + g0 + 8);
-    for (int t0 = 0; t0 < T; t0 += kTokenBlock) {
-      int tb = std::min(kTokenBlock, T - t0);
-      __m256i acc[kTokenBlock][2];
-      for (int j = 0; j < kTokenBlock; j++) acc[j][0] = acc[j][1] = _mm256_setzero_si256();
-      for (int k4 = 0; k4 < K4; k4++) {
-        __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wg + (size_t)k4 * 64));
-        __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wg + (size_t)k4 * 64 + 32));
-        for (int j = 0; j < tb; j++) {
-          int32_t xs;
-          std::memcpy(&xs, x.q + (size_t)(t0 + j) * x.ld + k4 * kPackK, 4);
-          __m256i xv = _mm256_set1_epi32(xs);
-          acc[j][0] = dot_s8(xv, w0, acc[j][0]);
-          acc[j][1] = dot_s8(xv, w1, acc[j][1]);
-        }
-      }
-      for (int j = 0; j < tb; j++) {
-        __m256 xs = _mm256_set1_ps(x.scale[t0 + j]);
-        __m256 y0 = _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(acc[j][0]), xs), s0);
-        __m256 y1 = _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(acc[j][1]), xs), s1);
-        alignas(32) float tmp[kPackRows];
-        _mm256_store_ps(tmp, y0);
-        _mm256_store_ps(tmp + 8, y1);
-        std::memcpy(y + (size_t)(t0 + j) * ldy + g0, tmp, sizeof(float) * valid);
-      }
+    int t0 = 0;
+    for (; t0 + kTokenBlock <= T; t0 += kTokenBlock) i8_group<kTokenBlock>(wg, K4, x, t0, s0, s1, y, ldy, g0, valid);
+    switch (T - t0) {
+      case 3: i8_group<3>(wg, K4, x, t0, s0, s1, y, ldy, g0, valid); break;
+      case 2: i8_group<2>(wg, K4, x, t0, s0, s1, y, ldy, g0, valid); break;
+      case 1: i8_group<1>(wg, K4, x, t0, s0, s1, y, ldy, g0, valid); break;
+      default: break;
     }
   }
 }
