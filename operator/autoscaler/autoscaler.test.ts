@@ -1,0 +1,85 @@
+// The autoscaling loop against a recording API client and a real HTTP /metrics endpoint: what it
+// writes through the scale subresource, into status.autoscaler and as an Event.
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { parseOperatorConfig } from '../config.js';
+import { EventRecorder } from '../events.js';
+import type { Kube } from '../kube.js';
+import type { World } from '../reconcile.js';
+import type { KubeObject, NPUModel } from '../types.js';
+import { Autoscaler } from './autoscaler.js';
+
+let tokens = 0;
+let server: Server;
+let port: number;
+
+function exposition(): string {
+  return [
+    '# TYPE npuserve_generation_tokens_total counter',
+    `npuserve_generation_tokens_total{model="tiny"} ${tokens}`,
+    `npuserve_requests_total{model="tiny",finish_reason="length"} ${tokens / 100}`,
+    'npuserve_requests_waiting{model="tiny"} 0',
+    'npuserve_requests_running{model="tiny"} 4',
+    'npuserve_time_to_first_token_seconds_bucket{model="tiny",le="0.1"} 0',
+    'npuserve_time_to_first_token_seconds_bucket{model="tiny",le="+Inf"} 0',
+  ].join('\n');
+}
+
+beforeAll(async () => {
+  server = createServer((req, res) => res.end(req.url === '/metrics' ? exposition() : ''));
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  port = (server.address() as AddressInfo).port;
+});
+
+afterAll(() => new Promise<void>((r) => server.close(() => r())));
+
+const fakeInformer = <T extends KubeObject>(items: T[]) => ({
+  get: (key: string) => items.find((o) => `${o.metadata.namespace}/${o.metadata.name}` === key),
+  list: (filter?: (o: T) => boolean) => (filter ? items.filter(filter) : items),
+});
+
+describe('Autoscaler', () => {
+  it('scales up through /scale, records the decision in status.autoscaler and a ScaledUp Event', async () => {
+    const model: NPUModel = {
+      apiVersion: 'npuserve.io/v1alpha1',
+      kind: 'NPUModel',
+      metadata: { name: 'tiny', namespace: 'ns', uid: 'u1' },
+      spec: { source: { uri: 'file:///m' }, replicas: 1, service: { port }, autoscaling: { minReplicas: 1, maxReplicas: 4, targetTokensPerSecondPerReplica: 400 } },
+    };
+    const pod = {
+      metadata: { name: 'tiny-a', namespace: 'ns', labels: { 'app.kubernetes.io/instance': 'tiny', 'app.kubernetes.io/component': 'server' } },
+      status: { podIP: '127.0.0.1', conditions: [{ type: 'Ready', status: 'True' }] },
+    };
+    const world = { models: fakeInformer([model]), pods: fakeInformer([pod]) } as unknown as World;
+    const calls: Array<{ path: string; body: any }> = [];
+    const kube = {
+      mergePatch: async (path: string, body: unknown) => calls.push({ path, body }),
+      create: async (path: string, body: unknown) => calls.push({ path, body }),
+    } as unknown as Kube;
+    const cfg = parseOperatorConfig(['--scrape-interval-seconds', '1']);
+    const autoscaler = new Autoscaler(kube, world, cfg, new EventRecorder(kube, 'test', () => {}), () => {});
+
+    await autoscaler.pass();
+    expect(calls.map((c) => c.path)).toEqual(['/apis/npuserve.io/v1alpha1/namespaces/ns/npumodels/tiny/status']);
+    expect(calls[0]!.body.status.autoscaler).toMatchObject({ desiredReplicas: 1, reason: 'no metrics yet: holding replicas', tokensPerSecond: null });
+
+    // ~4000 tokens/s for 0.5 s: 10 x the 400 target of the one replica -> panic, up to maxReplicas at once
+    tokens += 2000;
+    await new Promise((r) => setTimeout(r, 500));
+    calls.length = 0;
+    await autoscaler.pass();
+    const scale = calls.find((c) => c.path.endsWith('/scale'));
+    expect(scale?.path).toBe('/apis/npuserve.io/v1alpha1/namespaces/ns/npumodels/tiny/scale');
+    expect(scale?.body).toEqual({ spec: { replicas: 4 } });
+    const event = calls.find((c) => c.path === '/api/v1/namespaces/ns/events')?.body;
+    expect(event).toMatchObject({ reason: 'ScaledUp', type: 'Normal', involvedObject: { kind: 'NPUModel', name: 'tiny' } });
+    expect(event.message).toMatch(/^1 -> 4 replicas: panic: tokens\/s \d+ > 1 x 400 target/);
+    const status = calls.find((c) => c.path.endsWith('/status'))?.body.status.autoscaler;
+    expect(status).toMatchObject({ desiredReplicas: 4, waitingRequests: 0 });
+    expect(status.tokensPerSecond).toBeGreaterThan(1600);
+    expect(status.lastScaleTime).toMatch(/^\d{4}-\d\d-\d\dT/);
+    expect(status.recommendations).toEqual([{ time: status.lastScaleTime, replicas: 4 }]);
+  });
+});
