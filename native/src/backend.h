@@ -51,9 +51,10 @@ struct Kernels {
   void (*gemm_i8)(const Weight& w, const QuantizedActs& x, int T, float* y, int ldy, int n0, int n1);
   // One token row of length k -> int8 q (padded with zeros to ld) and its scale.
   void (*quantize_row)(const float* x, int k, int ld, int8_t* q, float* scale);
-  // Attention over f32 KV rows: q . k, and out += w * v (n = head_dim).
-  float (*dot_f32)(const float* a, const float* b, int n);
-  void (*axpy_f32)(float w, const float* x, float* y, int n);
+  // Attention over n f32 KV rows of head_dim hd, ld floats apart (one KV block):
+  // scores[j] = scale * (q . k_j), and out += sum_j w[j] v_j.
+  void (*attn_scores)(const float* q, const float* k, size_t ld, int n, int hd, float scale, float* scores);
+  void (*attn_values)(const float* w, const float* v, size_t ld, int n, int hd, float* out);
 };
 
 struct CpuFeatures {

@@ -322,20 +322,23 @@ void Model::attention(int layer, int T, const std::vector<Sequence*>& tok_seq, c
     std::vector<float>& sc = scores_[thread];
     sc.resize(p - lo + 1);
     const float* q = qkv_.data() + (size_t)t * ld + h * hd;
-    float maxs = -INFINITY;
-    for (int j = lo; j <= p; j++) {
-      const float* k = kv_.k(layer, s->blocks[j / bt], j % bt) + kvh * hd;
-      sc[j - lo] = kern.dot_f32(q, k, hd) * scale;
-      maxs = std::max(maxs, sc[j - lo]);
+    // Scores block by block: keys j in [lo, p] live in blocks of bt consecutive rows.
+    for (int j = lo; j <= p;) {
+      int n = std::min(bt - j % bt, p + 1 - j);
+      kern.attn_scores(q, kv_.k(layer, s->blocks[j / bt], j % bt) + kvh * hd, kv_dim, n, hd, scale, sc.data() + (j - lo));
+      j += n;
     }
+    float maxs = *std::max_element(sc.begin(), sc.end());
     float sum = 0.f;
     for (float& v : sc) sum += v = std::exp(v - maxs);
     float inv = 1.f / sum;
+    for (float& v : sc) v *= inv;
     float* out = attn_.data() + (size_t)t * q_dim + h * hd;
     std::fill(out, out + hd, 0.f);
-    for (int j = lo; j <= p; j++) {
-      const float* v = kv_.v(layer, s->blocks[j / bt], j % bt) + kvh * hd;
-      kern.axpy_f32(sc[j - lo] * inv, v, out, hd);
+    for (int j = lo; j <= p;) {
+      int n = std::min(bt - j % bt, p + 1 - j);
+      kern.attn_values(sc.data() + (j - lo), kv_.v(layer, s->blocks[j / bt], j % bt) + kvh * hd, kv_dim, n, hd, out);
+      j += n;
     }
   });
 }

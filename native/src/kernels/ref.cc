@@ -62,16 +62,19 @@ static void ref_quantize_row(const float* x, int k, int ld, int8_t* q, float* sc
   *scale = s;
 }
 
-static float ref_dot_f32(const float* a, const float* b, int n) {
-  float acc = 0.f;
-  for (int i = 0; i < n; i++) acc += a[i] * b[i];
-  return acc;
+static void ref_attn_scores(const float* q, const float* k, size_t ld, int n, int hd, float scale, float* scores) {
+  for (int j = 0; j < n; j++) {
+    float acc = 0.f;
+    for (int i = 0; i < hd; i++) acc += q[i] * k[j * ld + i];
+    scores[j] = acc * scale;
+  }
 }
 
-static void ref_axpy_f32(float w, const float* x, float* y, int n) {
-  for (int i = 0; i < n; i++) y[i] += w * x[i];
+static void ref_attn_values(const float* w, const float* v, size_t ld, int n, int hd, float* out) {
+  for (int j = 0; j < n; j++)
+    for (int i = 0; i < hd; i++) out[i] += w[j] * v[j * ld + i];
 }
 
-const Kernels kRefKernels = {"scalar", ref_gemm_f32, ref_gemm_f16, ref_gemm_i8, ref_quantize_row, ref_dot_f32, ref_axpy_f32};
+const Kernels kRefKernels = {"scalar", ref_gemm_f32, ref_gemm_f16, ref_gemm_i8, ref_quantize_row, ref_attn_scores, ref_attn_values};
 
 }  // namespace npu
