@@ -68,38 +68,70 @@ static void gemm_rowmajor(const Weight& w, const float* x, int ldx, int T, float
   }
 }
 
-// Packed16: per group of 16 channels, per k one broadcast of x against 16 weights.
+// Packed16: per group of 16 channels, per k one broadcast of x against 16 weights. TB tokens share
+// each weight load; with one token, two k steps run in separate accumulators so the loop is not
+// bound by the FMA latency of a single dependency chain.
+template <bool kHalf, int TB>
+static inline void packed_group(const void* wd, size_t base, int K, const float* x, int ldx, int t0, float* y, int ldy,
+                                int g0, int valid) {
+  constexpr int kChains = TB == 1 ? 2 : 1;
+  __m256 acc[kChains][TB][2];
+  for (int c = 0; c < kChains; c++)
+    for (int j = 0; j < TB; j++) acc[c][j][0] = acc[c][j][1] = _mm256_setzero_ps();
+  const float* xr[TB];
+  for (int j = 0; j < TB; j++) xr[j] = x + (size_t)(t0 + j) * ldx;
+  int k = 0;
+  for (; k + kChains <= K; k += kChains) {
+    for (int c = 0; c < kChains; c++) {
+      __m256 w0 = load8<kHalf>(wd, base + (size_t)(k + c) * kPackRows);
+      __m256 w1 = load8<kHalf>(wd, base + (size_t)(k + c) * kPackRows + 8);
+      for (int j = 0; j < TB; j++) {
+        __m256 xb = _mm256_broadcast_ss(xr[j] + k + c);
+        acc[c][j][0] = _mm256_fmadd_ps(xb, w0, acc[c][j][0]);
+        acc[c][j][1] = _mm256_fmadd_ps(xb, w1, acc[c][j][1]);
+      }
+    }
+  }
+  for (; k < K; k++) {
+    __m256 w0 = load8<kHalf>(wd, base + (size_t)k * kPackRows);
+    __m256 w1 = load8<kHalf>(wd, base + (size_t)k * kPackRows + 8);
+    for (int j = 0; j < TB; j++) {
+      __m256 xb = _mm256_broadcast_ss(xr[j] + k);
+      acc[0][j][0] = _mm256_fmadd_ps(xb, w0, acc[0][j][0]);
+      acc[0][j][1] = _mm256_fmadd_ps(xb, w1, acc[0][j][1]);
+    }
+  }
+  for (int j = 0; j < TB; j++) {
+    for (int c = 1; c < kChains; c++) {
+      acc[0][j][0] = _mm256_add_ps(acc[0][j][0], acc[c][j][0]);
+      acc[0][j][1] = _mm256_add_ps(acc[0][j][1], acc[c][j][1]);
+    }
+    float* yt = y + (size_t)(t0 + j) * ldy + g0;
+    if (valid == kPackRows) {
+      _mm256_storeu_ps(yt, acc[0][j][0]);
+      _mm256_storeu_ps(yt + 8, acc[0][j][1]);
+    } else {
+      alignas(32) float tmp[kPackRows];
+      _mm256_store_ps(tmp, acc[0][j][0]);
+      _mm256_store_ps(tmp + 8, acc[0][j][1]);
+      std::memcpy(yt, tmp, sizeof(float) * valid);
+    }
+  }
+}
+
 template <bool kHalf>
 static void gemm_packed(const Weight& w, const float* x, int ldx, int T, float* y, int ldy, int n0, int n1) {
   const int K = w.cols;
   for (int g0 = n0; g0 < n1; g0 += kPackRows) {
     size_t base = (size_t)(g0 / kPackRows) * K * kPackRows;
     int valid = std::min(kPackRows, n1 - g0);
-    for (int t0 = 0; t0 < T; t0 += kTokenBlock) {
-      int tb = std::min(kTokenBlock, T - t0);
-      __m256 acc[kTokenBlock][2];
-      for (int j = 0; j < kTokenBlock; j++) acc[j][0] = acc[j][1] = _mm256_setzero_ps();
-      for (int k = 0; k < K; k++) {
-        __m256 w0 = load8<kHalf>(w.data, base + (size_t)k * kPackRows);
-        __m256 w1 = load8<kHalf>(w.data, base + (size_t)k * kPackRows + 8);
-        for (int j = 0; j < tb; j++) {
-          __m256 xb = _mm256_broadcast_ss(x + (size_t)(t0 + j) * ldx + k);
-          acc[j][0] = _mm256_fmadd_ps(xb, w0, acc[j][0]);
-          acc[j][1] = _mm256_fmadd_ps(xb, w1, acc[j][1]);
-        }
-      }
-      for (int j = 0; j < tb; j++) {
-        float* yt = y + (size_t)(t0 + j) * ldy + g0;
-        if (valid == kPackRows) {
-          _mm256_storeu_ps(yt, acc[j][0]);
-          _mm256_storeu_ps(yt + 8, acc[j][1]);
-        } else {
-          alignas(32) float tmp[kPackRows];
-          _mm256_store_ps(tmp, acc[j][0]);
-          _mm256_store_ps(tmp + 8, acc[j][1]);
-          std::memcpy(yt, tmp, sizeof(float) * valid);
-        }
-      }
+    int t0 = 0;
+    for (; t0 + kTokenBlock <= T; t0 += kTokenBlock) packed_group<kHalf, kTokenBlock>(w.data, base, K, x, ldx, t0, y, ldy, g0, valid);
+    switch (T - t0) {
+      case 3: packed_group<kHalf, 3>(w.data, base, K, x, ldx, t0, y, ldy, g0, valid); break;
+      case 2: packed_group<kHalf, 2>(w.data, base, K, x, ldx, t0, y, ldy, g0, valid); break;
+      case 1: packed_group<kHalf, 1>(w.data, base, K, x, ldx, t0, y, ldy, g0, valid); break;
+      default: break;
     }
   }
 }
