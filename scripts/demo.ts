@@ -73,7 +73,9 @@ async function waitReady(client: KubeClient): Promise<Model> {
   for (;;) {
     const m = await client.get<Model>(`/apis/npuserve.io/v1alpha1/namespaces/${namespace}/npumodels/${modelName}`).catch(() => undefined);
     const s = m?.status;
-    const progressing = s?.conditions?.find((c) => c.type === 'Progressing');
+    // Pending says why in Converted (conversion pod) or Available (serving pod); otherwise Progressing says what runs.
+    const why = s?.phase === 'Pending' ? s.conditions?.find((c) => (c.type === 'Converted' || c.type === 'Available') && c.status === 'False' && /Unschedulable|pending/.test(c.message ?? '')) : undefined;
+    const progressing = why ?? s?.conditions?.find((c) => c.type === 'Progressing');
     const line = `phase ${s?.phase ?? '(none yet)'}${progressing?.message ? ` - ${progressing.message}` : ''}`;
     if (line !== last) console.log(`  [${seconds()}] ${line}`);
     last = line;
