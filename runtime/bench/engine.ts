@@ -91,7 +91,7 @@ const now = () => performance.now() / 1000;
 
 async function runNpuserve(file: string, model: string, precision: string, plan: BenchPlan): Promise<TargetResult> {
   const maxBatch = Math.max(...plan.batchSizes);
-  const engine = await Engine.load(file, { threads: plan.threads, maxSeqLen: plan.promptTokens + plan.decodeTokens + 64, kvCacheTokens: (plan.promptTokens + 64) * Math.max(2, maxBatch) });
+  const engine = await Engine.load(file, { threads: plan.threads, maxSeqLen: plan.promptTokens + plan.decodeTokens + 64, kvCacheTokens: Math.max(2 * (plan.promptTokens + 64), maxBatch * (plan.decodeTokens + 64)) });
   const vocab = engine.metadata.config.vocabSize;
   const prompt = benchTokens(plan.promptTokens, vocab, 1);
 

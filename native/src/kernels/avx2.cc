@@ -192,13 +192,14 @@ static inline void i8_group(const int8_t* wg, int K4, const QuantizedActs& x, in
   for (int k4 = 0; k4 < K4; k4++) {
     __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wg + (size_t)k4 * 64));
     __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wg + (size_t)k4 * 64 + 32));
+    // |w| (u8) times x with w's sign moved onto it: the abs is shared by the TB tokens.
+    __m256i aw0 = _mm256_abs_epi8(w0), aw1 = _mm256_abs_epi8(w1);
     for (int j = 0; j < TB; j++) {
       int32_t xs;
       std::memcpy(&xs, xr[j] + k4 * kPackK, 4);
       __m256i xv = _mm256_set1_epi32(xs);
-      __m256i ax = _mm256_abs_epi8(xv);
-      acc[j][0] = _mm256_add_epi32(acc[j][0], _mm256_madd_epi16(_mm256_maddubs_epi16(ax, _mm256_sign_epi8(w0, xv)), ones));
-      acc[j][1] = _mm256_add_epi32(acc[j][1], _mm256_madd_epi16(_mm256_maddubs_epi16(ax, _mm256_sign_epi8(w1, xv)), ones));
+      acc[j][0] = _mm256_add_epi32(acc[j][0], _mm256_madd_epi16(_mm256_maddubs_epi16(aw0, _mm256_sign_epi8(xv, w0)), ones));
+      acc[j][1] = _mm256_add_epi32(acc[j][1], _mm256_madd_epi16(_mm256_maddubs_epi16(aw1, _mm256_sign_epi8(xv, w1)), ones));
     }
   }
   for (int j = 0; j < TB; j++) {
