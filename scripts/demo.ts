@@ -64,7 +64,8 @@ async function applyModel(state: ClusterState): Promise<void> {
 }
 
 interface Model extends KubeObject {
-  status?: { phase?: string; observedGeneration?: number; readyReplicas?: number; endpoint?: string; conditions?: Array<{ type: string; status: string; reason?: string; message?: string }> };
+  spec: { precision: string };
+  status?: { phase?: string; observedGeneration?: number; currentRevision?: { precision: string }; readyReplicas?: number; endpoint?: string; conditions?: Array<{ type: string; status: string; reason?: string; message?: string }> };
 }
 
 async function waitReady(client: KubeClient): Promise<Model> {
@@ -79,7 +80,8 @@ async function waitReady(client: KubeClient): Promise<Model> {
     const line = `phase ${s?.phase ?? '(none yet)'}${progressing?.message ? ` - ${progressing.message}` : ''}`;
     if (line !== last) console.log(`  [${seconds()}] ${line}`);
     last = line;
-    if (m && s?.phase === 'Ready' && s.observedGeneration === m.metadata.generation) return m;
+    // Ready with the example's precision: a model changed by hand earlier must roll back first.
+    if (m && s?.phase === 'Ready' && s.observedGeneration === m.metadata.generation && s.currentRevision?.precision === m.spec.precision) return m;
     if (s?.phase === 'Failed') throw new Error(`${modelName} failed: ${JSON.stringify(s.conditions, null, 2)}`);
     if (Date.now() > deadline) throw new Error(`${modelName} not Ready after ${readyTimeoutMs / 1000} s; see kubectl describe npum ${modelName} -n ${namespace}`);
     await new Promise((r) => setTimeout(r, 1000));
