@@ -7,12 +7,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseAllDocuments } from 'yaml';
+import { parse as parseYaml, parseAllDocuments } from 'yaml';
 
 import { renderCrdReference } from '../../scripts/crd-docs.js';
 import { localNodeLabel, startServiceProxy } from '../cluster/helpers.js';
 import type { KubeClient } from '../cluster/kube-client.js';
-import { cluster, crdPath, kubeClient, kubectl, modelNamespace, npuModel, repoRoot, waitFor, waitForPhase } from './operator-harness.js';
+import { applyCrd, cluster, crdPath, kubeClient, kubectl, modelNamespace, npuModel, repoRoot, waitFor, waitForPhase } from './operator-harness.js';
 
 const chartDir = join(repoRoot, 'charts', 'npuserve');
 const operatorDir = join(repoRoot, 'operator');
@@ -196,6 +196,17 @@ describe('RBAC is exactly what the operator calls', () => {
     expect(roles.map((r) => r.metadata.namespace).sort()).toEqual(['npuserve-system', 'team-a', 'team-b']);
     expect([...new Set([...grants(roles.flatMap((r) => r.rules!)), ...grants(clusterRole.rules!)])].sort()).toEqual([...used].sort());
     expect(docs.find((d) => d.kind === 'Deployment')!.spec.template.spec.containers[0].args).toContain('--namespaces=team-a,team-b');
+  });
+});
+
+describe('examples/', () => {
+  it.each(['mistral-tiny.yaml', 'mistral-7b-int8.yaml'])('%s passes the API server validation of the CRD', async (file) => {
+    await applyCrd();
+    const obj = parseYaml(readFileSync(join(repoRoot, 'examples', file), 'utf8'));
+    delete obj.metadata.namespace;
+    const tmp = join(tmpdir(), `npuserve-example-${process.pid}-${file}`);
+    writeFileSync(tmp, JSON.stringify(obj));
+    expect(await kubectl('apply', '--dry-run=server', '-n', 'default', '-f', tmp)).toMatch(/npumodel\.npuserve\.io\/\S+ created \(server dry run\)/);
   });
 });
 
