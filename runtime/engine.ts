@@ -33,6 +33,7 @@ export interface EngineInfo {
   threads: number;
   weightBytes: number;
   kvCacheBytes: number;
+  kvCacheDtype: 'f32' | 'f16';
   kvBlockTokens: number;
   kvBlocksTotal: number;
   kvBlocksFree: number;
@@ -46,6 +47,8 @@ export interface EngineOptions {
   kvCacheTokens?: number;
   /** Force a kernel set (scalar | avx2); default: the best this CPU supports. */
   kernel?: string;
+  /** KV cache element type (default f32); f16 halves its memory and the bytes attention reads. */
+  kvCacheDtype?: 'f32' | 'f16';
 }
 
 interface NativeEngine {

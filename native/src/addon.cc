@@ -88,6 +88,12 @@ EngineOptions parse_options(const Napi::Object& o) {
   e.kv_block_tokens = int_in(o, "kvBlockTokens", 1, 1024, 16);
   Napi::Value k = o.Get("kernel");
   if (k.IsString()) e.kernel = k.As<Napi::String>().Utf8Value();
+  Napi::Value kv = o.Get("kvCacheDtype");
+  if (kv.IsString()) {
+    std::string d = kv.As<Napi::String>().Utf8Value();
+    if (d != "f32" && d != "f16") throw std::runtime_error("kvCacheDtype '" + d + "': expected f32 or f16");
+    e.kv_f16 = d == "f16";
+  }
   return e;
 }
 
@@ -142,6 +148,7 @@ class Engine : public Napi::ObjectWrap<Engine> {
     o.Set("threads", model_->threads());
     o.Set("weightBytes", (double)model_->weight_bytes());
     o.Set("kvCacheBytes", (double)model_->kv_cache_bytes());
+    o.Set("kvCacheDtype", model_->kv_f16() ? "f16" : "f32");
     o.Set("kvBlockTokens", model_->kv_block_tokens());
     o.Set("kvBlocksTotal", model_->total_kv_blocks());
     o.Set("kvBlocksFree", model_->free_kv_blocks());

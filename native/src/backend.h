@@ -55,6 +55,9 @@ struct Kernels {
   // scores[j] = scale * (q . k_j), and out += sum_j w[j] v_j.
   void (*attn_scores)(const float* q, const float* k, size_t ld, int n, int hd, float scale, float* scores);
   void (*attn_values)(const float* w, const float* v, size_t ld, int n, int hd, float* out);
+  // The same over an f16 KV cache.
+  void (*attn_scores_f16)(const float* q, const uint16_t* k, size_t ld, int n, int hd, float scale, float* scores);
+  void (*attn_values_f16)(const float* w, const uint16_t* v, size_t ld, int n, int hd, float* out);
 };
 
 struct CpuFeatures {

@@ -3,11 +3,11 @@
 
 namespace npu {
 
-KvCache::KvCache(int layers, int kv_dim, int block_tokens, int blocks)
-    : layers_(layers), kv_dim_(kv_dim), block_tokens_(block_tokens), blocks_((size_t)blocks) {
-  size_t n = (size_t)layers * blocks * block_tokens * kv_dim;
-  k_.assign(n, 0.f);
-  v_.assign(n, 0.f);
+KvCache::KvCache(int layers, int kv_dim, int block_tokens, int blocks, bool f16)
+    : layers_(layers), kv_dim_(kv_dim), block_tokens_(block_tokens), blocks_((size_t)blocks), f16_(f16) {
+  elems_ = (size_t)layers * blocks * block_tokens * kv_dim;
+  k_.assign(elems_ * (f16 ? 2 : 4), 0);
+  v_.assign(elems_ * (f16 ? 2 : 4), 0);
   free_.reserve(blocks);
   for (int b = blocks - 1; b >= 0; b--) free_.push_back(b);
 }

@@ -64,7 +64,7 @@ Model::Model(const std::string& path, const Config& cfg, const std::vector<Tenso
       kernels_(opt.kernel.empty() ? &select_kernels() : &kernels_by_name(opt.kernel)),
       pool_(std::max(1, opt.threads)),
       kv_(cfg.n_layers, cfg.n_kv_heads * cfg.head_dim, opt.kv_block_tokens,
-          (opt.kv_cache_tokens + opt.kv_block_tokens - 1) / opt.kv_block_tokens) {
+          (opt.kv_cache_tokens + opt.kv_block_tokens - 1) / opt.kv_block_tokens, opt.kv_f16) {
   bind_weights(tensors);
   int half = cfg_.head_dim / 2;
   rope_cos_.resize((size_t)opt_.max_seq_len * half);
@@ -313,6 +313,7 @@ void Model::attention(int layer, int T, const std::vector<Sequence*>& tok_seq, c
   const int bt = kv_.block_tokens();
   const float scale = 1.f / std::sqrt((float)hd);
   const Kernels& kern = *kernels_;
+  const bool f16 = kv_.f16();
   pool_.parallel_for(T * H, [&](int task, int thread) {
     int t = task / H, h = task % H, kvh = h / group;
     const Sequence* s = tok_seq[t];
@@ -325,7 +326,9 @@ void Model::attention(int layer, int T, const std::vector<Sequence*>& tok_seq, c
     // Scores block by block: keys j in [lo, p] live in blocks of bt consecutive rows.
     for (int j = lo; j <= p;) {
       int n = std::min(bt - j % bt, p + 1 - j);
-      kern.attn_scores(q, kv_.k(layer, s->blocks[j / bt], j % bt) + kvh * hd, kv_dim, n, hd, scale, sc.data() + (j - lo));
+      const void* k = kv_.k(layer, s->blocks[j / bt], j % bt);
+      if (f16) kern.attn_scores_f16(q, static_cast<const uint16_t*>(k) + kvh * hd, kv_dim, n, hd, scale, sc.data() + (j - lo));
+      else kern.attn_scores(q, static_cast<const float*>(k) + kvh * hd, kv_dim, n, hd, scale, sc.data() + (j - lo));
       j += n;
     }
     float maxs = *std::max_element(sc.begin(), sc.end());
@@ -337,10 +340,21 @@ void Model::attention(int layer, int T, const std::vector<Sequence*>& tok_seq, c
     std::fill(out, out + hd, 0.f);
     for (int j = lo; j <= p;) {
       int n = std::min(bt - j % bt, p + 1 - j);
-      kern.attn_values(sc.data() + (j - lo), kv_.v(layer, s->blocks[j / bt], j % bt) + kvh * hd, kv_dim, n, hd, out);
+      const void* v = kv_.v(layer, s->blocks[j / bt], j % bt);
+      if (f16) kern.attn_values_f16(sc.data() + (j - lo), static_cast<const uint16_t*>(v) + kvh * hd, kv_dim, n, hd, out);
+      else kern.attn_values(sc.data() + (j - lo), static_cast<const float*>(v) + kvh * hd, kv_dim, n, hd, out);
       j += n;
     }
   });
+}
+
+void Model::store_kv(void* dst, const float* src, int n) {
+  if (!kv_.f16()) {
+    std::memcpy(dst, src, sizeof(float) * n);
+    return;
+  }
+  uint16_t* h = static_cast<uint16_t*>(dst);
+  for (int i = 0; i < n; i++) h[i] = float_to_half(src[i]);
 }
 
 template <typename T>
@@ -398,8 +412,8 @@ std::vector<StepResult> Model::step(const std::vector<StepEntry>& entries) {
       const Sequence* s = tok_seq[t];
       int block = s->blocks[pos[t] / bt], slot = pos[t] % bt;
       const float* row = qkv_.data() + (size_t)t * ld_qkv;
-      std::memcpy(kv_.k(l, block, slot), row + q_dim, sizeof(float) * kv_dim);
-      std::memcpy(kv_.v(l, block, slot), row + q_dim + kv_dim, sizeof(float) * kv_dim);
+      store_kv(kv_.k(l, block, slot), row + q_dim, kv_dim);
+      store_kv(kv_.v(l, block, slot), row + q_dim + kv_dim, kv_dim);
     }
     attention(l, T, tok_seq, pos);
     matmul(L.wo, attn_.data(), T, q_dim, ffn_out_.data(), D);

@@ -44,6 +44,7 @@ struct EngineOptions {
   int kv_cache_tokens = 8192;
   int kv_block_tokens = 16;
   std::string kernel;  // empty: best for this CPU
+  bool kv_f16 = false; // KV cache rows in f16 instead of f32
 };
 
 class MappedFile {
@@ -111,6 +112,7 @@ class Model {
   int free_kv_blocks();
   int total_kv_blocks() const { return kv_.total_blocks(); }
   size_t kv_cache_bytes() const { return kv_.bytes(); }
+  bool kv_f16() const { return kv_.f16(); }
   int kv_block_tokens() const { return kv_.block_tokens(); }
 
   // Validates the batch (throws std::runtime_error naming the problem, with nothing changed).
@@ -128,6 +130,7 @@ class Model {
   void rmsnorm(const float* x, const float* weight, int T, float* out);
   void embed(const std::vector<int32_t>& tokens, float* out);
   void rope(float* v, int heads, const std::vector<int>& pos, int T, int ld);
+  void store_kv(void* dst, const float* src, int n);
   void attention(int layer, int T, const std::vector<Sequence*>& tok_seq, const std::vector<int>& pos);
 
   Config cfg_;

@@ -169,6 +169,40 @@ describe('kernel sets', () => {
   });
 });
 
+describe('attention kernels and the f16 KV cache', () => {
+  // head_dim 64 (the register-resident value sums), 20 (not a multiple of the vector width) and the
+  // GQA / sliding-window models; 37 tokens span three KV blocks of 16 and end mid-block.
+  const models = [
+    ['gqa', gqa],
+    ['sliding window + tied', swa],
+    ['head_dim 64', () => testModel('hd64', { layers: 1, hidden: 128, heads: 2, kvHeads: 1, headDim: 64, intermediate: 128, seed: 3 })],
+    ['head_dim 20', () => testModel('hd20', { layers: 1, hidden: 64, heads: 3, kvHeads: 3, headDim: 20, intermediate: 96, seed: 5 })],
+  ] as const;
+  it.each(models)('%s: every kernel set matches the portable one for f32 and f16 KV; f16 KV stays within 1e-2 of f32', async (_label, model) => {
+    const m = model();
+    const path = await convertedModel(m, 'FP32', 2);
+    const seed = freshSeed(`kv ${_label}`);
+    const tokens = randomTokens(rng(seed), 37, m.config.vocabSize);
+    const kernels = native().cpuFeatures().availableKernels;
+    const f32 = await Engine.load(path, { kernel: 'scalar' });
+    const want = Float64Array.from(await logitsAll(f32, tokens));
+    for (const kvCacheDtype of ['f32', 'f16'] as const) {
+      const scalar = await Engine.load(path, { kernel: 'scalar', kvCacheDtype });
+      expect(scalar.info.kvCacheDtype).toBe(kvCacheDtype);
+      expect(scalar.info.kvCacheBytes).toBe(kvCacheDtype === 'f16' ? f32.info.kvCacheBytes / 2 : f32.info.kvCacheBytes);
+      const base = await logitsAll(scalar, tokens);
+      expect(relError(base, want), `seed ${seed}`).toBeLessThan(kvCacheDtype === 'f16' ? 1e-2 : 1e-7);
+      for (const kernel of kernels.filter((k) => k !== 'scalar')) {
+        const fast = await logitsAll(await Engine.load(path, { kernel, kvCacheDtype }), tokens);
+        expect(relError(fast, Float64Array.from(base)), `${kernel} ${kvCacheDtype} seed ${seed}`).toBeLessThan(1e-4);
+      }
+    }
+  });
+  it('rejects an unknown KV cache dtype', async () => {
+    await expect(Engine.load(await convertedModel(gqa(), 'FP32', 2), { kvCacheDtype: 'bf16' as 'f16' })).rejects.toThrow(/kvCacheDtype 'bf16': expected f32 or f16/);
+  });
+});
+
 describe('misuse gets clear errors', () => {
   it('rejects unknown sequences, out-of-vocabulary tokens, overlong sequences, duplicates and a full cache', async () => {
     const m = gqa();

@@ -265,28 +265,31 @@ static void avx2_quantize_row(const float* x, int k, int ld, int8_t* q, float* s
   *scale = amax / 127.f;
 }
 
-static inline float dot_f32(const float* a, const float* b, int n) {
+template <bool kHalf>
+static inline float dot_kv(const float* a, const void* b, int n) {
   __m256 acc = _mm256_setzero_ps();
   int i = 0;
-  for (; i + 8 <= n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
+  for (; i + 8 <= n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), load8<kHalf>(b, i), acc);
   float s = hsum(acc);
-  for (; i < n; i++) s += a[i] * b[i];
+  for (; i < n; i++) s += a[i] * load1<kHalf>(b, i);
   return s;
 }
 
 // Four keys at a time: four independent FMA chains, then one combined horizontal reduction.
-static void avx2_attn_scores(const float* q, const float* k, size_t ld, int n, int hd, float scale, float* scores) {
+// k points at f32 (kHalf false) or f16 (kHalf true) rows ld elements apart.
+template <bool kHalf>
+static void attn_scores(const float* q, const void* k, size_t ld, int n, int hd, float scale, float* scores) {
   int j = 0;
   if (hd % 8 == 0) {
     for (; j + 4 <= n; j += 4) {
-      const float* k0 = k + j * ld;
+      size_t r = (size_t)j * ld;
       __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
       for (int i = 0; i < hd; i += 8) {
         __m256 qv = _mm256_loadu_ps(q + i);
-        a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + i), a0);
-        a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + ld + i), a1);
-        a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 2 * ld + i), a2);
-        a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 3 * ld + i), a3);
+        a0 = _mm256_fmadd_ps(qv, load8<kHalf>(k, r + i), a0);
+        a1 = _mm256_fmadd_ps(qv, load8<kHalf>(k, r + ld + i), a1);
+        a2 = _mm256_fmadd_ps(qv, load8<kHalf>(k, r + 2 * ld + i), a2);
+        a3 = _mm256_fmadd_ps(qv, load8<kHalf>(k, r + 3 * ld + i), a3);
       }
       __m256 h01 = _mm256_hadd_ps(a0, a1), h23 = _mm256_hadd_ps(a2, a3);
       __m256 h = _mm256_hadd_ps(h01, h23);  // per 128-bit half: s0 s1 s2 s3
@@ -294,32 +297,48 @@ static void avx2_attn_scores(const float* q, const float* k, size_t ld, int n, i
       _mm_storeu_ps(scores + j, _mm_mul_ps(s4, _mm_set1_ps(scale)));
     }
   }
-  for (; j < n; j++) scores[j] = dot_f32(q, k + j * ld, hd) * scale;
+  for (; j < n; j++) {
+    const void* kj = kHalf ? (const void*)(static_cast<const uint16_t*>(k) + j * ld) : (const void*)(static_cast<const float*>(k) + j * ld);
+    scores[j] = dot_kv<kHalf>(q, kj, hd) * scale;
+  }
 }
 
 // out stays in registers across the block's rows for head_dim 64 and 128.
-template <int kVecs>
-static void attn_values_fixed(const float* w, const float* v, size_t ld, int n, float* out) {
+template <bool kHalf, int kVecs>
+static void attn_values_fixed(const float* w, const void* v, size_t ld, int n, float* out) {
   __m256 acc[kVecs];
   for (int i = 0; i < kVecs; i++) acc[i] = _mm256_loadu_ps(out + 8 * i);
   for (int j = 0; j < n; j++) {
     __m256 wv = _mm256_set1_ps(w[j]);
-    const float* vj = v + j * ld;
-    for (int i = 0; i < kVecs; i++) acc[i] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(vj + 8 * i), acc[i]);
+    for (int i = 0; i < kVecs; i++) acc[i] = _mm256_fmadd_ps(wv, load8<kHalf>(v, j * ld + 8 * i), acc[i]);
   }
   for (int i = 0; i < kVecs; i++) _mm256_storeu_ps(out + 8 * i, acc[i]);
 }
 
-static void avx2_attn_values(const float* w, const float* v, size_t ld, int n, int hd, float* out) {
-  if (hd == 64) return attn_values_fixed<8>(w, v, ld, n, out);
-  if (hd == 128) return attn_values_fixed<16>(w, v, ld, n, out);
+template <bool kHalf>
+static void attn_values(const float* w, const void* v, size_t ld, int n, int hd, float* out) {
+  if (hd == 64) return attn_values_fixed<kHalf, 8>(w, v, ld, n, out);
+  if (hd == 128) return attn_values_fixed<kHalf, 16>(w, v, ld, n, out);
   for (int j = 0; j < n; j++) {
     __m256 wv = _mm256_set1_ps(w[j]);
-    const float* vj = v + j * ld;
+    size_t r = (size_t)j * ld;
     int i = 0;
-    for (; i + 8 <= hd; i += 8) _mm256_storeu_ps(out + i, _mm256_fmadd_ps(wv, _mm256_loadu_ps(vj + i), _mm256_loadu_ps(out + i)));
-    for (; i < hd; i++) out[i] += w[j] * vj[i];
+    for (; i + 8 <= hd; i += 8) _mm256_storeu_ps(out + i, _mm256_fmadd_ps(wv, load8<kHalf>(v, r + i), _mm256_loadu_ps(out + i)));
+    for (; i < hd; i++) out[i] += w[j] * load1<kHalf>(v, r + i);
   }
+}
+
+static void avx2_attn_scores(const float* q, const float* k, size_t ld, int n, int hd, float scale, float* scores) {
+  attn_scores<false>(q, k, ld, n, hd, scale, scores);
+}
+static void avx2_attn_values(const float* w, const float* v, size_t ld, int n, int hd, float* out) {
+  attn_values<false>(w, v, ld, n, hd, out);
+}
+static void avx2_attn_scores_f16(const float* q, const uint16_t* k, size_t ld, int n, int hd, float scale, float* scores) {
+  attn_scores<true>(q, k, ld, n, hd, scale, scores);
+}
+static void avx2_attn_values_f16(const float* w, const uint16_t* v, size_t ld, int n, int hd, float* out) {
+  attn_values<true>(w, v, ld, n, hd, out);
 }
 
 bool avx2_kernels_available() {
@@ -327,7 +346,8 @@ bool avx2_kernels_available() {
   return f.avx2 && f.fma && f.f16c;
 }
 
-const Kernels kAvx2Kernels = {"avx2", avx2_gemm_f32, avx2_gemm_f16, avx2_gemm_i8, avx2_quantize_row, avx2_attn_scores, avx2_attn_values};
+const Kernels kAvx2Kernels = {"avx2", avx2_gemm_f32, avx2_gemm_f16, avx2_gemm_i8, avx2_quantize_row, avx2_attn_scores, avx2_attn_values,
+                               avx2_attn_scores_f16, avx2_attn_values_f16};
 
 }  // namespace npu
 

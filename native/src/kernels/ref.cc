@@ -75,6 +75,20 @@ static void ref_attn_values(const float* w, const float* v, size_t ld, int n, in
     for (int i = 0; i < hd; i++) out[i] += w[j] * v[j * ld + i];
 }
 
-const Kernels kRefKernels = {"scalar", ref_gemm_f32, ref_gemm_f16, ref_gemm_i8, ref_quantize_row, ref_attn_scores, ref_attn_values};
+static void ref_attn_scores_f16(const float* q, const uint16_t* k, size_t ld, int n, int hd, float scale, float* scores) {
+  for (int j = 0; j < n; j++) {
+    float acc = 0.f;
+    for (int i = 0; i < hd; i++) acc += q[i] * half_to_float(k[j * ld + i]);
+    scores[j] = acc * scale;
+  }
+}
+
+static void ref_attn_values_f16(const float* w, const uint16_t* v, size_t ld, int n, int hd, float* out) {
+  for (int j = 0; j < n; j++)
+    for (int i = 0; i < hd; i++) out[i] += w[j] * half_to_float(v[j * ld + i]);
+}
+
+const Kernels kRefKernels = {"scalar", ref_gemm_f32, ref_gemm_f16, ref_gemm_i8, ref_quantize_row, ref_attn_scores, ref_attn_values,
+                              ref_attn_scores_f16, ref_attn_values_f16};
 
 }  // namespace npu
