@@ -20,6 +20,8 @@ export interface BenchPlan {
   promptTokens: number;
   decodeTokens: number;
   batchSizes: number[];
+  /** npuserve's KV cache element type; llama.cpp's default KV cache is f16. */
+  kvCacheDtype: 'f32' | 'f16';
 }
 
 export interface TargetResult {
@@ -91,7 +93,7 @@ const now = () => performance.now() / 1000;
 
 async function runNpuserve(file: string, model: string, precision: string, plan: BenchPlan): Promise<TargetResult> {
   const maxBatch = Math.max(...plan.batchSizes);
-  const engine = await Engine.load(file, { threads: plan.threads, maxSeqLen: plan.promptTokens + plan.decodeTokens + 64, kvCacheTokens: Math.max(2 * (plan.promptTokens + 64), maxBatch * (plan.decodeTokens + 64)) });
+  const engine = await Engine.load(file, { threads: plan.threads, maxSeqLen: plan.promptTokens + plan.decodeTokens + 64, kvCacheTokens: Math.max(2 * (plan.promptTokens + 64), maxBatch * (plan.decodeTokens + 64)), kvCacheDtype: plan.kvCacheDtype });
   const vocab = engine.metadata.config.vocabSize;
   const prompt = benchTokens(plan.promptTokens, vocab, 1);
 
@@ -207,7 +209,7 @@ export function formatTable(r: EngineBenchResult): string {
   const line = (cells: string[]) => '| ' + cells.map((c, i) => pad(c ?? '', widths[i])).join(' | ') + ' |';
   const out = [line(head), '|' + widths.map((w) => '-'.repeat(w + 2)).join('|') + '|', ...rows.map(line)];
   out.push('');
-  out.push(`threads ${r.threads}; streaming read bandwidth ${(r.readBandwidthBytesPerSecond / 1e9).toFixed(1)} GB/s`);
+  out.push(`npuserve KV cache ${r.plan.kvCacheDtype}; threads ${r.threads}; streaming read bandwidth ${(r.readBandwidthBytesPerSecond / 1e9).toFixed(1)} GB/s`);
   for (const m of r.models) {
     out.push(`${m.model}: npuserve batch-1 decode reads ${(m.npuserve.weightBytesPerToken / 1e6).toFixed(0)} MB of weights per token = ${(100 * m.bandwidthFraction).toFixed(0)}% of the bandwidth limit`);
   }
@@ -226,6 +228,7 @@ async function main(argv: string[]): Promise<void> {
       batches: { type: 'string', default: '1,4,16' },
       'cache-dir': { type: 'string', default: join(homedir(), '.cache', 'npuserve', 'bench', 'engine') },
       'skip-llama': { type: 'boolean', default: false },
+      'kv-cache-dtype': { type: 'string', default: 'f16' },
       json: { type: 'boolean', default: false },
     },
   });
@@ -239,6 +242,7 @@ async function main(argv: string[]): Promise<void> {
     promptTokens: Number(values['prompt-tokens']),
     decodeTokens: Number(values['decode-tokens']),
     batchSizes: values.batches!.split(',').map(Number),
+    kvCacheDtype: values['kv-cache-dtype'] === 'f32' ? 'f32' : 'f16',
   };
   if (!plan.batchSizes.includes(1)) plan.batchSizes.unshift(1);
   mkdirSync(values['cache-dir']!, { recursive: true });
