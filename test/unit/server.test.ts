@@ -2,9 +2,13 @@
 // model, driven with the official openai client (and raw fetch where a client would not send such a
 // request): completions, chat, streaming, stop strings, seeds, batching, every error, overload,
 // disconnects and SIGTERM draining.
+import type { AddressInfo } from 'node:net';
+
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
+import { ServerMetrics } from '../../runtime/metrics.js';
+import { createApp } from '../../runtime/server/app.js';
 import { Tokenizer } from '../../runtime/tokenizer.js';
 import { convertedModel, testModel } from './helpers.js';
 import { eventually, metricValue, startServer, type ServerProcess } from './server-process.js';
@@ -289,5 +293,25 @@ describe('npuserve serve on SIGTERM', () => {
     expect(await Promise.all(inFlight)).toEqual([0, 1, 2].map(() => ({ finish: 'length', completionTokens: 800 })));
     expect(await server.exited, server.output()).toBe(0);
     expect(server.output()).toMatch(/SIGTERM: draining/);
+  });
+});
+
+describe('npuserve serve while the model loads', () => {
+  it('answers liveness, refuses readiness and generation with 503 not_ready, and lists the model', async () => {
+    // The app as `serve` builds it before the engine is loaded (a real load is too quick to catch).
+    const app = createApp({ state: { servedModelName: MODEL, createdSeconds: 0, phase: 'loading' }, metrics: new ServerMetrics(MODEL), bodyLimitBytes: 1024, log: () => {} });
+    const listener = app.listen(0, '127.0.0.1');
+    await new Promise((resolve) => listener.once('listening', resolve));
+    const url = `http://127.0.0.1:${(listener.address() as AddressInfo).port}`;
+    try {
+      expect((await fetch(`${url}/healthz`)).status).toBe(200);
+      const ready = await fetch(`${url}/readyz`);
+      expect([ready.status, ((await ready.json()) as { error: { code: string } }).error.code]).toEqual([503, 'not_ready']);
+      const res = await fetch(`${url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: MODEL, prompt: 'x' }) });
+      expect([res.status, res.headers.get('retry-after'), ((await res.json()) as { error: { code: string } }).error.code]).toEqual([503, '1', 'not_ready']);
+      expect(((await (await fetch(`${url}/v1/models`)).json()) as { data: Array<{ id: string }> }).data[0].id).toBe(MODEL);
+    } finally {
+      listener.close();
+    }
   });
 });
