@@ -5,8 +5,7 @@ import { randomInt, randomUUID } from 'node:crypto';
 
 import express, { type Response, Router } from 'express';
 
-import type { ChatTemplate } from '../chat.js';
-import { ChatTemplateError } from '../chat.js';
+import { ChatTemplateError, type ChatTemplate } from '../chat.js';
 import { QueueFullError, type GenerationResult, type Scheduler } from '../scheduler.js';
 import type { Tokenizer } from '../tokenizer.js';
 import { ApiError, badRequest, contextLengthExceeded, modelNotFound, queueFull, unavailable } from './errors.js';
