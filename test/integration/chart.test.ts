@@ -244,7 +244,12 @@ describe('helm install on the local cluster', () => {
 
     writeFileSync(join(tmpdir(), `${ns}-model.json`), JSON.stringify(npuModel('tiny')));
     await kubectl('apply', '-n', ns, '-f', join(tmpdir(), `${ns}-model.json`));
-    const model = await waitForPhase(client, ns, 'tiny', 'Ready', 240_000);
+    // Conversion and serving pods each request 1 CPU of the local node; when another model holds it
+    // (a running `npm run demo`), the failure shows the Unschedulable condition.
+    const model = await waitForPhase(client, ns, 'tiny', 'Ready', 240_000).catch(async (e) => {
+      const m = await client.get<{ status?: { conditions?: unknown } }>(`/apis/npuserve.io/v1alpha1/namespaces/${ns}/npumodels/tiny`);
+      throw new Error(`${(e as Error).message}; conditions ${JSON.stringify(m.status?.conditions)}`);
+    });
     expect(model.status?.readyReplicas).toBe(1);
 
     const logs = await kubectl('logs', '-n', ns, pods[0].metadata.name);
