@@ -23,7 +23,6 @@ node="$cluster-worker"
 # An NPU node without NPUs: the label the operator selects on, and extended-resource capacity that
 # only a device plugin would normally advertise (written through the node's status subresource).
 kubectl label node "$node" accelerator=huawei-Ascend910 --overwrite
-kubectl get --raw /api/v1/nodes/"$node" >/dev/null
 kubectl patch node "$node" --subresource=status --type=json \
   -p "[{\"op\":\"add\",\"path\":\"/status/capacity/${npu_resource/\//~1}\",\"value\":\"8\"}]"
 
