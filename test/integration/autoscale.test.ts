@@ -10,7 +10,7 @@ import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { scrapePod } from '../../operator/autoscaler/scrape.js';
-import { startServiceProxy, type ServiceProxy } from '../cluster/helpers.js';
+import { cluster, startServiceProxy, type ServiceProxy } from '../cluster/helpers.js';
 import type { KubeClient, KubeObject } from '../cluster/kube-client.js';
 import { applyCrd, getModel, kubeClient, kubectl, modelNamespace, npuModel, startOperator, waitFor, waitForPhase, type OperatorProcess } from './operator-harness.js';
 
@@ -76,6 +76,29 @@ async function readyServerPods(client: KubeClient, ns: string): Promise<Pod[]> {
   return pods.items.filter((p) => !p.metadata.deletionTimestamp && p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'));
 }
 
+/**
+ * Waits until the local node has room for two serving pods (each requests one CPU, the node has two);
+ * pods of other tests or demos on it would keep the second replica Pending. Names them if not.
+ */
+async function localNodeRoomForTwo(client: KubeClient): Promise<void> {
+  const node = cluster().nodes.local[0]!;
+  const holders = async () => {
+    const pods = await client.list<KubeObject & { spec: { containers: Array<{ resources?: { requests?: { cpu?: string } } }> }; status?: { phase?: string } }>('/api/v1/pods', { fieldSelector: `spec.nodeName=${node}` });
+    return pods.items
+      .filter((p) => p.status?.phase !== 'Succeeded' && p.status?.phase !== 'Failed')
+      .map((p) => ({ pod: `${p.metadata.namespace}/${p.metadata.name}`, millicpu: p.spec.containers.reduce((s, c) => s + millicpu(c.resources?.requests?.cpu), 0) }))
+      .filter((p) => p.millicpu > 0);
+  };
+  try {
+    await waitFor('2 free CPUs on the local node', async () => ((await holders()).length === 0 ? true : undefined), 120_000, 2000);
+  } catch {
+    const busy = (await holders()).map((h) => `${h.pod} (${h.millicpu}m)`).join(', ');
+    throw new Error(`the local node ${node} must be free for 2 serving pods of 1 CPU each; these pods request CPU on it: ${busy}`);
+  }
+}
+
+const millicpu = (q: string | undefined) => (!q ? 0 : q.endsWith('m') ? Number(q.slice(0, -1)) : Number(q) * 1000);
+
 async function events(ns: string, reason: string): Promise<string[]> {
   const out = JSON.parse(await kubectl('get', 'events', '-n', ns, '--field-selector', `reason=${reason}`, '-o', 'json')) as { items: Array<{ message: string }> };
   return out.items.map((e) => e.message);
@@ -105,6 +128,7 @@ describe('autoscaling on the local cluster', () => {
   it('scales 1 -> 2 within the panic window under twice the capacity, spreads the load, and returns to 1 after the stabilization time with no failed request', async () => {
     const file = join(tmpdir(), `npum-autoscale-${process.pid}.json`);
     writeFileSync(file, JSON.stringify(npuModel('tiny', { autoscaling, runtime: { maxBatchSize: 4, maxSeqLen: 256, maxWaitingRequests: 64 } })));
+    await localNodeRoomForTwo(client);
     await kubectl('apply', '-n', ns, '-f', file);
     await waitForPhase(client, ns, 'tiny', 'Ready');
     proxy = await startServiceProxy(client, { namespace: ns, service: 'tiny', port: 8000 });
