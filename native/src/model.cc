@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <stdexcept>
 
 #include "half.h"
@@ -314,7 +315,18 @@ void Model::attention(int layer, int T, const std::vector<Sequence*>& tok_seq, c
   const float scale = 1.f / std::sqrt((float)hd);
   const Kernels& kern = *kernels_;
   const bool f16 = kv_.f16();
-  pool_.parallel_for(T * H, [&](int task, int thread) {
+  // A decode step's attention is microseconds of work: handing it to the pool would cost a worker
+  // wake-up (tens of microseconds) per layer, so below ~1M multiply-adds it runs on this thread.
+  int64_t macs = 0;
+  for (int t = 0; t < T; t++) macs += (int64_t)(pos[t] + 1) * H * hd * 2;
+  auto run = [&](int tasks, const std::function<void(int, int)>& fn) {
+    if (macs < (1 << 20)) {
+      for (int i = 0; i < tasks; i++) fn(i, 0);
+    } else {
+      pool_.parallel_for(tasks, fn);
+    }
+  };
+  run(T * H, [&](int task, int thread) {
     int t = task / H, h = task % H, kvh = h / group;
     const Sequence* s = tok_seq[t];
     int p = pos[t];

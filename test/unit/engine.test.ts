@@ -163,7 +163,12 @@ describe('kernel sets', () => {
       const scalar = await logitsAll(await Engine.load(path, { kernel: 'scalar' }), tokens);
       for (const kernel of kernels.filter((k) => k !== 'scalar')) {
         const fast = await logitsAll(await Engine.load(path, { kernel }), tokens);
-        expect(relError(fast, Float64Array.from(scalar)), `${precision} ${kernel}`).toBeLessThan(1e-4);
+        // INT8: the kernel sets sum attention in different orders, so an activation whose x / scale
+        // lies within float rounding of a .5 tie can round to the neighbouring int8 in one of them;
+        // one such flip moves the logits by ~3e-3 relative (seen for 2 seeds in 10). The INT8 GEMMs
+        // themselves are compared exactly in kernels.test.ts.
+        const tolerance = precision === 'INT8' ? 2e-2 : 1e-4;
+        expect(relError(fast, Float64Array.from(scalar)), `${precision} ${kernel}`).toBeLessThan(tolerance);
       }
     }
   });
