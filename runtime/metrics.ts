@@ -17,37 +17,38 @@ export interface EngineLabels {
   kernel: string;
 }
 
+/** One model's series: each metric's child for its `model` label, looked up once (observe is per token). */
 export class ServerMetrics implements SchedulerObserver {
   readonly registry = new Registry();
   readonly contentType = this.registry.contentType;
-  private readonly ttft: Histogram<'model'>;
-  private readonly itl: Histogram<'model'>;
-  private readonly e2e: Histogram<'model'>;
-  private readonly promptTokens: Counter<'model'>;
-  private readonly generationTokens: Counter<'model'>;
+  private readonly ttft: Histogram.Internal<'model'>;
+  private readonly itl: Histogram.Internal<'model'>;
+  private readonly e2e: Histogram.Internal<'model'>;
+  private readonly promptTokens: Counter.Internal;
+  private readonly generationTokens: Counter.Internal;
   private readonly requests: Counter<'model' | 'finish_reason'>;
-  private readonly running: Gauge<'model'>;
-  private readonly waiting: Gauge<'model'>;
-  private readonly kvUsage: Gauge<'model'>;
-  private readonly batchSize: Histogram<'model'>;
+  private readonly running: Gauge.Internal<'model'>;
+  private readonly waiting: Gauge.Internal<'model'>;
+  private readonly kvUsage: Gauge.Internal<'model'>;
+  private readonly batchSize: Histogram.Internal<'model'>;
   private readonly engineInfo: Gauge<'model' | 'backend' | 'precision' | 'kernel'>;
 
   constructor(private readonly model: string) {
     const registers = [this.registry];
     const labelNames = ['model'] as const;
     collectDefaultMetrics({ register: this.registry });
-    this.ttft = new Histogram({ name: 'npuserve_time_to_first_token_seconds', help: 'Time from a request\'s arrival to its first output token.', labelNames, buckets: TTFT_BUCKETS_SECONDS, registers });
-    this.itl = new Histogram({ name: 'npuserve_inter_token_latency_seconds', help: 'Time between consecutive output tokens of a request.', labelNames, buckets: ITL_BUCKETS_SECONDS, registers });
-    this.e2e = new Histogram({ name: 'npuserve_e2e_request_latency_seconds', help: 'Time from a request\'s arrival to its last output token, for requests that finished (stop or length).', labelNames, buckets: E2E_BUCKETS_SECONDS, registers });
-    this.promptTokens = new Counter({ name: 'npuserve_prompt_tokens_total', help: 'Prompt tokens processed (prefilled).', labelNames, registers });
-    this.generationTokens = new Counter({ name: 'npuserve_generation_tokens_total', help: 'Output tokens generated.', labelNames, registers });
+    this.ttft = new Histogram({ name: 'npuserve_time_to_first_token_seconds', help: 'Time from a request\'s arrival to its first output token.', labelNames, buckets: TTFT_BUCKETS_SECONDS, registers }).labels(model);
+    this.itl = new Histogram({ name: 'npuserve_inter_token_latency_seconds', help: 'Time between consecutive output tokens of a request.', labelNames, buckets: ITL_BUCKETS_SECONDS, registers }).labels(model);
+    this.e2e = new Histogram({ name: 'npuserve_e2e_request_latency_seconds', help: 'Time from a request\'s arrival to its last output token, for requests that finished (stop or length).', labelNames, buckets: E2E_BUCKETS_SECONDS, registers }).labels(model);
+    this.promptTokens = new Counter({ name: 'npuserve_prompt_tokens_total', help: 'Prompt tokens processed (prefilled).', labelNames, registers }).labels(model);
+    this.generationTokens = new Counter({ name: 'npuserve_generation_tokens_total', help: 'Output tokens generated.', labelNames, registers }).labels(model);
     this.requests = new Counter({ name: 'npuserve_requests_total', help: 'Finished requests by finish reason (stop, length, abort, error).', labelNames: ['model', 'finish_reason'], registers });
-    this.running = new Gauge({ name: 'npuserve_requests_running', help: 'Requests in the running batch.', labelNames, registers });
-    this.waiting = new Gauge({ name: 'npuserve_requests_waiting', help: 'Requests waiting to join the batch.', labelNames, registers });
-    this.kvUsage = new Gauge({ name: 'npuserve_kv_cache_usage_ratio', help: 'Fraction of KV cache blocks in use (1 = full).', labelNames, registers });
-    this.batchSize = new Histogram({ name: 'npuserve_batch_size', help: 'Sequences in each engine step.', labelNames, buckets: BATCH_SIZE_BUCKETS, registers });
+    this.running = new Gauge({ name: 'npuserve_requests_running', help: 'Requests in the running batch.', labelNames, registers }).labels(model);
+    this.waiting = new Gauge({ name: 'npuserve_requests_waiting', help: 'Requests waiting to join the batch.', labelNames, registers }).labels(model);
+    this.kvUsage = new Gauge({ name: 'npuserve_kv_cache_usage_ratio', help: 'Fraction of KV cache blocks in use (1 = full).', labelNames, registers }).labels(model);
+    this.batchSize = new Histogram({ name: 'npuserve_batch_size', help: 'Sequences in each engine step.', labelNames, buckets: BATCH_SIZE_BUCKETS, registers }).labels(model);
     this.engineInfo = new Gauge({ name: 'npuserve_engine_info', help: 'The engine serving the model (value 1).', labelNames: ['model', 'backend', 'precision', 'kernel'], registers });
-    for (const g of [this.running, this.waiting, this.kvUsage]) g.labels(model).set(0);
+    for (const g of [this.running, this.waiting, this.kvUsage]) g.set(0);
   }
 
   setEngine(labels: EngineLabels): void {
@@ -55,29 +56,29 @@ export class ServerMetrics implements SchedulerObserver {
   }
 
   step(s: { batchSize: number; promptTokens: number; generationTokens: number }): void {
-    this.batchSize.labels(this.model).observe(s.batchSize);
-    this.promptTokens.labels(this.model).inc(s.promptTokens);
-    this.generationTokens.labels(this.model).inc(s.generationTokens);
+    this.batchSize.observe(s.batchSize);
+    this.promptTokens.inc(s.promptTokens);
+    this.generationTokens.inc(s.generationTokens);
   }
 
   state(s: { running: number; waiting: number; kvUsageRatio: number }): void {
-    this.running.labels(this.model).set(s.running);
-    this.waiting.labels(this.model).set(s.waiting);
-    this.kvUsage.labels(this.model).set(s.kvUsageRatio);
+    this.running.set(s.running);
+    this.waiting.set(s.waiting);
+    this.kvUsage.set(s.kvUsageRatio);
   }
 
   firstToken(secondsSinceArrival: number): void {
-    this.ttft.labels(this.model).observe(secondsSinceArrival);
+    this.ttft.observe(secondsSinceArrival);
   }
 
   interToken(seconds: number): void {
-    this.itl.labels(this.model).observe(seconds);
+    this.itl.observe(seconds);
   }
 
   finished(reason: FinishReason, e2eSeconds: number): void {
     this.requests.labels(this.model, reason).inc();
     // As vLLM, latency is of requests that ran to their end; aborted and failed ones would skew it.
-    if (reason === 'stop' || reason === 'length') this.e2e.labels(this.model).observe(e2eSeconds);
+    if (reason === 'stop' || reason === 'length') this.e2e.observe(e2eSeconds);
   }
 
   text(): Promise<string> {
