@@ -64,7 +64,7 @@ export function npuScheduling(pl: Placement) {
 /** Container resources: the NPUs (an extended resource: request equals limit). */
 export function npuResources(pl: Placement) {
   const npus = pl.npusPerReplica > 0 ? { [pl.npuResourceName]: String(pl.npusPerReplica) } : {};
-  return { requests: { cpu: '1', ...npus }, limits: { ...npus } };
+  return { requests: { cpu: '100m', ...npus }, limits: { ...npus } };
 }
 
 export const RESTRICTED_CONTAINER_SECURITY = {

@@ -46,9 +46,11 @@ export function queueFull(message: string, retryAfterSeconds: number): ApiError 
   return new ApiError(429, message, 'rate_limit_error', null, 'queue_full', { 'Retry-After': String(retryAfterSeconds) });
 }
 
+// While draining, the connection closes after the 503 so a client's retry opens a new one, which
+// reaches another replica (a kept-alive connection would stay pinned to this pod).
 export function unavailable(reason: 'not_ready' | 'draining'): ApiError {
   const message = reason === 'draining' ? 'The server is shutting down and accepts no new requests.' : 'The model is still loading; retry shortly.';
-  return new ApiError(503, message, 'service_unavailable', null, reason, { 'Retry-After': reason === 'draining' ? '5' : '1' });
+  return new ApiError(503, message, 'service_unavailable', null, reason, reason === 'draining' ? { 'Retry-After': '5', Connection: 'close' } : { 'Retry-After': '1' });
 }
 
 export function sendError(res: Parameters<RequestHandler>[1], err: ApiError): void {

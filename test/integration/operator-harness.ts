@@ -116,15 +116,19 @@ export async function restartApiServer(client: KubeClient, downMs = 3000): Promi
   const proc = state.processes.find((p) => p.name === 'kube-apiserver');
   if (!proc) throw new Error('no kube-apiserver in the cluster state');
   const argv = readFileSync(`/proc/${proc.pid}/cmdline`, 'utf8').split('\0').filter(Boolean);
-  process.kill(-proc.pid, 'SIGTERM');
-  await waitFor('kube-apiserver stopped', () => {
+  const alive = () => {
     try {
       process.kill(proc.pid, 0);
-      return undefined;
+      return !readFileSync(`/proc/${proc.pid}/stat`, 'utf8').includes(') Z ');
     } catch {
-      return true;
+      return false;
     }
-  }, 30_000, 100);
+  };
+  process.kill(proc.pid, 'SIGTERM');
+  const deadline = Date.now() + 10_000;
+  while (alive() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  if (alive()) process.kill(proc.pid, 'SIGKILL');
+  await waitFor('kube-apiserver stopped', () => (alive() ? undefined : true), 30_000, 100);
   await new Promise((r) => setTimeout(r, downMs));
   const fd = openSync(proc.log, 'a');
   const child = spawn(argv[0], argv.slice(1), { detached: true, stdio: ['ignore', fd, fd] });
