@@ -18,9 +18,7 @@ type Log = (msg: string, fields?: Record<string, unknown>) => void;
 interface PodObject extends KubeObject {
   status?: {
     podIP?: string;
-    startTime?: string;
     conditions?: Array<{ type: string; status: string }>;
-    containerStatuses?: Array<{ state?: { running?: { startedAt?: string } } }>;
   };
 }
 
@@ -47,10 +45,7 @@ export function servingPods(world: World, m: NPUModel): ServingPod[] {
     !p.metadata.deletionTimestamp &&
     !!p.status?.podIP &&
     p.status.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'));
-  return pods.map((p) => {
-    const started = p.status?.containerStatuses?.[0]?.state?.running?.startedAt ?? p.status?.startTime;
-    return { name: p.metadata.name, ip: p.status!.podIP!, startedMs: started ? Date.parse(started) : undefined };
-  });
+  return pods.map((p) => ({ name: p.metadata.name, ip: p.status!.podIP! }));
 }
 
 const round1 = (v: number) => Math.round(v * 10) / 10;

@@ -69,7 +69,7 @@ const metrics = (tokens: number, waiting = 0, ttftCounts?: number[]): PodMetrics
 function steadyRounds(pods: number, perPod: number, untilSeconds: number): ScrapeRound[] {
   const rounds: ScrapeRound[] = [];
   for (let s = 0; s <= untilSeconds; s += 5) {
-    rounds.push({ timeMs: s * 1000, pods: Array.from({ length: pods }, (_, i) => ({ name: `p${i}`, startedMs: -600_000, metrics: metrics(10_000 + perPod * s) })) });
+    rounds.push({ timeMs: s * 1000, pods: Array.from({ length: pods }, (_, i) => ({ name: `p${i}`, metrics: metrics(10_000 + perPod * s) })) });
   }
   return rounds;
 }
@@ -77,9 +77,9 @@ function steadyRounds(pods: number, perPod: number, untilSeconds: number): Scrap
 const input = (over: Partial<PolicyInput>): PolicyInput => ({ rounds: [], currentReplicas: 2, readyReplicas: 2, targets, history: [], rolloutInProgress: false, nowMs: 60_000, ...over });
 
 describe('autoscaling policy on scrape rounds', () => {
-  it('a brand-new pod with no history adds its own tokens only, so the pods it relieves do not look doubled', () => {
+  it('a brand-new pod with no history (its warm-up tokens counted) is neither load nor assumed to carry the mean', () => {
     const rounds = steadyRounds(2, 500, 60);
-    rounds.at(-1)!.pods.push({ name: 'new', startedMs: 58_000, metrics: metrics(0) });
+    rounds.at(-1)!.pods.push({ name: 'new', metrics: metrics(40) });
     const d = decide(input({ rounds, currentReplicas: 3, readyReplicas: 3 }));
     expect(d.inputs?.tokensPerSecond).toBeCloseTo(1000);
     expect(d.desiredReplicas).toBe(3);
@@ -114,7 +114,7 @@ describe('autoscaling policy on scrape rounds', () => {
     const slow = TTFT_BUCKETS_SECONDS.map((le) => (le >= 2.5 ? 1 : 0));
     const rounds: ScrapeRound[] = [];
     for (let s = 0; s <= 60; s += 5) {
-      rounds.push({ timeMs: s * 1000, pods: ['a', 'b'].map((name) => ({ name, startedMs: -600_000, metrics: metrics(900 * s, s / 6, slow.map((c) => c * s * 9)) })) });
+      rounds.push({ timeMs: s * 1000, pods: ['a', 'b'].map((name) => ({ name, metrics: metrics(900 * s, s / 6, slow.map((c) => c * s * 9)) })) });
     }
     const d = decide(input({ rounds }));
     expect(d.reason).toMatch(/^panic: tokens\/s 1800 > 2 x 400 target; .*ttft p95 2\.\d+ s > 0\.8 s with 20 waiting/);

@@ -25,7 +25,7 @@ export interface PodMetrics {
 /** One scrape round: the ready serving pods at `timeMs`, with metrics for those that answered. */
 export interface ScrapeRound {
   timeMs: number;
-  pods: Array<{ name: string; startedMs?: number; metrics?: PodMetrics }>;
+  pods: Array<{ name: string; metrics?: PodMetrics }>;
 }
 
 export interface AutoscalingTargets {
@@ -112,19 +112,20 @@ export function histogramQuantile(q: number, buckets: Array<[le: number, count: 
 
 /**
  * Throughput, queue and TTFT p95 over the rounds inside [now - windowMs, now]. Per pod, counters are
- * differenced between its own samples (a gap spans fine: counters are cumulative); a pod started inside
- * the window counts from zero at its start; a pod listed in two or more rounds that never gave two
- * samples is missing metrics and is assumed to carry the measured pods' mean rate.
+ * differenced between its own samples (a gap spans fine: counters are cumulative), from its first
+ * sample as Prometheus' rate() does: what a new pod counted before (its warm-up) is not load. A pod
+ * listed in two or more rounds that never gave two samples is missing metrics and is assumed to carry
+ * the measured pods' mean rate; a pod listed once is brand-new and carried nothing yet.
  */
 function windowStats(rounds: ScrapeRound[], nowMs: number, windowMs: number): WindowStats | null {
   const inside = rounds.filter((r) => r.timeMs >= nowMs - windowMs && r.timeMs <= nowMs);
   if (inside.length < 2) return null;
   const startMs = inside[0]!.timeMs;
   const seconds = (inside.at(-1)!.timeMs - startMs) / 1000;
-  const perPod = new Map<string, { startedMs?: number; listed: number[]; samples: Array<{ timeMs: number; m: PodMetrics }> }>();
+  const perPod = new Map<string, { listed: number[]; samples: Array<{ timeMs: number; m: PodMetrics }> }>();
   for (const r of inside) {
     for (const p of r.pods) {
-      const e = perPod.get(p.name) ?? { startedMs: p.startedMs, listed: [], samples: [] };
+      const e = perPod.get(p.name) ?? { listed: [], samples: [] };
       e.listed.push(r.timeMs);
       if (p.metrics) e.samples.push({ timeMs: r.timeMs, m: p.metrics });
       perPod.set(p.name, e);
@@ -137,23 +138,21 @@ function windowStats(rounds: ScrapeRound[], nowMs: number, windowMs: number): Wi
   let missingSeconds = 0;
   let buckets: number[] = [];
   for (const e of perPod.values()) {
-    const bornInside = e.startedMs !== undefined && e.startedMs >= startMs;
     const first = e.samples[0];
-    if (!first || (e.samples.length < 2 && !bornInside)) {
-      // brand-new pods (listed once) carried nothing in this window yet; others are missing metrics
+    if (!first || e.samples.length < 2) {
       if (e.listed.length >= 2) missingSeconds += (e.listed.at(-1)! - e.listed[0]!) / 1000;
       continue;
     }
-    let prev = bornInside ? vectorOf(first.m).map(() => 0) : vectorOf(first.m);
+    let prev = vectorOf(first.m);
     let total = prev.map(() => 0);
-    for (const s of bornInside ? e.samples : e.samples.slice(1)) {
+    for (const s of e.samples.slice(1)) {
       const cur = vectorOf(s.m);
       total = increase(prev, cur).map((d, i) => d + (total[i] ?? 0));
       prev = cur;
     }
     measuredTokens += total[0]!;
     measuredRequests += total[1]!;
-    measuredSeconds += (e.samples.at(-1)!.timeMs - (bornInside ? Math.max(e.startedMs!, startMs) : first.timeMs)) / 1000;
+    measuredSeconds += (e.samples.at(-1)!.timeMs - first.timeMs) / 1000;
     if (bucketBounds.length === 0) bucketBounds = first.m.ttftBuckets.map(([le]) => le);
     if (first.m.ttftBuckets.length === bucketBounds.length) buckets = total.slice(2).map((c, i) => c + (buckets[i] ?? 0));
   }

@@ -100,8 +100,6 @@ export async function scrapePod(ip: string, port: number, timeoutMs: number): Pr
 export interface ServingPod {
   name: string;
   ip: string;
-  /** When the serving process last started (its counters began at zero then). */
-  startedMs?: number;
 }
 
 /** One round over the given ready pods, in parallel; a pod that fails is listed without metrics and reported. */
@@ -113,7 +111,7 @@ export async function scrapeRound(pods: ServingPod[], port: number, timeoutMs: n
     pods: pods.map((p, i) => {
       const r = results[i]!;
       if (r.status === 'rejected') onFailure(p.name, (r.reason as Error).message);
-      return { name: p.name, startedMs: p.startedMs, metrics: r.status === 'fulfilled' ? r.value : undefined };
+      return { name: p.name, metrics: r.status === 'fulfilled' ? r.value : undefined };
     }),
   };
 }

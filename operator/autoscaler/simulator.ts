@@ -48,7 +48,6 @@ export interface Second {
 
 interface SimPod {
   name: string;
-  startedMs: number;
   readyAtSecond: number;
   tokens: number;
   requests: number;
@@ -71,9 +70,9 @@ function metricsOf(pod: SimPod, running: number, waiting: number): PodMetrics {
 export function simulate(o: SimulationOptions): Second[] {
   const pods: SimPod[] = [];
   let created = 0;
-  const addPod = (startSecond: number, readyAtSecond: number) =>
-    pods.push({ name: `pod-${created++}`, startedMs: startSecond * 1000, readyAtSecond, tokens: 0, requests: 0, buckets: TTFT_BUCKETS_SECONDS.map(() => 0) });
-  for (let i = 0; i < o.initialReplicas; i++) addPod(0, 0);
+  const addPod = (readyAtSecond: number) =>
+    pods.push({ name: `pod-${created++}`, readyAtSecond, tokens: 0, requests: 0, buckets: TTFT_BUCKETS_SECONDS.map(() => 0) });
+  for (let i = 0; i < o.initialReplicas; i++) addPod(0);
   let backlogTokens = 0;
   let rounds: ScrapeRound[] = [];
   let history: Recommendation[] = [];
@@ -93,11 +92,11 @@ export function simulate(o: SimulationOptions): Second[] {
       const waiting = ready.length ? backlogTokens / o.pod.tokensPerRequest / ready.length : 0;
       rounds = [...rounds.filter((r) => r.timeMs > nowMs - 120_000), {
         timeMs: nowMs,
-        pods: ready.map((p) => ({ name: p.name, startedMs: p.startedMs, metrics: o.faults?.scrapeFails?.(p.name, nowMs) ? undefined : metricsOf(p, running, waiting) })),
+        pods: ready.map((p) => ({ name: p.name, metrics: o.faults?.scrapeFails?.(p.name, nowMs) ? undefined : metricsOf(p, running, waiting) })),
       }];
       const d = o.policy({ rounds, currentReplicas: pods.length, readyReplicas: ready.length, targets: o.targets, history, rolloutInProgress: false, nowMs });
       history = d.history;
-      while (pods.length < d.desiredReplicas) addPod(s, s + o.pod.startupSeconds);
+      while (pods.length < d.desiredReplicas) addPod(s + o.pod.startupSeconds);
       // Scale-down removes pods not yet ready first, then the newest.
       while (pods.length > d.desiredReplicas) pods.splice(pods.reduce((iMax, p, i) => (p.readyAtSecond >= pods[iMax]!.readyAtSecond ? i : iMax), 0), 1);
     }

@@ -15,7 +15,7 @@ import type { KubeClient, KubeObject } from '../cluster/kube-client.js';
 import { applyCrd, getModel, kubeClient, kubectl, modelNamespace, npuModel, startOperator, waitFor, waitForPhase, type OperatorProcess } from './operator-harness.js';
 
 // The local node has 2 CPUs and each serving pod requests one: 2 replicas at most.
-const autoscaling = { minReplicas: 1, maxReplicas: 2, targetTokensPerSecondPerReplica: 20, ttftP95TargetMs: 1000, scaleDownStabilizationSeconds: 20 };
+const autoscaling = { minReplicas: 1, maxReplicas: 2, targetTokensPerSecondPerReplica: 5, ttftP95TargetMs: 1000, scaleDownStabilizationSeconds: 20 };
 const PANIC_WINDOW_SECONDS = 6;
 const SCRAPE_INTERVAL_SECONDS = 1;
 
@@ -135,7 +135,8 @@ describe('autoscaling on the local cluster', () => {
     const openai = new OpenAI({ baseURL: `${proxy.url}/v1`, apiKey: 'unused', maxRetries: 0, timeout: 30_000, fetch: fetchPerConnection });
     const failures: string[] = [];
 
-    // Load: 4 clients back to back, each completion 16 tokens; far above 2 x 20 tokens/s.
+    // Load: 4 clients back to back, each completion 16 tokens: tens of tokens/s even on a busy
+    // 2-core machine, far above 2 x 5.
     const loadStart = Date.now();
     const load = startLoad(openai, 4, 16, 0, failures);
     const scaledUp = await waitFor('spec.replicas 2', async () => ((await getModel(client, ns, 'tiny')).spec.replicas === 2 ? Date.now() : undefined), 60_000, 200);
@@ -144,7 +145,7 @@ describe('autoscaling on the local cluster', () => {
     // At most one panic window plus a scrape interval (and an API round trip) after the load began.
     expect(upSeconds).toBeLessThan(PANIC_WINDOW_SECONDS + 2 * SCRAPE_INTERVAL_SECONDS + 2);
     const up = await events(ns, 'ScaledUp');
-    expect(up[0]).toMatch(/^1 -> 2 replicas: panic: .*tokens\/s [\d.]+ > 1 x 20 target/);
+    expect(up[0]).toMatch(/^1 -> 2 replicas: panic: .*tokens\/s [\d.]+ > 1 x 5 target/);
 
     await waitFor('2 ready serving pods', async () => ((await readyServerPods(client, ns)).length === 2 ? true : undefined), 180_000, 500);
     const pods = await readyServerPods(client, ns);
@@ -160,9 +161,9 @@ describe('autoscaling on the local cluster', () => {
     expect(loaded.status?.autoscaler?.tokensPerSecond).toBeGreaterThan(2 * autoscaling.targetTokensPerSecondPerReplica);
     await load.stop();
 
-    // A trickle (one 4-token completion a second, well under one replica's 20 tokens/s) while pods drain.
+    // A trickle (a 4-token completion every 2 s, well under one replica's 5 tokens/s) while pods drain.
     const stopped = Date.now();
-    const trickle = startLoad(openai, 1, 4, 1000, failures);
+    const trickle = startLoad(openai, 1, 4, 2000, failures);
     const down = await waitFor('back to 1 ready replica', async () => {
       const m = await getModel(client, ns, 'tiny');
       return m.spec.replicas === 1 && m.status?.readyReplicas === 1 && (await readyServerPods(client, ns)).length === 1 ? Date.now() : undefined;
@@ -173,7 +174,7 @@ describe('autoscaling on the local cluster', () => {
     console.log(`back to 1 replica ${downSeconds.toFixed(1)} s after the load stopped; ${load.ok()} + ${trickle.ok()} requests succeeded`);
     expect(downSeconds).toBeGreaterThanOrEqual(autoscaling.scaleDownStabilizationSeconds);
     expect((await events(ns, 'ScaledDown')).join('\n')).toMatch(/-> 1 replicas: /);
-    expect(trickle.ok()).toBeGreaterThan(10);
+    expect(trickle.ok()).toBeGreaterThan(5);
     expect(failures).toEqual([]);
   }, 600_000);
 });
