@@ -1,0 +1,80 @@
+// The Scheduler driving a real (tiny) engine: a request arriving mid-run joins at the next step with
+// continuous batching but waits for the whole batch with the fixed policy; the fixed policy's batch
+// timeout; aborts while queued; the bounded queue.
+import { describe, expect, it } from 'vitest';
+
+import { Engine } from '../../runtime/engine.js';
+import { QueueFullError, Scheduler, type GenerationResult, type SchedulerPolicy } from '../../runtime/scheduler.js';
+import { convertedModel, testModel } from './helpers.js';
+
+async function scheduler(policy: SchedulerPolicy, overrides: { maxWaitingRequests?: number; batchTimeoutMs?: number } = {}) {
+  const engine = await Engine.load(await convertedModel(testModel('scheduler'), 'INT8', 2), { threads: 1, maxSeqLen: 512, kvCacheTokens: 4 * 512 });
+  return new Scheduler(engine, { policy, maxBatchSize: 4, maxNumBatchedTokens: 64, maxWaitingRequests: overrides.maxWaitingRequests ?? 16, batchTimeoutMs: overrides.batchTimeoutMs ?? 30 });
+}
+
+interface Timeline {
+  submittedMs: number;
+  firstTokenMs?: number;
+  result: Promise<GenerationResult & { endMs: number }>;
+}
+
+/** Submits (throwing as submit does) and returns the request's timeline. */
+function submit(s: Scheduler, maxTokens: number, signal?: AbortSignal): Timeline {
+  let done!: (r: GenerationResult & { endMs: number }) => void;
+  const t: Timeline = { submittedMs: performance.now(), result: new Promise((resolve) => (done = resolve)) };
+  s.submit({
+    prompt: [1, 415, 6233, 1117],
+    maxTokens,
+    temperature: 1,
+    topP: 1,
+    seed: 7, // sampled, so the tiny model does not reach EOS early
+    signal,
+    onToken: () => {
+      t.firstTokenMs ??= performance.now();
+      return false;
+    },
+    onFinish: (r) => done({ ...r, endMs: performance.now() }),
+  });
+  return t;
+}
+
+describe('Scheduler on an engine', () => {
+  it.each([
+    ['continuous', true],
+    ['fixed', false],
+  ] as const)('%s: a request arriving mid-run starts before the running batch ends: %s', async (policy, joinsEarly) => {
+    const s = await scheduler(policy);
+    const first = [submit(s, 400), submit(s, 400)];
+    while (first[0].firstTokenMs === undefined) await new Promise((resolve) => setTimeout(resolve, 1));
+    const late = submit(s, 4); // the batch has hundreds of steps to go
+    const [a, b, c] = await Promise.all([...first.map((t) => t.result), late.result]);
+    expect([a.reason, b.reason, c.reason]).toEqual(['length', 'length', 'length']);
+    expect(c.completionTokens).toBe(4);
+    const batchEndMs = Math.min(a.endMs, b.endMs);
+    expect(late.firstTokenMs! < batchEndMs).toBe(joinsEarly);
+    await s.idle();
+    expect([s.runningCount, s.waitingCount]).toEqual([0, 0]);
+  });
+
+  it('fixed: a partial batch starts once its oldest request has waited the batch timeout', async () => {
+    const s = await scheduler('fixed', { batchTimeoutMs: 200 });
+    const t = submit(s, 2);
+    await t.result;
+    expect(t.firstTokenMs! - t.submittedMs).toBeGreaterThanOrEqual(190);
+  });
+
+  it('finishes a request aborted while queued without running it, and refuses requests beyond the queue', async () => {
+    const s = await scheduler('continuous', { maxWaitingRequests: 2 });
+    const running = submit(s, 200); // admitted at once: the loop starts its first step synchronously
+    const aborter = new AbortController();
+    const queued = submit(s, 200, aborter.signal);
+    const next = submit(s, 200);
+    expect(() => submit(s, 200)).toThrow(QueueFullError);
+    aborter.abort();
+    expect(await queued.result).toMatchObject({ reason: 'abort', completionTokens: 0 });
+    expect(queued.firstTokenMs).toBeUndefined();
+    expect((await running.result).reason).toBe('length');
+    expect((await next.result).reason).toBe('length');
+    await s.idle();
+  });
+});
