@@ -35,7 +35,8 @@ commands:
                    [--batch-timeout-ms 100 (fixed only)]
   bench            (--model X.npu [--baseline BEFORE.npu] | --url http://HOST:PORT [--model X.npu])
                    [--reference X.fp32.npu] [--out DIR (bench-results)] [--prompt-tokens 512] [--output-tokens 64]
-                   [--latency-requests 5] [--max-concurrency 16] [--min-gain 0.05] [--threads N] [--json]
+                   [--latency-requests 5] [--max-concurrency 16] [--min-gain 0.05] [--threads N]
+                   [--max-num-batched-tokens N] [--json]
   make-test-model  --out DIR [--preset tiny|100m|1b] [--layers N --hidden N --heads N --kv-heads N
                    --head-dim N --intermediate N --sliding-window N --tied --seed N --dtype F32|F16|BF16 --shards N
                    --gguf F32|F16|Q8_0|Q4_0]

@@ -2,7 +2,9 @@
 // model, driven with the official openai client (and raw fetch where a client would not send such a
 // request): completions, chat, streaming, stop strings, seeds, batching, every error, overload,
 // disconnects and SIGTERM draining.
+import { spawnSync } from 'node:child_process';
 import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
 
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -313,5 +315,25 @@ describe('npuserve serve while the model loads', () => {
     } finally {
       listener.close();
     }
+  });
+});
+
+describe('npuserve serve flags', () => {
+  it.each([
+    [[], /--model is required/],
+    [['--model', 'x.npu', '--scheduler', 'lifo'], /--scheduler must be continuous or fixed, got 'lifo'/],
+    [['--model', 'x.npu', '--max-batch-size', '32', '--max-num-batched-tokens', '16'], /--max-num-batched-tokens 16 must be at least --max-batch-size 32/],
+    [['--model', 'x.npu', '--max-seq-len', '4096', '--kv-cache-tokens', '1024'], /--kv-cache-tokens 1024 must hold at least one sequence of --max-seq-len 4096/],
+    [['--model', 'x.npu', '--port', '70000'], /--port must be at most 65535/],
+  ])('%j exits 2 naming the problem', (args, message) => {
+    const r = spawnSync(process.execPath, [join(import.meta.dirname, '..', '..', 'bin', 'npuserve.js'), 'serve', ...args], { encoding: 'utf8', timeout: 30_000 });
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(message);
+  });
+
+  it('exits 1 naming the file when the model cannot be loaded', () => {
+    const r = spawnSync(process.execPath, [join(import.meta.dirname, '..', '..', 'bin', 'npuserve.js'), 'serve', '--model', '/nonexistent.npu', '--host', '127.0.0.1', '--port', '0'], { encoding: 'utf8', timeout: 30_000 });
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/nonexistent\.npu/);
   });
 });
