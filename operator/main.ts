@@ -1,5 +1,6 @@
 // `npuserve operator`: parses the configuration, starts informers, waits for the leader lease,
 // runs the reconcile workers and the autoscaler, serves /metrics and /healthz, and shuts down cleanly on SIGTERM.
+import { setMaxListeners } from 'node:events';
 import { createServer } from 'node:http';
 
 import { Autoscaler } from './autoscaler/autoscaler.js';
@@ -23,6 +24,8 @@ export async function runOperator(argv: string[]): Promise<number> {
   const kube = Kube.fromEnvironment(kubeconfig);
   const controller = new Controller(kube, cfg, log);
   const stop = new AbortController();
+  // Every informer's watch and the leader's timers listen on this signal.
+  setMaxListeners(100, stop.signal);
   let leading = false;
   let exitCode = 0;
 
