@@ -102,11 +102,12 @@ async function cmdConvert(argv: string[]): Promise<number> {
   const level = int(f, 'optimize-level', 2)!;
   if (level > 2) throw new UsageError(`--optimize-level must be 0, 1 or 2, got ${level}`);
   const progress = new Progress();
+  const input = required(f, 'input');
   const output = required(f, 'output');
   try {
     mkdirSync(dirname(output), { recursive: true });
     const summary = await convert({
-      input: required(f, 'input'),
+      input,
       output,
       precision: precisionOf(required(f, 'precision')),
       optimizeLevel: level as 0 | 1 | 2,
