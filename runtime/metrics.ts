@@ -49,6 +49,9 @@ export class ServerMetrics implements SchedulerObserver {
     this.batchSize = new Histogram({ name: 'npuserve_batch_size', help: 'Sequences in each engine step.', labelNames, buckets: BATCH_SIZE_BUCKETS, registers }).labels(model);
     this.engineInfo = new Gauge({ name: 'npuserve_engine_info', help: 'The engine serving the model (value 1).', labelNames: ['model', 'backend', 'precision', 'kernel'], registers });
     for (const g of [this.running, this.waiting, this.kvUsage]) g.set(0);
+    // Counters exist from the start (prom-client creates a label set on first use), so a scraper
+    // sees 0 on an idle pod rather than no series.
+    for (const c of [this.promptTokens, this.generationTokens]) c.inc(0);
   }
 
   setEngine(labels: EngineLabels): void {
