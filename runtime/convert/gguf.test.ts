@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 
+import { rng as mulberry32 } from '../../test/unit/random.js';
 import { FormatError } from '../errors.js';
 import type { ModelConfig } from '../model-config.js';
 import { GgufCheckpoint, GgufFile, writeGguf, type GgufTensorToWrite, type GgufVocab, type GgufWeightDType } from './gguf.js';
@@ -12,17 +13,6 @@ import { f16ToF32, f32ToF16 } from './tensors.js';
 
 const SEED = Number(process.env.NPUSERVE_TEST_SEED ?? Date.now() % 2 ** 31);
 console.log(`gguf.test.ts: seed ${SEED} (rerun with NPUSERVE_TEST_SEED=${SEED})`);
-
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const dir = mkdtempSync(join(tmpdir(), 'npuserve-gguf-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));

@@ -12,9 +12,10 @@ export function rng(seed: number): () => number {
   };
 }
 
+/** A new seed per run, or NPUSERVE_TEST_SEED to replay one; printed either way. */
 export function freshSeed(label: string): number {
-  const seed = (Date.now() ^ (Math.random() * 2 ** 31)) >>> 0;
-  console.log(`${label}: seed ${seed}`);
+  const seed = process.env.NPUSERVE_TEST_SEED ? Number(process.env.NPUSERVE_TEST_SEED) >>> 0 : (Date.now() ^ (Math.random() * 2 ** 31)) >>> 0;
+  console.log(`${label}: seed ${seed} (replay with NPUSERVE_TEST_SEED=${seed})`);
   return seed;
 }
 
