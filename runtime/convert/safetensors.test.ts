@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 
+import { fuzzFiles } from '../../test/unit/fuzz.js';
 import { rng as mulberry32 } from '../../test/unit/random.js';
 import { FormatError } from '../errors.js';
 import { SafetensorsFile, ShardedSafetensors, writeSafetensors, type TensorToWrite } from './safetensors.js';
@@ -323,22 +324,6 @@ describe('fuzz', () => {
       seeds.push(new Uint8Array(readFileSync(path)));
     }
     const path = tempPath('fuzz.safetensors');
-    let accepted = 0;
-    const iterations = Number(process.env.NPUSERVE_FUZZ_ITERATIONS ?? 2500);
-    for (let n = 0; n < iterations; n++) {
-      const { bytes, steps } = mutate(seeds[n % seeds.length], rand);
-      writeFileSync(path, bytes);
-      const started = performance.now();
-      try {
-        if (exerciseSafetensors(path)) accepted++;
-      } catch (e) {
-        expect.fail(`seed ${SEED}, iteration ${n} (${steps.join('; ')}): ${(e as Error).stack}`);
-      }
-      const ms = performance.now() - started;
-      if (ms > 1000) expect.fail(`seed ${SEED}, iteration ${n} (${steps.join('; ')}): took ${ms.toFixed(0)} ms`);
-    }
-    console.log(`safetensors fuzz: ${iterations} mutated files, ${accepted} accepted, ${iterations - accepted} rejected with a FormatError`);
-    expect(accepted).toBeGreaterThan(0);
-    expect(accepted).toBeLessThan(iterations);
+    fuzzFiles({ label: 'safetensors', seed: SEED, seeds, path, mutate: (seed) => mutate(seed, rand), exercise: exerciseSafetensors });
   });
 });

@@ -51,24 +51,26 @@ export function isAlive(pid: number): boolean {
   }
 }
 
+/** Signals a process group led by `pid` (or the process alone when it leads none); quiet if gone. */
+export function signalGroup(pid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(-pid, signal);
+  } catch {
+    try {
+      process.kill(pid, signal);
+    } catch {
+      // already gone
+    }
+  }
+}
+
 /** Stops a process group: SIGTERM, then SIGKILL after `graceMs`. Returns when the leader is gone. */
 export async function stopProcessGroup(pid: number, graceMs = 10_000): Promise<void> {
-  const signalGroup = (signal: NodeJS.Signals) => {
-    try {
-      process.kill(-pid, signal);
-    } catch {
-      try {
-        process.kill(pid, signal);
-      } catch {
-        // already gone
-      }
-    }
-  };
   if (!isAlive(pid)) return;
-  signalGroup('SIGTERM');
+  signalGroup(pid, 'SIGTERM');
   const deadline = Date.now() + graceMs;
   while (isAlive(pid) && Date.now() < deadline) await sleep(100);
-  signalGroup('SIGKILL');
+  signalGroup(pid, 'SIGKILL');
   while (isAlive(pid) && Date.now() < deadline + 5000) await sleep(50);
 }
 

@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { isNotFound, sleep, type KubeClient } from '../kube-client.js';
+import { signalGroup } from '../processes.js';
 import { ContainerConfigError, expandReferences, resolveCommand, rewritePaths, type MountMap } from './container.js';
 import { gatewayAddress, type PodAttachment } from './pod-network.js';
 import { runProbe, type ProbeTarget } from './probe.js';
@@ -457,11 +458,11 @@ export class PodRunner {
       graceSeconds -= preStopSeconds;
       if (run.child !== child) return;
     }
-    killGroup(child.pid, 'SIGTERM');
+    signalGroup(child.pid, 'SIGTERM');
     const exited = run.exited ?? Promise.resolve();
     const timedOut = await Promise.race([exited.then(() => false), sleep(graceSeconds * 1000).then(() => true)]);
     if (timedOut && run.child === child) {
-      killGroup(child.pid, 'SIGKILL');
+      signalGroup(child.pid, 'SIGKILL');
       await Promise.race([exited, sleep(5000)]);
     }
   }
@@ -603,16 +604,4 @@ export class PodRunner {
 function clearTimers(run: ContainerRun): void {
   for (const t of run.timers.values()) clearTimeout(t);
   run.timers.clear();
-}
-
-function killGroup(pid: number, signal: NodeJS.Signals): void {
-  try {
-    process.kill(-pid, signal);
-  } catch {
-    try {
-      process.kill(pid, signal);
-    } catch {
-      // already gone
-    }
-  }
 }

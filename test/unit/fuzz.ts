@@ -1,0 +1,34 @@
+// The loop every parser fuzz test runs: write each mutated file, parse it, and fail on anything but
+// a clean accept or a FormatError (checked by `exercise`), or on an input that takes over a second.
+import { writeFileSync } from 'node:fs';
+import { expect } from 'vitest';
+
+export interface FuzzRun<S> {
+  label: string;
+  seed: number;
+  seeds: S[];
+  path: string;
+  mutate: (seed: S) => { bytes: Uint8Array; steps: string[] };
+  /** Parses the file: true when accepted, false when rejected with a FormatError; throws otherwise. */
+  exercise: (path: string) => boolean;
+}
+
+export function fuzzFiles<S>(run: FuzzRun<S>): void {
+  let accepted = 0;
+  const iterations = Number(process.env.NPUSERVE_FUZZ_ITERATIONS ?? 2500);
+  for (let n = 0; n < iterations; n++) {
+    const { bytes, steps } = run.mutate(run.seeds[n % run.seeds.length]);
+    writeFileSync(run.path, bytes);
+    const started = performance.now();
+    try {
+      if (run.exercise(run.path)) accepted++;
+    } catch (e) {
+      expect.fail(`seed ${run.seed}, iteration ${n} (${steps.join('; ')}): ${(e as Error).stack}`);
+    }
+    const ms = performance.now() - started;
+    if (ms > 1000) expect.fail(`seed ${run.seed}, iteration ${n} (${steps.join('; ')}): took ${ms.toFixed(0)} ms`);
+  }
+  console.log(`${run.label} fuzz: ${iterations} mutated files, ${accepted} accepted, ${iterations - accepted} rejected with a FormatError`);
+  expect(accepted).toBeGreaterThan(0);
+  expect(accepted).toBeLessThan(iterations);
+}
