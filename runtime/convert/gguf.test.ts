@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 
-import { fuzzFiles } from '../../test/unit/fuzz.js';
+import { byteMutation, fuzzFiles } from '../../test/unit/fuzz.js';
 import { rng as mulberry32 } from '../../test/unit/random.js';
 import { FormatError } from '../errors.js';
 import type { ModelConfig } from '../model-config.js';
@@ -786,18 +786,10 @@ function mutate(seed: Seed, rand: () => number): { bytes: Uint8Array; steps: str
   const at = (n: number) => Math.floor(rand() * n);
   for (let k = 1 + at(3); k > 0; k--) {
     const kind = at(5);
-    if (kind === 0 && bytes.length > 0) {
-      const i = at(bytes.length);
-      bytes[i] ^= 1 << at(8);
-      steps.push(`flip bit at ${i}`);
-    } else if (kind === 1 && bytes.length > 0) {
-      const i = at(bytes.length);
-      for (let j = i; j < Math.min(bytes.length, i + 1 + at(8)); j++) bytes[j] = at(256);
-      steps.push(`random bytes at ${i}`);
-    } else if (kind === 2) {
-      const n = at(bytes.length + 1);
-      bytes = bytes.slice(0, n);
-      steps.push(`truncate to ${n}`);
+    if (kind <= 2 && (kind === 2 || bytes.length > 0)) {
+      const m = byteMutation(kind as 0 | 1 | 2, bytes, rand);
+      bytes = m.bytes;
+      steps.push(m.step);
     } else if (kind === 3 && seed.fields.length > 0) {
       const i = seed.fields[at(seed.fields.length)];
       const v = rand() < 0.2 ? BigInt(bytes.length + at(64)) : HUGE_VALUES[at(HUGE_VALUES.length)];

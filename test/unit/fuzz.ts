@@ -32,3 +32,20 @@ export function fuzzFiles<S>(run: FuzzRun<S>): void {
   expect(accepted).toBeGreaterThan(0);
   expect(accepted).toBeLessThan(iterations);
 }
+
+/** The format-blind mutations: 0 flips a bit, 1 overwrites a few bytes, 2 truncates. */
+export function byteMutation(kind: 0 | 1 | 2, input: Uint8Array, rand: () => number): { bytes: Uint8Array; step: string } {
+  const at = (n: number) => Math.floor(rand() * n);
+  if (kind === 2) {
+    const n = at(input.length + 1);
+    return { bytes: input.slice(0, n), step: `truncate to ${n}` };
+  }
+  const bytes = input;
+  const i = at(bytes.length);
+  if (kind === 0) {
+    bytes[i] ^= 1 << at(8);
+    return { bytes, step: `flip bit at ${i}` };
+  }
+  for (let j = i; j < Math.min(bytes.length, i + 1 + at(8)); j++) bytes[j] = at(256);
+  return { bytes, step: `random bytes at ${i}` };
+}
