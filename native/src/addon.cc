@@ -192,10 +192,12 @@ class StepWorker : public Napi::AsyncWorker {
     } catch (const std::exception& e) {
       SetError(e.what());
     }
-    model_->end_step();
   }
 
+  // The step ends on the JS thread, when its promise settles: until then a second step is refused
+  // (whatever the worker's speed) and released sequences wait for this step's results.
   void OnOK() override {
+    model_->end_step();
     Napi::Env env = Env();
     Napi::Array out = Napi::Array::New(env, results_.size());
     for (size_t i = 0; i < results_.size(); i++) {
@@ -213,7 +215,10 @@ class StepWorker : public Napi::AsyncWorker {
     deferred_.Resolve(out);
   }
 
-  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+  void OnError(const Napi::Error& e) override {
+    model_->end_step();
+    deferred_.Reject(e.Value());
+  }
 
  private:
   Napi::Promise::Deferred deferred_;

@@ -232,6 +232,10 @@ describe('misuse gets clear errors', () => {
     const seq = engine.createSequence();
     const running = engine.step([{ sequence: seq, tokens: new Array(64).fill(7) }]);
     expect(() => engine.step([{ sequence: seq, tokens: [1] }])).toThrow(/engine busy/);
+    // Block the JS thread until the worker has surely finished: the step still counts as running
+    // until its promise settles, so a second step is refused whatever the worker's speed.
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 300);
+    expect(() => engine.step([{ sequence: seq, tokens: [1] }])).toThrow(/engine busy/);
     engine.releaseSequence(seq);
     await expect(running).resolves.toHaveLength(1);
     expect(() => engine.sequenceLength(seq)).toThrow(/unknown sequence/);
