@@ -63,6 +63,8 @@ export interface NativeAddon {
   loadModel(path: string, descriptor: unknown, options: EngineOptions): Promise<NativeEngine>;
   packWeight(w: Float32Array, rows: number, cols: number, dtype: string, layout: string): { data: Uint8Array; scales?: Float32Array };
   gemm(args: Record<string, unknown>): Float32Array;
+  /** One kernel set's attention of queries over key/value rows, fed in KV blocks (kernel tests). */
+  attention(args: Record<string, unknown>): Float32Array;
   cpuFeatures(): Record<string, unknown> & { selectedKernel: string; availableKernels: string[] };
   /** Streaming read bandwidth in bytes/s over `bytes` split between `threads` threads. */
   readBandwidth(bytes: number, threads?: number, repeats?: number): number;

@@ -4,6 +4,7 @@
 #include <napi.h>
 
 #include <cmath>
+#include <limits>
 #include <memory>
 #include <stdexcept>
 
@@ -404,6 +405,58 @@ Napi::Value Gemm(const Napi::CallbackInfo& info) {
   });
 }
 
+// attention({ kernel, hd, q, qpos, k, v, kvDtype, window, blockTokens, scale }) -> Float32Array (nq x hd):
+// the attention of nq queries over nk key/value rows (key j at position j) through one kernel set,
+// fed block by block as the model feeds it (for kernel tests).
+Napi::Value Attention(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    Napi::Object o = info[0].As<Napi::Object>();
+    const Kernels& kern = kernels_by_name(o.Get("kernel").As<Napi::String>().Utf8Value());
+    const int hd = int_in(o, "hd", 1, 4096);
+    const int window = int_in(o, "window", 0, 1 << 30, 0);
+    const int bt = int_in(o, "blockTokens", 1, 4096);
+    const float scale = (float)o.Get("scale").As<Napi::Number>().DoubleValue();
+    Napi::Float32Array q = float_arg(o.Get("q"), "q");
+    Napi::Value qposv = o.Get("qpos");
+    if (!qposv.IsTypedArray() || qposv.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+      throw std::runtime_error("qpos must be an Int32Array");
+    Napi::Int32Array qpos = qposv.As<Napi::Int32Array>();
+    const int real = (int)qpos.ElementLength();
+    if (real < 1 || q.ElementLength() != (size_t)real * hd) throw std::runtime_error("attention: q must hold qpos.length x hd values");
+    const bool f16 = o.Get("kvDtype").As<Napi::String>().Utf8Value() == "f16";
+    Napi::TypedArray k = o.Get("k").As<Napi::TypedArray>(), v = o.Get("v").As<Napi::TypedArray>();
+    napi_typedarray_type want = f16 ? napi_uint16_array : napi_float32_array;
+    if (k.TypedArrayType() != want || v.TypedArrayType() != want) throw std::runtime_error("attention: k and v must match kvDtype");
+    const int nk = (int)(k.ElementLength() / hd);
+    if (nk < 1 || k.ElementLength() != (size_t)nk * hd || v.ElementLength() != k.ElementLength())
+      throw std::runtime_error("attention: k and v must hold nk x hd values");
+    for (int i = 0; i < real; i++)
+      if (qpos[i] < 0 || qpos[i] >= nk) throw std::runtime_error("attention: qpos must be key positions");
+    const int nq = round_up(real, 8);
+    std::vector<float> qt((size_t)hd * nq), m(nq, -std::numeric_limits<float>::infinity()), l(nq, 0.f), out((size_t)nq * hd, 0.f);
+    std::vector<float> work(attn_scratch_floats(nq, hd, bt));
+    std::vector<int> pos(nq);
+    for (int i = 0; i < nq; i++) {
+      int r = std::min(i, real - 1);
+      for (int d = 0; d < hd; d++) qt[(size_t)d * nq + i] = q[(size_t)r * hd + d] * scale;
+      pos[i] = qpos[r];
+    }
+    AttnQueries a{qt.data(), pos.data(), nq, hd, real, window, m.data(), l.data(), out.data(), work.data()};
+    const size_t elem = f16 ? 2 : 4;
+    const uint8_t* kb = static_cast<const uint8_t*>(k.ArrayBuffer().Data()) + k.ByteOffset();
+    const uint8_t* vb = static_cast<const uint8_t*>(v.ArrayBuffer().Data()) + v.ByteOffset();
+    for (int j = 0; j < nk; j += bt) {
+      int n = std::min(bt, nk - j);
+      kern.attn_block(a, kb + (size_t)j * hd * elem, vb + (size_t)j * hd * elem, f16, hd, n, j);
+    }
+    Napi::Float32Array y = Napi::Float32Array::New(env, (size_t)real * hd);
+    for (int i = 0; i < real; i++)
+      for (int d = 0; d < hd; d++) y[(size_t)i * hd + d] = out[(size_t)i * hd + d] / l[i];
+    return y;
+  });
+}
+
 // readBandwidth(bytes, threads, repeats) -> bytes/s: the streaming read bandwidth benchmarks divide by.
 Napi::Value ReadBandwidth(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -442,6 +495,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("loadModel", Napi::Function::New(env, LoadModel));
   exports.Set("packWeight", Napi::Function::New(env, PackWeight));
   exports.Set("gemm", Napi::Function::New(env, Gemm));
+  exports.Set("attention", Napi::Function::New(env, Attention));
   exports.Set("cpuFeatures", Napi::Function::New(env, CpuFeaturesJs));
   exports.Set("readBandwidth", Napi::Function::New(env, ReadBandwidth));
   return exports;

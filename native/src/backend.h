@@ -43,6 +43,23 @@ struct QuantizedActs {
   int ld;
 };
 
+// Attention of nq queries against one KV head, one KV block at a time with an online softmax (as
+// flash attention), so a block's keys and values are converted once for all nq queries. nq is a
+// multiple of 8 (padding queries repeat a real query's position and are discarded).
+struct AttnQueries {
+  const float* qt;   // [hd][nq]: queries transposed and already multiplied by 1/sqrt(hd)
+  const int* qpos;   // [nq]: positions; the key at position kp is seen iff kp <= qpos
+  int nq, hd;
+  int real;          // queries [real, nq) are padding: their outputs may be left untouched
+  int window;        // sliding window (0: none): also requires qpos - kp < window
+  float* m;          // [nq] running max of the scores (start at -inf)
+  float* l;          // [nq] running sum of exp(score - m) (start at 0)
+  float* o;          // [nq][hd] output, not yet divided by l (start at 0)
+  float* scratch;    // attn_scratch_floats(nq, hd, n) floats for the kernel's own use
+};
+
+inline size_t attn_scratch_floats(int nq, int hd, int n) { return 2 * (size_t)n * hd + (size_t)n * nq + 2 * (size_t)nq; }
+
 // y[t][n] for n in [n0, n1): n0 and n1 are multiples of kPackRows except n1 == rows.
 struct Kernels {
   const char* name;
@@ -51,13 +68,9 @@ struct Kernels {
   void (*gemm_i8)(const Weight& w, const QuantizedActs& x, int T, float* y, int ldy, int n0, int n1);
   // One token row of length k -> int8 q (padded with zeros to ld) and its scale.
   void (*quantize_row)(const float* x, int k, int ld, int8_t* q, float* scale);
-  // Attention over n f32 KV rows of head_dim hd, ld floats apart (one KV block):
-  // scores[j] = scale * (q . k_j), and out += sum_j w[j] v_j.
-  void (*attn_scores)(const float* q, const float* k, size_t ld, int n, int hd, float scale, float* scores);
-  void (*attn_values)(const float* w, const float* v, size_t ld, int n, int hd, float* out);
-  // The same over an f16 KV cache.
-  void (*attn_scores_f16)(const float* q, const uint16_t* k, size_t ld, int n, int hd, float scale, float* scores);
-  void (*attn_values_f16)(const float* w, const uint16_t* v, size_t ld, int n, int hd, float* out);
+  // One KV block: n key and value rows ld elements apart (f32, or f16 bits when f16), the first at
+  // position kpos0, folded into the queries' running softmax state.
+  void (*attn_block)(const AttnQueries& a, const void* k, const void* v, bool f16, size_t ld, int n, int kpos0);
 };
 
 struct CpuFeatures {

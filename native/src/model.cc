@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <functional>
 #include <stdexcept>
 
@@ -79,7 +80,7 @@ Model::Model(const std::string& path, const Config& cfg, const std::vector<Tenso
       rope_sin_[(size_t)p * half + i] = std::sin(angle);
     }
   }
-  scores_.resize(pool_.size());
+  attn_scratch_.resize(pool_.size());
   touch_weights();
 }
 
@@ -309,55 +310,74 @@ void Model::rope(float* v, int heads, const std::vector<int>& pos, int T, int ld
 
 void Model::attention(int layer, int T, const std::vector<Sequence*>& tok_seq, const std::vector<int>& pos) {
   const Config& c = cfg_;
-  const int hd = c.head_dim, H = c.n_heads, group = c.n_heads / c.n_kv_heads;
-  const int q_dim = H * hd, kv_dim = c.n_kv_heads * hd, ld = q_dim + 2 * kv_dim;
+  const int hd = c.head_dim, H = c.n_heads, KVH = c.n_kv_heads, group = H / KVH;
+  const int q_dim = H * hd, kv_dim = KVH * hd, ld = q_dim + 2 * kv_dim;
   const int bt = kv_.block_tokens();
   const float scale = 1.f / std::sqrt((float)hd);
   const Kernels& kern = *kernels_;
   const bool f16 = kv_.f16();
+  const size_t kv_elem = f16 ? 2 : 4;
+  // Tiles: runs of consecutive positions of one sequence (a prompt chunk; a decode token is a run of
+  // one), cut so one tile holds about 32 queries of a KV head: each KV block is then read (and
+  // converted from f16) once for all of them.
+  const int tile_tokens = std::max(1, 32 / group);
+  tiles_.clear();
+  for (int t = 0; t < T;) {
+    int e = t + 1;
+    while (e < T && e - t < tile_tokens && tok_seq[e] == tok_seq[t] && pos[e] == pos[e - 1] + 1) e++;
+    tiles_.push_back({t, e - t});
+    t = e;
+  }
   // A decode step's attention is microseconds of work: handing it to the pool would cost a worker
   // wake-up (tens of microseconds) per layer, so below ~1M multiply-adds it runs on this thread.
   int64_t macs = 0;
   for (int t = 0; t < T; t++) macs += (int64_t)(pos[t] + 1) * H * hd * 2;
-  auto run = [&](int tasks, const std::function<void(int, int)>& fn) {
-    if (macs < (1 << 20)) {
-      for (int i = 0; i < tasks; i++) fn(i, 0);
-    } else {
-      pool_.parallel_for(tasks, fn);
+  auto body = [&](int task, int thread) {
+    const AttnTile& tile = tiles_[task / KVH];
+    const int kvh = task % KVH;
+    const int real = tile.n * group, nq = round_up(real, 8);
+    const Sequence* s = tok_seq[tile.t0];
+    const int p_first = pos[tile.t0], p_last = pos[tile.t0 + tile.n - 1];
+    AttnScratch& w = attn_scratch_[thread];
+    w.qt.resize((size_t)hd * nq);
+    w.qpos.resize(nq);
+    w.m.assign(nq, -std::numeric_limits<float>::infinity());
+    w.l.assign(nq, 0.f);
+    w.o.assign((size_t)nq * hd, 0.f);
+    w.work.resize(attn_scratch_floats(nq, hd, bt));
+    // Query i is head kvh * group + i % group of token tile.t0 + i / group; padding repeats the last.
+    for (int i = 0; i < nq; i++) {
+      int r = std::min(i, real - 1);
+      int t = tile.t0 + r / group, h = kvh * group + r % group;
+      const float* q = qkv_.data() + (size_t)t * ld + h * hd;
+      for (int d = 0; d < hd; d++) w.qt[(size_t)d * nq + i] = q[d] * scale;
+      w.qpos[i] = pos[t];
+    }
+    AttnQueries a{w.qt.data(), w.qpos.data(), nq, hd, real, c.sliding_window, w.m.data(), w.l.data(), w.o.data(), w.work.data()};
+    // Mistral's sliding window: position p sees keys j with p - j < window.
+    int lo = c.sliding_window > 0 ? std::max(0, p_first - c.sliding_window + 1) : 0;
+    for (int j = lo; j <= p_last;) {
+      int n = std::min(bt - j % bt, p_last + 1 - j);
+      int block = s->blocks[j / bt];
+      const uint8_t* k = static_cast<const uint8_t*>(kv_.k(layer, block, j % bt)) + (size_t)kvh * hd * kv_elem;
+      const uint8_t* v = static_cast<const uint8_t*>(kv_.v(layer, block, j % bt)) + (size_t)kvh * hd * kv_elem;
+      kern.attn_block(a, k, v, f16, kv_dim, n, j);
+      j += n;
+    }
+    for (int i = 0; i < real; i++) {
+      int t = tile.t0 + i / group, h = kvh * group + i % group;
+      float* out = attn_.data() + (size_t)t * q_dim + h * hd;
+      const float* o = w.o.data() + (size_t)i * hd;
+      float inv = 1.f / w.l[i];
+      for (int d = 0; d < hd; d++) out[d] = o[d] * inv;
     }
   };
-  run(T * H, [&](int task, int thread) {
-    int t = task / H, h = task % H, kvh = h / group;
-    const Sequence* s = tok_seq[t];
-    int p = pos[t];
-    // Mistral's sliding window: position p sees keys j with p - j < window.
-    int lo = c.sliding_window > 0 ? std::max(0, p - c.sliding_window + 1) : 0;
-    std::vector<float>& sc = scores_[thread];
-    sc.resize(p - lo + 1);
-    const float* q = qkv_.data() + (size_t)t * ld + h * hd;
-    // Scores block by block: keys j in [lo, p] live in blocks of bt consecutive rows.
-    for (int j = lo; j <= p;) {
-      int n = std::min(bt - j % bt, p + 1 - j);
-      const void* k = kv_.k(layer, s->blocks[j / bt], j % bt);
-      if (f16) kern.attn_scores_f16(q, static_cast<const uint16_t*>(k) + kvh * hd, kv_dim, n, hd, scale, sc.data() + (j - lo));
-      else kern.attn_scores(q, static_cast<const float*>(k) + kvh * hd, kv_dim, n, hd, scale, sc.data() + (j - lo));
-      j += n;
-    }
-    float maxs = *std::max_element(sc.begin(), sc.end());
-    float sum = 0.f;
-    for (float& v : sc) sum += v = std::exp(v - maxs);
-    float inv = 1.f / sum;
-    for (float& v : sc) v *= inv;
-    float* out = attn_.data() + (size_t)t * q_dim + h * hd;
-    std::fill(out, out + hd, 0.f);
-    for (int j = lo; j <= p;) {
-      int n = std::min(bt - j % bt, p + 1 - j);
-      const void* v = kv_.v(layer, s->blocks[j / bt], j % bt);
-      if (f16) kern.attn_values_f16(sc.data() + (j - lo), static_cast<const uint16_t*>(v) + kvh * hd, kv_dim, n, hd, out);
-      else kern.attn_values(sc.data() + (j - lo), static_cast<const float*>(v) + kvh * hd, kv_dim, n, hd, out);
-      j += n;
-    }
-  });
+  const int tasks = (int)tiles_.size() * KVH;
+  if (macs < (1 << 20)) {
+    for (int i = 0; i < tasks; i++) body(i, 0);
+  } else {
+    pool_.parallel_for(tasks, body);
+  }
 }
 
 void Model::store_kv(void* dst, const float* src, int n) {

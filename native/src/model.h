@@ -157,7 +157,15 @@ class Model {
   std::vector<float> x_, xn_, qkv_, attn_, ffn_, ffn_out_, logits_in_, logits_;
   std::vector<int8_t> xq_;
   std::vector<float> xq_scale_;
-  std::vector<std::vector<float>> scores_;  // per thread
+  struct AttnTile {
+    int t0, n;  // tokens [t0, t0 + n) of one sequence at consecutive positions
+  };
+  struct AttnScratch {
+    std::vector<float> qt, m, l, o, work;
+    std::vector<int> qpos;
+  };
+  std::vector<AttnTile> tiles_;
+  std::vector<AttnScratch> attn_scratch_;  // per thread
 };
 
 }  // namespace npu

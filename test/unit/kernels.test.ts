@@ -72,3 +72,58 @@ describe('GEMM kernels vs float64', () => {
     expect(typeof f.avx2).toBe('boolean');
   });
 });
+
+/** Attention in float64: query i (position qpos[i]) over keys 0..qpos[i] (inside the window). */
+function attentionReference(q: Float32Array, qpos: Int32Array, k: Float64Array, v: Float64Array, hd: number, window: number, scale: number): Float64Array {
+  const out = new Float64Array(qpos.length * hd);
+  for (let i = 0; i < qpos.length; i++) {
+    const seen: number[] = [];
+    for (let j = 0; j <= qpos[i]; j++) if (window === 0 || qpos[i] - j < window) seen.push(j);
+    const s = seen.map((j) => {
+      let dot = 0;
+      for (let d = 0; d < hd; d++) dot += q[i * hd + d] * k[j * hd + d];
+      return dot * scale;
+    });
+    const mx = Math.max(...s);
+    const p = s.map((x) => Math.exp(x - mx));
+    const sum = p.reduce((a, b) => a + b, 0);
+    seen.forEach((j, n) => {
+      for (let d = 0; d < hd; d++) out[i * hd + d] += (p[n] / sum) * v[j * hd + d];
+    });
+  }
+  return out;
+}
+
+describe('attention kernels vs float64', () => {
+  const kernels = native().cpuFeatures().availableKernels;
+  it.each(kernels)('kernel set %s: causal and sliding-window attention over f32 and f16 KV blocks, odd sizes', (kernel) => {
+    const next = rng(freshSeed(`attention ${kernel}`));
+    for (let trial = 0; trial < 16; trial++) {
+      const hd = 1 + Math.floor(next() * 70);
+      const nk = 1 + Math.floor(next() * 60);
+      const nq = 1 + Math.floor(next() * 40);
+      const blockTokens = 1 + Math.floor(next() * 20);
+      const window = next() < 0.5 ? 0 : 1 + Math.floor(next() * nk);
+      const kvDtype = next() < 0.5 ? 'f16' : 'f32';
+      const scale = 1 / Math.sqrt(hd);
+      // Scores large enough that the softmax is far from uniform.
+      const q = Float32Array.from({ length: nq * hd }, () => (next() * 2 - 1) * 4);
+      const qpos = Int32Array.from({ length: nq }, () => Math.floor(next() * nk));
+      const kf = Float32Array.from({ length: nk * hd }, () => next() * 2 - 1);
+      const vf = Float32Array.from({ length: nk * hd }, () => next() * 2 - 1);
+      const k = kvDtype === 'f16' ? Uint16Array.from(kf, f32ToF16) : kf;
+      const v = kvDtype === 'f16' ? Uint16Array.from(vf, f32ToF16) : vf;
+      const asF64 = (a: Float32Array | Uint16Array) => Float64Array.from(a as ArrayLike<number>, (x) => (kvDtype === 'f16' ? f16ToF32(x) : x));
+      const want = attentionReference(q, qpos, asF64(k), asF64(v), hd, window, scale);
+      const got = native().attention({ kernel, hd, q, qpos, k, v, kvDtype, window, blockTokens, scale });
+      expect(got.length).toBe(want.length);
+      const label = `hd=${hd} nk=${nk} nq=${nq} block=${blockTokens} window=${window} ${kvDtype}`;
+      for (let i = 0; i < want.length; i++) expect(Math.abs(got[i] - want[i]), `${label} at ${i}`).toBeLessThan(2e-5);
+    }
+  });
+
+  it('refuses queries at positions with no keys', () => {
+    expect(() => native().attention({ kernel: 'scalar', hd: 4, q: new Float32Array(4), qpos: Int32Array.of(3), k: new Float32Array(8), v: new Float32Array(8), kvDtype: 'f32', window: 0, blockTokens: 4, scale: 1 }))
+      .toThrow(/qpos must be key positions/);
+  });
+});

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 
 namespace npu {
 
@@ -265,80 +266,199 @@ static void avx2_quantize_row(const float* x, int k, int ld, int8_t* q, float* s
   *scale = amax / 127.f;
 }
 
-template <bool kHalf>
-static inline float dot_kv(const float* a, const void* b, int n) {
-  __m256 acc = _mm256_setzero_ps();
-  int i = 0;
-  for (; i + 8 <= n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), load8<kHalf>(b, i), acc);
-  float s = hsum(acc);
-  for (; i < n; i++) s += a[i] * load1<kHalf>(b, i);
-  return s;
+// exp(x) in float: Cephes' expf (range reduction by ln 2 in two parts, degree-5 polynomial), about
+// 1 ulp; -inf and anything below the float range give 0.
+static inline __m256 exp_ps(__m256 x) {
+  const __m256 lo = _mm256_set1_ps(-87.3365448f), hi = _mm256_set1_ps(88.3762626f);
+  __m256 underflow = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
+  x = _mm256_min_ps(_mm256_max_ps(x, lo), hi);
+  __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  x = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  x = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), x);
+  __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507e-3f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073e-3f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894e-2f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459e-1f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201e-1f));
+  y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.f)));
+  __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_andnot_ps(underflow, _mm256_mul_ps(y, _mm256_castsi256_ps(e)));
 }
 
-// Four keys at a time: four independent FMA chains, then one combined horizontal reduction.
-// k points at f32 (kHalf false) or f16 (kHalf true) rows ld elements apart.
-template <bool kHalf>
-static void attn_scores(const float* q, const void* k, size_t ld, int n, int hd, float scale, float* scores) {
-  int j = 0;
-  if (hd % 8 == 0) {
-    for (; j + 4 <= n; j += 4) {
-      size_t r = (size_t)j * ld;
-      __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-      for (int i = 0; i < hd; i += 8) {
-        __m256 qv = _mm256_loadu_ps(q + i);
-        a0 = _mm256_fmadd_ps(qv, load8<kHalf>(k, r + i), a0);
-        a1 = _mm256_fmadd_ps(qv, load8<kHalf>(k, r + ld + i), a1);
-        a2 = _mm256_fmadd_ps(qv, load8<kHalf>(k, r + 2 * ld + i), a2);
-        a3 = _mm256_fmadd_ps(qv, load8<kHalf>(k, r + 3 * ld + i), a3);
-      }
-      __m256 h01 = _mm256_hadd_ps(a0, a1), h23 = _mm256_hadd_ps(a2, a3);
-      __m256 h = _mm256_hadd_ps(h01, h23);  // per 128-bit half: s0 s1 s2 s3
-      __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-      _mm_storeu_ps(scores + j, _mm_mul_ps(s4, _mm_set1_ps(scale)));
+// Scores of QV x 8 queries (lanes) against JB keys: per head dimension, QV loads of the transposed
+// queries and JB broadcasts of key elements feed QV x JB FMAs; no horizontal sums.
+template <int QV, int JB>
+static inline void attn_scores_tile(const AttnQueries& a, int q0, const float* kb, size_t kld, int j0, float* st) {
+  __m256 acc[QV][JB];
+  #pragma GCC unroll 16
+  for (int v = 0; v < QV; v++)
+    #pragma GCC unroll 16
+    for (int j = 0; j < JB; j++) acc[v][j] = _mm256_setzero_ps();
+  const float* kr[JB];
+  #pragma GCC unroll 16
+  for (int j = 0; j < JB; j++) kr[j] = kb + (size_t)(j0 + j) * kld;
+  for (int d = 0; d < a.hd; d++) {
+    const float* qd = a.qt + (size_t)d * a.nq + q0;
+    __m256 qv[QV];
+    #pragma GCC unroll 16
+    for (int v = 0; v < QV; v++) qv[v] = _mm256_loadu_ps(qd + 8 * v);
+    #pragma GCC unroll 16
+    for (int j = 0; j < JB; j++) {
+      __m256 kv = _mm256_broadcast_ss(kr[j] + d);
+      #pragma GCC unroll 16
+      for (int v = 0; v < QV; v++) acc[v][j] = _mm256_fmadd_ps(qv[v], kv, acc[v][j]);
     }
   }
-  for (; j < n; j++) {
-    const void* kj = kHalf ? (const void*)(static_cast<const uint16_t*>(k) + j * ld) : (const void*)(static_cast<const float*>(k) + j * ld);
-    scores[j] = dot_kv<kHalf>(q, kj, hd) * scale;
+  #pragma GCC unroll 16
+  for (int j = 0; j < JB; j++)
+    #pragma GCC unroll 16
+    for (int v = 0; v < QV; v++) _mm256_storeu_ps(st + (size_t)(j0 + j) * a.nq + q0 + 8 * v, acc[v][j]);
+}
+
+template <int QV>
+static void attn_scores_rows(const AttnQueries& a, int q0, const float* kb, size_t kld, int n, float* st) {
+  int j = 0;
+  for (; j + 4 <= n; j += 4) attn_scores_tile<QV, 4>(a, q0, kb, kld, j, st);
+  switch (n - j) {
+    case 3: attn_scores_tile<QV, 3>(a, q0, kb, kld, j, st); break;
+    case 2: attn_scores_tile<QV, 2>(a, q0, kb, kld, j, st); break;
+    case 1: attn_scores_tile<QV, 1>(a, q0, kb, kld, j, st); break;
+    default: break;
   }
 }
 
-// out stays in registers across the block's rows for head_dim 64 and 128.
-template <bool kHalf, int kVecs>
-static void attn_values_fixed(const float* w, const void* v, size_t ld, int n, float* out) {
-  __m256 acc[kVecs];
-  for (int i = 0; i < kVecs; i++) acc[i] = _mm256_loadu_ps(out + 8 * i);
+// o[i] += sum_j p[j][i] v[j] for two queries, CV vectors of head dimensions from d0: each value load
+// serves both queries.
+template <bool kHalf, int CV>
+static inline void attn_values_tile(const AttnQueries& a, int i0, const void* vb, size_t vld, int n, const float* st, int d0) {
+  __m256 acc[2][CV];
+  float* o0 = a.o + (size_t)i0 * a.hd + d0;
+  float* o1 = o0 + a.hd;
+  #pragma GCC unroll 16
+  for (int c = 0; c < CV; c++) {
+    acc[0][c] = _mm256_loadu_ps(o0 + 8 * c);
+    acc[1][c] = _mm256_loadu_ps(o1 + 8 * c);
+  }
   for (int j = 0; j < n; j++) {
-    __m256 wv = _mm256_set1_ps(w[j]);
-    for (int i = 0; i < kVecs; i++) acc[i] = _mm256_fmadd_ps(wv, load8<kHalf>(v, j * ld + 8 * i), acc[i]);
+    __m256 p0 = _mm256_broadcast_ss(st + (size_t)j * a.nq + i0), p1 = _mm256_broadcast_ss(st + (size_t)j * a.nq + i0 + 1);
+    const size_t vr = (size_t)j * vld + d0;
+    #pragma GCC unroll 16
+    for (int c = 0; c < CV; c++) {
+      __m256 vv = load8<kHalf>(vb, vr + 8 * c);
+      acc[0][c] = _mm256_fmadd_ps(p0, vv, acc[0][c]);
+      acc[1][c] = _mm256_fmadd_ps(p1, vv, acc[1][c]);
+    }
   }
-  for (int i = 0; i < kVecs; i++) _mm256_storeu_ps(out + 8 * i, acc[i]);
+  #pragma GCC unroll 16
+  for (int c = 0; c < CV; c++) {
+    _mm256_storeu_ps(o0 + 8 * c, acc[0][c]);
+    _mm256_storeu_ps(o1 + 8 * c, acc[1][c]);
+  }
 }
 
-template <bool kHalf>
-static void attn_values(const float* w, const void* v, size_t ld, int n, int hd, float* out) {
-  if (hd == 64) return attn_values_fixed<kHalf, 8>(w, v, ld, n, out);
-  if (hd == 128) return attn_values_fixed<kHalf, 16>(w, v, ld, n, out);
+static void to_f32_rows(const void* src, bool f16, size_t ld, int n, int hd, float* dst) {
   for (int j = 0; j < n; j++) {
-    __m256 wv = _mm256_set1_ps(w[j]);
-    size_t r = (size_t)j * ld;
-    int i = 0;
-    for (; i + 8 <= hd; i += 8) _mm256_storeu_ps(out + i, _mm256_fmadd_ps(wv, load8<kHalf>(v, r + i), _mm256_loadu_ps(out + i)));
-    for (; i < hd; i++) out[i] += w[j] * load1<kHalf>(v, r + i);
+    float* out = dst + (size_t)j * hd;
+    if (f16) {
+      const uint16_t* in = static_cast<const uint16_t*>(src) + (size_t)j * ld;
+      int d = 0;
+      for (; d + 8 <= hd; d += 8) _mm256_storeu_ps(out + d, load8<true>(in, d));
+      for (; d < hd; d++) out[d] = _cvtsh_ss(in[d]);
+    } else {
+      std::memcpy(out, static_cast<const float*>(src) + (size_t)j * ld, sizeof(float) * hd);
+    }
   }
 }
 
-static void avx2_attn_scores(const float* q, const float* k, size_t ld, int n, int hd, float scale, float* scores) {
-  attn_scores<false>(q, k, ld, n, hd, scale, scores);
-}
-static void avx2_attn_values(const float* w, const float* v, size_t ld, int n, int hd, float* out) {
-  attn_values<false>(w, v, ld, n, hd, out);
-}
-static void avx2_attn_scores_f16(const float* q, const uint16_t* k, size_t ld, int n, int hd, float scale, float* scores) {
-  attn_scores<true>(q, k, ld, n, hd, scale, scores);
-}
-static void avx2_attn_values_f16(const float* w, const uint16_t* v, size_t ld, int n, int hd, float* out) {
-  attn_values<true>(w, v, ld, n, hd, out);
+static void avx2_attn_block(const AttnQueries& a, const void* k, const void* v, bool f16, size_t ld, int n, int kpos0) {
+  const int hd = a.hd, nq = a.nq;
+  // f16 keys are converted once here for all nq queries (the scores broadcast single elements);
+  // f16 values too when more than one pair of queries reads them. f32 rows are read in place.
+  const int nv = std::min(nq, round_up(a.real, 2));
+  const float* kb = static_cast<const float*>(k);
+  const void* vb = v;
+  size_t kld = ld, vld = ld;
+  bool v_half = f16;
+  float* st = a.scratch;                   // [n][nq] scores, then probabilities
+  float* alpha = st + (size_t)n * nq;      // [nq]
+  if (f16) {
+    float* kf = alpha + nq;
+    to_f32_rows(k, true, ld, n, hd, kf);
+    kb = kf;
+    kld = hd;
+    if (nv > 4) {
+      float* vf = kf + (size_t)n * hd;
+      to_f32_rows(v, true, ld, n, hd, vf);
+      vb = vf;
+      vld = hd;
+      v_half = false;
+    }
+  }
+  int q0 = 0;
+  for (; q0 + 16 <= nq; q0 += 16) attn_scores_rows<2>(a, q0, kb, kld, n, st);
+  for (; q0 < nq; q0 += 8) attn_scores_rows<1>(a, q0, kb, kld, n, st);
+
+  // Mask, then the online softmax for 8 queries at a time (all vertical: lanes are queries).
+  const __m256 neg_inf = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+  for (int q = 0; q < nq; q += 8) {
+    __m256i qp = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.qpos + q));
+    __m256 mx = neg_inf;
+    for (int j = 0; j < n; j++) {
+      __m256i kp = _mm256_set1_epi32(kpos0 + j);
+      __m256i hidden = _mm256_cmpgt_epi32(kp, qp);  // key after the query
+      if (a.window > 0)  // qpos - kp >= window  <=>  qpos > kp + window - 1
+        hidden = _mm256_or_si256(hidden, _mm256_cmpgt_epi32(qp, _mm256_add_epi32(kp, _mm256_set1_epi32(a.window - 1))));
+      float* sj = st + (size_t)j * nq + q;
+      __m256 sv = _mm256_blendv_ps(_mm256_loadu_ps(sj), neg_inf, _mm256_castsi256_ps(hidden));
+      _mm256_storeu_ps(sj, sv);
+      mx = _mm256_max_ps(mx, sv);
+    }
+    __m256 m_old = _mm256_loadu_ps(a.m + q);
+    __m256 m_new = _mm256_max_ps(m_old, mx);
+    // Queries that have seen nothing yet keep m = -inf; subtracting 0 keeps their exp() at 0.
+    __m256 m_sub = _mm256_blendv_ps(m_new, _mm256_setzero_ps(), _mm256_cmp_ps(m_new, neg_inf, _CMP_EQ_OQ));
+    __m256 al = exp_ps(_mm256_sub_ps(m_old, m_sub));
+    __m256 sum = _mm256_setzero_ps();
+    for (int j = 0; j < n; j++) {
+      float* sj = st + (size_t)j * nq + q;
+      __m256 p = exp_ps(_mm256_sub_ps(_mm256_loadu_ps(sj), m_sub));
+      _mm256_storeu_ps(sj, p);
+      sum = _mm256_add_ps(sum, p);
+    }
+    _mm256_storeu_ps(a.l + q, _mm256_fmadd_ps(_mm256_loadu_ps(a.l + q), al, sum));
+    _mm256_storeu_ps(a.m + q, m_new);
+    _mm256_storeu_ps(alpha + q, al);
+  }
+
+  // Rescale each output by its alpha, then add this block's values (real queries only, in pairs).
+  for (int i = 0; i < nv; i++) {
+    float* o = a.o + (size_t)i * hd;
+    __m256 al = _mm256_set1_ps(alpha[i]);
+    int d = 0;
+    for (; d + 8 <= hd; d += 8) _mm256_storeu_ps(o + d, _mm256_mul_ps(_mm256_loadu_ps(o + d), al));
+    for (; d < hd; d++) o[d] *= alpha[i];
+  }
+  for (int i = 0; i < nv; i += 2) {
+    int d = 0;
+    if (v_half) {
+      for (; d + 32 <= hd; d += 32) attn_values_tile<true, 4>(a, i, vb, vld, n, st, d);
+      for (; d + 8 <= hd; d += 8) attn_values_tile<true, 1>(a, i, vb, vld, n, st, d);
+    } else {
+      for (; d + 32 <= hd; d += 32) attn_values_tile<false, 4>(a, i, vb, vld, n, st, d);
+      for (; d + 8 <= hd; d += 8) attn_values_tile<false, 1>(a, i, vb, vld, n, st, d);
+    }
+    for (; d < hd; d++) {
+      float s0 = 0.f, s1 = 0.f;
+      for (int j = 0; j < n; j++) {
+        float vv = v_half ? load1<true>(vb, (size_t)j * vld + d) : static_cast<const float*>(vb)[(size_t)j * vld + d];
+        s0 += st[(size_t)j * nq + i] * vv;
+        s1 += st[(size_t)j * nq + i + 1] * vv;
+      }
+      a.o[(size_t)i * hd + d] += s0;
+      a.o[(size_t)(i + 1) * hd + d] += s1;
+    }
+  }
 }
 
 bool avx2_kernels_available() {
@@ -346,73 +466,15 @@ bool avx2_kernels_available() {
   return f.avx2 && f.fma && f.f16c;
 }
 
-const Kernels kAvx2Kernels = {"avx2", avx2_gemm_f32, avx2_gemm_f16, avx2_gemm_i8, avx2_quantize_row, avx2_attn_scores, avx2_attn_values,
-                               avx2_attn_scores_f16, avx2_attn_values_f16};
+const Kernels kAvx2Kernels = {"avx2", avx2_gemm_f32, avx2_gemm_f16, avx2_gemm_i8, avx2_quantize_row, avx2_attn_block};
 
 }  // namespace npu
 
 #else
 
 namespace npu {
-static inline float dot_f32(const float* a, const float* b, int n) {
-  __m256 acc = _mm256_setzero_ps();
-  int i = 0;
-  for (; i + 8 <= n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
-  float s = hsum(acc);
-  for (; i < n; i++) s += a[i] * b[i];
-  return s;
-}
-
-// Four keys at a time: four independent FMA chains, then one combined horizontal reduction.
-static void avx2_attn_scores(const float* q, const float* k, size_t ld, int n, int hd, float scale, float* scores) {
-  int j = 0;
-  if (hd % 8 == 0) {
-    for (; j + 4 <= n; j += 4) {
-      const float* k0 = k + j * ld;
-      __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-      for (int i = 0; i < hd; i += 8) {
-        __m256 qv = _mm256_loadu_ps(q + i);
-        a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + i), a0);
-        a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + ld + i), a1);
-        a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 2 * ld + i), a2);
-        a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + 3 * ld + i), a3);
-      }
-      __m256 h01 = _mm256_hadd_ps(a0, a1), h23 = _mm256_hadd_ps(a2, a3);
-      __m256 h = _mm256_hadd_ps(h01, h23);  // per 128-bit half: s0 s1 s2 s3
-      __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-      _mm_storeu_ps(scores + j, _mm_mul_ps(s4, _mm_set1_ps(scale)));
-    }
-  }
-  for (; j < n; j++) scores[j] = dot_f32(q, k + j * ld, hd) * scale;
-}
-
-// out stays in registers across the block's rows for head_dim 64 and 128.
-template <int kVecs>
-static void attn_values_fixed(const float* w, const float* v, size_t ld, int n, float* out) {
-  __m256 acc[kVecs];
-  for (int i = 0; i < kVecs; i++) acc[i] = _mm256_loadu_ps(out + 8 * i);
-  for (int j = 0; j < n; j++) {
-    __m256 wv = _mm256_set1_ps(w[j]);
-    const float* vj = v + j * ld;
-    for (int i = 0; i < kVecs; i++) acc[i] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(vj + 8 * i), acc[i]);
-  }
-  for (int i = 0; i < kVecs; i++) _mm256_storeu_ps(out + 8 * i, acc[i]);
-}
-
-static void avx2_attn_values(const float* w, const float* v, size_t ld, int n, int hd, float* out) {
-  if (hd == 64) return attn_values_fixed<8>(w, v, ld, n, out);
-  if (hd == 128) return attn_values_fixed<16>(w, v, ld, n, out);
-  for (int j = 0; j < n; j++) {
-    __m256 wv = _mm256_set1_ps(w[j]);
-    const float* vj = v + j * ld;
-    int i = 0;
-    for (; i + 8 <= hd; i += 8) _mm256_storeu_ps(out + i, _mm256_fmadd_ps(wv, _mm256_loadu_ps(vj + i), _mm256_loadu_ps(out + i)));
-    for (; i < hd; i++) out[i] += w[j] * vj[i];
-  }
-}
-
 bool avx2_kernels_available() { return false; }
-const Kernels kAvx2Kernels = kRefKernels;
+const Kernels kAvx2Kernels = {"avx2", nullptr, nullptr, nullptr, nullptr, nullptr};
 }  // namespace npu
 
 #endif

@@ -2,6 +2,7 @@
 // against these on random inputs.
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "backend.h"
 #include "half.h"
@@ -62,33 +63,44 @@ static void ref_quantize_row(const float* x, int k, int ld, int8_t* q, float* sc
   *scale = s;
 }
 
-static void ref_attn_scores(const float* q, const float* k, size_t ld, int n, int hd, float scale, float* scores) {
-  for (int j = 0; j < n; j++) {
-    float acc = 0.f;
-    for (int i = 0; i < hd; i++) acc += q[i] * k[j * ld + i];
-    scores[j] = acc * scale;
+static inline float kv_at(const void* p, bool f16, size_t i) {
+  return f16 ? half_to_float(static_cast<const uint16_t*>(p)[i]) : static_cast<const float*>(p)[i];
+}
+
+static void ref_attn_block(const AttnQueries& a, const void* k, const void* v, bool f16, size_t ld, int n, int kpos0) {
+  const float neg_inf = -std::numeric_limits<float>::infinity();
+  float* s = a.scratch;  // [n] scores of one query
+  for (int i = 0; i < a.real; i++) {
+    const int qp = a.qpos[i];
+    float mx = neg_inf;
+    for (int j = 0; j < n; j++) {
+      int kp = kpos0 + j;
+      if (kp > qp || (a.window > 0 && qp - kp >= a.window)) {
+        s[j] = neg_inf;
+        continue;
+      }
+      float acc = 0.f;
+      for (int d = 0; d < a.hd; d++) acc += a.qt[(size_t)d * a.nq + i] * kv_at(k, f16, (size_t)j * ld + d);
+      s[j] = acc;
+      mx = std::max(mx, acc);
+    }
+    float m_new = std::max(a.m[i], mx);
+    if (m_new == neg_inf) continue;  // nothing seen yet
+    float alpha = std::exp(a.m[i] - m_new);
+    float* o = a.o + (size_t)i * a.hd;
+    for (int d = 0; d < a.hd; d++) o[d] *= alpha;
+    float sum = 0.f;
+    for (int j = 0; j < n; j++) {
+      if (s[j] == neg_inf) continue;
+      float p = std::exp(s[j] - m_new);
+      sum += p;
+      for (int d = 0; d < a.hd; d++) o[d] += p * kv_at(v, f16, (size_t)j * ld + d);
+    }
+    a.l[i] = a.l[i] * alpha + sum;
+    a.m[i] = m_new;
   }
 }
 
-static void ref_attn_values(const float* w, const float* v, size_t ld, int n, int hd, float* out) {
-  for (int j = 0; j < n; j++)
-    for (int i = 0; i < hd; i++) out[i] += w[j] * v[j * ld + i];
-}
-
-static void ref_attn_scores_f16(const float* q, const uint16_t* k, size_t ld, int n, int hd, float scale, float* scores) {
-  for (int j = 0; j < n; j++) {
-    float acc = 0.f;
-    for (int i = 0; i < hd; i++) acc += q[i] * half_to_float(k[j * ld + i]);
-    scores[j] = acc * scale;
-  }
-}
-
-static void ref_attn_values_f16(const float* w, const uint16_t* v, size_t ld, int n, int hd, float* out) {
-  for (int j = 0; j < n; j++)
-    for (int i = 0; i < hd; i++) out[i] += w[j] * half_to_float(v[j * ld + i]);
-}
-
-const Kernels kRefKernels = {"scalar", ref_gemm_f32, ref_gemm_f16, ref_gemm_i8, ref_quantize_row, ref_attn_scores, ref_attn_values,
-                              ref_attn_scores_f16, ref_attn_values_f16};
+const Kernels kRefKernels = {"scalar", ref_gemm_f32, ref_gemm_f16, ref_gemm_i8, ref_quantize_row, ref_attn_block};
 
 }  // namespace npu
