@@ -238,6 +238,19 @@ void Model::end_step() {
   pending_release_.clear();
 }
 
+void Model::for_tokens(int T, const std::function<void(int, int)>& fn) {
+  // Per-token work (norms, quantization, RoPE, residuals) is spread over the pool only when there
+  // are enough tokens to pay for the hand-off; a decode step runs it on this thread.
+  constexpr int kMinTokens = 16;
+  if (T < kMinTokens || pool_.size() == 1) {
+    fn(0, T);
+    return;
+  }
+  int tasks = std::min(pool_.size() * 4, T / (kMinTokens / 2));
+  int chunk = (T + tasks - 1) / tasks;
+  pool_.parallel_for((T + chunk - 1) / chunk, [&](int task, int) { fn(task * chunk, std::min(T, (task + 1) * chunk)); });
+}
+
 void Model::matmul(const Weight& w, const float* x, int T, int ldx, float* y, int ldy) {
   const Kernels& k = *kernels_;
   int chunks_wanted = pool_.size() * 4;
@@ -247,7 +260,9 @@ void Model::matmul(const Weight& w, const float* x, int T, int ldx, float* y, in
     int ld = round_up(w.padded_cols(), 64);
     if (xq_.size() < (size_t)T * ld) xq_.resize((size_t)T * ld);
     if (xq_scale_.size() < (size_t)T) xq_scale_.resize(T);
-    for (int t = 0; t < T; t++) k.quantize_row(x + (size_t)t * ldx, w.cols, ld, xq_.data() + (size_t)t * ld, &xq_scale_[t]);
+    for_tokens(T, [&](int t0, int t1) {
+      for (int t = t0; t < t1; t++) k.quantize_row(x + (size_t)t * ldx, w.cols, ld, xq_.data() + (size_t)t * ld, &xq_scale_[t]);
+    });
     QuantizedActs qa{xq_.data(), xq_scale_.data(), ld};
     pool_.parallel_for(tasks, [&](int task, int) {
       int n0 = task * chunk, n1 = std::min(w.rows, n0 + chunk);
@@ -292,9 +307,9 @@ void Model::embed(const std::vector<int32_t>& tokens, float* out) {
 }
 
 // HF rotate_half pairing: dimension i rotates with i + head_dim / 2.
-void Model::rope(float* v, int heads, const std::vector<int>& pos, int T, int ld) {
+void Model::rope(float* v, int heads, const std::vector<int>& pos, int t0, int t1, int ld) {
   const int hd = cfg_.head_dim, half = hd / 2;
-  for (int t = 0; t < T; t++) {
+  for (int t = t0; t < t1; t++) {
     const float* c = rope_cos_.data() + (size_t)pos[t] * half;
     const float* s = rope_sin_.data() + (size_t)pos[t] * half;
     for (int h = 0; h < heads; h++) {
@@ -430,7 +445,7 @@ std::vector<StepResult> Model::step(const std::vector<StepEntry>& entries) {
   const int bt = kv_.block_tokens();
   for (int l = 0; l < c.n_layers; l++) {
     const Layer& L = layers_[l];
-    rmsnorm(x_.data(), L.attn_norm, T, xn_.data());
+    for_tokens(T, [&](int t0, int t1) { rmsnorm(x_.data() + (size_t)t0 * D, L.attn_norm, t1 - t0, xn_.data() + (size_t)t0 * D); });
     if (L.fused_qkv) {
       matmul(L.wqkv, xn_.data(), T, D, qkv_.data(), ld_qkv);
     } else {
@@ -438,32 +453,40 @@ std::vector<StepResult> Model::step(const std::vector<StepEntry>& entries) {
       matmul(L.wk, xn_.data(), T, D, qkv_.data() + q_dim, ld_qkv);
       matmul(L.wv, xn_.data(), T, D, qkv_.data() + q_dim + kv_dim, ld_qkv);
     }
-    rope(qkv_.data(), c.n_heads, pos, T, ld_qkv);
-    rope(qkv_.data() + q_dim, c.n_kv_heads, pos, T, ld_qkv);
-    for (int t = 0; t < T; t++) {
-      const Sequence* s = tok_seq[t];
-      int block = s->blocks[pos[t] / bt], slot = pos[t] % bt;
-      const float* row = qkv_.data() + (size_t)t * ld_qkv;
-      store_kv(kv_.k(l, block, slot), row + q_dim, kv_dim);
-      store_kv(kv_.v(l, block, slot), row + q_dim + kv_dim, kv_dim);
-    }
+    for_tokens(T, [&](int t0, int t1) {
+      rope(qkv_.data(), c.n_heads, pos, t0, t1, ld_qkv);
+      rope(qkv_.data() + q_dim, c.n_kv_heads, pos, t0, t1, ld_qkv);
+      for (int t = t0; t < t1; t++) {
+        const Sequence* s = tok_seq[t];
+        int block = s->blocks[pos[t] / bt], slot = pos[t] % bt;
+        const float* row = qkv_.data() + (size_t)t * ld_qkv;
+        store_kv(kv_.k(l, block, slot), row + q_dim, kv_dim);
+        store_kv(kv_.v(l, block, slot), row + q_dim + kv_dim, kv_dim);
+      }
+    });
     attention(l, T, tok_seq, pos);
     matmul(L.wo, attn_.data(), T, q_dim, ffn_out_.data(), D);
-    for (size_t i = 0; i < (size_t)T * D; i++) x_[i] += ffn_out_[i];
-
-    rmsnorm(x_.data(), L.ffn_norm, T, xn_.data());
+    // Residual add, then the FFN's RMSNorm of the same rows.
+    for_tokens(T, [&](int t0, int t1) {
+      for (size_t i = (size_t)t0 * D; i < (size_t)t1 * D; i++) x_[i] += ffn_out_[i];
+      rmsnorm(x_.data() + (size_t)t0 * D, L.ffn_norm, t1 - t0, xn_.data() + (size_t)t0 * D);
+    });
     if (L.fused_gate_up) {
       matmul(L.w_gate_up, xn_.data(), T, D, ffn_.data(), 2 * F);
     } else {
       matmul(L.w_gate, xn_.data(), T, D, ffn_.data(), 2 * F);
       matmul(L.w_up, xn_.data(), T, D, ffn_.data() + F, 2 * F);
     }
-    for (int t = 0; t < T; t++) {  // SwiGLU in place: h = silu(gate) * up
-      float* g = ffn_.data() + (size_t)t * 2 * F;
-      for (int i = 0; i < F; i++) g[i] = g[i] / (1.f + std::exp(-g[i])) * g[F + i];
-    }
+    for_tokens(T, [&](int t0, int t1) {
+      for (int t = t0; t < t1; t++) {  // SwiGLU in place: h = silu(gate) * up
+        float* g = ffn_.data() + (size_t)t * 2 * F;
+        for (int i = 0; i < F; i++) g[i] = g[i] / (1.f + std::exp(-g[i])) * g[F + i];
+      }
+    });
     matmul(L.w_down, ffn_.data(), T, 2 * F, ffn_out_.data(), D);
-    for (size_t i = 0; i < (size_t)T * D; i++) x_[i] += ffn_out_[i];
+    for_tokens(T, [&](int t0, int t1) {
+      for (size_t i = (size_t)t0 * D; i < (size_t)t1 * D; i++) x_[i] += ffn_out_[i];
+    });
   }
   for (int t = 0; t < T; t++) tok_seq[t]->length = std::max(tok_seq[t]->length, pos[t] + 1);
 

@@ -2,6 +2,7 @@
 // KV block tables, and the batched step that runs prefill chunks and decode tokens together.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -129,7 +130,9 @@ class Model {
   void matmul(const Weight& w, const float* x, int T, int ldx, float* y, int ldy);
   void rmsnorm(const float* x, const float* weight, int T, float* out);
   void embed(const std::vector<int32_t>& tokens, float* out);
-  void rope(float* v, int heads, const std::vector<int>& pos, int T, int ld);
+  void rope(float* v, int heads, const std::vector<int>& pos, int t0, int t1, int ld);
+  // fn(t0, t1) over token ranges covering [0, T): on the pool for prefill-sized T, else inline.
+  void for_tokens(int T, const std::function<void(int, int)>& fn);
   void store_kv(void* dst, const float* src, int n);
   void attention(int layer, int T, const std::vector<Sequence*>& tok_seq, const std::vector<int>& pos);
 
