@@ -13,6 +13,9 @@
 namespace npu {
 
 static constexpr int kTokenBlock = 4;
+// The int8 GEMM shares each weight load among 3 tokens: 6 accumulators leave the registers the
+// sign trick needs (4 tokens measured 4% slower, 2 tokens 6% slower; see docs/benchmarks.md).
+static constexpr int kI8TokenBlock = 3;
 
 static inline float hsum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -187,6 +190,7 @@ static inline void i8_group(const int8_t* wg, int K4, const QuantizedActs& x, in
                             int ldy, int g0, int valid) {
   const __m256i ones = _mm256_set1_epi16(1);
   __m256i acc[TB][2];
+#pragma GCC unroll 8
   for (int j = 0; j < TB; j++) acc[j][0] = acc[j][1] = _mm256_setzero_si256();
   const int8_t* xr[TB];
   for (int j = 0; j < TB; j++) xr[j] = x.q + (size_t)(t0 + j) * x.ld;
@@ -195,6 +199,7 @@ static inline void i8_group(const int8_t* wg, int K4, const QuantizedActs& x, in
     __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wg + (size_t)k4 * 64 + 32));
     // |w| (u8) times x with w's sign moved onto it: the abs is shared by the TB tokens.
     __m256i aw0 = _mm256_abs_epi8(w0), aw1 = _mm256_abs_epi8(w1);
+#pragma GCC unroll 8
     for (int j = 0; j < TB; j++) {
       int32_t xs;
       std::memcpy(&xs, xr[j] + k4 * kPackK, 4);
@@ -228,13 +233,10 @@ static void gemm_i8_packed(const Weight& w, const QuantizedActs& x, int T, float
     int valid = std::min(kPackRows, n1 - g0);
     __m256 s0 = _mm256_loadu_ps(w.scales + g0), s1 = _mm256_loadu_ps(w.scales + g0 + 8);
     int t0 = 0;
-    for (; t0 + kTokenBlock <= T; t0 += kTokenBlock) i8_group<kTokenBlock>(wg, K4, x, t0, s0, s1, y, ldy, g0, valid);
-    switch (T - t0) {
-      case 3: i8_group<3>(wg, K4, x, t0, s0, s1, y, ldy, g0, valid); break;
-      case 2: i8_group<2>(wg, K4, x, t0, s0, s1, y, ldy, g0, valid); break;
-      case 1: i8_group<1>(wg, K4, x, t0, s0, s1, y, ldy, g0, valid); break;
-      default: break;
-    }
+    for (; t0 + kI8TokenBlock <= T; t0 += kI8TokenBlock) i8_group<kI8TokenBlock>(wg, K4, x, t0, s0, s1, y, ldy, g0, valid);
+    static_assert(kI8TokenBlock == 3, "the remainder cases below cover 1 and 2 tokens");
+    if (T - t0 == 2) i8_group<2>(wg, K4, x, t0, s0, s1, y, ldy, g0, valid);
+    else if (T - t0 == 1) i8_group<1>(wg, K4, x, t0, s0, s1, y, ldy, g0, valid);
   }
 }
 
