@@ -80,15 +80,20 @@ static inline void packed_group(const void* wd, size_t base, int K, const float*
                                 int g0, int valid) {
   constexpr int kChains = TB == 1 ? 2 : 1;
   __m256 acc[kChains][TB][2];
+#pragma GCC unroll 8
   for (int c = 0; c < kChains; c++)
+#pragma GCC unroll 8
     for (int j = 0; j < TB; j++) acc[c][j][0] = acc[c][j][1] = _mm256_setzero_ps();
   const float* xr[TB];
+#pragma GCC unroll 8
   for (int j = 0; j < TB; j++) xr[j] = x + (size_t)(t0 + j) * ldx;
   int k = 0;
   for (; k + kChains <= K; k += kChains) {
+#pragma GCC unroll 8
     for (int c = 0; c < kChains; c++) {
       __m256 w0 = load8<kHalf>(wd, base + (size_t)(k + c) * kPackRows);
       __m256 w1 = load8<kHalf>(wd, base + (size_t)(k + c) * kPackRows + 8);
+#pragma GCC unroll 8
       for (int j = 0; j < TB; j++) {
         __m256 xb = _mm256_broadcast_ss(xr[j] + k + c);
         acc[c][j][0] = _mm256_fmadd_ps(xb, w0, acc[c][j][0]);
@@ -99,13 +104,16 @@ static inline void packed_group(const void* wd, size_t base, int K, const float*
   for (; k < K; k++) {
     __m256 w0 = load8<kHalf>(wd, base + (size_t)k * kPackRows);
     __m256 w1 = load8<kHalf>(wd, base + (size_t)k * kPackRows + 8);
+#pragma GCC unroll 8
     for (int j = 0; j < TB; j++) {
       __m256 xb = _mm256_broadcast_ss(xr[j] + k);
       acc[0][j][0] = _mm256_fmadd_ps(xb, w0, acc[0][j][0]);
       acc[0][j][1] = _mm256_fmadd_ps(xb, w1, acc[0][j][1]);
     }
   }
+#pragma GCC unroll 8
   for (int j = 0; j < TB; j++) {
+#pragma GCC unroll 8
     for (int c = 1; c < kChains; c++) {
       acc[0][j][0] = _mm256_add_ps(acc[0][j][0], acc[c][j][0]);
       acc[0][j][1] = _mm256_add_ps(acc[0][j][1], acc[c][j][1]);
