@@ -13,8 +13,10 @@ const napiInclude = require('node-api-headers').include_dir;
 const addonApiInclude = dirname(require.resolve('node-addon-api/package.json'));
 const buildType = process.env.NPUSERVE_BUILD_TYPE ?? 'Release';
 
+// Build progress goes to stderr, so a command that builds first (npm run bench:engine -- --json)
+// keeps stdout for its own output.
 function run(cmd, args) {
-  execFileSync(cmd, args, { stdio: 'inherit' });
+  execFileSync(cmd, args, { stdio: ['ignore', process.stderr, 'inherit'] });
 }
 
 run('cmake', [

@@ -65,6 +65,8 @@ export interface NativeAddon {
   gemm(args: Record<string, unknown>): Float32Array;
   /** One kernel set's attention of queries over key/value rows, fed in KV blocks (kernel tests). */
   attention(args: Record<string, unknown>): Float32Array;
+  /** One kernel set's element-wise row operation: silu_mul or to_f16 (kernel tests). */
+  rowOp(args: Record<string, unknown>): Float32Array | Uint16Array;
   cpuFeatures(): Record<string, unknown> & { selectedKernel: string; availableKernels: string[] };
   /** Streaming read bandwidth in bytes/s over `bytes` split between `threads` threads. */
   readBandwidth(bytes: number, threads?: number, repeats?: number): number;

@@ -457,6 +457,33 @@ Napi::Value Attention(const Napi::CallbackInfo& info) {
   });
 }
 
+// rowOp({ kernel, op: 'silu_mul' | 'to_f16', x, u? }) -> Float32Array | Uint16Array: one kernel set's
+// element-wise row operation (for kernel tests).
+Napi::Value RowOp(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    Napi::Object o = info[0].As<Napi::Object>();
+    const Kernels& kern = kernels_by_name(o.Get("kernel").As<Napi::String>().Utf8Value());
+    const std::string op = o.Get("op").As<Napi::String>().Utf8Value();
+    Napi::Float32Array x = float_arg(o.Get("x"), "x");
+    const int n = (int)x.ElementLength();
+    if (op == "to_f16") {
+      Napi::Uint16Array out = Napi::Uint16Array::New(env, n);
+      kern.to_f16(x.Data(), n, out.Data());
+      return out;
+    }
+    if (op == "silu_mul") {
+      Napi::Float32Array u = float_arg(o.Get("u"), "u");
+      if ((int)u.ElementLength() != n) throw std::runtime_error("rowOp: u must be as long as x");
+      Napi::Float32Array g = Napi::Float32Array::New(env, n);
+      std::copy(x.Data(), x.Data() + n, g.Data());
+      kern.silu_mul(g.Data(), u.Data(), n);
+      return g;
+    }
+    throw std::runtime_error("rowOp: op must be silu_mul or to_f16, got '" + op + "'");
+  });
+}
+
 // readBandwidth(bytes, threads, repeats) -> bytes/s: the streaming read bandwidth benchmarks divide by.
 Napi::Value ReadBandwidth(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -496,6 +523,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("packWeight", Napi::Function::New(env, PackWeight));
   exports.Set("gemm", Napi::Function::New(env, Gemm));
   exports.Set("attention", Napi::Function::New(env, Attention));
+  exports.Set("rowOp", Napi::Function::New(env, RowOp));
   exports.Set("cpuFeatures", Napi::Function::New(env, CpuFeaturesJs));
   exports.Set("readBandwidth", Napi::Function::New(env, ReadBandwidth));
   return exports;

@@ -71,6 +71,10 @@ struct Kernels {
   // One KV block: n key and value rows ld elements apart (f32, or f16 bits when f16), the first at
   // position kpos0, folded into the queries' running softmax state.
   void (*attn_block)(const AttnQueries& a, const void* k, const void* v, bool f16, size_t ld, int n, int kpos0);
+  // SwiGLU of one row: g[i] = silu(g[i]) * u[i].
+  void (*silu_mul)(float* g, const float* u, int n);
+  // float -> IEEE binary16 bits, round to nearest even (KV cache stores).
+  void (*to_f16)(const float* x, int n, uint16_t* out);
 };
 
 struct CpuFeatures {

@@ -400,8 +400,7 @@ void Model::store_kv(void* dst, const float* src, int n) {
     std::memcpy(dst, src, sizeof(float) * n);
     return;
   }
-  uint16_t* h = static_cast<uint16_t*>(dst);
-  for (int i = 0; i < n; i++) h[i] = float_to_half(src[i]);
+  kernels_->to_f16(src, n, static_cast<uint16_t*>(dst));
 }
 
 template <typename T>
@@ -480,7 +479,7 @@ std::vector<StepResult> Model::step(const std::vector<StepEntry>& entries) {
     for_tokens(T, [&](int t0, int t1) {
       for (int t = t0; t < t1; t++) {  // SwiGLU in place: h = silu(gate) * up
         float* g = ffn_.data() + (size_t)t * 2 * F;
-        for (int i = 0; i < F; i++) g[i] = g[i] / (1.f + std::exp(-g[i])) * g[F + i];
+        kernels_->silu_mul(g, g + F, F);
       }
     });
     matmul(L.w_down, ffn_.data(), T, 2 * F, ffn_out_.data(), D);

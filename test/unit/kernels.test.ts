@@ -127,3 +127,28 @@ describe('attention kernels vs float64', () => {
       .toThrow(/qpos must be key positions/);
   });
 });
+
+describe('element-wise kernels vs float64', () => {
+  const kernels = native().cpuFeatures().availableKernels;
+  it.each(kernels)('kernel set %s: SwiGLU silu(g) * u and f16 stores, odd lengths and extreme values', (kernel) => {
+    const next = rng(freshSeed(`rowops ${kernel}`));
+    for (let trial = 0; trial < 8; trial++) {
+      const n = 1 + Math.floor(next() * 100);
+      // Mostly ordinary activations, some far outside exp's range, zeros and f16 edge cases.
+      const special = [0, -0, 100, -100, 65504, 70000, -70000, 6e-8, 1e-5];
+      const x = Float32Array.from({ length: n }, () => (next() < 0.15 ? special[Math.floor(next() * special.length)] : (next() * 2 - 1) * 12));
+      const u = Float32Array.from({ length: n }, () => (next() * 2 - 1) * 3);
+      const g = native().rowOp({ kernel, op: 'silu_mul', x, u }) as Float32Array;
+      for (let i = 0; i < n; i++) {
+        const want = (x[i] / (1 + Math.exp(-x[i]))) * u[i];
+        expect(Math.abs(g[i] - want), `silu_mul x=${x[i]} u=${u[i]}`).toBeLessThanOrEqual(2e-6 * Math.max(1, Math.abs(want)));
+      }
+      const h = native().rowOp({ kernel, op: 'to_f16', x }) as Uint16Array;
+      for (let i = 0; i < n; i++) expect(h[i], `to_f16 ${x[i]}`).toBe(f32ToF16(x[i]));
+    }
+  });
+
+  it('names an unknown operation', () => {
+    expect(() => native().rowOp({ kernel: 'scalar', op: 'gelu', x: new Float32Array(2) })).toThrow(/op must be silu_mul or to_f16, got 'gelu'/);
+  });
+});

@@ -471,12 +471,31 @@ static void avx2_attn_block(const AttnQueries& a, const void* k, const void* v, 
   }
 }
 
+static void avx2_silu_mul(float* g, const float* u, int n) {
+  const __m256 one = _mm256_set1_ps(1.f), sign = _mm256_set1_ps(-0.f);
+  int i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m256 x = _mm256_loadu_ps(g + i);
+    __m256 e = exp_ps(_mm256_xor_ps(x, sign));  // exp(-x); 0 below the float range, so silu -> x
+    _mm256_storeu_ps(g + i, _mm256_mul_ps(_mm256_div_ps(x, _mm256_add_ps(one, e)), _mm256_loadu_ps(u + i)));
+  }
+  for (; i < n; i++) g[i] = g[i] / (1.f + std::exp(-g[i])) * u[i];
+}
+
+static void avx2_to_f16(const float* x, int n, uint16_t* out) {
+  int i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+  for (; i < n; i++) out[i] = _cvtss_sh(x[i], _MM_FROUND_TO_NEAREST_INT);
+}
+
 bool avx2_kernels_available() {
   const CpuFeatures& f = cpu_features();
   return f.avx2 && f.fma && f.f16c;
 }
 
-const Kernels kAvx2Kernels = {"avx2", avx2_gemm_f32, avx2_gemm_f16, avx2_gemm_i8, avx2_quantize_row, avx2_attn_block};
+const Kernels kAvx2Kernels = {"avx2", avx2_gemm_f32, avx2_gemm_f16, avx2_gemm_i8, avx2_quantize_row, avx2_attn_block, avx2_silu_mul,
+                               avx2_to_f16};
 
 }  // namespace npu
 
@@ -484,7 +503,7 @@ const Kernels kAvx2Kernels = {"avx2", avx2_gemm_f32, avx2_gemm_f16, avx2_gemm_i8
 
 namespace npu {
 bool avx2_kernels_available() { return false; }
-const Kernels kAvx2Kernels = {"avx2", nullptr, nullptr, nullptr, nullptr, nullptr};
+const Kernels kAvx2Kernels = {"avx2", nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr};
 }  // namespace npu
 
 #endif

@@ -101,6 +101,14 @@ static void ref_attn_block(const AttnQueries& a, const void* k, const void* v, b
   }
 }
 
-const Kernels kRefKernels = {"scalar", ref_gemm_f32, ref_gemm_f16, ref_gemm_i8, ref_quantize_row, ref_attn_block};
+static void ref_silu_mul(float* g, const float* u, int n) {
+  for (int i = 0; i < n; i++) g[i] = g[i] / (1.f + std::exp(-g[i])) * u[i];
+}
+
+static void ref_to_f16(const float* x, int n, uint16_t* out) {
+  for (int i = 0; i < n; i++) out[i] = float_to_half(x[i]);
+}
+
+const Kernels kRefKernels = {"scalar", ref_gemm_f32, ref_gemm_f16, ref_gemm_i8, ref_quantize_row, ref_attn_block, ref_silu_mul, ref_to_f16};
 
 }  // namespace npu
