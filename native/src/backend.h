@@ -58,7 +58,8 @@ struct AttnQueries {
   float* scratch;    // attn_scratch_floats(nq, hd, n) floats for the kernel's own use
 };
 
-inline size_t attn_scratch_floats(int nq, int hd, int n) { return 2 * (size_t)n * hd + (size_t)n * nq + 2 * (size_t)nq; }
+// Scores [n][nq], one rescale factor per query, and f32 copies of the block's keys and values.
+inline size_t attn_scratch_floats(int nq, int hd, int n) { return (size_t)n * nq + (size_t)nq + 2 * (size_t)n * hd; }
 
 // y[t][n] for n in [n0, n1): n0 and n1 are multiples of kPackRows except n1 == rows.
 struct Kernels {

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 
-import { byteMutation, fuzzFiles } from '../../test/unit/fuzz.js';
+import { byteMutation, expectFormatError, fuzzFiles } from '../../test/unit/fuzz.js';
 import { rng as mulberry32 } from '../../test/unit/random.js';
 import { FormatError } from '../errors.js';
 import type { ModelConfig } from '../model-config.js';
@@ -176,19 +176,6 @@ function llamaTensorsF32(
     for (let r = 0; r < rows; r++) for (let k = 0; k < cols; k++) values[r * cols + k] = fill(name, r, k);
     return { name, ne: [...shape].reverse(), type: GGML.F32, data: new Uint8Array(values.buffer) };
   });
-}
-
-function expectFormatError(open: () => unknown, path: string, pattern: RegExp): void {
-  let error: unknown;
-  try {
-    open();
-  } catch (e) {
-    error = e;
-  }
-  expect(error).toBeInstanceOf(FormatError);
-  const message = (error as Error).message;
-  expect(message.startsWith(`${path}: `), message).toBe(true);
-  expect(message).toMatch(pattern);
 }
 
 function openAndClose(path: string): void {

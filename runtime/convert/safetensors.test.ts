@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 
-import { byteMutation, fuzzFiles } from '../../test/unit/fuzz.js';
+import { byteMutation, expectFormatError, fuzzFiles } from '../../test/unit/fuzz.js';
 import { rng as mulberry32 } from '../../test/unit/random.js';
 import { FormatError } from '../errors.js';
 import { SafetensorsFile, ShardedSafetensors, writeSafetensors, type TensorToWrite } from './safetensors.js';
@@ -65,19 +65,6 @@ function writeTemp(name: string, bytes: Uint8Array): string {
   const path = tempPath(name);
   writeFileSync(path, bytes);
   return path;
-}
-
-function expectFormatError(open: () => unknown, path: string, pattern: RegExp): void {
-  let error: unknown;
-  try {
-    open();
-  } catch (e) {
-    error = e;
-  }
-  expect(error).toBeInstanceOf(FormatError);
-  const message = (error as Error).message;
-  expect(message.startsWith(`${path}: `), message).toBe(true);
-  expect(message).toMatch(pattern);
 }
 
 const openAndClose = (path: string) => new SafetensorsFile(path).close();

@@ -1,7 +1,24 @@
 // The loop every parser fuzz test runs: write each mutated file, parse it, and fail on anything but
 // a clean accept or a FormatError (checked by `exercise`), or on an input that takes over a second.
+// Also the check the parser tests share for one bad file's error.
 import { writeFileSync } from 'node:fs';
 import { expect } from 'vitest';
+
+import { FormatError } from '../../runtime/errors.js';
+
+/** open() throws a FormatError whose message starts with the file's path and matches pattern. */
+export function expectFormatError(open: () => unknown, path: string, pattern: RegExp): void {
+  let error: unknown;
+  try {
+    open();
+  } catch (e) {
+    error = e;
+  }
+  expect(error).toBeInstanceOf(FormatError);
+  const message = (error as Error).message;
+  expect(message.startsWith(`${path}: `), message).toBe(true);
+  expect(message).toMatch(pattern);
+}
 
 export interface FuzzRun<S> {
   label: string;

@@ -367,17 +367,14 @@ static inline void attn_values_tile(const AttnQueries& a, int i0, const void* vb
   }
 }
 
-static void to_f32_rows(const void* src, bool f16, size_t ld, int n, int hd, float* dst) {
+// n f16 rows ld elements apart -> n contiguous f32 rows of hd.
+static void f16_rows_to_f32(const void* src, size_t ld, int n, int hd, float* dst) {
   for (int j = 0; j < n; j++) {
+    const uint16_t* in = static_cast<const uint16_t*>(src) + (size_t)j * ld;
     float* out = dst + (size_t)j * hd;
-    if (f16) {
-      const uint16_t* in = static_cast<const uint16_t*>(src) + (size_t)j * ld;
-      int d = 0;
-      for (; d + 8 <= hd; d += 8) _mm256_storeu_ps(out + d, load8<true>(in, d));
-      for (; d < hd; d++) out[d] = _cvtsh_ss(in[d]);
-    } else {
-      std::memcpy(out, static_cast<const float*>(src) + (size_t)j * ld, sizeof(float) * hd);
-    }
+    int d = 0;
+    for (; d + 8 <= hd; d += 8) _mm256_storeu_ps(out + d, load8<true>(in, d));
+    for (; d < hd; d++) out[d] = _cvtsh_ss(in[d]);
   }
 }
 
@@ -394,12 +391,12 @@ static void avx2_attn_block(const AttnQueries& a, const void* k, const void* v, 
   float* alpha = st + (size_t)n * nq;      // [nq]
   if (f16) {
     float* kf = alpha + nq;
-    to_f32_rows(k, true, ld, n, hd, kf);
+    f16_rows_to_f32(k, ld, n, hd, kf);
     kb = kf;
     kld = hd;
     if (nv > 4) {
       float* vf = kf + (size_t)n * hd;
-      to_f32_rows(v, true, ld, n, hd, vf);
+      f16_rows_to_f32(v, ld, n, hd, vf);
       vb = vf;
       vld = hd;
       v_half = false;
