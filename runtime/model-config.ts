@@ -2,8 +2,15 @@
 // config.json or GGUF metadata, and validated once so everything downstream can trust it.
 import { FormatError } from './errors.js';
 
+/** RoPE frequency scaling (HF `rope_scaling`); GGUF's `rope_freqs.weight` gives per-pair factors. */
+export type RopeScaling =
+  | { type: 'linear'; factor: number }
+  | { type: 'llama3'; factor: number; lowFreqFactor: number; highFreqFactor: number; originalMaxPositionEmbeddings: number }
+  /** inv_freq[i] / factors[i] for each of the head_dim / 2 rotation pairs (llama.cpp's rope_freqs). */
+  | { type: 'freq-factors'; factors: number[] };
+
 export interface ModelConfig {
-  architecture: 'mistral' | 'llama';
+  architecture: 'mistral' | 'llama' | 'qwen2';
   hiddenSize: number;
   numLayers: number;
   numHeads: number;
@@ -16,6 +23,9 @@ export interface ModelConfig {
   /** Tokens a position attends to (itself included); null for full attention. */
   slidingWindow: number | null;
   tieWordEmbeddings: boolean;
+  /** q/k/v projections carry biases (qwen2; llama with attention_bias). */
+  attentionBias: boolean;
+  ropeScaling: RopeScaling | null;
   maxPositionEmbeddings: number;
   bosTokenId: number;
   eosTokenId: number;
@@ -66,6 +76,8 @@ export function fromHfConfig(file: string, json: unknown): ModelConfig {
     rmsNormEps: j.rms_norm_eps == null ? 1e-6 : positiveNumber(file, 'rms_norm_eps', j.rms_norm_eps),
     slidingWindow: j.sliding_window == null ? null : positiveInt(file, 'sliding_window', j.sliding_window),
     tieWordEmbeddings: j.tie_word_embeddings === true,
+    attentionBias: false,
+    ropeScaling: null,
     maxPositionEmbeddings: j.max_position_embeddings == null ? 32768 : positiveInt(file, 'max_position_embeddings', j.max_position_embeddings),
     bosTokenId: j.bos_token_id == null ? 1 : (j.bos_token_id as number),
     eosTokenId: eos == null ? 2 : (eos as number),

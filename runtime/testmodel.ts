@@ -101,6 +101,8 @@ export function testModelConfig(o: TestModelOptions): ModelConfig {
     rmsNormEps: 1e-5,
     slidingWindow: o.slidingWindow,
     tieWordEmbeddings: o.tied,
+    attentionBias: false,
+    ropeScaling: null,
     maxPositionEmbeddings: 32768,
     bosTokenId: tok.bosId,
     eosTokenId: tok.eosId,

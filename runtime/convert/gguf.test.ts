@@ -197,6 +197,8 @@ const BASE_CONFIG: ModelConfig = {
   rmsNormEps: 1e-5,
   slidingWindow: null,
   tieWordEmbeddings: false,
+  attentionBias: false,
+  ropeScaling: null,
   maxPositionEmbeddings: 4096,
   bosTokenId: 1,
   eosTokenId: 2,

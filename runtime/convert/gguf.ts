@@ -513,6 +513,8 @@ function llamaConfig(f: GgufFile): ModelConfig {
     rmsNormEps: metaFloat(f, 'llama.attention.layer_norm_rms_epsilon'),
     slidingWindow: null,
     tieWordEmbeddings: !f.tensors.has('output.weight'),
+    attentionBias: false,
+    ropeScaling: null,
     maxPositionEmbeddings: metaInt(f, 'llama.context_length', 1),
     bosTokenId: metaInt(f, 'tokenizer.ggml.bos_token_id', 0, 1),
     eosTokenId: metaInt(f, 'tokenizer.ggml.eos_token_id', 0, 2),
