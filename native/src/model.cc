@@ -73,9 +73,8 @@ Model::Model(const std::string& path, const Config& cfg, const std::vector<Tenso
   rope_sin_.resize((size_t)opt_.max_seq_len * half);
   for (int p = 0; p < opt_.max_seq_len; p++) {
     for (int i = 0; i < half; i++) {
-      // As HF: inv_freq = 1 / theta^(2i / head_dim) in float32, angle = position * inv_freq.
-      float inv_freq = (float)(1.0 / std::pow((double)cfg_.rope_theta, (2.0 * i) / cfg_.head_dim));
-      float angle = (float)p * inv_freq;
+      // As HF: inv_freq in float32 (computed with its scaling by the caller), angle = position * inv_freq.
+      float angle = (float)p * cfg_.rope_inv_freq[i];
       rope_cos_[(size_t)p * half + i] = std::cos(angle);
       rope_sin_[(size_t)p * half + i] = std::sin(angle);
     }
@@ -133,6 +132,20 @@ void Model::bind_weights(const std::vector<TensorDesc>& tensors) {
       L.wq = mat(p + "wq", q_dim, c.dim);
       L.wk = mat(p + "wk", kv_dim, c.dim);
       L.wv = mat(p + "wv", kv_dim, c.dim);
+    }
+    // The converter fuses the biases exactly when it fuses the weights.
+    bool has_bias = by_name.count(p + (L.fused_qkv ? "bqkv" : "bq")) > 0;
+    if (has_bias != c.attention_bias)
+      throw err("layer " + std::to_string(l) + (c.attention_bias ? ": the config has attention biases, the file has no q/k/v bias tensors"
+                                                               : ": the file has q/k/v bias tensors, the config has no attention biases"));
+    if (has_bias && L.fused_qkv) {
+      L.bq = vec(p + "bqkv", q_dim + 2 * kv_dim);
+      L.bk = L.bq + q_dim;
+      L.bv = L.bk + kv_dim;
+    } else if (has_bias) {
+      L.bq = vec(p + "bq", q_dim);
+      L.bk = vec(p + "bk", kv_dim);
+      L.bv = vec(p + "bv", kv_dim);
     }
     L.wo = mat(p + "wo", c.dim, q_dim);
     L.fused_gate_up = by_name.count(p + "w_gate_up") > 0;
@@ -306,6 +319,19 @@ void Model::embed(const std::vector<int32_t>& tokens, float* out) {
   }
 }
 
+// Rows [t0, t1) of qkv_ (q | k | v per token) gain the projections' biases, before RoPE as in HF.
+void Model::add_qkv_bias(const Layer& L, int t0, int t1) {
+  const int q_dim = cfg_.n_heads * cfg_.head_dim, kv_dim = cfg_.n_kv_heads * cfg_.head_dim, ld = q_dim + 2 * kv_dim;
+  for (int t = t0; t < t1; t++) {
+    float* q = qkv_.data() + (size_t)t * ld;
+    float* k = q + q_dim;
+    float* v = k + kv_dim;
+    for (int i = 0; i < q_dim; i++) q[i] += L.bq[i];
+    for (int i = 0; i < kv_dim; i++) k[i] += L.bk[i];
+    for (int i = 0; i < kv_dim; i++) v[i] += L.bv[i];
+  }
+}
+
 // HF rotate_half pairing: dimension i rotates with i + head_dim / 2.
 void Model::rope(float* v, int heads, const std::vector<int>& pos, int t0, int t1, int ld) {
   const int hd = cfg_.head_dim, half = hd / 2;
@@ -453,6 +479,7 @@ std::vector<StepResult> Model::step(const std::vector<StepEntry>& entries) {
       matmul(L.wv, xn_.data(), T, D, qkv_.data() + q_dim + kv_dim, ld_qkv);
     }
     for_tokens(T, [&](int t0, int t1) {
+      if (L.bq) add_qkv_bias(L, t0, t1);
       rope(qkv_.data(), c.n_heads, pos, t0, t1, ld_qkv);
       rope(qkv_.data() + q_dim, c.n_kv_heads, pos, t0, t1, ld_qkv);
       for (int t = t0; t < t1; t++) {

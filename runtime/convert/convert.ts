@@ -77,6 +77,11 @@ export function planTensors(ck: Checkpoint, precision: Precision, optimizeLevel:
   };
   const plan: PlannedTensor[] = [];
   const vector = (name: string, from: string) => plan.push({ name, dtype: 'f32', layout: 'row-major', shape: [c.hiddenSize], produce: read(from, [c.hiddenSize]) });
+  // q/k/v biases stay f32 whatever the precision: they are added once per row after the matmul.
+  const biases = (name: string, sources: Array<[string, number]>) => {
+    const readers = sources.map(([n, r]) => read(n, [r]));
+    plan.push({ name, dtype: 'f32', layout: 'row-major', shape: [sources.reduce((n, [, r]) => n + r, 0)], produce: () => concatRows(readers.map((f) => f())) });
+  };
   const matrix = (name: string, rows: number, cols: number, sources: Array<[string, number]>) => {
     const readers = sources.map(([n, r]) => read(n, [r, cols]));
     plan.push({ name, dtype, layout, shape: [rows, cols], produce: () => concatRows(readers.map((f) => f())) });
@@ -88,11 +93,16 @@ export function planTensors(ck: Checkpoint, precision: Precision, optimizeLevel:
     const attn = (p: string): [string, number] => [`${hf}self_attn.${p}_proj.weight`, p === 'q' ? qDim : kvDim];
     const mlp = (p: string): [string, number] => [`${hf}mlp.${p}_proj.weight`, c.intermediateSize];
     vector(`${ours}attn_norm`, `${hf}input_layernorm.weight`);
+    const bias = (p: string): [string, number] => [`${hf}self_attn.${p}_proj.bias`, p === 'q' ? qDim : kvDim];
     if (optimizeLevel >= 1) {
       matrix(`${ours}wqkv`, qDim + 2 * kvDim, c.hiddenSize, [attn('q'), attn('k'), attn('v')]);
+      if (c.attentionBias) biases(`${ours}bqkv`, [bias('q'), bias('k'), bias('v')]);
     } else {
       for (const p of ['q', 'k', 'v']) matrix(`${ours}w${p}`, p === 'q' ? qDim : kvDim, c.hiddenSize, [attn(p)]);
+      if (c.attentionBias) for (const p of ['q', 'k', 'v']) biases(`${ours}b${p}`, [bias(p)]);
     }
+    if (!c.attentionBias && ck.source.tensors.has(bias('q')[0]))
+      throw new UsageError(`${ck.source.path}: tensor '${bias('q')[0]}' is present but the config has no attention biases (attention_bias false); the model would run without them`);
     matrix(`${ours}wo`, c.hiddenSize, qDim, [[`${hf}self_attn.o_proj.weight`, c.hiddenSize]]);
     vector(`${ours}ffn_norm`, `${hf}post_attention_layernorm.weight`);
     if (optimizeLevel >= 1) {
