@@ -1,9 +1,11 @@
 // The engine against the float64 reference forward pass, across precisions, optimize levels,
-// GQA/sliding-window/tied configurations, batching, chunked prefill and kernel sets.
+// GQA/sliding-window/tied configurations, qwen2 and llama attention biases, linear and llama3 RoPE
+// scaling, batching, chunked prefill and kernel sets.
 import { describe, expect, it } from 'vitest';
 
 import { cosine } from '../../runtime/convert/accuracy.js';
 import { Engine, native } from '../../runtime/engine.js';
+import type { ModelConfig } from '../../runtime/model-config.js';
 import { referenceLogits } from './reference.js';
 import { convertedModel, hfWeights, testModel } from './helpers.js';
 import { freshSeed, randomTokens, rng } from './random.js';
@@ -12,6 +14,22 @@ import { freshSeed, randomTokens, rng } from './random.js';
 // and a single KV head, exercised with prompts longer than the window.
 const gqa = () => testModel('gqa', { layers: 2, hidden: 128, heads: 4, kvHeads: 2, intermediate: 256 });
 const swa = () => testModel('swa', { layers: 2, hidden: 96, heads: 3, kvHeads: 1, intermediate: 160, slidingWindow: 5, tied: true, seed: 7 });
+// qwen2 (q/k/v biases, tied); llama with attention_bias and linear RoPE scaling; llama3 scaling
+// whose bands (original context 64: wavelengths under 16 kept, over 64 stretched) split head_dim 32's
+// pairs at theta 1e6 into 2 kept, 1 blended and 13 stretched.
+const qwen2 = () => testModel('qwen2', { architecture: 'qwen2', layers: 2, hidden: 96, heads: 6, kvHeads: 2, intermediate: 160, tied: true, seed: 11 });
+const linear = () => testModel('llama-linear', { architecture: 'llama', attentionBias: true, layers: 2, hidden: 128, heads: 4, kvHeads: 2, intermediate: 256, seed: 12, ropeScaling: { type: 'linear', factor: 4 } });
+const llama3 = () =>
+  testModel('llama3', {
+    architecture: 'llama',
+    layers: 2,
+    hidden: 128,
+    heads: 4,
+    kvHeads: 1,
+    intermediate: 256,
+    seed: 13,
+    ropeScaling: { type: 'llama3', factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 64 },
+  });
 
 function relError(got: Float32Array, want: Float64Array): number {
   let num = 0;
@@ -33,6 +51,9 @@ async function logitsAll(engine: Engine, tokens: number[]): Promise<Float32Array
 describe.each([
   ['gqa', gqa],
   ['sliding window + tied', swa],
+  ['qwen2: attention biases + tied', qwen2],
+  ['llama: attention_bias + linear RoPE scaling', linear],
+  ['llama: llama3 RoPE scaling', llama3],
 ])('FP32 engine vs float64 reference (%s)', (_label, model) => {
   it.each([0, 1, 2] as const)('optimize level %i matches to relative error < 1e-4 at every position', async (level) => {
     const m = model();
@@ -47,6 +68,23 @@ describe.each([
       const V = m.config.vocabSize;
       want.forEach((row, pos) => expect(relError(got.subarray(pos * V, (pos + 1) * V), row)).toBeLessThan(1e-4));
     }
+  });
+});
+
+describe('the reference tests above would see a feature the engine ignored', () => {
+  // The engine's logits against the reference with the feature switched off: far outside 1e-4.
+  it.each([
+    ['q/k/v biases (qwen2)', qwen2, (c: ModelConfig): ModelConfig => ({ ...c, attentionBias: false })],
+    ['linear RoPE scaling', linear, (c: ModelConfig): ModelConfig => ({ ...c, ropeScaling: null })],
+    ['llama3 RoPE scaling', llama3, (c: ModelConfig): ModelConfig => ({ ...c, ropeScaling: null })],
+  ] as const)('%s', async (_label, model, without) => {
+    const m = model();
+    const engine = await Engine.load(await convertedModel(m, 'FP32', 1));
+    const tokens = randomTokens(rng(freshSeed(`without ${_label}`)), 12, m.config.vocabSize);
+    const got = await logitsAll(engine, tokens);
+    const V = m.config.vocabSize;
+    const want = referenceLogits(without(m.config), hfWeights(m), tokens);
+    expect(relError(got.subarray(11 * V), want[11])).toBeGreaterThan(1e-2);
   });
 });
 
