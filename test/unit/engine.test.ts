@@ -41,6 +41,21 @@ function relError(got: Float32Array, want: Float64Array): number {
   return Math.sqrt(num / den);
 }
 
+/** The largest and second-largest values of a logit row and the index of the largest. */
+function top2(row: ArrayLike<number>): { index: number; first: number; second: number } {
+  let index = 0;
+  let first = -Infinity;
+  let second = -Infinity;
+  for (let i = 0; i < row.length; i++) {
+    if (row[i] > first) {
+      second = first;
+      first = row[i];
+      index = i;
+    } else if (row[i] > second) second = row[i];
+  }
+  return { index, first, second };
+}
+
 async function logitsAll(engine: Engine, tokens: number[]): Promise<Float32Array> {
   const seq = engine.createSequence();
   const [r] = await engine.step([{ sequence: seq, tokens, logits: 'all', sample: false }]);
@@ -66,7 +81,34 @@ describe.each([
       const want = referenceLogits(m.config, weights, tokens);
       const got = await logitsAll(engine, tokens);
       const V = m.config.vocabSize;
-      want.forEach((row, pos) => expect(relError(got.subarray(pos * V, (pos + 1) * V), row)).toBeLessThan(1e-4));
+      want.forEach((row, pos) => {
+        const gotRow = got.subarray(pos * V, (pos + 1) * V);
+        expect(relError(gotRow, row)).toBeLessThan(1e-4);
+        expect(top2(gotRow).index, `greedy token at position ${pos}`).toBe(top2(row).index);
+      });
+    }
+  });
+});
+
+describe('test models have no ties', () => {
+  // The old weight generator repeated every 8190 values, so logit rows tied exactly at the maximum
+  // and greedy agreement measured tie-breaking; a margin of 1e-3 is far beyond FP32 rounding.
+  it.each([
+    ['gqa', gqa],
+    ['sliding window + tied', swa],
+    ['qwen2', qwen2],
+  ])('%s: the greedy token wins by a margin at every position', async (_label, model) => {
+    const m = model();
+    const engine = await Engine.load(await convertedModel(m, 'FP32', 2));
+    const next = rng(freshSeed(`no ties ${_label}`));
+    const V = m.config.vocabSize;
+    for (let trial = 0; trial < 3; trial++) {
+      const tokens = randomTokens(next, 10, V);
+      const logits = await logitsAll(engine, tokens);
+      for (let pos = 0; pos < tokens.length; pos++) {
+        const { first, second } = top2(logits.subarray(pos * V, (pos + 1) * V));
+        expect(first - second, `prompt ${trial} position ${pos}`).toBeGreaterThan(1e-3);
+      }
     }
   });
 });
