@@ -68,7 +68,7 @@ export function validateConfig(file: string, c: ModelConfig): ModelConfig {
 export function ropeInverseFrequencies(c: Pick<ModelConfig, 'headDim' | 'ropeTheta' | 'ropeScaling'>): Float64Array {
   const base = Float64Array.from({ length: c.headDim / 2 }, (_, i) => 1 / c.ropeTheta ** ((2 * i) / c.headDim));
   const s = c.ropeScaling;
-  if (s === null) return base;
+  if (!s) return base;
   if (s.type === 'linear') return base.map((f) => f / s.factor);
   if (s.type === 'freq-factors') return base.map((f, i) => f / s.factors[i]);
   const lowFreqWavelen = s.originalMaxPositionEmbeddings / s.lowFreqFactor;

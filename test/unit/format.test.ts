@@ -59,7 +59,8 @@ describe('.npu validation', () => {
   it('the native loader checks every tensor range against the mapping itself', async () => {
     const path = await convertedModel(small(), 'INT8', 2);
     const f = readNpuFile(path);
-    const config = nativeConfig(f.metadata.config);
+    const c = f.metadata.config;
+    const config = nativeConfig(c);
     const tensors = f.metadata.tensors.map((t) => ({ ...t, offset: f.header.dataOffset + t.offset }));
     const lying = tensors.map((t) => (t.name === 'layers.0.wo' ? { ...t, offset: f.header.fileBytes - 64 } : t));
     await expect(native().loadModel(path, { config, tensors: lying }, {})).rejects.toThrow(/tensor 'layers\.0\.wo' ends at byte \d+, file has \d+/);
