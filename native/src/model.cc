@@ -1,4 +1,4 @@
-// The forward pass, llama2.c style: embed, then per layer RMSNorm -> QKV -> RoPE -> attention over
+// The forward pass, llama2.c style: embed, then per layer RMSNorm -> QKV (+ biases) -> RoPE -> attention over
 // the paged KV cache -> output projection, RMSNorm -> SwiGLU FFN, each with a residual; final
 // RMSNorm and the LM head on the rows whose logits are needed.
 #include "model.h"
@@ -73,7 +73,7 @@ Model::Model(const std::string& path, const Config& cfg, const std::vector<Tenso
   rope_sin_.resize((size_t)opt_.max_seq_len * half);
   for (int p = 0; p < opt_.max_seq_len; p++) {
     for (int i = 0; i < half; i++) {
-      // As HF: inv_freq in float32 (computed with its scaling by the caller), angle = position * inv_freq.
+      // As HF: inv_freq (scaling applied by the caller) in float32, angle = position * inv_freq.
       float angle = (float)p * cfg_.rope_inv_freq[i];
       rope_cos_[(size_t)p * half + i] = std::cos(angle);
       rope_sin_[(size_t)p * half + i] = std::sin(angle);

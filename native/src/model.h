@@ -1,4 +1,4 @@
-// The Mistral/Llama decoder: configuration, weights mapped from a .npu file, sequences with their
+// The Mistral/Llama/Qwen2 decoder: configuration, weights mapped from a .npu file, sequences with their
 // KV block tables, and the batched step that runs prefill chunks and decode tokens together.
 #pragma once
 #include <cstdint>

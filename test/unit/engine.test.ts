@@ -4,7 +4,8 @@
 import { describe, expect, it } from 'vitest';
 
 import { cosine } from '../../runtime/convert/accuracy.js';
-import { Engine, native } from '../../runtime/engine.js';
+import { Engine, native, nativeConfig } from '../../runtime/engine.js';
+import { readNpuFile } from '../../runtime/format.js';
 import type { ModelConfig } from '../../runtime/model-config.js';
 import { referenceLogits } from './reference.js';
 import { convertedModel, hfWeights, testModel } from './helpers.js';
@@ -290,6 +291,21 @@ describe('attention kernels and the f16 KV cache', () => {
 });
 
 describe('misuse gets clear errors', () => {
+  it('refuses a file whose q/k/v bias tensors disagree with the config, and RoPE frequencies of the wrong length', async () => {
+    for (const [m, message] of [
+      [gqa(), /layer 0: the config has attention biases, the file has no q\/k\/v bias tensors/],
+      [qwen2(), /layer 0: the file has q\/k\/v bias tensors, the config has no attention biases/],
+    ] as const) {
+      const path = await convertedModel(m, 'FP32', 1);
+      const f = readNpuFile(path);
+      const tensors = f.metadata.tensors.map((t) => ({ ...t, offset: f.header.dataOffset + t.offset }));
+      const config = { ...nativeConfig(f.metadata.config), attentionBias: !f.metadata.config.attentionBias };
+      await expect(native().loadModel(path, { config, tensors }, {})).rejects.toThrow(message);
+      const short = { ...nativeConfig(f.metadata.config), ropeInvFreq: [1, 0.5] };
+      expect(() => native().loadModel(path, { config: short, tensors }, {})).toThrow(/'ropeInvFreq' must be an array of headDim \/ 2 = \d+ numbers/);
+    }
+  });
+
   it('rejects unknown sequences, out-of-vocabulary tokens, overlong sequences, duplicates and a full cache', async () => {
     const m = gqa();
     const engine = await Engine.load(await convertedModel(m, 'INT8', 2), { maxSeqLen: 16, kvCacheTokens: 32 });
