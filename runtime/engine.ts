@@ -6,7 +6,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { readNpuFile, type NpuMetadata } from './format.js';
-import { ropeInverseFrequencies, type ModelConfig } from './model-config.js';
+import { hasOutputProjectionBias, ropeInverseFrequencies, type ModelConfig } from './model-config.js';
 
 export type LogitsMode = 'none' | 'last' | 'all';
 
@@ -105,6 +105,8 @@ export function nativeConfig(c: ModelConfig) {
     ropeInvFreq: Array.from(ropeInverseFrequencies(c)),
     /** The file must then carry q/k/v biases (layers.N.bqkv, or bq/bk/bv). */
     attentionBias: c.attentionBias,
+    /** The file must then carry the output projection's bias (layers.N.bo). */
+    attentionOutputBias: hasOutputProjectionBias(c),
   };
 }
 

@@ -23,7 +23,7 @@ export interface ModelConfig {
   /** Tokens a position attends to (itself included); null for full attention. */
   slidingWindow: number | null;
   tieWordEmbeddings: boolean;
-  /** q/k/v projections carry biases (qwen2; llama with attention_bias). */
+  /** q/k/v projections carry biases (qwen2; llama with attention_bias, which adds o_proj's too). */
   attentionBias: boolean;
   ropeScaling: RopeScaling | null;
   maxPositionEmbeddings: number;
@@ -80,6 +80,11 @@ export function ropeInverseFrequencies(c: Pick<ModelConfig, 'headDim' | 'ropeThe
     const smooth = (s.originalMaxPositionEmbeddings / wavelen - s.lowFreqFactor) / (s.highFreqFactor - s.lowFreqFactor);
     return ((1 - smooth) * f) / s.factor + smooth * f;
   });
+}
+
+/** HF LlamaAttention's attention_bias covers o_proj as well; Qwen2's biases are on q/k/v only. */
+export function hasOutputProjectionBias(c: Pick<ModelConfig, 'architecture' | 'attentionBias'>): boolean {
+  return c.attentionBias && c.architecture === 'llama';
 }
 
 type Architecture = ModelConfig['architecture'];

@@ -6,7 +6,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { UsageError } from './errors.js';
-import { toHfConfig, validateConfig, type ModelConfig, type RopeScaling } from './model-config.js';
+import { hasOutputProjectionBias, toHfConfig, validateConfig, type ModelConfig, type RopeScaling } from './model-config.js';
 import { writeGguf, type GgufVocab, type GgufWeightDType } from './convert/gguf.js';
 import { writeSafetensors, type TensorToWrite } from './convert/safetensors.js';
 import { Tokenizer } from './tokenizer.js';
@@ -161,6 +161,7 @@ export function testModelTensors(c: ModelConfig, seed: number): Array<{ name: st
         ? [gaussian(`${p}self_attn.q_proj.bias`, [qDim], 0.5), gaussian(`${p}self_attn.k_proj.bias`, [kvDim], 0.5), gaussian(`${p}self_attn.v_proj.bias`, [kvDim], 0.5)]
         : []),
       gaussian(`${p}self_attn.o_proj.weight`, [D, qDim], 0.5 / Math.sqrt(qDim)),
+      ...(hasOutputProjectionBias(c) ? [gaussian(`${p}self_attn.o_proj.bias`, [D], 0.1)] : []),
       gaussian(`${p}post_attention_layernorm.weight`, [D], 0.1, 1),
       gaussian(`${p}mlp.gate_proj.weight`, [c.intermediateSize, D], 1 / Math.sqrt(D)),
       gaussian(`${p}mlp.up_proj.weight`, [c.intermediateSize, D], 1 / Math.sqrt(D)),

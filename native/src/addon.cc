@@ -45,6 +45,13 @@ int int_in(const Napi::Object& o, const char* key, int lo, int hi, double fallba
   return (int)d;
 }
 
+bool flag(const Napi::Object& o, const char* key) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined()) return false;
+  if (!v.IsBoolean()) throw std::runtime_error(std::string("'") + key + "' must be a boolean");
+  return v.As<Napi::Boolean>().Value();
+}
+
 Config parse_config(const Napi::Object& o) {
   Config c;
   c.dim = int_in(o, "dim", 1, 1 << 20);
@@ -56,9 +63,8 @@ Config parse_config(const Napi::Object& o) {
   c.vocab_size = int_in(o, "vocabSize", 1, 1 << 24);
   c.sliding_window = int_in(o, "slidingWindow", 0, 1 << 30, 0);
   c.norm_eps = (float)num(o, "normEps");
-  Napi::Value bias = o.Get("attentionBias");
-  if (!bias.IsUndefined() && !bias.IsBoolean()) throw std::runtime_error("'attentionBias' must be a boolean");
-  c.attention_bias = bias.IsBoolean() && bias.As<Napi::Boolean>().Value();
+  c.attention_bias = flag(o, "attentionBias");
+  c.attention_output_bias = flag(o, "attentionOutputBias");
   if (c.n_heads % c.n_kv_heads != 0)
     throw std::runtime_error("nHeads " + std::to_string(c.n_heads) + " is not a multiple of nKvHeads " + std::to_string(c.n_kv_heads));
   if (c.head_dim % 2 != 0) throw std::runtime_error("headDim must be even for RoPE, got " + std::to_string(c.head_dim));

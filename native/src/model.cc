@@ -148,6 +148,10 @@ void Model::bind_weights(const std::vector<TensorDesc>& tensors) {
       L.bv = vec(p + "bv", kv_dim);
     }
     L.wo = mat(p + "wo", c.dim, q_dim);
+    if (by_name.count(p + "bo") != (c.attention_output_bias ? 1u : 0u))
+      throw err("layer " + std::to_string(l) + (c.attention_output_bias ? ": the config has an output projection bias, the file has no tensor 'bo'"
+                                                                      : ": the file has an output projection bias 'bo', the config has none"));
+    if (c.attention_output_bias) L.bo = vec(p + "bo", c.dim);
     L.fused_gate_up = by_name.count(p + "w_gate_up") > 0;
     if (L.fused_gate_up) {
       L.w_gate_up = mat(p + "w_gate_up", 2 * c.hidden_dim, c.dim);
@@ -492,8 +496,11 @@ std::vector<StepResult> Model::step(const std::vector<StepEntry>& entries) {
     });
     attention(l, T, tok_seq, pos);
     matmul(L.wo, attn_.data(), T, q_dim, ffn_out_.data(), D);
-    // Residual add, then the FFN's RMSNorm of the same rows.
+    // Output bias and residual add, then the FFN's RMSNorm of the same rows.
     for_tokens(T, [&](int t0, int t1) {
+      if (L.bo)
+        for (int t = t0; t < t1; t++)
+          for (int i = 0; i < D; i++) ffn_out_[(size_t)t * D + i] += L.bo[i];
       for (size_t i = (size_t)t0 * D; i < (size_t)t1 * D; i++) x_[i] += ffn_out_[i];
       rmsnorm(x_.data() + (size_t)t0 * D, L.ffn_norm, t1 - t0, xn_.data() + (size_t)t0 * D);
     });

@@ -26,7 +26,8 @@ struct Config {
   int vocab_size = 0;
   int sliding_window = 0; // 0: full attention
   float norm_eps = 1e-5f;
-  bool attention_bias = false;      // q/k/v biases (qwen2, llama attention_bias)
+  bool attention_bias = false;        // q/k/v biases (qwen2, llama attention_bias)
+  bool attention_output_bias = false; // output projection bias (llama attention_bias)
   std::vector<float> rope_inv_freq; // (head_dim / 2) RoPE inverse frequencies, scaling applied
 };
 
@@ -68,6 +69,7 @@ struct Layer {
   Weight wqkv, wq, wk, wv;           // fused: (q_dim + 2 kv_dim, dim); else (q_dim|kv_dim, dim)
   const float *bq = nullptr, *bk = nullptr, *bv = nullptr;  // (q_dim), (kv_dim), (kv_dim); null without biases
   Weight wo;                         // (dim, q_dim)
+  const float* bo = nullptr;         // (dim) output projection bias; null without
   const float* ffn_norm = nullptr;   // (dim)
   bool fused_gate_up = false;
   Weight w_gate_up, w_gate, w_up;    // fused: (2 hidden, dim), gate rows first

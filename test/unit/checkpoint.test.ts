@@ -95,7 +95,7 @@ describe('architectures through the CLI (make-test-model, then convert)', () => 
   it('refuses bias tensors the config does not declare, and declared biases that are missing', () => {
     const m = make('cli-undeclared-bias', '--architecture', 'llama', '--attention-bias');
     writeFileSync(join(m.dir, 'config.json'), JSON.stringify({ ...m.config, attention_bias: false }));
-    expect(convertDir(m.dir).stderr).toMatch(/tensor 'model\.layers\.0\.self_attn\.q_proj\.bias' is present but the config has no attention biases/);
+    expect(convertDir(m.dir).stderr).toMatch(/tensor 'model\.layers\.0\.self_attn\.q_proj\.bias' is present but a llama config with attention_bias false has no such bias/);
     const plain = make('cli-missing-bias', '--architecture', 'llama');
     writeFileSync(join(plain.dir, 'config.json'), JSON.stringify({ ...plain.config, attention_bias: true }));
     expect(convertDir(plain.dir).stderr).toMatch(/tensor 'model\.layers\.0\.self_attn\.q_proj\.bias' is missing/);

@@ -9,13 +9,15 @@ import { readNpuFile } from '../../runtime/format.js';
 import type { ModelConfig } from '../../runtime/model-config.js';
 import { referenceLogits } from './reference.js';
 import { convertedModel, hfWeights, testModel } from './helpers.js';
+import type { TestModel } from '../../runtime/testmodel.js';
 import { freshSeed, randomTokens, rng } from './random.js';
 
 // GQA (4 query heads share 2 KV heads), untied; and a sliding window of 5 with tied embeddings
 // and a single KV head, exercised with prompts longer than the window.
 const gqa = () => testModel('gqa', { layers: 2, hidden: 128, heads: 4, kvHeads: 2, intermediate: 256 });
 const swa = () => testModel('swa', { layers: 2, hidden: 96, heads: 3, kvHeads: 1, intermediate: 160, slidingWindow: 5, tied: true, seed: 7 });
-// qwen2 (q/k/v biases, tied); llama with attention_bias and linear RoPE scaling; llama3 scaling
+// qwen2 (q/k/v biases, tied); llama with attention_bias (q/k/v and o_proj biases) and linear RoPE
+// scaling; llama3 scaling
 // whose bands (original context 64: wavelengths under 16 kept, over 64 stretched) split head_dim 32's
 // pairs at theta 1e6 into 2 kept, 1 blended and 13 stretched.
 const qwen2 = () => testModel('qwen2', { architecture: 'qwen2', layers: 2, hidden: 96, heads: 6, kvHeads: 2, intermediate: 160, tied: true, seed: 11 });
@@ -119,6 +121,7 @@ describe('the reference tests above would see a feature the engine ignored', () 
   it.each([
     ['q/k/v biases (qwen2)', qwen2, (c: ModelConfig): ModelConfig => ({ ...c, attentionBias: false })],
     ['linear RoPE scaling', linear, (c: ModelConfig): ModelConfig => ({ ...c, ropeScaling: null })],
+    ["llama's o_proj bias", linear, (c: ModelConfig): ModelConfig => ({ ...c, architecture: 'qwen2' })],
     ['llama3 RoPE scaling', llama3, (c: ModelConfig): ModelConfig => ({ ...c, ropeScaling: null })],
   ] as const)('%s', async (_label, model, without) => {
     const m = model();
@@ -291,19 +294,19 @@ describe('attention kernels and the f16 KV cache', () => {
 });
 
 describe('misuse gets clear errors', () => {
-  it('refuses a file whose q/k/v bias tensors disagree with the config, and RoPE frequencies of the wrong length', async () => {
-    for (const [m, message] of [
-      [gqa(), /layer 0: the config has attention biases, the file has no q\/k\/v bias tensors/],
-      [qwen2(), /layer 0: the file has q\/k\/v bias tensors, the config has no attention biases/],
-    ] as const) {
-      const path = await convertedModel(m, 'FP32', 1);
+  it('refuses a file whose bias tensors disagree with the config, and RoPE frequencies of the wrong length', async () => {
+    // The descriptor Engine.load would pass, with one field changed.
+    const load = async (m: TestModel, level: 0 | 1, patch: Record<string, unknown>) => {
+      const path = await convertedModel(m, 'FP32', level);
       const f = readNpuFile(path);
       const tensors = f.metadata.tensors.map((t) => ({ ...t, offset: f.header.dataOffset + t.offset }));
-      const config = { ...nativeConfig(f.metadata.config), attentionBias: !f.metadata.config.attentionBias };
-      await expect(native().loadModel(path, { config, tensors }, {})).rejects.toThrow(message);
-      const short = { ...nativeConfig(f.metadata.config), ropeInvFreq: [1, 0.5] };
-      expect(() => native().loadModel(path, { config: short, tensors }, {})).toThrow(/'ropeInvFreq' must be an array of headDim \/ 2 = \d+ numbers/);
-    }
+      return native().loadModel(path, { config: { ...nativeConfig(f.metadata.config), ...patch }, tensors }, {});
+    };
+    await expect(load(gqa(), 1, { attentionBias: true })).rejects.toThrow(/layer 0: the config has attention biases, the file has no q\/k\/v bias tensors/);
+    await expect(load(qwen2(), 1, { attentionBias: false })).rejects.toThrow(/layer 0: the file has q\/k\/v bias tensors, the config has no attention biases/);
+    await expect(load(linear(), 0, { attentionOutputBias: false })).rejects.toThrow(/layer 0: the file has an output projection bias 'bo', the config has none/);
+    await expect(load(qwen2(), 0, { attentionOutputBias: true })).rejects.toThrow(/layer 0: the config has an output projection bias, the file has no tensor 'bo'/);
+    await expect(load(gqa(), 1, { ropeInvFreq: [1, 0.5] })).rejects.toThrow(/'ropeInvFreq' must be an array of headDim \/ 2 = 16 numbers/);
   });
 
   it('rejects unknown sequences, out-of-vocabulary tokens, overlong sequences, duplicates and a full cache', async () => {

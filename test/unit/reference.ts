@@ -1,5 +1,6 @@
 // A float64 reference forward pass of the Mistral/Llama/Qwen2 decoder, written from the Hugging Face
-// MistralForCausalLM / LlamaForCausalLM / Qwen2ForCausalLM definitions (q/k/v biases, rotate_half
+// MistralForCausalLM / LlamaForCausalLM / Qwen2ForCausalLM definitions (q/k/v biases, llama's
+// attention_bias also on o_proj, rotate_half
 // RoPE with linear or llama3 frequency scaling, GQA by repeat_kv, sliding-window mask
 // p - j < window, RMSNorm, SwiGLU), used by tests as the ground truth for the engine.
 import type { ModelConfig } from '../../runtime/model-config.js';
@@ -106,6 +107,7 @@ export function referenceLogits(cfg: ModelConfig, w: Weights, tokens: number[]):
         }
       }
       const o = matvec(w(`${p}self_attn.o_proj.weight`), D, H * hd, attn);
+      if (cfg.attentionBias && cfg.architecture === 'llama') w(`${p}self_attn.o_proj.bias`).forEach((b, i) => (o[i] += b));
       x = x.map((val, i) => val + o[i]);
       const xn2 = rmsnorm(x, w(`${p}post_attention_layernorm.weight`), cfg.rmsNormEps);
       const g = matvec(w(`${p}mlp.gate_proj.weight`), F, D, xn2);
