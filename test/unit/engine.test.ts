@@ -87,7 +87,9 @@ describe.each([
       want.forEach((row, pos) => {
         const gotRow = got.subarray(pos * V, (pos + 1) * V);
         expect(relError(gotRow, row)).toBeLessThan(1e-4);
-        expect(top2(gotRow).index, `greedy token at position ${pos}`).toBe(top2(row).index);
+        // Token for token wherever the reference has a winner (FP32 rounding moves logits by ~1e-5).
+        const want = top2(row);
+        if (want.first - want.second > 1e-4) expect(top2(gotRow).index, `greedy token at position ${pos}`).toBe(want.index);
       });
     }
   });
