@@ -10,6 +10,7 @@ import { Engine } from './engine.js';
 import { FormatError, UsageError } from './errors.js';
 import type { Precision } from './format.js';
 import { generate } from './generate.js';
+import type { RopeScaling } from './model-config.js';
 import { Progress } from './progress.js';
 import { serve } from './server/main.js';
 import { makeTestModel, PRESETS, type TestModelOptions } from './testmodel.js';
@@ -39,7 +40,8 @@ commands:
                    [--max-num-batched-tokens N] [--json]
   make-test-model  --out DIR [--preset tiny|100m|1b] [--layers N --hidden N --heads N --kv-heads N
                    --head-dim N --intermediate N --sliding-window N --tied --seed N --dtype F32|F16|BF16 --shards N
-                   --gguf F32|F16|Q8_0|Q4_0]
+                   --gguf F32|F16|Q8_0|Q4_0 --architecture mistral|llama|qwen2 --attention-bias
+                   --rope-scaling linear:FACTOR|llama3:FACTOR[:LOW:HIGH:ORIGINAL_MAX_POSITIONS]]
 `;
 
 type Flags = Record<string, string | boolean | undefined>;
@@ -184,6 +186,20 @@ async function cmdGenerate(argv: string[]): Promise<number> {
   return EXIT.ok;
 }
 
+/** --rope-scaling linear:F or llama3:F[:LOW:HIGH:ORIGINAL] (Llama 3.1's 1:4:8192 by default). */
+function ropeScalingFlag(text: string): RopeScaling {
+  const [type, ...rest] = text.split(':');
+  const nums = rest.map(Number);
+  const usage = `--rope-scaling must be linear:FACTOR or llama3:FACTOR[:LOW:HIGH:ORIGINAL_MAX_POSITIONS] with positive numbers, got '${text}'`;
+  if (!nums.every((n) => Number.isFinite(n) && n > 0)) throw new UsageError(usage);
+  if (type === 'linear' && nums.length === 1) return { type: 'linear', factor: nums[0] };
+  if (type === 'llama3' && (nums.length === 1 || nums.length === 4)) {
+    const [factor, lowFreqFactor = 1, highFreqFactor = 4, originalMaxPositionEmbeddings = 8192] = nums;
+    return { type: 'llama3', factor, lowFreqFactor, highFreqFactor, originalMaxPositionEmbeddings };
+  }
+  throw new UsageError(usage);
+}
+
 function cmdMakeTestModel(argv: string[]): number {
   const f = parse(argv, {
     out: { type: 'string' },
@@ -200,6 +216,9 @@ function cmdMakeTestModel(argv: string[]): number {
     dtype: { type: 'string' },
     shards: { type: 'string' },
     gguf: { type: 'string' },
+    architecture: { type: 'string' },
+    'attention-bias': { type: 'boolean' },
+    'rope-scaling': { type: 'string' },
   });
   const preset = (f.preset as string | undefined) ?? 'tiny';
   if (!(preset in PRESETS)) throw new UsageError(`--preset must be one of ${Object.keys(PRESETS).join(', ')}, got '${preset}'`);
@@ -220,6 +239,13 @@ function cmdMakeTestModel(argv: string[]): number {
   set('seed', 'seed', 0);
   set('shards', 'shards');
   if (f.tied) opts.tied = true;
+  if (typeof f.architecture === 'string') {
+    if (f.architecture !== 'mistral' && f.architecture !== 'llama' && f.architecture !== 'qwen2')
+      throw new UsageError(`--architecture must be mistral, llama or qwen2, got '${f.architecture}'`);
+    opts.architecture = f.architecture;
+  }
+  if (f['attention-bias']) opts.attentionBias = true;
+  if (typeof f['rope-scaling'] === 'string') opts.ropeScaling = ropeScalingFlag(f['rope-scaling']);
   if (typeof f.gguf === 'string') {
     const g = f.gguf.toUpperCase();
     if (g !== 'F32' && g !== 'F16' && g !== 'Q8_0' && g !== 'Q4_0') throw new UsageError(`--gguf must be F32, F16, Q8_0 or Q4_0, got '${f.gguf}'`);

@@ -6,6 +6,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { readNpuFile, type NpuMetadata } from './format.js';
+import { hasOutputProjectionBias, ropeInverseFrequencies, type ModelConfig } from './model-config.js';
 
 export type LogitsMode = 'none' | 'last' | 'all';
 
@@ -88,6 +89,27 @@ export function native(): NativeAddon {
   return addon;
 }
 
+/** The architecture as the native engine takes it (descriptor.config of loadModel). */
+export function nativeConfig(c: ModelConfig) {
+  return {
+    dim: c.hiddenSize,
+    nLayers: c.numLayers,
+    nHeads: c.numHeads,
+    nKvHeads: c.numKvHeads,
+    headDim: c.headDim,
+    hiddenDim: c.intermediateSize,
+    vocabSize: c.vocabSize,
+    slidingWindow: c.slidingWindow ?? 0,
+    normEps: c.rmsNormEps,
+    /** head_dim / 2 RoPE inverse frequencies, scaling applied; the engine builds its tables from them. */
+    ropeInvFreq: Array.from(ropeInverseFrequencies(c)),
+    /** The file must then carry q/k/v biases (layers.N.bqkv, or bq/bk/bv). */
+    attentionBias: c.attentionBias,
+    /** The file must then carry the output projection's bias (layers.N.bo). */
+    attentionOutputBias: hasOutputProjectionBias(c),
+  };
+}
+
 export class Engine {
   private constructor(
     readonly path: string,
@@ -97,20 +119,8 @@ export class Engine {
 
   static async load(path: string, options: EngineOptions = {}): Promise<Engine> {
     const file = readNpuFile(path);
-    const c = file.metadata.config;
     const descriptor = {
-      config: {
-        dim: c.hiddenSize,
-        nLayers: c.numLayers,
-        nHeads: c.numHeads,
-        nKvHeads: c.numKvHeads,
-        headDim: c.headDim,
-        hiddenDim: c.intermediateSize,
-        vocabSize: c.vocabSize,
-        slidingWindow: c.slidingWindow ?? 0,
-        ropeTheta: c.ropeTheta,
-        normEps: c.rmsNormEps,
-      },
+      config: nativeConfig(file.metadata.config),
       tensors: file.metadata.tensors.map((t) => ({ ...t, offset: file.header.dataOffset + t.offset })),
     };
     const impl = await native().loadModel(path, descriptor, options);

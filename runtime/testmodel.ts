@@ -1,16 +1,21 @@
-// `npuserve make-test-model`: a small Mistral-architecture checkpoint in the Hugging Face layout
-// (config.json, model.safetensors, tokenizer_config.json) with the real Mistral v3 vocabulary and
-// deterministic seeded weights at realistic scales, optionally also as GGUF for llama.cpp.
+// `npuserve make-test-model`: a small Mistral-, Llama- or Qwen2-architecture checkpoint in the
+// Hugging Face layout (config.json, model.safetensors, tokenizer_config.json) with the real Mistral
+// v3 vocabulary and deterministic seeded weights at realistic scales (optionally q/k/v biases and
+// RoPE scaling), optionally also as GGUF for llama.cpp.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { UsageError } from './errors.js';
-import { toHfConfig, validateConfig, type ModelConfig } from './model-config.js';
+import { hasOutputProjectionBias, toHfConfig, validateConfig, type ModelConfig, type RopeScaling } from './model-config.js';
 import { writeGguf, type GgufVocab, type GgufWeightDType } from './convert/gguf.js';
 import { writeSafetensors, type TensorToWrite } from './convert/safetensors.js';
 import { Tokenizer } from './tokenizer.js';
 
 export interface TestModelOptions {
+  architecture: ModelConfig['architecture'];
+  /** q/k/v biases: llama only (qwen2 always has them, mistral never). */
+  attentionBias: boolean;
+  ropeScaling: RopeScaling | null;
   layers: number;
   hidden: number;
   heads: number;
@@ -35,6 +40,9 @@ export const PRESETS: Record<string, Partial<TestModelOptions>> = {
 };
 
 export const DEFAULT_OPTIONS: TestModelOptions = {
+  architecture: 'mistral',
+  attentionBias: false,
+  ropeScaling: null,
   layers: 2,
   hidden: 128,
   heads: 4,
@@ -53,22 +61,36 @@ export const MISTRAL_CHAT_TEMPLATE =
   "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}" +
   "{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token }}{% elif message['role'] == 'system' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}{% endif %}{% endfor %}";
 
-/** Seeded normal samples (xorshift128+ and Box-Muller), one stream per tensor name. */
+/**
+ * Seeded normal samples, one stream per (seed, tensor name): xoshiro128** (period 2^128 - 1, so no
+ * tensor of any size repeats itself) seeded by splitmix32 from an FNV-1a hash of the name, and
+ * Box-Muller on 53-bit uniforms.
+ */
 export function normalStream(seed: number, name: string): () => number {
   let h = 0x811c9dc5 ^ seed;
   for (let i = 0; i < name.length; i++) h = Math.imul(h ^ name.charCodeAt(i), 0x01000193);
-  let s0 = (h >>> 0) | 1;
-  let s1 = Math.imul(h, 0x9e3779b1) >>> 0 || 0x12345;
-  const u32 = () => {
-    let x = s0;
-    const y = s1;
-    s0 = y;
-    x ^= x << 23;
-    x ^= x >>> 17;
-    x ^= y ^ (y >>> 26);
-    s1 = x >>> 0;
-    return (s0 + s1) >>> 0;
+  const splitmix32 = () => {
+    h = (h + 0x9e3779b9) | 0;
+    let z = h;
+    z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
+    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
+    return (z ^ (z >>> 16)) >>> 0;
   };
+  const s = Uint32Array.from({ length: 4 }, splitmix32);
+  if ((s[0] | s[1] | s[2] | s[3]) === 0) s[0] = 1; // the one state xoshiro never leaves
+  const rotl = (x: number, k: number) => (x << k) | (x >>> (32 - k));
+  const u32 = () => {
+    const out = Math.imul(rotl(Math.imul(s[1], 5), 7), 9) >>> 0;
+    const t = s[1] << 9;
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = rotl(s[3], 11);
+    return out;
+  };
+  const uniform = () => ((u32() >>> 5) * 67108864 + (u32() >>> 6)) / 9007199254740992; // [0, 1), 53 bits
   let spare: number | null = null;
   return () => {
     if (spare !== null) {
@@ -76,11 +98,10 @@ export function normalStream(seed: number, name: string): () => number {
       spare = null;
       return v;
     }
-    const u = (u32() + 1) / 4294967297;
-    const v = u32() / 4294967296;
-    const r = Math.sqrt(-2 * Math.log(u));
-    spare = r * Math.sin(2 * Math.PI * v);
-    return r * Math.cos(2 * Math.PI * v);
+    const r = Math.sqrt(-2 * Math.log(1 - uniform()));
+    const angle = 2 * Math.PI * uniform();
+    spare = r * Math.sin(angle);
+    return r * Math.cos(angle);
   };
 }
 
@@ -88,8 +109,10 @@ export function testModelConfig(o: TestModelOptions): ModelConfig {
   const tok = Tokenizer.mistralV3();
   const headDim = o.headDim ?? o.hidden / o.heads;
   if (!Number.isInteger(headDim)) throw new UsageError(`--hidden ${o.hidden} is not a multiple of --heads ${o.heads}; give --head-dim`);
+  if (o.attentionBias && o.architecture === 'mistral') throw new UsageError('--attention-bias needs --architecture llama or qwen2: mistral has no q/k/v biases');
+  if (o.slidingWindow !== null && o.architecture !== 'mistral') throw new UsageError(`--sliding-window needs --architecture mistral: ${o.architecture} test models attend to every position`);
   return validateConfig('make-test-model', {
-    architecture: 'mistral',
+    architecture: o.architecture,
     hiddenSize: o.hidden,
     numLayers: o.layers,
     numHeads: o.heads,
@@ -101,8 +124,8 @@ export function testModelConfig(o: TestModelOptions): ModelConfig {
     rmsNormEps: 1e-5,
     slidingWindow: o.slidingWindow,
     tieWordEmbeddings: o.tied,
-    attentionBias: false,
-    ropeScaling: null,
+    attentionBias: o.attentionBias || o.architecture === 'qwen2',
+    ropeScaling: o.ropeScaling,
     maxPositionEmbeddings: 32768,
     bosTokenId: tok.bosId,
     eosTokenId: tok.eosId,
@@ -134,7 +157,11 @@ export function testModelTensors(c: ModelConfig, seed: number): Array<{ name: st
       gaussian(`${p}self_attn.q_proj.weight`, [qDim, D], 1 / Math.sqrt(D)),
       gaussian(`${p}self_attn.k_proj.weight`, [kvDim, D], 1 / Math.sqrt(D)),
       gaussian(`${p}self_attn.v_proj.weight`, [kvDim, D], 1 / Math.sqrt(D)),
+      ...(c.attentionBias
+        ? [gaussian(`${p}self_attn.q_proj.bias`, [qDim], 0.5), gaussian(`${p}self_attn.k_proj.bias`, [kvDim], 0.5), gaussian(`${p}self_attn.v_proj.bias`, [kvDim], 0.5)]
+        : []),
       gaussian(`${p}self_attn.o_proj.weight`, [D, qDim], 0.5 / Math.sqrt(qDim)),
+      ...(hasOutputProjectionBias(c) ? [gaussian(`${p}self_attn.o_proj.bias`, [D], 0.1)] : []),
       gaussian(`${p}post_attention_layernorm.weight`, [D], 0.1, 1),
       gaussian(`${p}mlp.gate_proj.weight`, [c.intermediateSize, D], 1 / Math.sqrt(D)),
       gaussian(`${p}mlp.up_proj.weight`, [c.intermediateSize, D], 1 / Math.sqrt(D)),
@@ -160,6 +187,8 @@ export interface TestModel {
 export function makeTestModel(dir: string, options: Partial<TestModelOptions> = {}): TestModel {
   const o = { ...DEFAULT_OPTIONS, ...options };
   const config = testModelConfig(o);
+  if (o.gguf && (config.architecture === 'qwen2' || config.attentionBias || config.ropeScaling))
+    throw new UsageError('--gguf writes the llama GGUF architecture without attention biases or RoPE scaling');
   const tensors = testModelTensors(config, o.seed);
   mkdirSync(dir, { recursive: true });
   writeFileSync(join(dir, 'config.json'), `${JSON.stringify({ ...toHfConfig(config), torch_dtype: o.dtype === 'F32' ? 'float32' : o.dtype === 'F16' ? 'float16' : 'bfloat16' }, null, 2)}\n`);

@@ -45,6 +45,13 @@ int int_in(const Napi::Object& o, const char* key, int lo, int hi, double fallba
   return (int)d;
 }
 
+bool flag(const Napi::Object& o, const char* key) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined()) return false;
+  if (!v.IsBoolean()) throw std::runtime_error(std::string("'") + key + "' must be a boolean");
+  return v.As<Napi::Boolean>().Value();
+}
+
 Config parse_config(const Napi::Object& o) {
   Config c;
   c.dim = int_in(o, "dim", 1, 1 << 20);
@@ -55,12 +62,23 @@ Config parse_config(const Napi::Object& o) {
   c.hidden_dim = int_in(o, "hiddenDim", 1, 1 << 20);
   c.vocab_size = int_in(o, "vocabSize", 1, 1 << 24);
   c.sliding_window = int_in(o, "slidingWindow", 0, 1 << 30, 0);
-  c.rope_theta = (float)num(o, "ropeTheta");
   c.norm_eps = (float)num(o, "normEps");
+  c.attention_bias = flag(o, "attentionBias");
+  c.attention_output_bias = flag(o, "attentionOutputBias");
   if (c.n_heads % c.n_kv_heads != 0)
     throw std::runtime_error("nHeads " + std::to_string(c.n_heads) + " is not a multiple of nKvHeads " + std::to_string(c.n_kv_heads));
   if (c.head_dim % 2 != 0) throw std::runtime_error("headDim must be even for RoPE, got " + std::to_string(c.head_dim));
-  if (!(c.rope_theta > 0) || !(c.norm_eps > 0)) throw std::runtime_error("ropeTheta and normEps must be positive");
+  if (!(c.norm_eps > 0)) throw std::runtime_error("normEps must be positive");
+  Napi::Value inv = o.Get("ropeInvFreq");
+  if (!inv.IsArray() || inv.As<Napi::Array>().Length() != (uint32_t)c.head_dim / 2)
+    throw std::runtime_error("'ropeInvFreq' must be an array of headDim / 2 = " + std::to_string(c.head_dim / 2) + " numbers");
+  Napi::Array a = inv.As<Napi::Array>();
+  for (uint32_t i = 0; i < a.Length(); i++) {
+    Napi::Value v = a.Get(i);
+    double f = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : NAN;
+    if (!(f > 0) || !std::isfinite(f)) throw std::runtime_error("'ropeInvFreq' [" + std::to_string(i) + "] must be a positive finite number");
+    c.rope_inv_freq.push_back((float)f);
+  }
   return c;
 }
 

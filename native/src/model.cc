@@ -1,4 +1,4 @@
-// The forward pass, llama2.c style: embed, then per layer RMSNorm -> QKV -> RoPE -> attention over
+// The forward pass, llama2.c style: embed, then per layer RMSNorm -> QKV (+ biases) -> RoPE -> attention over
 // the paged KV cache -> output projection, RMSNorm -> SwiGLU FFN, each with a residual; final
 // RMSNorm and the LM head on the rows whose logits are needed.
 #include "model.h"
@@ -73,9 +73,8 @@ Model::Model(const std::string& path, const Config& cfg, const std::vector<Tenso
   rope_sin_.resize((size_t)opt_.max_seq_len * half);
   for (int p = 0; p < opt_.max_seq_len; p++) {
     for (int i = 0; i < half; i++) {
-      // As HF: inv_freq = 1 / theta^(2i / head_dim) in float32, angle = position * inv_freq.
-      float inv_freq = (float)(1.0 / std::pow((double)cfg_.rope_theta, (2.0 * i) / cfg_.head_dim));
-      float angle = (float)p * inv_freq;
+      // As HF: inv_freq (scaling applied by the caller) in float32, angle = position * inv_freq.
+      float angle = (float)p * cfg_.rope_inv_freq[i];
       rope_cos_[(size_t)p * half + i] = std::cos(angle);
       rope_sin_[(size_t)p * half + i] = std::sin(angle);
     }
@@ -134,7 +133,25 @@ void Model::bind_weights(const std::vector<TensorDesc>& tensors) {
       L.wk = mat(p + "wk", kv_dim, c.dim);
       L.wv = mat(p + "wv", kv_dim, c.dim);
     }
+    // The converter fuses the biases exactly when it fuses the weights.
+    bool has_bias = by_name.count(p + (L.fused_qkv ? "bqkv" : "bq")) > 0;
+    if (has_bias != c.attention_bias)
+      throw err("layer " + std::to_string(l) + (c.attention_bias ? ": the config has attention biases, the file has no q/k/v bias tensors"
+                                                               : ": the file has q/k/v bias tensors, the config has no attention biases"));
+    if (has_bias && L.fused_qkv) {
+      L.bq = vec(p + "bqkv", q_dim + 2 * kv_dim);
+      L.bk = L.bq + q_dim;
+      L.bv = L.bk + kv_dim;
+    } else if (has_bias) {
+      L.bq = vec(p + "bq", q_dim);
+      L.bk = vec(p + "bk", kv_dim);
+      L.bv = vec(p + "bv", kv_dim);
+    }
     L.wo = mat(p + "wo", c.dim, q_dim);
+    if (by_name.count(p + "bo") != (c.attention_output_bias ? 1u : 0u))
+      throw err("layer " + std::to_string(l) + (c.attention_output_bias ? ": the config has an output projection bias, the file has no tensor 'bo'"
+                                                                      : ": the file has an output projection bias 'bo', the config has none"));
+    if (c.attention_output_bias) L.bo = vec(p + "bo", c.dim);
     L.fused_gate_up = by_name.count(p + "w_gate_up") > 0;
     if (L.fused_gate_up) {
       L.w_gate_up = mat(p + "w_gate_up", 2 * c.hidden_dim, c.dim);
@@ -306,6 +323,19 @@ void Model::embed(const std::vector<int32_t>& tokens, float* out) {
   }
 }
 
+// Rows [t0, t1) of qkv_ (q | k | v per token) gain the projections' biases, before RoPE as in HF.
+void Model::add_qkv_bias(const Layer& L, int t0, int t1) {
+  const int q_dim = cfg_.n_heads * cfg_.head_dim, kv_dim = cfg_.n_kv_heads * cfg_.head_dim, ld = q_dim + 2 * kv_dim;
+  for (int t = t0; t < t1; t++) {
+    float* q = qkv_.data() + (size_t)t * ld;
+    float* k = q + q_dim;
+    float* v = k + kv_dim;
+    for (int i = 0; i < q_dim; i++) q[i] += L.bq[i];
+    for (int i = 0; i < kv_dim; i++) k[i] += L.bk[i];
+    for (int i = 0; i < kv_dim; i++) v[i] += L.bv[i];
+  }
+}
+
 // HF rotate_half pairing: dimension i rotates with i + head_dim / 2.
 void Model::rope(float* v, int heads, const std::vector<int>& pos, int t0, int t1, int ld) {
   const int hd = cfg_.head_dim, half = hd / 2;
@@ -453,6 +483,7 @@ std::vector<StepResult> Model::step(const std::vector<StepEntry>& entries) {
       matmul(L.wv, xn_.data(), T, D, qkv_.data() + q_dim + kv_dim, ld_qkv);
     }
     for_tokens(T, [&](int t0, int t1) {
+      if (L.bq) add_qkv_bias(L, t0, t1);
       rope(qkv_.data(), c.n_heads, pos, t0, t1, ld_qkv);
       rope(qkv_.data() + q_dim, c.n_kv_heads, pos, t0, t1, ld_qkv);
       for (int t = t0; t < t1; t++) {
@@ -465,8 +496,11 @@ std::vector<StepResult> Model::step(const std::vector<StepEntry>& entries) {
     });
     attention(l, T, tok_seq, pos);
     matmul(L.wo, attn_.data(), T, q_dim, ffn_out_.data(), D);
-    // Residual add, then the FFN's RMSNorm of the same rows.
+    // Output bias and residual add, then the FFN's RMSNorm of the same rows.
     for_tokens(T, [&](int t0, int t1) {
+      if (L.bo)
+        for (int t = t0; t < t1; t++)
+          for (int i = 0; i < D; i++) ffn_out_[(size_t)t * D + i] += L.bo[i];
       for (size_t i = (size_t)t0 * D; i < (size_t)t1 * D; i++) x_[i] += ffn_out_[i];
       rmsnorm(x_.data() + (size_t)t0 * D, L.ffn_norm, t1 - t0, xn_.data() + (size_t)t0 * D);
     });

@@ -1,4 +1,4 @@
-// The Mistral/Llama decoder: configuration, weights mapped from a .npu file, sequences with their
+// The Mistral/Llama/Qwen2 decoder: configuration, weights mapped from a .npu file, sequences with their
 // KV block tables, and the batched step that runs prefill chunks and decode tokens together.
 #pragma once
 #include <cstdint>
@@ -25,8 +25,10 @@ struct Config {
   int hidden_dim = 0;     // FFN intermediate size
   int vocab_size = 0;
   int sliding_window = 0; // 0: full attention
-  float rope_theta = 10000.f;
   float norm_eps = 1e-5f;
+  bool attention_bias = false;        // q/k/v biases (qwen2, llama attention_bias)
+  bool attention_output_bias = false; // output projection bias (llama attention_bias)
+  std::vector<float> rope_inv_freq; // (head_dim / 2) RoPE inverse frequencies, scaling applied
 };
 
 // One tensor of the file as described by its metadata (validated against the mapping).
@@ -65,7 +67,9 @@ struct Layer {
   const float* attn_norm = nullptr;  // (dim)
   bool fused_qkv = false;
   Weight wqkv, wq, wk, wv;           // fused: (q_dim + 2 kv_dim, dim); else (q_dim|kv_dim, dim)
+  const float *bq = nullptr, *bk = nullptr, *bv = nullptr;  // (q_dim), (kv_dim), (kv_dim); null without biases
   Weight wo;                         // (dim, q_dim)
+  const float* bo = nullptr;         // (dim) output projection bias; null without
   const float* ffn_norm = nullptr;   // (dim)
   bool fused_gate_up = false;
   Weight w_gate_up, w_gate, w_up;    // fused: (2 hidden, dim), gate rows first
@@ -130,6 +134,7 @@ class Model {
   void matmul(const Weight& w, const float* x, int T, int ldx, float* y, int ldy);
   void rmsnorm(const float* x, const float* weight, int T, float* out);
   void embed(const std::vector<int32_t>& tokens, float* out);
+  void add_qkv_bias(const Layer& L, int t0, int t1);
   void rope(float* v, int heads, const std::vector<int>& pos, int t0, int t1, int ld);
   // fn(t0, t1) over token ranges covering [0, T): on the pool for prefill-sized T, else inline.
   void for_tokens(int T, const std::function<void(int, int)>& fn);

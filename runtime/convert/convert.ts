@@ -10,7 +10,7 @@ import { pipeline } from 'node:stream/promises';
 
 import { UsageError } from '../errors.js';
 import type { AccuracyReport, NpuMetadata, Precision, TensorDType, TensorLayout } from '../format.js';
-import type { ModelConfig } from '../model-config.js';
+import { hasOutputProjectionBias, type ModelConfig } from '../model-config.js';
 import { Tokenizer } from '../tokenizer.js';
 import { CONVERTER_VERSION, ENGINE_VERSION } from '../version.js';
 import { measureAccuracy } from './accuracy.js';
@@ -77,6 +77,11 @@ export function planTensors(ck: Checkpoint, precision: Precision, optimizeLevel:
   };
   const plan: PlannedTensor[] = [];
   const vector = (name: string, from: string) => plan.push({ name, dtype: 'f32', layout: 'row-major', shape: [c.hiddenSize], produce: read(from, [c.hiddenSize]) });
+  // Attention biases stay f32 whatever the precision: they are added once per row after the matmul.
+  const biases = (name: string, sources: Array<[string, number]>) => {
+    const readers = sources.map(([n, r]) => read(n, [r]));
+    plan.push({ name, dtype: 'f32', layout: 'row-major', shape: [sources.reduce((n, [, r]) => n + r, 0)], produce: () => concatRows(readers.map((f) => f())) });
+  };
   const matrix = (name: string, rows: number, cols: number, sources: Array<[string, number]>) => {
     const readers = sources.map(([n, r]) => read(n, [r, cols]));
     plan.push({ name, dtype, layout, shape: [rows, cols], produce: () => concatRows(readers.map((f) => f())) });
@@ -88,12 +93,20 @@ export function planTensors(ck: Checkpoint, precision: Precision, optimizeLevel:
     const attn = (p: string): [string, number] => [`${hf}self_attn.${p}_proj.weight`, p === 'q' ? qDim : kvDim];
     const mlp = (p: string): [string, number] => [`${hf}mlp.${p}_proj.weight`, c.intermediateSize];
     vector(`${ours}attn_norm`, `${hf}input_layernorm.weight`);
+    const bias = (p: string): [string, number] => [`${hf}self_attn.${p}_proj.bias`, p === 'q' ? qDim : kvDim];
     if (optimizeLevel >= 1) {
       matrix(`${ours}wqkv`, qDim + 2 * kvDim, c.hiddenSize, [attn('q'), attn('k'), attn('v')]);
+      if (c.attentionBias) biases(`${ours}bqkv`, [bias('q'), bias('k'), bias('v')]);
     } else {
       for (const p of ['q', 'k', 'v']) matrix(`${ours}w${p}`, p === 'q' ? qDim : kvDim, c.hiddenSize, [attn(p)]);
+      if (c.attentionBias) for (const p of ['q', 'k', 'v']) biases(`${ours}b${p}`, [bias(p)]);
     }
     matrix(`${ours}wo`, c.hiddenSize, qDim, [[`${hf}self_attn.o_proj.weight`, c.hiddenSize]]);
+    const outputBias = `${hf}self_attn.o_proj.bias`;
+    if (hasOutputProjectionBias(c)) biases(`${ours}bo`, [[outputBias, c.hiddenSize]]);
+    for (const [name, used] of [[bias('q')[0], c.attentionBias], [outputBias, hasOutputProjectionBias(c)]] as const)
+      if (!used && ck.source.tensors.has(name))
+        throw new UsageError(`${ck.source.path}: tensor '${name}' is present but a ${c.architecture} config with attention_bias ${c.attentionBias} has no such bias; the model would run without it`);
     vector(`${ours}ffn_norm`, `${hf}post_attention_layernorm.weight`);
     if (optimizeLevel >= 1) {
       matrix(`${ours}w_gate_up`, 2 * c.intermediateSize, c.hiddenSize, [mlp('gate'), mlp('up')]);

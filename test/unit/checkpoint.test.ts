@@ -1,6 +1,8 @@
 // Source checkpoints as users have them: the verbatim Mistral-7B-v0.3 config.json, sharded BF16
-// safetensors with an index, and errors for folders that are not checkpoints.
-import { closeSync, ftruncateSync, mkdirSync, openSync, writeFileSync } from 'node:fs';
+// safetensors with an index, qwen2/llama variants made by `npuserve make-test-model`, config fields
+// the engine does not implement refused by `npuserve convert`, and folders that are not checkpoints.
+import { spawnSync } from 'node:child_process';
+import { closeSync, ftruncateSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 
@@ -36,6 +38,75 @@ const MISTRAL_7B_V03 = {
   use_cache: true,
   vocab_size: 32768,
 };
+
+const bin = join(import.meta.dirname, '..', '..', 'bin', 'npuserve.js');
+
+function npuserve(...args: string[]) {
+  const r = spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', timeout: 120_000 });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+describe('architectures through the CLI (make-test-model, then convert)', () => {
+  const small = ['--layers', '1', '--hidden', '64', '--heads', '4', '--kv-heads', '2', '--intermediate', '96'];
+  const make = (name: string, ...flags: string[]) => {
+    const dir = join(workDir, name);
+    const r = npuserve('make-test-model', '--out', dir, ...small, ...flags);
+    expect(r.code, r.stderr).toBe(0);
+    return { dir, config: JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as Record<string, unknown> };
+  };
+  const convertDir = (dir: string) => npuserve('convert', '--input', dir, '--precision', 'FP32', '--optimize-level', '1', '--output', `${dir}.npu`, '--json');
+
+  it('writes and converts qwen2 (biases in the safetensors, sliding window off)', () => {
+    const m = make('cli-qwen2', '--architecture', 'qwen2');
+    expect(m.config).toMatchObject({ model_type: 'qwen2', architectures: ['Qwen2ForCausalLM'], use_sliding_window: false, rope_scaling: null });
+    const r = convertDir(m.dir);
+    expect(r.code, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout).accuracy.cosineSimilarity).toBeCloseTo(1, 6);
+  });
+
+  it('writes and converts llama with attention_bias and llama3 RoPE scaling', () => {
+    const m = make('cli-llama3', '--architecture', 'llama', '--attention-bias', '--rope-scaling', 'llama3:8');
+    expect(m.config).toMatchObject({
+      model_type: 'llama',
+      attention_bias: true,
+      mlp_bias: false,
+      rope_scaling: { rope_type: 'llama3', factor: 8, low_freq_factor: 1, high_freq_factor: 4, original_max_position_embeddings: 8192 },
+    });
+    expect(convertDir(m.dir).code).toBe(0);
+  });
+
+  it.each([
+    [{ hidden_act: 'gelu' }, /config\.json: 'hidden_act' "gelu" is not supported: the MLP is SwiGLU with silu only/],
+    [{ rope_scaling: { rope_type: 'dynamic', factor: 2 } }, /config\.json: 'rope_scaling\.rope_type' "dynamic" is not supported: implemented RoPE scalings are default, linear and llama3/],
+    [{ rope_scaling: { type: 'yarn', factor: 4, original_max_position_embeddings: 4096 } }, /'rope_scaling\.rope_type' "yarn" is not supported/],
+    [{ mlp_bias: true }, /'mlp_bias' true is not supported/],
+    [{ use_sliding_window: true }, /'use_sliding_window' true is not supported/],
+    [{ model_type: 'gemma2' }, /'model_type' "gemma2" is not supported/],
+    [{ rope_parameters: { rope_type: 'default' } }, /'rope_parameters' is not a config\.json field npuserve knows/],
+  ])('convert refuses %j naming the field, and writes nothing', (patch, message) => {
+    const m = make(`cli-refused-${Object.keys(patch)[0]}`, '--architecture', 'llama');
+    writeFileSync(join(m.dir, 'config.json'), JSON.stringify({ ...m.config, ...patch }));
+    const r = convertDir(m.dir);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(message);
+    expect(() => readFileSync(`${m.dir}.npu`)).toThrow(/ENOENT/);
+  });
+
+  it('refuses bias tensors the config does not declare, and declared biases that are missing', () => {
+    const m = make('cli-undeclared-bias', '--architecture', 'llama', '--attention-bias');
+    writeFileSync(join(m.dir, 'config.json'), JSON.stringify({ ...m.config, attention_bias: false }));
+    expect(convertDir(m.dir).stderr).toMatch(/tensor 'model\.layers\.0\.self_attn\.q_proj\.bias' is present but a llama config with attention_bias false has no such bias/);
+    const plain = make('cli-missing-bias', '--architecture', 'llama');
+    writeFileSync(join(plain.dir, 'config.json'), JSON.stringify({ ...plain.config, attention_bias: true }));
+    expect(convertDir(plain.dir).stderr).toMatch(/tensor 'model\.layers\.0\.self_attn\.q_proj\.bias' is missing/);
+  });
+
+  it('make-test-model refuses combinations no checkpoint has', () => {
+    expect(npuserve('make-test-model', '--out', join(workDir, 'x'), '--attention-bias').stderr).toMatch(/--attention-bias needs --architecture llama or qwen2/);
+    expect(npuserve('make-test-model', '--out', join(workDir, 'x'), '--rope-scaling', 'yarn:4').stderr).toMatch(/--rope-scaling must be linear:FACTOR or llama3:FACTOR/);
+    expect(npuserve('make-test-model', '--out', join(workDir, 'x'), '--architecture', 'gemma').stderr).toMatch(/--architecture must be mistral, llama or qwen2, got 'gemma'/);
+  });
+});
 
 describe('checkpoints', () => {
   it('reads the Mistral-7B-v0.3 config.json as published', () => {

@@ -1,17 +1,38 @@
 // The engine against the float64 reference forward pass, across precisions, optimize levels,
-// GQA/sliding-window/tied configurations, batching, chunked prefill and kernel sets.
+// GQA/sliding-window/tied configurations, qwen2 and llama attention biases, linear and llama3 RoPE
+// scaling, batching, chunked prefill and kernel sets.
 import { describe, expect, it } from 'vitest';
 
 import { cosine } from '../../runtime/convert/accuracy.js';
-import { Engine, native } from '../../runtime/engine.js';
+import { Engine, native, nativeConfig } from '../../runtime/engine.js';
+import { readNpuFile } from '../../runtime/format.js';
+import type { ModelConfig } from '../../runtime/model-config.js';
 import { referenceLogits } from './reference.js';
 import { convertedModel, hfWeights, testModel } from './helpers.js';
+import type { TestModel } from '../../runtime/testmodel.js';
 import { freshSeed, randomTokens, rng } from './random.js';
 
 // GQA (4 query heads share 2 KV heads), untied; and a sliding window of 5 with tied embeddings
 // and a single KV head, exercised with prompts longer than the window.
 const gqa = () => testModel('gqa', { layers: 2, hidden: 128, heads: 4, kvHeads: 2, intermediate: 256 });
 const swa = () => testModel('swa', { layers: 2, hidden: 96, heads: 3, kvHeads: 1, intermediate: 160, slidingWindow: 5, tied: true, seed: 7 });
+// qwen2 (q/k/v biases, tied); llama with attention_bias (q/k/v and o_proj biases) and linear RoPE
+// scaling; llama3 scaling
+// whose bands (original context 64: wavelengths under 16 kept, over 64 stretched) split head_dim 32's
+// pairs at theta 1e6 into 2 kept, 1 blended and 13 stretched.
+const qwen2 = () => testModel('qwen2', { architecture: 'qwen2', layers: 2, hidden: 96, heads: 6, kvHeads: 2, intermediate: 160, tied: true, seed: 11 });
+const linear = () => testModel('llama-linear', { architecture: 'llama', attentionBias: true, layers: 2, hidden: 128, heads: 4, kvHeads: 2, intermediate: 256, seed: 12, ropeScaling: { type: 'linear', factor: 4 } });
+const llama3 = () =>
+  testModel('llama3', {
+    architecture: 'llama',
+    layers: 2,
+    hidden: 128,
+    heads: 4,
+    kvHeads: 1,
+    intermediate: 256,
+    seed: 13,
+    ropeScaling: { type: 'llama3', factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 64 },
+  });
 
 function relError(got: Float32Array, want: Float64Array): number {
   let num = 0;
@@ -21,6 +42,21 @@ function relError(got: Float32Array, want: Float64Array): number {
     den += want[i] ** 2;
   }
   return Math.sqrt(num / den);
+}
+
+/** The largest and second-largest values of a logit row and the index of the largest. */
+function top2(row: ArrayLike<number>): { index: number; first: number; second: number } {
+  let index = 0;
+  let first = -Infinity;
+  let second = -Infinity;
+  for (let i = 0; i < row.length; i++) {
+    if (row[i] > first) {
+      second = first;
+      first = row[i];
+      index = i;
+    } else if (row[i] > second) second = row[i];
+  }
+  return { index, first, second };
 }
 
 async function logitsAll(engine: Engine, tokens: number[]): Promise<Float32Array> {
@@ -33,6 +69,9 @@ async function logitsAll(engine: Engine, tokens: number[]): Promise<Float32Array
 describe.each([
   ['gqa', gqa],
   ['sliding window + tied', swa],
+  ['qwen2: attention biases + tied', qwen2],
+  ['llama: attention_bias + linear RoPE scaling', linear],
+  ['llama: llama3 RoPE scaling', llama3],
 ])('FP32 engine vs float64 reference (%s)', (_label, model) => {
   it.each([0, 1, 2] as const)('optimize level %i matches to relative error < 1e-4 at every position', async (level) => {
     const m = model();
@@ -45,8 +84,55 @@ describe.each([
       const want = referenceLogits(m.config, weights, tokens);
       const got = await logitsAll(engine, tokens);
       const V = m.config.vocabSize;
-      want.forEach((row, pos) => expect(relError(got.subarray(pos * V, (pos + 1) * V), row)).toBeLessThan(1e-4));
+      want.forEach((row, pos) => {
+        const gotRow = got.subarray(pos * V, (pos + 1) * V);
+        expect(relError(gotRow, row)).toBeLessThan(1e-4);
+        // Token for token wherever the reference has a winner (FP32 rounding moves logits by ~1e-5).
+        const want = top2(row);
+        if (want.first - want.second > 1e-4) expect(top2(gotRow).index, `greedy token at position ${pos}`).toBe(want.index);
+      });
     }
+  });
+});
+
+describe('test models have no ties', () => {
+  // The old weight generator repeated every 8190 values, so logit rows tied exactly at the maximum
+  // and greedy agreement measured tie-breaking; a margin of 1e-3 is far beyond FP32 rounding.
+  it.each([
+    ['gqa', gqa],
+    ['sliding window + tied', swa],
+    ['qwen2', qwen2],
+  ])('%s: the greedy token wins by a margin at every position', async (_label, model) => {
+    const m = model();
+    const engine = await Engine.load(await convertedModel(m, 'FP32', 2));
+    const next = rng(freshSeed(`no ties ${_label}`));
+    const V = m.config.vocabSize;
+    for (let trial = 0; trial < 3; trial++) {
+      const tokens = randomTokens(next, 10, V);
+      const logits = await logitsAll(engine, tokens);
+      for (let pos = 0; pos < tokens.length; pos++) {
+        const { first, second } = top2(logits.subarray(pos * V, (pos + 1) * V));
+        expect(first - second, `prompt ${trial} position ${pos}`).toBeGreaterThan(1e-3);
+      }
+    }
+  });
+});
+
+describe('the reference tests above would see a feature the engine ignored', () => {
+  // The engine's logits against the reference with the feature switched off: far outside 1e-4.
+  it.each([
+    ['q/k/v biases (qwen2)', qwen2, (c: ModelConfig): ModelConfig => ({ ...c, attentionBias: false })],
+    ['linear RoPE scaling', linear, (c: ModelConfig): ModelConfig => ({ ...c, ropeScaling: null })],
+    ["llama's o_proj bias", linear, (c: ModelConfig): ModelConfig => ({ ...c, architecture: 'qwen2' })],
+    ['llama3 RoPE scaling', llama3, (c: ModelConfig): ModelConfig => ({ ...c, ropeScaling: null })],
+  ] as const)('%s', async (_label, model, without) => {
+    const m = model();
+    const engine = await Engine.load(await convertedModel(m, 'FP32', 1));
+    const tokens = randomTokens(rng(freshSeed(`without ${_label}`)), 12, m.config.vocabSize);
+    const got = await logitsAll(engine, tokens);
+    const V = m.config.vocabSize;
+    const want = referenceLogits(without(m.config), hfWeights(m), tokens);
+    expect(relError(got.subarray(11 * V), want[11])).toBeGreaterThan(1e-2);
   });
 });
 
@@ -210,6 +296,21 @@ describe('attention kernels and the f16 KV cache', () => {
 });
 
 describe('misuse gets clear errors', () => {
+  it('refuses a file whose bias tensors disagree with the config, and RoPE frequencies of the wrong length', async () => {
+    // The descriptor Engine.load would pass, with one field changed.
+    const load = async (m: TestModel, level: 0 | 1, patch: Record<string, unknown>) => {
+      const path = await convertedModel(m, 'FP32', level);
+      const f = readNpuFile(path);
+      const tensors = f.metadata.tensors.map((t) => ({ ...t, offset: f.header.dataOffset + t.offset }));
+      return native().loadModel(path, { config: { ...nativeConfig(f.metadata.config), ...patch }, tensors }, {});
+    };
+    await expect(load(gqa(), 1, { attentionBias: true })).rejects.toThrow(/layer 0: the config has attention biases, the file has no q\/k\/v bias tensors/);
+    await expect(load(qwen2(), 1, { attentionBias: false })).rejects.toThrow(/layer 0: the file has q\/k\/v bias tensors, the config has no attention biases/);
+    await expect(load(linear(), 0, { attentionOutputBias: false })).rejects.toThrow(/layer 0: the file has an output projection bias 'bo', the config has none/);
+    await expect(load(qwen2(), 0, { attentionOutputBias: true })).rejects.toThrow(/layer 0: the config has an output projection bias, the file has no tensor 'bo'/);
+    await expect(load(gqa(), 1, { ropeInvFreq: [1, 0.5] })).rejects.toThrow(/'ropeInvFreq' must be an array of headDim \/ 2 = 16 numbers/);
+  });
+
   it('rejects unknown sequences, out-of-vocabulary tokens, overlong sequences, duplicates and a full cache', async () => {
     const m = gqa();
     const engine = await Engine.load(await convertedModel(m, 'INT8', 2), { maxSeqLen: 16, kvCacheTokens: 32 });

@@ -4,7 +4,7 @@ import { copyFileSync, readFileSync, truncateSync, writeFileSync } from 'node:fs
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 
-import { Engine, native } from '../../runtime/engine.js';
+import { Engine, native, nativeConfig } from '../../runtime/engine.js';
 import { crc32, HEADER_BYTES, readNpuFile } from '../../runtime/format.js';
 import { convertedModel, testModel, workDir } from './helpers.js';
 import { freshSeed, rng } from './random.js';
@@ -60,7 +60,7 @@ describe('.npu validation', () => {
     const path = await convertedModel(small(), 'INT8', 2);
     const f = readNpuFile(path);
     const c = f.metadata.config;
-    const config = { dim: c.hiddenSize, nLayers: c.numLayers, nHeads: c.numHeads, nKvHeads: c.numKvHeads, headDim: c.headDim, hiddenDim: c.intermediateSize, vocabSize: c.vocabSize, ropeTheta: c.ropeTheta, normEps: c.rmsNormEps };
+    const config = nativeConfig(c);
     const tensors = f.metadata.tensors.map((t) => ({ ...t, offset: f.header.dataOffset + t.offset }));
     const lying = tensors.map((t) => (t.name === 'layers.0.wo' ? { ...t, offset: f.header.fileBytes - 64 } : t));
     await expect(native().loadModel(path, { config, tensors: lying }, {})).rejects.toThrow(/tensor 'layers\.0\.wo' ends at byte \d+, file has \d+/);

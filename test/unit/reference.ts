@@ -1,5 +1,7 @@
-// A float64 reference forward pass of the Mistral/Llama decoder, written from the Hugging Face
-// MistralForCausalLM definition (rotate_half RoPE, GQA by repeat_kv, sliding-window mask
+// A float64 reference forward pass of the Mistral/Llama/Qwen2 decoder, written from the Hugging Face
+// MistralForCausalLM / LlamaForCausalLM / Qwen2ForCausalLM definitions (q/k/v biases, llama's
+// attention_bias also on o_proj, rotate_half
+// RoPE with linear or llama3 frequency scaling, GQA by repeat_kv, sliding-window mask
 // p - j < window, RMSNorm, SwiGLU), used by tests as the ground truth for the engine.
 import type { ModelConfig } from '../../runtime/model-config.js';
 
@@ -23,11 +25,30 @@ function rmsnorm(x: Float64Array, w: Float32Array, eps: number): Float64Array {
   return x.map((v, i) => v * inv * w[i]);
 }
 
-function rope(v: Float64Array, heads: number, hd: number, pos: number, theta: number): void {
+/**
+ * The RoPE frequency of rotation pair i, written from the papers' formulas independently of the
+ * product's ropeInverseFrequencies: linear interpolation divides positions by the factor; Llama 3.1
+ * keeps wavelengths under original / high_freq_factor, stretches those over original /
+ * low_freq_factor by the factor and blends linearly in original / wavelength between.
+ */
+export function referenceFrequency(cfg: ModelConfig, i: number): number {
+  const theta = cfg.ropeTheta ** (-(2 * i) / cfg.headDim);
+  const s = cfg.ropeScaling;
+  if (!s) return theta;
+  if (s.type === 'linear') return theta / s.factor;
+  if (s.type === 'freq-factors') return theta / s.factors[i];
+  const ratio = (s.originalMaxPositionEmbeddings * theta) / (2 * Math.PI); // original / wavelength
+  if (ratio > s.highFreqFactor) return theta;
+  if (ratio < s.lowFreqFactor) return theta / s.factor;
+  const t = (ratio - s.lowFreqFactor) / (s.highFreqFactor - s.lowFreqFactor);
+  return theta * (t + (1 - t) / s.factor);
+}
+
+function rope(v: Float64Array, heads: number, hd: number, pos: number, cfg: ModelConfig): void {
   const half = hd / 2;
   for (let h = 0; h < heads; h++) {
     for (let i = 0; i < half; i++) {
-      const angle = pos / theta ** ((2 * i) / hd);
+      const angle = pos * referenceFrequency(cfg, i);
       const c = Math.cos(angle);
       const s = Math.sin(angle);
       const a = v[h * hd + i];
@@ -55,11 +76,16 @@ export function referenceLogits(cfg: ModelConfig, w: Weights, tokens: number[]):
     for (let l = 0; l < cfg.numLayers; l++) {
       const p = `model.layers.${l}.`;
       const xn = rmsnorm(x, w(`${p}input_layernorm.weight`), cfg.rmsNormEps);
-      const q = matvec(w(`${p}self_attn.q_proj.weight`), H * hd, D, xn);
-      const k = matvec(w(`${p}self_attn.k_proj.weight`), KV * hd, D, xn);
-      const v = matvec(w(`${p}self_attn.v_proj.weight`), KV * hd, D, xn);
-      rope(q, H, hd, pos, cfg.ropeTheta);
-      rope(k, KV, hd, pos, cfg.ropeTheta);
+      const proj = (name: string, rows: number) => {
+        const y = matvec(w(`${p}self_attn.${name}_proj.weight`), rows, D, xn);
+        if (cfg.attentionBias) w(`${p}self_attn.${name}_proj.bias`).forEach((b, i) => (y[i] += b));
+        return y;
+      };
+      const q = proj('q', H * hd);
+      const k = proj('k', KV * hd);
+      const v = proj('v', KV * hd);
+      rope(q, H, hd, pos, cfg);
+      rope(k, KV, hd, pos, cfg);
       keys[l].push(k);
       values[l].push(v);
       const attn = new Float64Array(H * hd);
@@ -81,6 +107,7 @@ export function referenceLogits(cfg: ModelConfig, w: Weights, tokens: number[]):
         }
       }
       const o = matvec(w(`${p}self_attn.o_proj.weight`), D, H * hd, attn);
+      if (cfg.attentionBias && cfg.architecture === 'llama') w(`${p}self_attn.o_proj.bias`).forEach((b, i) => (o[i] += b));
       x = x.map((val, i) => val + o[i]);
       const xn2 = rmsnorm(x, w(`${p}post_attention_layernorm.weight`), cfg.rmsNormEps);
       const g = matvec(w(`${p}mlp.gate_proj.weight`), F, D, xn2);
