@@ -23,7 +23,7 @@ const tempPath = (name: string) => join(dir, `${fileCounter++}-${name}`);
 // ---- A hand-made GGUF builder, independent of the module under test ----
 
 const T = { U8: 0, I8: 1, U16: 2, I16: 3, U32: 4, I32: 5, F32: 6, BOOL: 7, STRING: 8, ARRAY: 9, U64: 10, I64: 11, F64: 12 };
-const GGML = { F32: 0, F16: 1, Q4_0: 2, Q8_0: 8, BF16: 30 };
+const GGML = { F32: 0, F16: 1, Q4_0: 2, Q4_1: 3, Q8_0: 8, BF16: 30 };
 
 type Kv = [key: string, type: number, value: unknown];
 interface HandTensor {
@@ -346,7 +346,7 @@ describe('GgufFile', () => {
     }
   });
 
-  it('decodes each tensor type: F32, F16, BF16, Q8_0 and Q4_0 block layouts', () => {
+  it('decodes each tensor type: F32, F16, BF16, Q8_0, Q4_0 and Q4_1 block layouts', () => {
     // Q8_0 block: f16 scale 0.5 (0x3800), then int8 values -16..15.
     const q8 = new Uint8Array(34);
     q8.set([0x00, 0x38]);
@@ -355,6 +355,10 @@ describe('GgufFile', () => {
     const q4 = new Uint8Array(18);
     q4.set([0x00, 0x40]);
     for (let j = 0; j < 16; j++) q4[2 + j] = (j & 0x0f) | ((15 - j) << 4);
+    // Q4_1 block: f16 scale 0.5 (0x3800), f16 minimum -3 (0xc200), then nibbles as in Q4_0.
+    const q41 = new Uint8Array(20);
+    q41.set([0x00, 0x38, 0x00, 0xc2]);
+    for (let j = 0; j < 16; j++) q41[4 + j] = j | ((15 - j) << 4);
     const path = writeTemp('types.gguf', buildGguf({
       kv: [['general.alignment', T.U32, 64]],
       tensors: [
@@ -363,6 +367,7 @@ describe('GgufFile', () => {
         { name: 'bf16', ne: [2], type: GGML.BF16, data: Uint8Array.of(0x80, 0x3f, 0x40, 0xc0) }, // 1, -3
         { name: 'q8', ne: [32, 1], type: GGML.Q8_0, data: q8 },
         { name: 'q4', ne: [32], type: GGML.Q4_0, data: q4 },
+        { name: 'q41', ne: [32], type: GGML.Q4_1, data: q41 },
       ],
     }).bytes);
     const f = new GgufFile(path);
@@ -377,6 +382,8 @@ describe('GgufFile', () => {
       expect([...f.readF32('q8')]).toEqual(Array.from({ length: 32 }, (_, j) => (j - 16) * 0.5));
       const q4Expected = [...Array.from({ length: 16 }, (_, j) => (j - 8) * 2), ...Array.from({ length: 16 }, (_, j) => (15 - j - 8) * 2)];
       expect([...f.readF32('q4')]).toEqual(q4Expected);
+      const q41Expected = [...Array.from({ length: 16 }, (_, j) => j * 0.5 - 3), ...Array.from({ length: 16 }, (_, j) => (15 - j) * 0.5 - 3)];
+      expect([...f.readF32('q41')]).toEqual(q41Expected);
       expect(() => f.readF32('nope')).toThrow(/no tensor named 'nope'/);
     } finally {
       f.close();
@@ -664,7 +671,7 @@ describe('malformed GGUF input fails with a FormatError naming the problem', () 
 
   it('unsupported ggml type', () => {
     for (const [type, pattern] of [
-      [12, /tensor 'k': ggml type 12 \(Q4_K\) is not supported \(expected F32, F16, BF16, Q8_0 or Q4_0\)/],
+      [12, /tensor 'k': ggml type 12 \(Q4_K\) is not supported \(expected F32, F16, BF16, Q8_0, Q4_0 or Q4_1\)/],
       [77, /tensor 'k': ggml type 77 \(unknown\) is not supported/],
     ] as const) {
       const path = writeTemp('type.gguf', buildGguf({ kv: [], tensors: [{ name: 'k', ne: [256], type, data: new Uint8Array(144) }] }).bytes);

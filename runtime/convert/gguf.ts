@@ -38,6 +38,7 @@ const SUPPORTED_TYPES: GgmlType[] = [
   { id: 0, dtype: 'F32', blockValues: 1, blockBytes: 4 },
   { id: 1, dtype: 'F16', blockValues: 1, blockBytes: 2 },
   { id: 2, dtype: 'Q4_0', blockValues: QK, blockBytes: 2 + QK / 2 },
+  { id: 3, dtype: 'Q4_1', blockValues: QK, blockBytes: 4 + QK / 2 },
   { id: 8, dtype: 'Q8_0', blockValues: QK, blockBytes: 2 + QK },
   { id: 30, dtype: 'BF16', blockValues: 1, blockBytes: 2 },
 ];
@@ -303,7 +304,7 @@ export class GgufFile implements TensorSource {
   private placeTensor(h: TensorHeader, fileSize: number): GgufTensor {
     const type = TYPE_BY_ID.get(h.type);
     if (!type)
-      this.fail(`tensor '${h.name}': ggml type ${h.type} (${GGML_TYPE_NAMES[h.type] ?? 'unknown'}) is not supported (expected F32, F16, BF16, Q8_0 or Q4_0)`);
+      this.fail(`tensor '${h.name}': ggml type ${h.type} (${GGML_TYPE_NAMES[h.type] ?? 'unknown'}) is not supported (expected F32, F16, BF16, Q8_0, Q4_0 or Q4_1)`);
     if (h.ne[0] % type.blockValues !== 0)
       this.fail(`tensor '${h.name}': ${type.dtype} needs a row length that is a multiple of ${type.blockValues}, got ${h.ne[0]}`);
     let values = 1;
@@ -338,6 +339,7 @@ export class GgufFile implements TensorSource {
       case 'BF16': return halfBytesToF32(bytes, t.dtype);
       case 'Q8_0': return dequantizeQ8_0(bytes);
       case 'Q4_0': return dequantizeQ4_0(bytes);
+      case 'Q4_1': return dequantizeQ4_1(bytes);
     }
   }
 
@@ -373,6 +375,22 @@ function dequantizeQ4_0(bytes: Uint8Array): Float32Array {
       const q = bytes[o + 2 + j];
       out[b * QK + j] = ((q & 0x0f) - 8) * d;
       out[b * QK + j + QK / 2] = ((q >> 4) - 8) * d;
+    }
+  }
+  return out;
+}
+
+// Q4_1 block: f16 scale d, f16 minimum m, then 16 bytes laid out as in Q4_0; value = nibble * d + m.
+function dequantizeQ4_1(bytes: Uint8Array): Float32Array {
+  const blockBytes = 4 + QK / 2;
+  const out = new Float32Array((bytes.length / blockBytes) * QK);
+  for (let b = 0, o = 0; o < bytes.length; b++, o += blockBytes) {
+    const d = f16ToF32(bytes[o] | (bytes[o + 1] << 8));
+    const m = f16ToF32(bytes[o + 2] | (bytes[o + 3] << 8));
+    for (let j = 0; j < QK / 2; j++) {
+      const q = bytes[o + 4 + j];
+      out[b * QK + j] = (q & 0x0f) * d + m;
+      out[b * QK + j + QK / 2] = (q >> 4) * d + m;
     }
   }
   return out;

@@ -4,7 +4,7 @@ import { readSync } from 'node:fs';
 
 import { FormatError } from '../errors.js';
 
-export type SourceDType = 'F32' | 'F16' | 'BF16' | 'Q8_0' | 'Q4_0';
+export type SourceDType = 'F32' | 'F16' | 'BF16' | 'Q8_0' | 'Q4_0' | 'Q4_1';
 
 export interface TensorInfo {
   name: string;
