@@ -671,10 +671,10 @@ describe('malformed GGUF input fails with a FormatError naming the problem', () 
 
   it('unsupported ggml type', () => {
     for (const [type, pattern] of [
-      [12, /tensor 'k': ggml type 12 \(Q4_K\) is not supported \(expected F32, F16, BF16, Q8_0, Q4_0 or Q4_1\)/],
+      [16, /tensor 'k': ggml type 16 \(IQ2_XXS\) is not supported \(expected F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K\)/],
       [77, /tensor 'k': ggml type 77 \(unknown\) is not supported/],
     ] as const) {
-      const path = writeTemp('type.gguf', buildGguf({ kv: [], tensors: [{ name: 'k', ne: [256], type, data: new Uint8Array(144) }] }).bytes);
+      const path = writeTemp('type.gguf', buildGguf({ kv: [], tensors: [{ name: 'k', ne: [256], type, data: new Uint8Array(66) }] }).bytes);
       expectFormatError(() => openAndClose(path), path, pattern);
     }
   });
@@ -841,6 +841,8 @@ function fuzzSeeds(rand: () => number): Seed[] {
       { name: 'bf16', ne: [4], type: GGML.BF16, data: new Uint8Array(8).fill(0x3f) },
       { name: 'q8', ne: [32, 2], type: GGML.Q8_0, data: Uint8Array.from({ length: 68 }, () => Math.floor(rand() * 256)) },
       { name: 'q4', ne: [64], type: GGML.Q4_0, data: Uint8Array.from({ length: 36 }, () => Math.floor(rand() * 256)) },
+      { name: 'q4k', ne: [256], type: 12, data: Uint8Array.from({ length: 144 }, () => Math.floor(rand() * 256)) },
+      { name: 'q6k', ne: [256, 1], type: 14, data: Uint8Array.from({ length: 210 }, () => Math.floor(rand() * 256)) },
     ],
   });
   seeds.push({ bytes: everyType.bytes, fields: [...everyType.fields.values()] });

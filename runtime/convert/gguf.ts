@@ -5,7 +5,8 @@ import { closeSync, fstatSync, openSync, renameSync, rmSync, writeSync } from 'n
 
 import { FormatError } from '../errors.js';
 import { validateConfig, type ModelConfig } from '../model-config.js';
-import { elementCount, f16ToF32, f32ToF16, halfBytesToF32, readExact, type SourceDType, type TensorInfo, type TensorSource } from './tensors.js';
+import { dequantize, ggmlType, ggmlTypeName, ggmlTypeOf, quantizeQ4_0, quantizeQ8_0, READABLE_GGML_TYPES, type GgmlType } from './ggml-types.js';
+import { elementCount, f32ToF16, readExact, type TensorInfo, type TensorSource } from './tensors.js';
 
 const GGUF_MAGIC = 0x46554747; // "GGUF" read as a little-endian uint32
 const WRITE_VERSION = 3;
@@ -17,7 +18,6 @@ const MAX_ARRAY_LENGTH = 1 << 24;
 const MAX_ARRAY_DEPTH = 8;
 const MAX_TENSOR_NAME_BYTES = 63; // ggml's GGML_MAX_NAME (64) includes the terminating NUL
 const MAX_DIMS = 4;
-const QK = 32; // values per Q8_0 / Q4_0 block
 
 /** GGUF metadata value types, as numbered in the file. */
 const V = { UINT8: 0, INT8: 1, UINT16: 2, INT16: 3, UINT32: 4, INT32: 5, FLOAT32: 6, BOOL: 7, STRING: 8, ARRAY: 9, UINT64: 10, INT64: 11, FLOAT64: 12 } as const;
@@ -26,32 +26,6 @@ const MIN_VALUE_BYTES = [1, 1, 2, 2, 4, 4, 4, 1, 8, 12, 8, 8, 8];
 
 /** A metadata value: 64-bit integers are bigints, every other number a number. */
 export type GgufValue = number | bigint | boolean | string | GgufValue[];
-
-interface GgmlType {
-  id: number;
-  dtype: SourceDType;
-  blockValues: number;
-  blockBytes: number;
-}
-
-const SUPPORTED_TYPES: GgmlType[] = [
-  { id: 0, dtype: 'F32', blockValues: 1, blockBytes: 4 },
-  { id: 1, dtype: 'F16', blockValues: 1, blockBytes: 2 },
-  { id: 2, dtype: 'Q4_0', blockValues: QK, blockBytes: 2 + QK / 2 },
-  { id: 3, dtype: 'Q4_1', blockValues: QK, blockBytes: 4 + QK / 2 },
-  { id: 8, dtype: 'Q8_0', blockValues: QK, blockBytes: 2 + QK },
-  { id: 30, dtype: 'BF16', blockValues: 1, blockBytes: 2 },
-];
-const TYPE_BY_ID = new Map(SUPPORTED_TYPES.map((t) => [t.id, t]));
-const TYPE_BY_DTYPE = new Map(SUPPORTED_TYPES.map((t) => [t.dtype, t]));
-
-// ggml_type numbering (ggml.h), for naming the types we cannot read; 4, 5 and 31-33 were removed.
-const GGML_TYPE_NAMES: Record<number, string> = {
-  0: 'F32', 1: 'F16', 2: 'Q4_0', 3: 'Q4_1', 6: 'Q5_0', 7: 'Q5_1', 8: 'Q8_0', 9: 'Q8_1', 10: 'Q2_K', 11: 'Q3_K',
-  12: 'Q4_K', 13: 'Q5_K', 14: 'Q6_K', 15: 'Q8_K', 16: 'IQ2_XXS', 17: 'IQ2_XS', 18: 'IQ3_XXS', 19: 'IQ1_S',
-  20: 'IQ4_NL', 21: 'IQ3_S', 22: 'IQ2_S', 23: 'IQ4_XS', 24: 'I8', 25: 'I16', 26: 'I32', 27: 'I64', 28: 'F64',
-  29: 'IQ1_M', 30: 'BF16', 34: 'TQ1_0', 35: 'TQ2_0', 39: 'MXFP4',
-};
 
 function alignUp(offset: number, alignment: number): number {
   return Math.ceil(offset / alignment) * alignment;
@@ -302,9 +276,8 @@ export class GgufFile implements TensorSource {
 
   /** Checks a tensor's type, size and byte range, and resolves its absolute offset. */
   private placeTensor(h: TensorHeader, fileSize: number): GgufTensor {
-    const type = TYPE_BY_ID.get(h.type);
-    if (!type)
-      this.fail(`tensor '${h.name}': ggml type ${h.type} (${GGML_TYPE_NAMES[h.type] ?? 'unknown'}) is not supported (expected F32, F16, BF16, Q8_0, Q4_0 or Q4_1)`);
+    const type = ggmlType(h.type);
+    if (!type) this.fail(`tensor '${h.name}': ggml type ${h.type} (${ggmlTypeName(h.type)}) is not supported (expected ${READABLE_GGML_TYPES})`);
     if (h.ne[0] % type.blockValues !== 0)
       this.fail(`tensor '${h.name}': ${type.dtype} needs a row length that is a multiple of ${type.blockValues}, got ${h.ne[0]}`);
     let values = 1;
@@ -332,15 +305,7 @@ export class GgufFile implements TensorSource {
   readF32(name: string): Float32Array {
     const t = this.tensors.get(name);
     if (!t) throw new FormatError(this.path, `no tensor named '${name}'`);
-    const bytes = readExact(this.fd, this.path, t.offset, t.byteLength);
-    switch (t.dtype) {
-      case 'F32': return new Float32Array(bytes.buffer, bytes.byteOffset, bytes.length / 4);
-      case 'F16':
-      case 'BF16': return halfBytesToF32(bytes, t.dtype);
-      case 'Q8_0': return dequantizeQ8_0(bytes);
-      case 'Q4_0': return dequantizeQ4_0(bytes);
-      case 'Q4_1': return dequantizeQ4_1(bytes);
-    }
+    return dequantize(ggmlType(t.ggmlType)!, readExact(this.fd, this.path, t.offset, t.byteLength));
   }
 
   close(): void {
@@ -351,49 +316,6 @@ export class GgufFile implements TensorSource {
 function describeValue(v: GgufValue | undefined): string {
   if (Array.isArray(v)) return `an array of ${v.length}`;
   return typeof v === 'string' ? JSON.stringify(v) : String(v);
-}
-
-// Q8_0 block: f16 scale d, then 32 int8 q; value = d * q.
-function dequantizeQ8_0(bytes: Uint8Array): Float32Array {
-  const blockBytes = 2 + QK;
-  const out = new Float32Array((bytes.length / blockBytes) * QK);
-  for (let b = 0, o = 0; o < bytes.length; b++, o += blockBytes) {
-    const d = f16ToF32(bytes[o] | (bytes[o + 1] << 8));
-    for (let j = 0; j < QK; j++) out[b * QK + j] = d * ((bytes[o + 2 + j] << 24) >> 24);
-  }
-  return out;
-}
-
-// Q4_0 block: f16 scale d, then 16 bytes; the low nibble of byte j is value j, the high nibble
-// value j + 16; value = (nibble - 8) * d.
-function dequantizeQ4_0(bytes: Uint8Array): Float32Array {
-  const blockBytes = 2 + QK / 2;
-  const out = new Float32Array((bytes.length / blockBytes) * QK);
-  for (let b = 0, o = 0; o < bytes.length; b++, o += blockBytes) {
-    const d = f16ToF32(bytes[o] | (bytes[o + 1] << 8));
-    for (let j = 0; j < QK / 2; j++) {
-      const q = bytes[o + 2 + j];
-      out[b * QK + j] = ((q & 0x0f) - 8) * d;
-      out[b * QK + j + QK / 2] = ((q >> 4) - 8) * d;
-    }
-  }
-  return out;
-}
-
-// Q4_1 block: f16 scale d, f16 minimum m, then 16 bytes laid out as in Q4_0; value = nibble * d + m.
-function dequantizeQ4_1(bytes: Uint8Array): Float32Array {
-  const blockBytes = 4 + QK / 2;
-  const out = new Float32Array((bytes.length / blockBytes) * QK);
-  for (let b = 0, o = 0; o < bytes.length; b++, o += blockBytes) {
-    const d = f16ToF32(bytes[o] | (bytes[o + 1] << 8));
-    const m = f16ToF32(bytes[o + 2] | (bytes[o + 3] << 8));
-    for (let j = 0; j < QK / 2; j++) {
-      const q = bytes[o + 4 + j];
-      out[b * QK + j] = (q & 0x0f) * d + m;
-      out[b * QK + j + QK / 2] = (q >> 4) * d + m;
-    }
-  }
-  return out;
 }
 
 // ---- Llama checkpoints under Hugging Face names ----
@@ -787,9 +709,9 @@ interface PlannedTensor {
  * blocks, otherwise the matrix falls back to F16 (as llama.cpp's quantizer does).
  */
 function storedType(shape: readonly number[], dtype: GgufWeightDType): GgmlType {
-  if (shape.length === 1) return TYPE_BY_DTYPE.get('F32')!;
-  const type = TYPE_BY_DTYPE.get(dtype)!;
-  return shape[shape.length - 1] % type.blockValues === 0 ? type : TYPE_BY_DTYPE.get('F16')!;
+  if (shape.length === 1) return ggmlTypeOf('F32');
+  const type = ggmlTypeOf(dtype);
+  return shape[shape.length - 1] % type.blockValues === 0 ? type : ggmlTypeOf('F16');
 }
 
 /** Tensors need no place in a GGUF: a tied lm_head, and RoPE's inverse frequencies (derived). */
@@ -854,58 +776,6 @@ function encodeHeader(o: GgufWriteOptions, plan: PlannedTensor[]): Uint8Array {
   }
   w.padTo(WRITE_ALIGNMENT);
   return w.bytes();
-}
-
-function roundHalfAwayFromZero(v: number): number {
-  return v < 0 ? -Math.floor(-v + 0.5) : Math.floor(v + 0.5);
-}
-
-function putF16(out: Uint8Array, at: number, v: number): void {
-  const h = f32ToF16(v);
-  out[at] = h & 0xff;
-  out[at + 1] = h >> 8;
-}
-
-// The quantizers follow llama.cpp's quantize_row_q8_0_ref and quantize_row_q4_0_ref step by step
-// in float32 arithmetic (Math.fround), so the bytes are the ones llama.cpp would write.
-
-function quantizeQ8_0(x: Float32Array): Uint8Array {
-  const blockBytes = 2 + QK;
-  const out = new Uint8Array((x.length / QK) * blockBytes);
-  for (let base = 0, o = 0; base < x.length; base += QK, o += blockBytes) {
-    let amax = 0;
-    for (let j = 0; j < QK; j++) {
-      const a = Math.abs(x[base + j]);
-      if (a > amax) amax = a;
-    }
-    const d = Math.fround(amax / 127);
-    const id = d ? Math.fround(1 / d) : 0;
-    putF16(out, o, d);
-    for (let j = 0; j < QK; j++) out[o + 2 + j] = roundHalfAwayFromZero(Math.fround(x[base + j] * id)) & 0xff;
-  }
-  return out;
-}
-
-function quantizeQ4_0(x: Float32Array): Uint8Array {
-  const blockBytes = 2 + QK / 2;
-  const out = new Uint8Array((x.length / QK) * blockBytes);
-  const nibble = (v: number, id: number) => Math.min(15, Math.trunc(Math.fround(Math.fround(v * id) + 8.5)));
-  for (let base = 0, o = 0; base < x.length; base += QK, o += blockBytes) {
-    let amax = 0;
-    let max = 0; // the value of largest magnitude, with its sign
-    for (let j = 0; j < QK; j++) {
-      const v = x[base + j];
-      if (amax < Math.abs(v)) {
-        amax = Math.abs(v);
-        max = v;
-      }
-    }
-    const d = Math.fround(max / -8);
-    const id = d ? Math.fround(1 / d) : 0;
-    putF16(out, o, d);
-    for (let j = 0; j < QK / 2; j++) out[o + 2 + j] = nibble(x[base + j], id) | (nibble(x[base + QK / 2 + j], id) << 4);
-  }
-  return out;
 }
 
 function encodeTensor(t: PlannedTensor, c: ModelConfig): Uint8Array {
