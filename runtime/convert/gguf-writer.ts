@@ -4,7 +4,7 @@ import { closeSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { validateConfig, type ModelConfig } from '../model-config.js';
 import { ggmlTypeOf, quantizeQ4_0, quantizeQ8_0, type GgmlType } from './ggml-types.js';
 import { alignUp, GGUF_MAGIC, V } from './gguf.js';
-import { llamaTensors, permutedHeads, reorderRows, sameShape, type GgufVocab } from './gguf-model.js';
+import { ggufTensors, permutedHeads, reorderRows, sameShape, type GgufVocab } from './gguf-model.js';
 import { elementCount, f32ToF16 } from './tensors.js';
 
 const WRITE_VERSION = 3;
@@ -178,7 +178,7 @@ function planTensors(o: GgufWriteOptions): PlannedTensor[] {
     if (given.has(t.name)) throw new Error(`tensor '${t.name}' is given twice`);
     given.set(t.name, t);
   }
-  const expected = llamaTensors(o.config);
+  const expected = ggufTensors(o.config);
   const known = new Set(expected.map((e) => e.hf));
   for (const name of given.keys()) {
     if (!known.has(name) && !skippedOnWrite(name, o.config)) throw new Error(`tensor '${name}' has no place in a ${o.config.numLayers}-layer llama GGUF`);
@@ -198,6 +198,8 @@ function planTensors(o: GgufWriteOptions): PlannedTensor[] {
 
 function checkWritable(path: string, o: GgufWriteOptions): void {
   const c = validateConfig(path, o.config);
+  if (c.architecture === 'qwen2' || c.attentionBias || c.ropeScaling !== null)
+    throw new Error(`writeGguf writes llama GGUFs without attention biases or RoPE scaling; this config has architecture '${c.architecture}', attentionBias ${c.attentionBias}, ropeScaling ${JSON.stringify(c.ropeScaling)}`);
   if (c.slidingWindow !== null && c.slidingWindow < c.maxPositionEmbeddings)
     throw new Error(`a llama GGUF has no sliding window: attention over ${c.slidingWindow} tokens cannot be stored (context is ${c.maxPositionEmbeddings})`);
   const v = o.vocab;

@@ -116,26 +116,37 @@ export function setU64(bytes: Uint8Array, at: number, v: bigint): Uint8Array {
 export const f32Bytes = (values: ArrayLike<number>) => new Uint8Array(Float32Array.from(values).buffer);
 
 /** Tiny llama metadata for hand-made checkpoints. */
-export function llamaKv(c: { hidden: number; heads: number; kvHeads: number; headDim: number; inter: number; vocab: number; layers: number }): Kv[] {
+export interface HandShape {
+  hidden: number;
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  inter: number;
+  vocab: number;
+  layers: number;
+}
+
+/** Tiny metadata for hand-made checkpoints of architecture `arch` (keys `{arch}.*`). */
+export function llamaKv(c: HandShape, arch = 'llama'): Kv[] {
   return [
-    ['general.architecture', T.STRING, 'llama'],
-    ['llama.context_length', T.U32, 256],
-    ['llama.embedding_length', T.U32, c.hidden],
-    ['llama.block_count', T.U32, c.layers],
-    ['llama.feed_forward_length', T.U32, c.inter],
-    ['llama.attention.head_count', T.U32, c.heads],
-    ['llama.attention.head_count_kv', T.U32, c.kvHeads],
-    ['llama.attention.key_length', T.U32, c.headDim],
-    ['llama.attention.layer_norm_rms_epsilon', T.F32, 1e-6],
+    ['general.architecture', T.STRING, arch],
+    [`${arch}.context_length`, T.U32, 256],
+    [`${arch}.embedding_length`, T.U32, c.hidden],
+    [`${arch}.block_count`, T.U32, c.layers],
+    [`${arch}.feed_forward_length`, T.U32, c.inter],
+    [`${arch}.attention.head_count`, T.U32, c.heads],
+    [`${arch}.attention.head_count_kv`, T.U32, c.kvHeads],
+    [`${arch}.attention.key_length`, T.U32, c.headDim],
+    [`${arch}.attention.layer_norm_rms_epsilon`, T.F32, 1e-6],
     ['tokenizer.ggml.tokens', T.ARRAY, [T.STRING, Array.from({ length: c.vocab }, (_, i) => `tok${i}`)]],
   ];
 }
 
-/** Every tensor of a hand-made llama GGUF as F32, with `fill(ggufName, row, col)` as its values. */
-export function llamaTensorsF32(
-  c: { hidden: number; heads: number; kvHeads: number; headDim: number; inter: number; vocab: number; layers: number },
-  fill: (name: string, row: number, col: number) => number,
-): HandTensor[] {
+/**
+ * Every tensor of a hand-made llama GGUF as F32, with `fill(ggufName, row, col)` as its values
+ * (row 0 for vectors); with `bias`, q/k/v biases follow their weights.
+ */
+export function llamaTensorsF32(c: HandShape, fill: (name: string, row: number, col: number) => number, bias = false): HandTensor[] {
   const [D, Q, KV, I] = [c.hidden, c.heads * c.headDim, c.kvHeads * c.headDim, c.inter];
   const shapes: Array<[string, number[]]> = [['token_embd.weight', [c.vocab, D]]];
   for (let l = 0; l < c.layers; l++) {
@@ -144,6 +155,7 @@ export function llamaTensorsF32(
       [`blk.${l}.attn_v.weight`, [KV, D]], [`blk.${l}.attn_output.weight`, [D, Q]], [`blk.${l}.ffn_norm.weight`, [D]],
       [`blk.${l}.ffn_gate.weight`, [I, D]], [`blk.${l}.ffn_up.weight`, [I, D]], [`blk.${l}.ffn_down.weight`, [D, I]],
     );
+    if (bias) shapes.push([`blk.${l}.attn_q.bias`, [Q]], [`blk.${l}.attn_k.bias`, [KV]], [`blk.${l}.attn_v.bias`, [KV]]);
   }
   shapes.push(['output_norm.weight', [D]], ['output.weight', [c.vocab, D]]);
   return shapes.map(([name, shape]) => {
