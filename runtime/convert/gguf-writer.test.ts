@@ -1,15 +1,15 @@
 // GGUF writer: round trips per stored type through the model view against references computed
-// here, llama.cpp's Q/K row order, and what a llama GGUF cannot hold.
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+// here, llama.cpp's Q/K row order, and what a llama GGUF cannot hold; the F32 twin of a GGUF.
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 
-import { BASE_CONFIG, randomTensors, testVocab } from '../../test/unit/gguf-builder.js';
+import { BASE_CONFIG, buildGguf, GGML, randomTensors, T, testVocab, type Kv } from '../../test/unit/gguf-builder.js';
 import { rng as mulberry32 } from '../../test/unit/random.js';
 import { GgufFile } from './gguf.js';
 import { GgufCheckpoint } from './gguf-model.js';
-import { writeGguf, type GgufWeightDType } from './gguf-writer.js';
+import { writeF32Twin, writeGguf, type GgufWeightDType } from './gguf-writer.js';
 import { f16ToF32, f32ToF16 } from './tensors.js';
 
 const SEED = Number(process.env.NPUSERVE_TEST_SEED ?? Date.now() % 2 ** 31);
@@ -247,3 +247,67 @@ describe('writeGguf and GgufCheckpoint round trips', () => {
   });
 });
 
+
+describe('writeF32Twin', () => {
+  /** A GGUF with every kind of metadata value and tensors of several stored types, from seeded random bytes. */
+  function sourceFile(kv: Kv[]): string {
+    const rand = mulberry32(SEED ^ 0x7477_696e);
+    const bytes = (n: number) => Uint8Array.from({ length: n }, () => Math.floor(rand() * 256));
+    const path = tempPath('twin-source.gguf');
+    writeFileSync(path, buildGguf({
+      kv,
+      tensors: [
+        { name: 'q4_1', ne: [64, 3], type: GGML.Q4_1, data: bytes(6 * 20) },
+        { name: 'blk.0.attn_q.weight', ne: [256, 2], type: 12, data: bytes(2 * 144) }, // Q4_K
+        { name: 'q6_k', ne: [256], type: 14, data: bytes(210) },
+        { name: 'f16', ne: [5, 2, 3], type: GGML.F16, data: new Uint8Array(new Uint16Array(30).map((_, i) => 0x3c00 + 7 * i).buffer) },
+        { name: 'f32', ne: [3], type: GGML.F32, data: new Uint8Array(Float32Array.of(1.5, -2, 3.25).buffer) },
+      ],
+    }).bytes);
+    return path;
+  }
+  const METADATA: Kv[] = [
+    ['general.architecture', T.STRING, 'llama'], ['general.alignment', T.U32, 64], ['general.file_type', T.U32, 15],
+    ['u8', T.U8, 200], ['i16', T.I16, -3], ['u64', T.U64, 2 ** 40], ['f64', T.F64, 0.1], ['flag', T.BOOL, true],
+    ['tokenizer.ggml.tokens', T.ARRAY, [T.STRING, ['<s>', 'é', '▁日本']]], ['tokenizer.ggml.scores', T.ARRAY, [T.F32, [0, -1.5, -2]]],
+    ['nested', T.ARRAY, [T.ARRAY, [[T.I32, [1, -2]], [T.I32, []]]]],
+  ];
+
+  it('copies every metadata value byte for byte, sets general.file_type to 0, and stores our dequantization as F32', () => {
+    const src = sourceFile(METADATA);
+    const dest = tempPath('twin.gguf');
+    writeF32Twin(src, dest);
+    const [a, b] = [new GgufFile(src), new GgufFile(dest)];
+    try {
+      expect([...b.metadata.keys()]).toEqual([...a.metadata.keys()]);
+      for (const key of a.metadata.keys()) {
+        if (key === 'general.file_type') continue;
+        expect(b.rawValue(key), key).toEqual(a.rawValue(key));
+      }
+      expect(a.metadata.get('general.file_type')).toBe(15);
+      expect(b.metadata.get('general.file_type')).toBe(0);
+      expect(b.alignment).toBe(64);
+      expect([...b.tensors.keys()]).toEqual([...a.tensors.keys()]);
+      for (const t of a.tensors.values()) {
+        expect(b.tensors.get(t.name)).toMatchObject({ dtype: 'F32', shape: t.shape, ggmlType: 0 });
+        const [want, got] = [a.readF32(t.name), b.readF32(t.name)];
+        expect(got.length).toBe(want.length);
+        for (let i = 0; i < got.length; i++) if (!Object.is(got[i], want[i])) expect.fail(`${t.name}[${i}]: twin ${got[i]}, source ${want[i]}`);
+      }
+    } finally {
+      a.close();
+      b.close();
+    }
+    expect(readdirSync(dir).filter((f) => f.endsWith('.tmp'))).toEqual([]);
+  });
+
+  it('adds general.file_type when the source has none', () => {
+    const src = sourceFile(METADATA.filter(([key]) => key !== 'general.file_type'));
+    const dest = tempPath('twin-no-type.gguf');
+    writeF32Twin(src, dest);
+    const f = new GgufFile(dest);
+    f.close();
+    expect(f.metadata.get('general.file_type')).toBe(0);
+    expect(f.metadata.size).toBe(METADATA.length);
+  });
+});

@@ -1,9 +1,10 @@
-// Writer for GGUF v3 files llama.cpp loads: a llama-architecture checkpoint from HF-named tensors.
+// Writer for GGUF v3 files llama.cpp loads: a llama-architecture checkpoint from HF-named tensors,
+// and the F32 twin of any GGUF (same metadata and tensor names, every tensor dequantized).
 import { closeSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 
 import { validateConfig, type ModelConfig } from '../model-config.js';
 import { ggmlTypeOf, quantizeQ4_0, quantizeQ8_0, type GgmlType } from './ggml-types.js';
-import { alignUp, GGUF_MAGIC, V } from './gguf.js';
+import { alignUp, GGUF_MAGIC, GgufFile, V } from './gguf.js';
 import { ggufTensors, permutedHeads, reorderRows, sameShape, type GgufVocab } from './gguf-model.js';
 import { elementCount, f32ToF16 } from './tensors.js';
 
@@ -79,6 +80,11 @@ class ByteWriter {
   string(s: string): void {
     const bytes = this.utf8.encode(s);
     this.u64(bytes.length);
+    this.reserve(bytes.length);
+    this.buf.set(bytes, this.length);
+    this.length += bytes.length;
+  }
+  raw(bytes: Uint8Array): void {
     this.reserve(bytes.length);
     this.buf.set(bytes, this.length);
     this.length += bytes.length;
@@ -210,26 +216,34 @@ function checkWritable(path: string, o: GgufWriteOptions): void {
   if (!Number.isSafeInteger(unk) || unk < 0 || unk >= c.vocabSize) throw new Error(`vocab.unknownTokenId ${unk} is outside the vocabulary of ${c.vocabSize}`);
 }
 
-function encodeHeader(o: GgufWriteOptions, plan: PlannedTensor[]): Uint8Array {
-  const kv = metadataToWrite(o);
+/** A tensor as the header lists it; `encode` produces its bytes when the writer gets to it. */
+interface TensorEntry {
+  name: string;
+  ne: number[]; // innermost first, as GGUF stores it
+  type: GgmlType;
+  offset: number; // from the start of the data section
+  encode(): Uint8Array;
+}
+
+function encodeHeader(kv: Array<[string, KvValue]>, tensors: TensorEntry[], alignment: number): Uint8Array {
   const w = new ByteWriter();
   w.u32(GGUF_MAGIC);
   w.u32(WRITE_VERSION);
-  w.u64(plan.length);
+  w.u64(tensors.length);
   w.u64(kv.length);
   for (const [key, value] of kv) {
     w.string(key);
     w.u32(value.type);
     value.write(w);
   }
-  for (const t of plan) {
-    w.string(t.gguf);
-    w.u32(t.shape.length);
-    for (let d = t.shape.length - 1; d >= 0; d--) w.u64(t.shape[d]); // GGUF's ne[] is innermost first
+  for (const t of tensors) {
+    w.string(t.name);
+    w.u32(t.ne.length);
+    for (const n of t.ne) w.u64(n);
     w.u32(t.type.id);
     w.u64(t.offset);
   }
-  w.padTo(WRITE_ALIGNMENT);
+  w.padTo(alignment);
   return w.bytes();
 }
 
@@ -255,23 +269,17 @@ function writeAll(fd: number, bytes: Uint8Array): void {
   for (let done = 0; done < bytes.length; ) done += writeSync(fd, bytes, done);
 }
 
-/**
- * Writes a llama-architecture GGUF v3 that llama.cpp loads: HF-named float32 tensors (q_proj and
- * k_proj rows interleaved as llama.cpp expects), the config as `llama.*` keys, and a SentencePiece
- * vocabulary. Goes through `path + '.tmp'` and a rename; one tensor is in memory at a time.
- */
-export function writeGguf(path: string, opts: GgufWriteOptions): void {
-  checkWritable(path, opts);
-  const plan = planTensors(opts);
-  const header = encodeHeader(opts, plan);
+/** Writes header and tensors through `path + '.tmp'` and a rename; one tensor is in memory at a time. */
+function writeFile(path: string, kv: Array<[string, KvValue]>, tensors: TensorEntry[], alignment: number): void {
+  const header = encodeHeader(kv, tensors, alignment);
   const tmp = `${path}.tmp`;
   const fd = openSync(tmp, 'w');
   try {
     writeAll(fd, header);
-    for (const t of plan) {
-      const bytes = encodeTensor(t, opts.config);
+    for (const t of tensors) {
+      const bytes = t.encode();
       writeAll(fd, bytes);
-      writeAll(fd, new Uint8Array(alignUp(bytes.length, WRITE_ALIGNMENT) - bytes.length));
+      writeAll(fd, new Uint8Array(alignUp(bytes.length, alignment) - bytes.length));
     }
   } catch (e) {
     closeSync(fd);
@@ -280,4 +288,56 @@ export function writeGguf(path: string, opts: GgufWriteOptions): void {
   }
   closeSync(fd);
   renameSync(tmp, path);
+}
+
+/**
+ * Writes a llama-architecture GGUF v3 that llama.cpp loads: HF-named float32 tensors (q_proj and
+ * k_proj rows interleaved as llama.cpp expects), the config as `llama.*` keys, and a SentencePiece
+ * vocabulary. Goes through `path + '.tmp'` and a rename; one tensor is in memory at a time.
+ */
+export function writeGguf(path: string, opts: GgufWriteOptions): void {
+  checkWritable(path, opts);
+  const tensors = planTensors(opts).map((t) => ({
+    name: t.gguf,
+    ne: [...t.shape].reverse(),
+    type: t.type,
+    offset: t.offset,
+    encode: () => encodeTensor(t, opts.config),
+  }));
+  writeFile(path, metadataToWrite(opts), tensors, WRITE_ALIGNMENT);
+}
+
+/**
+ * Writes the F32 twin of the GGUF at `src` to `dest`: every metadata key and value copied byte for
+ * byte (tokenizer included) except `general.file_type`, set to 0 (all F32), and every tensor
+ * dequantized to F32 under the same name and ne[], rows as stored (no reordering). llama.cpp runs
+ * it on exactly the weights our reader sees, for parity checks.
+ */
+export function writeF32Twin(src: string, dest: string): void {
+  const file = new GgufFile(src);
+  try {
+    const kv: Array<[string, KvValue]> = [];
+    for (const key of file.metadata.keys()) {
+      if (key === 'general.file_type') kv.push([key, u32Value(0)]);
+      else {
+        const { type, bytes } = file.rawValue(key);
+        kv.push([key, { type, write: (w) => w.raw(bytes) }]);
+      }
+    }
+    if (!file.metadata.has('general.file_type')) kv.push(['general.file_type', u32Value(0)]);
+    const f32 = ggmlTypeOf('F32');
+    let offset = 0;
+    const encode = (name: string) => {
+      const values = file.readF32(name);
+      return new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
+    };
+    const tensors = [...file.tensors.values()].map((t): TensorEntry => {
+      const entry = { name: t.name, ne: [...t.shape].reverse(), type: f32, offset, encode: () => encode(t.name) };
+      offset = alignUp(offset + elementCount(t.shape) * 4, file.alignment);
+      return entry;
+    });
+    writeFile(dest, kv, tensors, file.alignment);
+  } finally {
+    file.close();
+  }
 }

@@ -190,6 +190,8 @@ interface TensorHeader {
 /** One GGUF file: its metadata, its tensor table, and float32 reads of single tensors. */
 export class GgufFile implements TensorSource {
   readonly metadata = new Map<string, GgufValue>();
+  /** Where each metadata value is stored: its type and byte range in the file. */
+  private readonly valueSpans = new Map<string, { type: number; start: number; end: number }>();
   readonly tensors = new Map<string, GgufTensor>();
   readonly version: number;
   readonly alignment: number;
@@ -245,7 +247,16 @@ export class GgufFile implements TensorSource {
     if (key === '') this.fail(`metadata key #${index} is empty`);
     if (this.metadata.has(key)) this.fail(`metadata key '${key}' appears twice`);
     const type = r.u32(`key '${key}': value type`);
+    const start = r.pos;
     this.metadata.set(key, readValue(r, type, `key '${key}'`, 0));
+    this.valueSpans.set(key, { type, start, end: r.pos });
+  }
+
+  /** A metadata value's type and its bytes exactly as stored, for copying it verbatim. */
+  rawValue(key: string): { type: number; bytes: Uint8Array } {
+    const span = this.valueSpans.get(key);
+    if (!span) throw new FormatError(this.path, `no metadata key '${key}'`);
+    return { type: span.type, bytes: readExact(this.fd, this.path, span.start, span.end - span.start) };
   }
 
   private readAlignment(): number {
