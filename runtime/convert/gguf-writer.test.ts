@@ -7,6 +7,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 
 import { BASE_CONFIG, buildGguf, GGML, randomTensors, T, testVocab, type Kv } from '../../test/unit/gguf-builder.js';
 import { rng as mulberry32 } from '../../test/unit/random.js';
+import type { ModelConfig } from '../model-config.js';
 import { GgufFile } from './gguf.js';
 import { GgufCheckpoint } from './gguf-model.js';
 import { writeF32Twin, writeGguf, type GgufWeightDType } from './gguf-writer.js';
@@ -247,6 +248,87 @@ describe('writeGguf and GgufCheckpoint round trips', () => {
   });
 });
 
+
+describe('writeGguf: qwen2, attention biases and RoPE scaling', () => {
+  const QWEN2: ModelConfig = { ...BASE_CONFIG, architecture: 'qwen2', attentionBias: true };
+
+  it('qwen2 with biases: qwen2.* keys, Q/K rows and biases stored in HF order, everything read back exactly', () => {
+    const { path, tensors } = writeModel('F32', QWEN2);
+    const file = new GgufFile(path);
+    const ck = new GgufCheckpoint(path);
+    try {
+      expect(ck.config).toEqual(QWEN2);
+      expect(file.metadata.get('general.architecture')).toBe('qwen2');
+      expect(file.metadata.get('qwen2.block_count')).toBe(2);
+      expect(file.metadata.has('llama.block_count')).toBe(false);
+      for (const t of tensors) expect(ck.readF32(t.name), t.name).toEqual(t.data);
+      const q = tensors.find((t) => t.name === 'model.layers.1.self_attn.q_proj.weight')!;
+      expect(file.readF32('blk.1.attn_q.weight')).toEqual(q.data);
+      const kBias = tensors.find((t) => t.name === 'model.layers.0.self_attn.k_proj.bias')!;
+      expect(file.readF32('blk.0.attn_k.bias')).toEqual(kBias.data);
+    } finally {
+      file.close();
+      ck.close();
+    }
+  });
+
+  it('llama with biases: q/k biases interleaved like their weights', () => {
+    const config = { ...BASE_CONFIG, attentionBias: true };
+    const { path, tensors } = writeModel('Q8_0', config);
+    const file = new GgufFile(path);
+    const ck = new GgufCheckpoint(path);
+    try {
+      expect(ck.config).toEqual(config);
+      for (const [hf, gguf, heads] of [
+        ['model.layers.0.self_attn.q_proj.bias', 'blk.0.attn_q.bias', config.numHeads],
+        ['model.layers.0.self_attn.k_proj.bias', 'blk.0.attn_k.bias', config.numKvHeads],
+      ] as const) {
+        const t = tensors.find((x) => x.name === hf)!;
+        expect(ck.tensors.get(hf)!.dtype).toBe('F32');
+        expect(file.readF32(gguf)).toEqual(llamaCppPermute(t.data, heads, t.shape[0], 1));
+        expect(ck.readF32(hf)).toEqual(t.data);
+      }
+    } finally {
+      file.close();
+      ck.close();
+    }
+  });
+
+  it('linear scaling as keys, frequency factors as rope_freqs.weight', () => {
+    const linear: ModelConfig = { ...BASE_CONFIG, ropeScaling: { type: 'linear', factor: 8 } };
+    const factors = Array.from({ length: 8 }, (_, i) => Math.fround(1 + i * 0.37));
+    const freq: ModelConfig = { ...QWEN2, ropeScaling: { type: 'freq-factors', factors } };
+    for (const config of [linear, freq]) {
+      const { path } = writeModel('F16', config);
+      const ck = new GgufCheckpoint(path);
+      ck.close();
+      expect(ck.config).toEqual(config);
+    }
+  });
+
+  it("Llama 3 scaling becomes llama.cpp's rope_freqs factors, computed as Hugging Face scales inv_freq", () => {
+    const scaling = { type: 'llama3', factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 8192 } as const;
+    const config: ModelConfig = { ...BASE_CONFIG, ropeScaling: scaling };
+    const { path } = writeModel('F32', config);
+    const ck = new GgufCheckpoint(path);
+    ck.close();
+    const got = ck.config.ropeScaling;
+    if (got?.type !== 'freq-factors') return expect.fail(`ropeScaling ${JSON.stringify(got)}`);
+    // transformers' _compute_llama3_parameters: the scaled inv_freq, then factor = inv_freq / scaled
+    const expected = Array.from({ length: config.headDim / 2 }, (_, i) => {
+      const invFreq = 1 / config.ropeTheta ** ((2 * i) / config.headDim);
+      const wavelen = (2 * Math.PI) / invFreq;
+      const [lowWavelen, highWavelen] = [8192 / 1, 8192 / 4];
+      const long = wavelen > lowWavelen ? invFreq / 8 : invFreq;
+      const smooth = (8192 / wavelen - 1) / (4 - 1);
+      const scaled = wavelen >= highWavelen && wavelen <= lowWavelen ? ((1 - smooth) * long) / 8 + smooth * long : long;
+      return invFreq / scaled;
+    });
+    expect(new Set(expected.map((f) => (f === 1 ? 'high' : f === 8 ? 'low' : 'medium')))).toEqual(new Set(['high', 'low', 'medium']));
+    expect(got.factors.length).toBe(expected.length);
+    got.factors.forEach((f, i) => expect(f).toBeCloseTo(expected[i], 5));
+  });
+});
 
 describe('writeF32Twin', () => {
   /** A GGUF with every kind of metadata value and tensors of several stored types, from seeded random bytes. */

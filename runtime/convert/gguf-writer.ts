@@ -1,5 +1,5 @@
-// Writer for GGUF v3 files llama.cpp loads: a llama-architecture checkpoint from HF-named tensors,
-// and the F32 twin of any GGUF (same metadata and tensor names, every tensor dequantized).
+// Writer for GGUF v3 files llama.cpp loads: a llama or qwen2 checkpoint from HF-named tensors, and
+// the F32 twin of any GGUF (same metadata and tensor names, every tensor dequantized).
 import { closeSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
 
 import { validateConfig, type ModelConfig } from '../model-config.js';
@@ -120,25 +120,31 @@ function arrayValue<T>(elementType: number, values: readonly T[], put: (w: ByteW
   };
 }
 
+/** The GGUF architecture a config is stored as: Mistral is llama to llama.cpp. */
+function ggufArchitecture(c: ModelConfig): 'llama' | 'qwen2' {
+  return c.architecture === 'qwen2' ? 'qwen2' : 'llama';
+}
+
 function metadataToWrite(o: GgufWriteOptions): Array<[string, KvValue]> {
   const [c, v] = [o.config, o.vocab];
+  const arch = ggufArchitecture(c);
   const kv: Array<[string, KvValue]> = [
-    ['general.architecture', stringValue('llama')],
+    ['general.architecture', stringValue(arch)],
     ['general.name', stringValue(o.name ?? 'npuserve')],
     ['general.alignment', u32Value(WRITE_ALIGNMENT)],
     ['general.file_type', u32Value(FILE_TYPE[o.dtype])],
-    ['llama.context_length', u32Value(c.maxPositionEmbeddings)],
-    ['llama.embedding_length', u32Value(c.hiddenSize)],
-    ['llama.block_count', u32Value(c.numLayers)],
-    ['llama.feed_forward_length', u32Value(c.intermediateSize)],
-    ['llama.attention.head_count', u32Value(c.numHeads)],
-    ['llama.attention.head_count_kv', u32Value(c.numKvHeads)],
-    ['llama.attention.key_length', u32Value(c.headDim)],
-    ['llama.attention.value_length', u32Value(c.headDim)],
-    ['llama.rope.dimension_count', u32Value(c.headDim)],
-    ['llama.rope.freq_base', f32Value(c.ropeTheta)],
-    ['llama.attention.layer_norm_rms_epsilon', f32Value(c.rmsNormEps)],
-    ['llama.vocab_size', u32Value(c.vocabSize)],
+    [`${arch}.context_length`, u32Value(c.maxPositionEmbeddings)],
+    [`${arch}.embedding_length`, u32Value(c.hiddenSize)],
+    [`${arch}.block_count`, u32Value(c.numLayers)],
+    [`${arch}.feed_forward_length`, u32Value(c.intermediateSize)],
+    [`${arch}.attention.head_count`, u32Value(c.numHeads)],
+    [`${arch}.attention.head_count_kv`, u32Value(c.numKvHeads)],
+    [`${arch}.attention.key_length`, u32Value(c.headDim)],
+    [`${arch}.attention.value_length`, u32Value(c.headDim)],
+    [`${arch}.rope.dimension_count`, u32Value(c.headDim)],
+    [`${arch}.rope.freq_base`, f32Value(c.ropeTheta)],
+    [`${arch}.attention.layer_norm_rms_epsilon`, f32Value(c.rmsNormEps)],
+    [`${arch}.vocab_size`, u32Value(c.vocabSize)],
     ['tokenizer.ggml.model', stringValue('llama')],
     ['tokenizer.ggml.tokens', arrayValue(V.STRING, v.tokens, (w, t) => w.string(t))],
     ['tokenizer.ggml.scores', arrayValue(V.FLOAT32, v.scores, (w, s) => w.f32(s))],
@@ -148,6 +154,8 @@ function metadataToWrite(o: GgufWriteOptions): Array<[string, KvValue]> {
     ['tokenizer.ggml.unknown_token_id', u32Value(v.unknownTokenId ?? 0)],
     ['tokenizer.ggml.add_bos_token', boolValue(true)],
   ];
+  if (c.ropeScaling?.type === 'linear')
+    kv.push([`${arch}.rope.scaling.type`, stringValue('linear')], [`${arch}.rope.scaling.factor`, f32Value(c.ropeScaling.factor)]);
   if (o.dtype === 'Q8_0' || o.dtype === 'Q4_0') kv.push(['general.quantization_version', u32Value(QUANTIZATION_VERSION)]);
   if (o.chatTemplate !== undefined) kv.push(['tokenizer.chat_template', stringValue(o.chatTemplate)]);
   return kv;
@@ -178,25 +186,51 @@ function skippedOnWrite(name: string, c: ModelConfig): boolean {
   return (name === 'lm_head.weight' && c.tieWordEmbeddings) || name.endsWith('.rotary_emb.inv_freq');
 }
 
+/**
+ * RoPE's per-pair frequency divisors, stored by llama.cpp as the `rope_freqs.weight` tensor: given
+ * (freq-factors) or derived from Llama 3 scaling as convert_hf_to_gguf.py does; null otherwise.
+ */
+function ropeFreqFactors(c: ModelConfig): Float32Array | null {
+  const s = c.ropeScaling;
+  if (s?.type === 'freq-factors') return Float32Array.from(s.factors);
+  if (s?.type !== 'llama3') return null;
+  const lowFreqWavelen = s.originalMaxPositionEmbeddings / s.lowFreqFactor;
+  const highFreqWavelen = s.originalMaxPositionEmbeddings / s.highFreqFactor;
+  return Float32Array.from({ length: c.headDim / 2 }, (_, i) => {
+    const wavelen = 2 * Math.PI * c.ropeTheta ** ((2 * i) / c.headDim);
+    if (wavelen < highFreqWavelen) return 1;
+    if (wavelen > lowFreqWavelen) return s.factor;
+    const smooth = (s.originalMaxPositionEmbeddings / wavelen - s.lowFreqFactor) / (s.highFreqFactor - s.lowFreqFactor);
+    return 1 / ((1 - smooth) / s.factor + smooth);
+  });
+}
+
 function planTensors(o: GgufWriteOptions): PlannedTensor[] {
   const given = new Map<string, GgufTensorToWrite>();
   for (const t of o.tensors) {
     if (given.has(t.name)) throw new Error(`tensor '${t.name}' is given twice`);
     given.set(t.name, t);
   }
-  const expected = ggufTensors(o.config);
+  const c = o.config;
+  const expected = ggufTensors(c);
   const known = new Set(expected.map((e) => e.hf));
   for (const name of given.keys()) {
-    if (!known.has(name) && !skippedOnWrite(name, o.config)) throw new Error(`tensor '${name}' has no place in a ${o.config.numLayers}-layer llama GGUF`);
+    if (!known.has(name) && !skippedOnWrite(name, c))
+      throw new Error(`tensor '${name}' has no place in a ${c.numLayers}-layer ${ggufArchitecture(c)} GGUF${c.attentionBias ? ' with attention biases' : ''}`);
   }
-  let offset = 0;
-  return expected.map((e) => {
+  const freqs = ropeFreqFactors(c);
+  const list = expected.map((e) => {
     const t = given.get(e.hf);
     if (!t) throw new Error(`tensor '${e.hf}' is missing`);
     if (!sameShape(t.shape, e.shape)) throw new Error(`tensor '${e.hf}' has shape [${t.shape.join(', ')}], the config needs [${e.shape.join(', ')}]`);
+    return { ...e, data: t.data };
+  });
+  if (freqs) list.push({ hf: 'rope_freqs.weight', gguf: 'rope_freqs.weight', shape: [freqs.length], data: freqs });
+  let offset = 0;
+  return list.map((e) => {
     const type = storedType(e.shape, o.dtype);
     const byteLength = (elementCount(e.shape) / type.blockValues) * type.blockBytes;
-    const planned = { ...e, type, offset, byteLength, data: t.data };
+    const planned = { ...e, type, offset, byteLength };
     offset = alignUp(offset + byteLength, WRITE_ALIGNMENT);
     return planned;
   });
@@ -204,10 +238,10 @@ function planTensors(o: GgufWriteOptions): PlannedTensor[] {
 
 function checkWritable(path: string, o: GgufWriteOptions): void {
   const c = validateConfig(path, o.config);
-  if (c.architecture === 'qwen2' || c.attentionBias || c.ropeScaling !== null)
-    throw new Error(`writeGguf writes llama GGUFs without attention biases or RoPE scaling; this config has architecture '${c.architecture}', attentionBias ${c.attentionBias}, ropeScaling ${JSON.stringify(c.ropeScaling)}`);
   if (c.slidingWindow !== null && c.slidingWindow < c.maxPositionEmbeddings)
-    throw new Error(`a llama GGUF has no sliding window: attention over ${c.slidingWindow} tokens cannot be stored (context is ${c.maxPositionEmbeddings})`);
+    throw new Error(`a ${ggufArchitecture(c)} GGUF has no sliding window: attention over ${c.slidingWindow} tokens cannot be stored (context is ${c.maxPositionEmbeddings})`);
+  if (c.ropeScaling?.type === 'freq-factors' && c.ropeScaling.factors.length !== c.headDim / 2)
+    throw new Error(`ropeScaling has ${c.ropeScaling.factors.length} frequency factors, head size ${c.headDim} needs ${c.headDim / 2}`);
   const v = o.vocab;
   for (const [what, n] of [['tokens', v.tokens.length], ['scores', v.scores.length], ['tokenTypes', v.tokenTypes.length]] as const) {
     if (n !== c.vocabSize) throw new Error(`vocab.${what} has ${n} entries, the config's vocabulary has ${c.vocabSize}`);
@@ -291,9 +325,10 @@ function writeFile(path: string, kv: Array<[string, KvValue]>, tensors: TensorEn
 }
 
 /**
- * Writes a llama-architecture GGUF v3 that llama.cpp loads: HF-named float32 tensors (q_proj and
- * k_proj rows interleaved as llama.cpp expects), the config as `llama.*` keys, and a SentencePiece
- * vocabulary. Goes through `path + '.tmp'` and a rename; one tensor is in memory at a time.
+ * Writes a llama (or Mistral) or qwen2 GGUF v3 that llama.cpp loads: HF-named float32 tensors
+ * (a llama file's q_proj and k_proj rows interleaved as llama.cpp expects), the config as `{arch}.*`
+ * keys (RoPE scaling as linear keys or a rope_freqs tensor), and a SentencePiece vocabulary. Goes
+ * through `path + '.tmp'` and a rename; one tensor is in memory at a time.
  */
 export function writeGguf(path: string, opts: GgufWriteOptions): void {
   checkWritable(path, opts);

@@ -356,8 +356,9 @@ function fuzzSeeds(rand: () => number): Seed[] {
   const shape = { hidden: 32, heads: 2, kvHeads: 1, headDim: 16, inter: 32, vocab: 3, layers: 1 };
   const llama = buildGguf({ kv: llamaKv(shape), tensors: llamaTensorsF32(shape, (_, r, c) => r - c) });
   seeds.push({ bytes: llama.bytes, fields: [...llama.fields.values()] });
-  for (const dtype of ['Q4_0', 'Q8_0', 'F16'] as const) {
-    const config: ModelConfig = { ...BASE_CONFIG, hiddenSize: 32, numLayers: 1, numHeads: 2, numKvHeads: 1, headDim: 16, intermediateSize: 32, vocabSize: 3, bosTokenId: 0, eosTokenId: 1 };
+  const small: ModelConfig = { ...BASE_CONFIG, hiddenSize: 32, numLayers: 1, numHeads: 2, numKvHeads: 1, headDim: 16, intermediateSize: 32, vocabSize: 3, bosTokenId: 0, eosTokenId: 1 };
+  const qwen2: ModelConfig = { ...small, architecture: 'qwen2', attentionBias: true, ropeScaling: { type: 'freq-factors', factors: [1, 1, 2, 2, 4, 4, 8, 8] } };
+  for (const [dtype, config] of [['Q4_0', small], ['Q8_0', small], ['F16', small], ['F32', qwen2]] as const) {
     const path = tempPath(`fuzz-seed-${dtype}.gguf`);
     const vocab = { tokens: ['a', 'b', 'c'], scores: [0, -1, -2], tokenTypes: [1, 1, 1] };
     writeGguf(path, { config, tensors: randomTensors(config, rand), vocab, dtype });

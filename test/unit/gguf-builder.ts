@@ -186,7 +186,7 @@ export const BASE_CONFIG: ModelConfig = {
   eosTokenId: 2,
 };
 
-/** HF names and shapes of a llama checkpoint, written out here rather than taken from the module. */
+/** HF names and shapes of a llama/qwen2 checkpoint, written out here rather than taken from the module. */
 export function hfShapes(c: ModelConfig): Array<[string, number[]]> {
   const [D, Q, KV, I, V] = [c.hiddenSize, c.numHeads * c.headDim, c.numKvHeads * c.headDim, c.intermediateSize, c.vocabSize];
   const list: Array<[string, number[]]> = [['model.embed_tokens.weight', [V, D]]];
@@ -197,6 +197,7 @@ export function hfShapes(c: ModelConfig): Array<[string, number[]]> {
       [`${p}self_attn.v_proj.weight`, [KV, D]], [`${p}self_attn.o_proj.weight`, [D, Q]], [`${p}post_attention_layernorm.weight`, [D]],
       [`${p}mlp.gate_proj.weight`, [I, D]], [`${p}mlp.up_proj.weight`, [I, D]], [`${p}mlp.down_proj.weight`, [D, I]],
     );
+    if (c.attentionBias) list.push([`${p}self_attn.q_proj.bias`, [Q]], [`${p}self_attn.k_proj.bias`, [KV]], [`${p}self_attn.v_proj.bias`, [KV]]);
   }
   list.push(['model.norm.weight', [D]]);
   if (!c.tieWordEmbeddings) list.push(['lm_head.weight', [V, D]]);
