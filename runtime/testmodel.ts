@@ -7,7 +7,8 @@ import { join } from 'node:path';
 
 import { UsageError } from './errors.js';
 import { hasOutputProjectionBias, toHfConfig, validateConfig, type ModelConfig, type RopeScaling } from './model-config.js';
-import { writeGguf, type GgufVocab, type GgufWeightDType } from './convert/gguf.js';
+import type { GgufVocab } from './convert/gguf-model.js';
+import { writeGguf, type GgufWeightDType } from './convert/gguf-writer.js';
 import { writeSafetensors, type TensorToWrite } from './convert/safetensors.js';
 import { Tokenizer } from './tokenizer.js';
 
@@ -29,7 +30,7 @@ export interface TestModelOptions {
   dtype: 'F32' | 'F16' | 'BF16';
   /** Split the weights over this many safetensors files with an index, as large checkpoints are. */
   shards: number;
-  /** Also write the same weights as model.gguf (llama architecture) of this type, for llama.cpp. */
+  /** Also write the same weights as model.gguf (llama or qwen2 architecture) of this type, for llama.cpp. */
   gguf?: GgufWeightDType;
 }
 
@@ -187,8 +188,6 @@ export interface TestModel {
 export function makeTestModel(dir: string, options: Partial<TestModelOptions> = {}): TestModel {
   const o = { ...DEFAULT_OPTIONS, ...options };
   const config = testModelConfig(o);
-  if (o.gguf && (config.architecture === 'qwen2' || config.attentionBias || config.ropeScaling))
-    throw new UsageError('--gguf writes the llama GGUF architecture without attention biases or RoPE scaling');
   const tensors = testModelTensors(config, o.seed);
   mkdirSync(dir, { recursive: true });
   writeFileSync(join(dir, 'config.json'), `${JSON.stringify({ ...toHfConfig(config), torch_dtype: o.dtype === 'F32' ? 'float32' : o.dtype === 'F16' ? 'float16' : 'bfloat16' }, null, 2)}\n`);
