@@ -46,6 +46,21 @@ export interface TokenizerJson {
   [k: string]: unknown;
 }
 
+/** Token strings by id: the model's vocabulary (an object, or Unigram's [piece, score] list) and the added tokens. */
+function tokenStrings(json: TokenizerJson): string[] {
+  const vocab: string[] = [];
+  const model = json.model.vocab;
+  if (Array.isArray(model)) model.forEach((entry, id) => (vocab[id] = (entry as [string, number])[0]));
+  else for (const [token, id] of Object.entries(model as Record<string, number>)) vocab[id] = token;
+  for (const t of json.added_tokens) vocab[t.id] = t.content;
+  return vocab;
+}
+
+/** Ids the tokenizer can produce run from 0 to this - 1. */
+export function tokenizerVocabSize(spec: TokenizerSpec): number {
+  return tokenStrings(spec.json).length;
+}
+
 const BYTE_PIECE = /^<0x([0-9A-Fa-f]{2})>$/;
 
 /** GPT-2's byte-to-unicode table inverted: the byte each printable stand-in character means. */
@@ -68,16 +83,16 @@ export class Tokenizer {
   readonly endOfGeneration: ReadonlySet<number>;
   /** The most UTF-8 bytes of input any one token stands for (bounds the tokens a text needs from below). */
   readonly maxTokenBytes: number;
-  private readonly hf: HfTokenizer;
+  /** Built on first use (a second or so for a large vocabulary): decoding alone does not need it. */
+  private hf: HfTokenizer | undefined;
   private readonly pieceBytes: Uint8Array[];
   /** Special (control) tokens: written out only when asked, never part of the output text. */
   private readonly special = new Set<number>();
 
   constructor(spec: TokenizerSpec) {
+    if (spec.kind !== 'tokenizer.json') throw new Error(`tokenizer kind '${spec.kind as string}' is not known: the model was converted by an older npuserve; convert it again`);
     this.spec = spec;
-    this.hf = new HfTokenizer(spec.json, {});
-    const vocab: string[] = [];
-    for (const [token, id] of this.hf.get_vocab(true)) vocab[id] = token;
+    const vocab = tokenStrings(spec.json);
     this.vocab = vocab;
     for (const t of spec.json.added_tokens) if (t.special) this.special.add(t.id);
     this.bosId = spec.bosId;
@@ -115,6 +130,7 @@ export class Tokenizer {
    * `addSpecial` (default) BOS/EOS are added as the model asks (add_bos/add_eos), BOS not twice.
    */
   encode(text: string, opts: { addSpecial?: boolean } = {}): number[] {
+    this.hf ??= new HfTokenizer(this.spec.json, {});
     const ids = text.length === 0 ? [] : this.hf.encode(text, { add_special_tokens: false }).ids;
     if (opts.addSpecial === false) return ids;
     if (this.spec.addBos && this.bosId !== null && ids[0] !== this.bosId) ids.unshift(this.bosId);

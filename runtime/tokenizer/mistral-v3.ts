@@ -4,7 +4,8 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 
-import { TokenType, type LlamaVocab } from './vocab-json.js';
+import { Tokenizer } from '../tokenizer.js';
+import { TokenType, sentencePieceJson, type LlamaVocab } from './vocab-json.js';
 
 const require = createRequire(import.meta.url);
 const BYTE_PIECE = /^<0x[0-9A-F]{2}>$/;
@@ -31,4 +32,22 @@ export function mistralV3Vocab(): ScoredVocab {
     cached = { tokens, types, scores: tokens.map((_, id) => -id) };
   }
   return cached;
+}
+
+let tokenizer: Tokenizer | undefined;
+
+/** The test models' tokenizer (as convert reads it from their tokenizer.json), for tests and benchmarks. */
+export function mistralV3Tokenizer(): Tokenizer {
+  tokenizer ??= new Tokenizer({
+    kind: 'tokenizer.json',
+    json: sentencePieceJson(mistralV3Vocab(), true, 0),
+    pieces: 'sentencepiece',
+    bosId: 1,
+    eosId: 2,
+    endOfGenerationIds: [2],
+    addBos: true,
+    addEos: false,
+    chatTemplate: null,
+  });
+  return tokenizer;
 }

@@ -21,7 +21,7 @@ describe('npuserve CLI', () => {
   it('makes a test model, converts it to INT8 with a JSON summary, and generates from it', () => {
     const made = npuserve('make-test-model', '--out', model, '--layers', '1', '--hidden', '64', '--heads', '2', '--kv-heads', '1', '--intermediate', '96');
     expect(made.code, made.stderr).toBe(0);
-    expect(readdirSync(model).sort()).toEqual(['config.json', 'model.safetensors', 'tokenizer_config.json']);
+    expect(readdirSync(model).sort()).toEqual(['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']);
 
     const conv = npuserve('convert', '--input', model, '--precision', 'INT8', '--optimize-level', '2', '--output', out, '--min-cosine', '0.98', '--json');
     expect(conv.code, conv.stderr).toBe(0);
