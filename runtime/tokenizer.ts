@@ -4,6 +4,8 @@
 // held back exactly.
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 
+import { BYTE_TO_UNICODE } from './tokenizer/vocab-json.js';
+
 /** How a vocabulary's token strings stand for bytes. */
 export type PieceEncoding =
   /** GPT-2 byte-level BPE: each character of a token is one byte through the byte-to-unicode map. */
@@ -63,17 +65,6 @@ export function tokenizerVocabSize(spec: TokenizerSpec): number {
 
 const BYTE_PIECE = /^<0x([0-9A-Fa-f]{2})>$/;
 
-/** GPT-2's byte-to-unicode table inverted: the byte each printable stand-in character means. */
-function byteLevelDecodeTable(): Map<string, number> {
-  const table = new Map<string, number>();
-  let shifted = 0;
-  for (let b = 0; b < 256; b++) {
-    const printable = (b >= 0x21 && b <= 0x7e) || (b >= 0xa1 && b <= 0xac) || (b >= 0xae && b <= 0xff);
-    table.set(String.fromCharCode(printable ? b : 256 + shifted++), b);
-  }
-  return table;
-}
-
 export class Tokenizer {
   readonly spec: TokenizerSpec;
   /** Token strings by id (holes are ids the tokenizer does not use). */
@@ -99,7 +90,7 @@ export class Tokenizer {
     this.eosId = spec.eosId;
     this.endOfGeneration = new Set(spec.endOfGenerationIds);
     const enc = new TextEncoder();
-    const byteLevel = spec.pieces === 'byte-level' ? byteLevelDecodeTable() : null;
+    const byteLevel = spec.pieces === 'byte-level' ? new Map(BYTE_TO_UNICODE.map((c, b) => [c, b])) : null;
     const added = new Set(spec.json.added_tokens.map((t) => t.id));
     this.pieceBytes = vocab.map((piece, id) => {
       if (this.special.has(id)) return new Uint8Array(0);

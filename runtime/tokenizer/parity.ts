@@ -1,15 +1,10 @@
 // Tokenizer parity with llama.cpp: our ids for each string of a corpus against node-llama-cpp's
 // `model.tokenize(text, true)` (special tokens parsed, no BOS) on the same GGUF, loaded vocabulary only.
-import { readFileSync } from 'node:fs';
-
 import { GgufFile } from '../convert/gguf.js';
 import { Tokenizer } from '../tokenizer.js';
+import { PARITY_CORPUS } from './parity-corpus.js';
 import { tokenizerFromGguf } from './sources.js';
 
-/** A few hundred varied strings: ASCII, accents, CJK, emoji, code, numbers, whitespace runs, special-token text. */
-export function parityCorpus(): string[] {
-  return JSON.parse(readFileSync(new URL('./parity-corpus.json', import.meta.url), 'utf8')) as string[];
-}
 
 export interface TokenizerMismatch {
   text: string;
@@ -32,7 +27,7 @@ export function ggufTokenizer(path: string): Tokenizer {
   }
 }
 
-export async function compareTokenizerWithLlamaCpp(ggufPath: string, corpus: readonly string[] = parityCorpus()): Promise<TokenizerParity> {
+export async function compareTokenizerWithLlamaCpp(ggufPath: string, corpus: readonly string[] = PARITY_CORPUS): Promise<TokenizerParity> {
   const ours = ggufTokenizer(ggufPath);
   const { getLlama, LlamaLogLevel } = await import('node-llama-cpp');
   const llama = await getLlama({ gpu: false, logLevel: LlamaLogLevel.error });

@@ -3,6 +3,18 @@
 // a Hugging Face checkpoint's, and tokenizes as llama.cpp does.
 import type { AddedTokenJson, TokenizerJson } from '../tokenizer.js';
 
+/**
+ * GPT-2's byte-to-unicode table: the printable character a byte-level vocabulary writes for each
+ * byte (printable Latin-1 bytes stand for themselves, the others for U+0100 onwards in order).
+ */
+export const BYTE_TO_UNICODE: readonly string[] = (() => {
+  let shifted = 0;
+  return Array.from({ length: 256 }, (_, b) => {
+    const printable = (b >= 0x21 && b <= 0x7e) || (b >= 0xa1 && b <= 0xac) || (b >= 0xae && b <= 0xff);
+    return String.fromCharCode(printable ? b : 256 + shifted++);
+  });
+})();
+
 /** llama.cpp's token types (GGUF `tokenizer.ggml.token_type`). */
 export const TokenType = { normal: 1, unknown: 2, control: 3, userDefined: 4, unused: 5, byte: 6 } as const;
 

@@ -210,6 +210,39 @@ describe('npuserve serve', () => {
     expect((await fetch(`${server.url}/healthz`)).status).toBe(200);
   });
 
+  it('refuses a 4 MiB chat prompt with a context-length 400 within 100 ms while /healthz keeps answering within 100 ms', async () => {
+    let polling = true;
+    const healthMs: number[] = [];
+    const poll = (async () => {
+      while (polling) {
+        const t0 = performance.now();
+        expect((await fetch(`${server.url}/healthz`)).status).toBe(200);
+        healthMs.push(performance.now() - t0);
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    })();
+    const send = async (content: string) => {
+      const t0 = performance.now();
+      const r = await post(server, '/v1/chat/completions', { model: MODEL, messages: [{ role: 'user', content }], max_tokens: 4 });
+      return { ...r, ms: performance.now() - t0 };
+    };
+    const huge = await send('All work and no play makes Jack a dull boy. '.repeat(Math.ceil(4 * 2 ** 20 / 44)).slice(0, 4 * 2 ** 20));
+    // Under the byte bound (4096 tokens x the longest token's bytes) the prompt is tokenized on the
+    // worker thread, and its token count refuses it.
+    const long = await send('Jack '.repeat(10_000));
+    polling = false;
+    await poll;
+    console.log(`4 MiB prompt refused in ${huge.ms.toFixed(1)} ms; 50 KB prompt refused in ${long.ms.toFixed(1)} ms; /healthz max ${Math.max(...healthMs).toFixed(1)} ms over ${healthMs.length} polls`);
+    expect(huge.status).toBe(400);
+    expect(huge.body.error).toMatchObject({ type: 'invalid_request_error', code: 'context_length_exceeded', param: 'messages' });
+    expect(huge.body.error.message).toMatch(/maximum context length is 4096 tokens.*4194304 bytes/);
+    expect(huge.ms).toBeLessThan(100);
+    expect(long.status).toBe(400);
+    expect(long.body.error.message).toMatch(/maximum context length is 4096 tokens\. However, you requested \d+ tokens \(\d{5} in the prompt/);
+    expect(healthMs.length).toBeGreaterThan(0);
+    expect(Math.max(...healthMs)).toBeLessThan(100);
+  });
+
   it('frees the slot of a client that aborts a long stream at the next step', async () => {
     const before = await server.metrics();
     const aborter = new AbortController();
