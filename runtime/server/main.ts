@@ -56,6 +56,7 @@ export async function serve(config: ServeConfig, log: (line: string) => void): P
   } finally {
     process.off('SIGTERM', onSignal).off('SIGINT', onSignal);
     await close(server);
+    await state.model?.encoder.close();
   }
   log('stopped');
   return 0;

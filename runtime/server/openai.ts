@@ -82,8 +82,12 @@ export function openaiRouter(state: ServingState, bodyLimitBytes: number): Route
  * token the vocabulary has cannot fit whatever its tokens: it is refused at once, without tokenizing.
  */
 async function encodePrompt(m: ServingModel, text: string, param: string): Promise<number[]> {
+  const fits = (bytes: number) => Math.ceil(bytes / m.tokenizer.maxTokenBytes) + 1 <= m.maxSeqLen;
+  // A string has at least as many UTF-8 bytes as UTF-16 units: the length refuses a huge prompt
+  // without reading it; the exact byte count then refuses the rest.
+  if (!fits(text.length)) throw promptTooLong(text.length, m.tokenizer.maxTokenBytes, m.maxSeqLen, param);
   const bytes = Buffer.byteLength(text, 'utf8');
-  if (Math.ceil(bytes / m.tokenizer.maxTokenBytes) + 1 > m.maxSeqLen) throw promptTooLong(bytes, m.tokenizer.maxTokenBytes, m.maxSeqLen, param);
+  if (!fits(bytes)) throw promptTooLong(bytes, m.tokenizer.maxTokenBytes, m.maxSeqLen, param);
   return m.encoder.encode(text);
 }
 
