@@ -45,3 +45,10 @@ export async function compareTokenizerWithLlamaCpp(ggufPath: string, corpus: rea
     await llama.dispose();
   }
 }
+
+/** A report a person can read: the count, and each mismatch with both id lists. */
+export function formatTokenizerParity(path: string, r: TokenizerParity): string {
+  const lines = [`tokenizer: ${r.strings - r.mismatches.length}/${r.strings} strings tokenized identically to llama.cpp (${path})`];
+  for (const m of r.mismatches) lines.push(`  ${JSON.stringify(m.text)}\n    npuserve  ${m.ours.join(' ')}\n    llama.cpp ${m.llamaCpp.join(' ')}`);
+  return lines.join('\n');
+}

@@ -23,21 +23,23 @@ export const TokenType = { normal: 1, unknown: 2, control: 3, userDefined: 4, un
  * each splitting the pieces of the previous one and keeping the text between matches as pieces.
  */
 const GPT2_REGEX = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)";
+const LLAMA3_REGEX =
+  "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 export const PRE_TOKENIZER_REGEXES: Record<string, string[]> = {
-  default: [GPT2_REGEX],
-  gpt2: [GPT2_REGEX],
+  default: ['[\\p{P}\\$\\+<=>\\^~\\|]+', GPT2_REGEX, '\\p{N}+', '[0-9][0-9][0-9]'],
+  'gpt-2': [GPT2_REGEX],
   smollm: ['\\p{N}', GPT2_REGEX],
   starcoder: ['\\p{N}', GPT2_REGEX],
-  'llama-bpe': [
-    "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
-  ],
+  'llama-bpe': [LLAMA3_REGEX],
+  llama3: [LLAMA3_REGEX],
+  'llama-v3': [LLAMA3_REGEX],
   qwen2: [
     "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
   ],
 };
 
 /** Pre-tokenizers whose llama.cpp tokenizer takes a whole piece that is a token without merging. */
-const IGNORE_MERGES = new Set(['llama-bpe']);
+const IGNORE_MERGES = new Set(['llama-bpe', 'llama3', 'llama-v3']);
 
 export interface LlamaVocab {
   tokens: readonly string[];
