@@ -35,7 +35,7 @@ function byteLevelGguf(extra: Array<[string, unknown]> = []): Map<string, unknow
     ['tokenizer.ggml.add_bos_token', false],
     ['tokenizer.chat_template', '{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}'],
     ...extra,
-  ]) as Map<string, never>;
+  ]);
 }
 
 /** Streams ids one at a time and returns what was shown at each step. */
@@ -47,7 +47,7 @@ function streamed(tok: Tokenizer, ids: number[]): string[] {
 }
 
 describe('Tokenizer from a GGUF byte-level BPE vocabulary', () => {
-  const spec = tokenizerFromGguf('tiny.gguf', byteLevelGguf() as never);
+  const spec = tokenizerFromGguf('tiny.gguf', byteLevelGguf());
   const tok = new Tokenizer(spec);
   const piece = (ids: number[]) => ids.map((i) => tok.vocab[i]);
 
@@ -60,7 +60,7 @@ describe('Tokenizer from a GGUF byte-level BPE vocabulary', () => {
   it('takes BOS, EOS, add_bos and the template from the model, and ends generation at <|im_end|> and <|endoftext|>', () => {
     expect(spec).toMatchObject({ pieces: 'byte-level', bosId: 1, eosId: 2, addBos: false, addEos: false, endOfGenerationIds: [0, 2] });
     expect(spec.chatTemplate).toContain('<|im_start|>');
-    const withBos = new Tokenizer(tokenizerFromGguf('tiny.gguf', byteLevelGguf([['tokenizer.ggml.add_bos_token', true], ['tokenizer.ggml.eot_token_id', 0]]) as never));
+    const withBos = new Tokenizer(tokenizerFromGguf('tiny.gguf', byteLevelGguf([['tokenizer.ggml.add_bos_token', true], ['tokenizer.ggml.eot_token_id', 0]])));
     expect(withBos.encode('hello')[0]).toBe(1);
     // BOS is <|im_start|> here: a text that starts with it does not get a second one.
     expect(withBos.encode('<|im_start|>hello')).toEqual(withBos.encode('<|im_start|>hello', { addSpecial: false }));
@@ -80,8 +80,8 @@ describe('Tokenizer from a GGUF byte-level BPE vocabulary', () => {
   });
 
   it('refuses an unknown pre-tokenizer or tokenizer model, naming the key', () => {
-    expect(() => tokenizerFromGguf('x.gguf', byteLevelGguf([['tokenizer.ggml.pre', 'deepseek-coder']]) as never)).toThrow(/'tokenizer.ggml.pre': pre-tokenizer 'deepseek-coder' is not supported/);
-    expect(() => tokenizerFromGguf('x.gguf', byteLevelGguf([['tokenizer.ggml.model', 'bert']]) as never)).toThrow(/'tokenizer.ggml.model' "bert" is not supported/);
+    expect(() => tokenizerFromGguf('x.gguf', byteLevelGguf([['tokenizer.ggml.pre', 'deepseek-coder']]))).toThrow(/'tokenizer.ggml.pre': pre-tokenizer 'deepseek-coder' is not supported/);
+    expect(() => tokenizerFromGguf('x.gguf', byteLevelGguf([['tokenizer.ggml.model', 'bert']]))).toThrow(/'tokenizer.ggml.model' "bert" is not supported/);
   });
 });
 
@@ -114,7 +114,7 @@ describe('Tokenizer from a Hugging Face folder', () => {
   it("reads tokenizer.json with tokenizer_config.json's special tokens, add_bos_token and chat template, and generation_config's EOS ids", () => {
     const dir = join(workDir, 'hf-tokenizer');
     mkdirSync(dir, { recursive: true });
-    const gguf = tokenizerFromGguf('tiny.gguf', byteLevelGguf() as never);
+    const gguf = tokenizerFromGguf('tiny.gguf', byteLevelGguf());
     writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify(gguf.json));
     writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify({ bos_token: '<|im_start|>', eos_token: { content: '<|im_end|>' }, add_bos_token: true, chat_template: 'T' }));
     writeFileSync(join(dir, 'generation_config.json'), JSON.stringify({ eos_token_id: [2, 0] }));

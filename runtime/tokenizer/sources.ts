@@ -8,10 +8,8 @@ import { FormatError } from '../errors.js';
 import type { PieceEncoding, TokenizerJson, TokenizerSpec } from '../tokenizer.js';
 import { byteLevelBpeJson, endOfGenerationIds, sentencePieceJson } from './vocab-json.js';
 
-type GgufValue = number | bigint | boolean | string | GgufValue[];
-
 /** A GGUF file's tokenizer (`tokenizer.ggml.*`, `tokenizer.chat_template`) as a spec. */
-export function tokenizerFromGguf(path: string, metadata: ReadonlyMap<string, GgufValue>): TokenizerSpec {
+export function tokenizerFromGguf(path: string, metadata: ReadonlyMap<string, unknown>): TokenizerSpec {
   const fail = (detail: string): never => {
     throw new FormatError(path, detail);
   };
@@ -31,7 +29,7 @@ export function tokenizerFromGguf(path: string, metadata: ReadonlyMap<string, Gg
   const id = (key: string): number | null => {
     const v = get(key);
     if (v === undefined) return null;
-    const n = Number(v);
+    const n = typeof v === 'bigint' || typeof v === 'number' ? Number(v) : NaN;
     if (!Number.isSafeInteger(n) || n < 0 || n >= tokens.length) fail(`'${key}' ${String(v)} is not a token id of the vocabulary of ${tokens.length}`);
     return n;
   };
