@@ -1,6 +1,7 @@
 // Tokenizers read from the model: GGUF vocabularies (byte-level BPE and SentencePiece) and Hugging
 // Face folders give the same tokenizer; special tokens are parsed from text, BOS/EOS follow the
-// model, streamed text is byte-exact, and ids equal llama.cpp's on the parity corpus.
+// model, streamed text is byte-exact, generation ends at the model's end-of-generation ids, ids
+// equal llama.cpp's on the parity corpus, and tokenizing time grows linearly.
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
@@ -8,6 +9,9 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 
 import { testModel, workDir } from '../test/unit/helpers.js';
+import { convert } from './convert/convert.js';
+import { Engine } from './engine.js';
+import { generate } from './generate.js';
 import { StreamDecoder, Tokenizer } from './tokenizer.js';
 import { mistralV3Tokenizer } from './tokenizer/mistral-v3.js';
 import { compareTokenizerWithLlamaCpp, ggufTokenizer } from './tokenizer/parity.js';
@@ -130,6 +134,24 @@ describe('Tokenizer from a Hugging Face folder', () => {
     expect(hf.spec).toMatchObject({ bosId: 1, eosId: 2, addBos: true, endOfGenerationIds: [2] });
     expect(hf.spec.chatTemplate).toBe(gguf.spec.chatTemplate);
     for (const text of PARITY_CORPUS) expect(hf.encode(text)).toEqual(gguf.encode(text));
+  });
+});
+
+describe('end of generation', () => {
+  it("stops at any end-of-generation id the checkpoint names (generation_config.json's eos_token_id list), through the .npu", { timeout: 120_000 }, async () => {
+    const model = testModel('eog', { layers: 1, hidden: 64, heads: 2, kvHeads: 1, intermediate: 96 });
+    const greedy = async (npu: string) => {
+      await convert({ input: model.dir, output: npu, precision: 'FP32', optimizeLevel: 0 });
+      const engine = await Engine.load(npu, { threads: 1, maxSeqLen: 32, kvCacheTokens: 32 });
+      return generate(engine, mistralV3Tokenizer().encode('The capital of France is'), { maxTokens: 12 });
+    };
+    const free = await greedy(join(workDir, 'eog-before.npu'));
+    // The first generated token that did not appear before it becomes an end-of-generation token.
+    const at = free.tokens.findIndex((t, i) => i > 0 && !free.tokens.slice(0, i).includes(t) && t !== 2);
+    expect(at).toBeGreaterThan(0);
+    writeFileSync(join(model.dir, 'generation_config.json'), JSON.stringify({ eos_token_id: [2, free.tokens[at]] }));
+    const stopped = await greedy(join(workDir, 'eog-after.npu'));
+    expect(stopped).toEqual({ tokens: free.tokens.slice(0, at), finishReason: 'stop' });
   });
 });
 
