@@ -88,7 +88,9 @@ async function encodePrompt(m: ServingModel, text: string, param: string): Promi
   if (!fits(text.length)) throw promptTooLong(text.length, m.tokenizer.maxTokenBytes, m.maxSeqLen, param);
   const bytes = Buffer.byteLength(text, 'utf8');
   if (!fits(bytes)) throw promptTooLong(bytes, m.tokenizer.maxTokenBytes, m.maxSeqLen, param);
-  return m.encoder.encode(text);
+  const ids = await m.encoder.encode(text);
+  if (ids.length === 0) throw badRequest(`'${param}' is empty and this model adds no BOS token, so there is nothing to continue from.`, param);
+  return ids;
 }
 
 /** The client disconnected while its prompt was tokenized: nothing to answer. */
