@@ -13,7 +13,7 @@ import { convert } from './convert/convert.js';
 import { Engine } from './engine.js';
 import { generate } from './generate.js';
 import { StreamDecoder, Tokenizer } from './tokenizer.js';
-import { mistralV3Tokenizer } from './tokenizer/mistral-v3.js';
+import { mistralV3Tokenizer, mistralV3Vocab } from './tokenizer/mistral-v3.js';
 import { compareTokenizerWithLlamaCpp, ggufTokenizer } from './tokenizer/parity.js';
 import { PARITY_CORPUS } from './tokenizer/parity-corpus.js';
 import { tokenizerFromGguf, tokenizerFromHfFolder } from './tokenizer/sources.js';
@@ -104,6 +104,21 @@ describe('Tokenizer from the Mistral v3 SentencePiece vocabulary', () => {
     }
     const shown = streamed(tok, tok.encode('🦙!', { addSpecial: false }));
     expect(shown.slice(0, 5)).toEqual(['', '', '', '', '🦙']);
+  });
+
+  it('keeps a leading space when the vocabulary does not prefix one (add_space_prefix false)', () => {
+    const v = mistralV3Vocab();
+    const meta = new Map<string, unknown>([
+      ['tokenizer.ggml.model', 'llama'],
+      ['tokenizer.ggml.tokens', v.tokens],
+      ['tokenizer.ggml.scores', v.scores],
+      ['tokenizer.ggml.token_type', v.types],
+      ['tokenizer.ggml.bos_token_id', 1],
+      ['tokenizer.ggml.add_space_prefix', false],
+    ]);
+    const plain = new Tokenizer(tokenizerFromGguf('x.gguf', meta));
+    expect(plain.encode('Hello world').map((i) => plain.vocab[i])).toEqual(['<s>', 'Hello', '▁world']);
+    expect(plain.decode(plain.encode(' Hello'))).toBe(' Hello');
   });
 
   it('bounds the tokens a text needs by the longest token: no token covers more than maxTokenBytes', () => {

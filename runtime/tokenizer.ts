@@ -10,7 +10,7 @@ import { BYTE_TO_UNICODE } from './tokenizer/vocab-json.js';
 export type PieceEncoding =
   /** GPT-2 byte-level BPE: each character of a token is one byte through the byte-to-unicode map. */
   | 'byte-level'
-  /** SentencePiece: '▁' is a space, `<0xXX>` a raw byte, the first piece's leading space is dropped. */
+  /** SentencePiece: '▁' is a space, `<0xXX>` a raw byte (the space the encoder prefixed is dropped). */
   | 'sentencepiece';
 
 /** Everything needed to tokenize for a model; JSON, stored in the .npu metadata. */
@@ -79,6 +79,8 @@ export class Tokenizer {
   private readonly pieceBytes: Uint8Array[];
   /** Special (control) tokens: written out only when asked, never part of the output text. */
   private readonly special = new Set<number>();
+  /** SentencePiece encoders that prefix a space to the text: decoding drops it again. */
+  readonly dropsLeadingSpace: boolean;
 
   constructor(spec: TokenizerSpec) {
     if (spec.kind !== 'tokenizer.json') throw new Error(`tokenizer kind '${spec.kind as string}' is not known: the model was converted by an older npuserve; convert it again`);
@@ -89,6 +91,8 @@ export class Tokenizer {
     this.bosId = spec.bosId;
     this.eosId = spec.eosId;
     this.endOfGeneration = new Set(spec.endOfGenerationIds);
+    const prefixing = JSON.stringify([spec.json.normalizer, spec.json.pre_tokenizer]);
+    this.dropsLeadingSpace = spec.pieces === 'sentencepiece' && /"Prepend"|"prepend_scheme":"(first|always)"|"add_prefix_space":true/.test(prefixing);
     const enc = new TextEncoder();
     const byteLevel = spec.pieces === 'byte-level' ? new Map(BYTE_TO_UNICODE.map((c, b) => [c, b])) : null;
     const added = new Set(spec.json.added_tokens.map((t) => t.id));
@@ -158,7 +162,7 @@ export class StreamDecoder {
       let bytes = this.tok.bytesOf(id);
       if (!this.started && bytes.length > 0) {
         this.started = true;
-        if (this.tok.spec.pieces === 'sentencepiece' && bytes[0] === 0x20 && this.tok.vocab[id]?.startsWith('\u2581')) bytes = bytes.subarray(1);
+        if (this.tok.dropsLeadingSpace && bytes[0] === 0x20 && this.tok.vocab[id]?.startsWith('\u2581')) bytes = bytes.subarray(1);
       }
       for (const b of bytes) this.pending.push(b);
     }
