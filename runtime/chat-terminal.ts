@@ -4,7 +4,7 @@
 import { createInterface } from 'node:readline';
 import type { Readable, Writable } from 'node:stream';
 
-import { ChatTemplate, ChatTemplateError, type ChatMessage } from './chat.js';
+import { ChatTemplate, type ChatMessage } from './chat.js';
 import type { Engine } from './engine.js';
 import { generate } from './generate.js';
 import { StreamDecoder, Tokenizer } from './tokenizer.js';
@@ -37,13 +37,7 @@ export async function chatInTerminal(engine: Engine, o: ChatTerminalOptions): Pr
       continue;
     }
     messages.push({ role: 'user', content: line });
-    let prompt: number[];
-    try {
-      prompt = template.encode(messages);
-    } catch (e) {
-      if (e instanceof ChatTemplateError) throw new Error(e.message);
-      throw e;
-    }
+    const prompt = template.encode(messages);
     const room = o.maxSeqLen - prompt.length;
     if (room < 1) throw new Error(`the conversation is ${prompt.length} tokens, it no longer fits the ${o.maxSeqLen}-token context (--max-seq-len)`);
     const decoder = new StreamDecoder(tokenizer);

@@ -42,7 +42,7 @@ describe('ChatTemplate', () => {
   it('refuses chat for a model without a template, saying to use completions', () => {
     const chat = new ChatTemplate(withTemplate(null));
     expect(() => chat.render([{ role: 'user', content: 'x' }])).toThrow(ChatTemplateError);
-    expect(() => chat.render([{ role: 'user', content: 'x' }])).toThrow(/no chat template .* \/v1\/completions/);
+    expect(() => chat.render([{ role: 'user', content: 'x' }])).toThrow(/no chat template .* complete a prompt instead \(\/v1\/completions, npuserve generate --prompt\)/);
   });
 
   it('fails at construction on a template that does not parse', () => {

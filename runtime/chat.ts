@@ -36,7 +36,7 @@ export class ChatTemplate {
 
   /** The prompt text, ending where the assistant's answer starts. */
   render(messages: readonly ChatMessage[]): string {
-    if (!this.template) throw new ChatTemplateError("this model has no chat template (its tokenizer_config.json or GGUF carries none), so it cannot take chat messages; send a prompt to /v1/completions instead");
+    if (!this.template) throw new ChatTemplateError("this model has no chat template (its tokenizer_config.json or GGUF carries none), so it cannot take chat messages; complete a prompt instead (/v1/completions, npuserve generate --prompt)");
     const special = (id: number | null) => (id === null ? '' : (this.tokenizer.vocab[id] ?? ''));
     try {
       return this.template.render({

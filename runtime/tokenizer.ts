@@ -71,7 +71,6 @@ export class Tokenizer {
   readonly vocab: readonly string[];
   readonly bosId: number | null;
   readonly eosId: number | null;
-  readonly endOfGeneration: ReadonlySet<number>;
   /** The most UTF-8 bytes of input any one token stands for (bounds the tokens a text needs from below). */
   readonly maxTokenBytes: number;
   /** Built on first use (a second or so for a large vocabulary): decoding alone does not need it. */
@@ -90,7 +89,6 @@ export class Tokenizer {
     for (const t of spec.json.added_tokens) if (t.special) this.special.add(t.id);
     this.bosId = spec.bosId;
     this.eosId = spec.eosId;
-    this.endOfGeneration = new Set(spec.endOfGenerationIds);
     const prefixing = JSON.stringify([spec.json.normalizer, spec.json.pre_tokenizer]);
     this.dropsLeadingSpace = spec.pieces === 'sentencepiece' && /"Prepend"|"prepend_scheme":"(first|always)"|"add_prefix_space":true/.test(prefixing);
     const enc = new TextEncoder();
@@ -116,13 +114,10 @@ export class Tokenizer {
     return this.vocab.length;
   }
 
-  isSpecial(id: number): boolean {
-    return this.special.has(id);
-  }
-
   /**
    * Text -> ids. Special tokens written in the text (`<|im_start|>`, `[INST]`) become their ids; with
-   * `addSpecial` (default) BOS/EOS are added as the model asks (add_bos/add_eos), BOS not twice.
+   * `addSpecial` (default) BOS/EOS are added as the model asks (add_bos/add_eos). A text that already
+   * starts with BOS (a chat template that writes it) does not get a second one, unlike llama.cpp.
    */
   encode(text: string, opts: { addSpecial?: boolean } = {}): number[] {
     this.hf ??= new HfTokenizer(this.spec.json, {});
