@@ -153,6 +153,9 @@ export function ggufVocab(): GgufVocab {
   return { tokens: [...v.tokens], scores: v.scores, tokenTypes: [...v.types], unknownTokenId: 0 };
 }
 
+/** The test models' tokenizer.json (the Mistral v3 vocabulary as llama.cpp tokenizes it), built once. */
+let testTokenizerJson: string | undefined;
+
 export interface TestModel {
   dir: string;
   config: ModelConfig;
@@ -169,7 +172,8 @@ export function makeTestModel(dir: string, options: Partial<TestModelOptions> = 
     join(dir, 'tokenizer_config.json'),
     `${JSON.stringify({ bos_token: '<s>', eos_token: '</s>', unk_token: '<unk>', add_bos_token: true, add_eos_token: false, chat_template: MISTRAL_CHAT_TEMPLATE, tokenizer_class: 'LlamaTokenizer' }, null, 2)}\n`,
   );
-  writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify(sentencePieceJson(mistralV3Vocab(), true, 0)));
+  testTokenizerJson ??= JSON.stringify(sentencePieceJson(mistralV3Vocab(), true, 0));
+  writeFileSync(join(dir, 'tokenizer.json'), testTokenizerJson);
   const toWrite: TensorToWrite[] = tensors.map((t) => ({ name: t.name, dtype: o.dtype, shape: t.shape, data: t.produce }));
   if (o.shards <= 1) {
     writeSafetensors(join(dir, 'model.safetensors'), toWrite, { format: 'pt' });
