@@ -1,9 +1,9 @@
 // Chat messages -> prompt tokens: the model's own chat template (Jinja, carried in the .npu) rendered
-// with @huggingface/jinja, or Mistral's [INST] format when the model has none, then tokenized with
-// the control tokens it writes out ("<s>", "[INST]") mapped to their ids.
+// with @huggingface/jinja (bos_token, eos_token, add_generation_prompt), then tokenized with the
+// special tokens it writes out ("<|im_start|>", "[INST]") parsed as their ids. A model without a
+// template cannot chat: its chat requests are refused, completions still work.
 import { Template } from '@huggingface/jinja';
 
-import { MISTRAL_CHAT_TEMPLATE } from './testmodel.js';
 import type { Tokenizer } from './tokenizer.js';
 
 export type ChatRole = 'system' | 'user' | 'assistant';
@@ -13,7 +13,7 @@ export interface ChatMessage {
   content: string;
 }
 
-/** The template refused the conversation (its raise_exception) or failed rendering it. */
+/** The template refused the conversation (its raise_exception), failed rendering it, or there is none. */
 export class ChatTemplateError extends Error {
   constructor(message: string) {
     super(message);
@@ -22,15 +22,13 @@ export class ChatTemplateError extends Error {
 }
 
 export class ChatTemplate {
-  private readonly template: Template;
+  private readonly template: Template | null;
 
-  /** Parses the template once; a template that does not parse fails here, at startup. */
-  constructor(
-    private readonly tokenizer: Tokenizer,
-    source: string | null,
-  ) {
+  /** Parses the model's template once; a template that does not parse fails here, at startup. */
+  constructor(private readonly tokenizer: Tokenizer) {
+    const source = tokenizer.spec.chatTemplate;
     try {
-      this.template = new Template(source ?? MISTRAL_CHAT_TEMPLATE);
+      this.template = source === null ? null : new Template(source);
     } catch (e) {
       throw new Error(`the model's chat template does not parse: ${(e as Error).message}`);
     }
@@ -38,11 +36,13 @@ export class ChatTemplate {
 
   /** The prompt text, ending where the assistant's answer starts. */
   render(messages: readonly ChatMessage[]): string {
+    if (!this.template) throw new ChatTemplateError("this model has no chat template (its tokenizer_config.json or GGUF carries none), so it cannot take chat messages; complete a prompt instead (/v1/completions, npuserve generate --prompt)");
+    const special = (id: number | null) => (id === null ? '' : (this.tokenizer.vocab[id] ?? ''));
     try {
       return this.template.render({
         messages,
-        bos_token: this.tokenizer.vocab[this.tokenizer.bosId],
-        eos_token: this.tokenizer.vocab[this.tokenizer.eosId],
+        bos_token: special(this.tokenizer.bosId),
+        eos_token: special(this.tokenizer.eosId),
         add_generation_prompt: true,
       });
     } catch (e) {
@@ -51,7 +51,8 @@ export class ChatTemplate {
     }
   }
 
+  /** The prompt's tokens (BOS added if the model asks and the template did not write it). */
   encode(messages: readonly ChatMessage[]): number[] {
-    return this.tokenizer.encodeWithControlTokens(this.render(messages));
+    return this.tokenizer.encode(this.render(messages));
   }
 }

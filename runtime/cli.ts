@@ -5,10 +5,11 @@ import { basename, dirname, join } from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 
 import { bench } from './bench/bench.js';
+import { chatInTerminal } from './chat-terminal.js';
 import { AccuracyGateError, convert } from './convert/convert.js';
 import { Engine } from './engine.js';
 import { FormatError, UsageError } from './errors.js';
-import type { Precision } from './format.js';
+import { readNpuFile, type Precision } from './format.js';
 import { generate } from './generate.js';
 import type { RopeScaling } from './model-config.js';
 import { Progress } from './progress.js';
@@ -26,6 +27,9 @@ commands:
                    [--termination-log PATH]
   generate         --model X.npu (--prompt TEXT | --prompt-tokens 1,2,3) [--max-tokens 32]
                    [--temperature 0] [--top-p 1] [--seed N] [--threads N] [--json]
+  chat             --model X.npu [--system TEXT] [--max-tokens 512] [--max-seq-len 2048]
+                   [--temperature 0] [--top-p 1] [--seed N] [--threads N]
+                   a conversation with the model's chat template: one message per line on stdin
   operator         [--kubeconfig F] [--namespaces a,b] [--image I] [--artifact-claim PVC] [--npu-resource-name R]
                    [--npu-node-selector k=v] [--leader-elect true|false] [--metrics-port 8080] [--workers 4]
   prune-artifacts  --dir DIR [--keep REV1,REV2]
@@ -152,7 +156,8 @@ async function cmdGenerate(argv: string[]): Promise<number> {
     kernel: { type: 'string' },
     json: { type: 'boolean' },
   });
-  const tok = Tokenizer.mistralV3();
+  const modelPath = required(f, 'model');
+  const tok = new Tokenizer(readNpuFile(modelPath).metadata.tokenizer);
   let prompt: number[];
   if (typeof f['prompt-tokens'] === 'string') {
     prompt = f['prompt-tokens'].split(',').map((s) => {
@@ -166,7 +171,7 @@ async function cmdGenerate(argv: string[]): Promise<number> {
     throw new UsageError('--prompt or --prompt-tokens is required');
   }
   const maxTokens = int(f, 'max-tokens', 32, 1)!;
-  const engine = await Engine.load(required(f, 'model'), {
+  const engine = await Engine.load(modelPath, {
     threads: int(f, 'threads', cpus().length, 1),
     maxSeqLen: prompt.length + maxTokens,
     kvCacheTokens: prompt.length + maxTokens,
@@ -198,6 +203,40 @@ function ropeScalingFlag(text: string): RopeScaling {
     return { type: 'llama3', factor, lowFreqFactor, highFreqFactor, originalMaxPositionEmbeddings };
   }
   throw new UsageError(usage);
+}
+
+async function cmdChat(argv: string[]): Promise<number> {
+  const f = parse(argv, {
+    model: { type: 'string' },
+    system: { type: 'string' },
+    'max-tokens': { type: 'string' },
+    'max-seq-len': { type: 'string' },
+    temperature: { type: 'string' },
+    'top-p': { type: 'string' },
+    seed: { type: 'string' },
+    threads: { type: 'string' },
+    kernel: { type: 'string' },
+  });
+  const modelPath = required(f, 'model');
+  const positions = readNpuFile(modelPath).metadata.config.maxPositionEmbeddings;
+  const maxSeqLen = Math.min(int(f, 'max-seq-len', 2048, 2)!, positions);
+  const temperature = num(f, 'temperature', 0)!;
+  const topP = num(f, 'top-p', 1)!;
+  if (temperature < 0) throw new UsageError('--temperature must be >= 0');
+  if (!(topP > 0 && topP <= 1)) throw new UsageError('--top-p must be in (0, 1]');
+  const engine = await Engine.load(modelPath, { threads: int(f, 'threads', cpus().length, 1), maxSeqLen, kvCacheTokens: maxSeqLen, kernel: f.kernel as string | undefined });
+  await chatInTerminal(engine, {
+    input: process.stdin,
+    output: process.stdout,
+    maxSeqLen,
+    maxTokens: int(f, 'max-tokens', 512, 1)!,
+    temperature,
+    topP,
+    seed: int(f, 'seed', 0)!,
+    system: f.system as string | undefined,
+    interactive: process.stdin.isTTY === true,
+  });
+  return EXIT.ok;
 }
 
 function cmdMakeTestModel(argv: string[]): number {
@@ -326,7 +365,8 @@ async function cmdServe(argv: string[]): Promise<number> {
       scheduler,
       batchTimeoutMs: int(f, 'batch-timeout-ms', 100, 0)!,
       drainTimeoutSeconds: int(f, 'drain-timeout-seconds', 30, 0)!,
-      bodyLimitBytes: 4 * 2 ** 20,
+      // A 4 MiB prompt fits in its JSON body, so it gets its context-length 400 rather than a 413.
+      bodyLimitBytes: 8 * 2 ** 20,
     },
     (line) => console.log(`npuserve serve: ${line}`),
   );
@@ -386,6 +426,7 @@ const COMMANDS: Record<string, (argv: string[]) => number | Promise<number>> = {
   'prune-artifacts': cmdPruneArtifacts,
   convert: cmdConvert,
   generate: cmdGenerate,
+  chat: cmdChat,
   serve: cmdServe,
   bench: cmdBench,
   'make-test-model': cmdMakeTestModel,

@@ -13,6 +13,7 @@ import { closeSync, fstatSync, openSync } from 'node:fs';
 import { FormatError } from './errors.js';
 import type { ModelConfig } from './model-config.js';
 import { readExact } from './convert/tensors.js';
+import type { TokenizerSpec } from './tokenizer.js';
 
 export const MAGIC = 'NPUSERVE';
 export const FORMAT_VERSION = 1;
@@ -55,7 +56,7 @@ export interface NpuMetadata {
   optimizeLevel: number;
   quantization: null | { weights: 'int8-symmetric-per-output-channel'; activations: 'int8-per-token-dynamic' };
   source: { format: 'safetensors' | 'gguf' | 'npu'; files: string[]; bytes: number; digest: string };
-  tokenizer: { kind: 'mistral-v3'; bosId: number; eosId: number; chatTemplate: string | null };
+  tokenizer: TokenizerSpec;
   accuracy: AccuracyReport | null;
   createdAt: string;
   tensors: NpuTensor[];

@@ -1,4 +1,5 @@
-// Text generation on one sequence: prefill the prompt, then decode until max tokens or EOS.
+// Text generation on one sequence: prefill the prompt, then decode until max tokens or a token that
+// ends generation (the model's EOS, EOT, <|im_end|> ...), streaming each token to `onToken`.
 import type { Engine } from './engine.js';
 
 export interface GenerateOptions {
@@ -6,8 +7,9 @@ export interface GenerateOptions {
   temperature?: number;
   topP?: number;
   seed?: number;
-  /** Stop at the model's EOS token (default true). */
+  /** Stop at the model's end-of-generation tokens (default true). */
   stopAtEos?: boolean;
+  onToken?: (token: number) => void;
 }
 
 export interface Generation {
@@ -16,15 +18,16 @@ export interface Generation {
 }
 
 export async function generate(engine: Engine, prompt: readonly number[], opts: GenerateOptions): Promise<Generation> {
-  const eos = engine.metadata.config.eosTokenId;
+  const endOfGeneration = new Set(engine.metadata.tokenizer.endOfGenerationIds);
   const seq = engine.createSequence(opts.seed ?? 0);
   const tokens: number[] = [];
   try {
     let input: readonly number[] = prompt;
     while (tokens.length < opts.maxTokens) {
       const [r] = await engine.step([{ sequence: seq, tokens: input, temperature: opts.temperature ?? 0, topP: opts.topP ?? 1 }]);
-      if (r.token === eos && opts.stopAtEos !== false) return { tokens, finishReason: 'stop' };
+      if (endOfGeneration.has(r.token) && opts.stopAtEos !== false) return { tokens, finishReason: 'stop' };
       tokens.push(r.token);
+      opts.onToken?.(r.token);
       input = [r.token];
     }
     return { tokens, finishReason: 'length' };

@@ -200,7 +200,8 @@ export class Scheduler {
   /** Moving average of request latency, for the Retry-After of a refused request. */
   private e2eSecondsAverage = 1;
   private readonly limits: SchedulerLimits;
-  private readonly eosId: number;
+  /** The model's end-of-generation tokens (EOS, EOT, <|im_end|> ...). */
+  private readonly endOfGeneration: ReadonlySet<number>;
 
   constructor(
     private readonly engine: Engine,
@@ -214,7 +215,7 @@ export class Scheduler {
       kvBlocksTotal: info.kvBlocksTotal,
       batchTimeoutMs: options.batchTimeoutMs,
     };
-    this.eosId = engine.metadata.config.eosTokenId;
+    this.endOfGeneration = new Set(engine.metadata.tokenizer.endOfGenerationIds);
   }
 
   get runningCount(): number {
@@ -382,7 +383,7 @@ export class Scheduler {
     else this.options.observer?.interToken((nowMs - t.lastTokenMs) / 1000);
     t.lastTokenMs = nowMs;
     if (t.aborted) return this.finish(t, 'abort');
-    if (token === this.eosId) return this.finish(t, 'stop');
+    if (this.endOfGeneration.has(token)) return this.finish(t, 'stop');
     if (t.req.onToken(token)) return this.finish(t, 'stop');
     if (t.generated >= t.maxTokens) return this.finish(t, 'length');
     t.nextInput = token;

@@ -1,7 +1,7 @@
 // `npuserve make-test-model`: a small Mistral-, Llama- or Qwen2-architecture checkpoint in the
-// Hugging Face layout (config.json, model.safetensors, tokenizer_config.json) with the real Mistral
-// v3 vocabulary and deterministic seeded weights at realistic scales (optionally q/k/v biases and
-// RoPE scaling), optionally also as GGUF for llama.cpp.
+// Hugging Face layout (config.json, model.safetensors, tokenizer.json, tokenizer_config.json) with the
+// real Mistral v3 vocabulary (its tokenizer.json built as a GGUF's would be) and deterministic seeded
+// weights at realistic scales (optionally q/k/v biases and RoPE scaling), optionally also as GGUF.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -10,7 +10,8 @@ import { hasOutputProjectionBias, toHfConfig, validateConfig, type ModelConfig, 
 import type { GgufVocab } from './convert/gguf-model.js';
 import { writeGguf, type GgufWeightDType } from './convert/gguf-writer.js';
 import { writeSafetensors, type TensorToWrite } from './convert/safetensors.js';
-import { Tokenizer } from './tokenizer.js';
+import { mistralV3Vocab } from './tokenizer/mistral-v3.js';
+import { sentencePieceJson } from './tokenizer/vocab-json.js';
 
 export interface TestModelOptions {
   architecture: ModelConfig['architecture'];
@@ -107,7 +108,6 @@ export function normalStream(seed: number, name: string): () => number {
 }
 
 export function testModelConfig(o: TestModelOptions): ModelConfig {
-  const tok = Tokenizer.mistralV3();
   const headDim = o.headDim ?? o.hidden / o.heads;
   if (!Number.isInteger(headDim)) throw new UsageError(`--hidden ${o.hidden} is not a multiple of --heads ${o.heads}; give --head-dim`);
   if (o.attentionBias && o.architecture === 'mistral') throw new UsageError('--attention-bias needs --architecture llama or qwen2: mistral has no q/k/v biases');
@@ -120,7 +120,7 @@ export function testModelConfig(o: TestModelOptions): ModelConfig {
     numKvHeads: o.kvHeads,
     headDim,
     intermediateSize: o.intermediate,
-    vocabSize: tok.vocabSize,
+    vocabSize: mistralV3Vocab().tokens.length,
     ropeTheta: o.ropeTheta,
     rmsNormEps: 1e-5,
     slidingWindow: o.slidingWindow,
@@ -128,8 +128,8 @@ export function testModelConfig(o: TestModelOptions): ModelConfig {
     attentionBias: o.attentionBias || o.architecture === 'qwen2',
     ropeScaling: o.ropeScaling,
     maxPositionEmbeddings: 32768,
-    bosTokenId: tok.bosId,
-    eosTokenId: tok.eosId,
+    bosTokenId: 1,
+    eosTokenId: 2,
   });
 }
 
@@ -175,9 +175,13 @@ export function testModelTensors(c: ModelConfig, seed: number): Array<{ name: st
 }
 
 /** The Mistral v3 vocabulary as GGUF carries it; scores rank merges by id as SentencePiece does. */
-export function ggufVocab(tok: Tokenizer): GgufVocab {
-  return { tokens: [...tok.vocab], scores: tok.vocab.map((_, id) => -id), tokenTypes: tok.vocab.map((_, id) => tok.tokenType(id)), unknownTokenId: 0 };
+export function ggufVocab(): GgufVocab {
+  const v = mistralV3Vocab();
+  return { tokens: [...v.tokens], scores: v.scores, tokenTypes: [...v.types], unknownTokenId: 0 };
 }
+
+/** The test models' tokenizer.json (the Mistral v3 vocabulary as llama.cpp tokenizes it), built once. */
+let testTokenizerJson: string | undefined;
 
 export interface TestModel {
   dir: string;
@@ -193,8 +197,10 @@ export function makeTestModel(dir: string, options: Partial<TestModelOptions> = 
   writeFileSync(join(dir, 'config.json'), `${JSON.stringify({ ...toHfConfig(config), torch_dtype: o.dtype === 'F32' ? 'float32' : o.dtype === 'F16' ? 'float16' : 'bfloat16' }, null, 2)}\n`);
   writeFileSync(
     join(dir, 'tokenizer_config.json'),
-    `${JSON.stringify({ bos_token: '<s>', eos_token: '</s>', unk_token: '<unk>', chat_template: MISTRAL_CHAT_TEMPLATE, tokenizer_class: 'LlamaTokenizer' }, null, 2)}\n`,
+    `${JSON.stringify({ bos_token: '<s>', eos_token: '</s>', unk_token: '<unk>', add_bos_token: true, add_eos_token: false, chat_template: MISTRAL_CHAT_TEMPLATE, tokenizer_class: 'LlamaTokenizer' }, null, 2)}\n`,
   );
+  testTokenizerJson ??= JSON.stringify(sentencePieceJson(mistralV3Vocab(), true, 0));
+  writeFileSync(join(dir, 'tokenizer.json'), testTokenizerJson);
   const toWrite: TensorToWrite[] = tensors.map((t) => ({ name: t.name, dtype: o.dtype, shape: t.shape, data: t.produce }));
   if (o.shards <= 1) {
     writeSafetensors(join(dir, 'model.safetensors'), toWrite, { format: 'pt' });
@@ -214,7 +220,7 @@ export function makeTestModel(dir: string, options: Partial<TestModelOptions> = 
     writeGguf(join(dir, 'model.gguf'), {
       config,
       tensors: tensors.map((t) => ({ name: t.name, shape: t.shape, data: t.produce })),
-      vocab: ggufVocab(Tokenizer.mistralV3()),
+      vocab: ggufVocab(),
       dtype: o.gguf,
       name: 'npuserve-test-model',
       chatTemplate: MISTRAL_CHAT_TEMPLATE,

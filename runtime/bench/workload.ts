@@ -1,7 +1,7 @@
 // What every benchmark shares: deterministic prompts of an exact token length, the timing of one
 // request as a client sees it, the targets a load is sent to, and summary statistics.
 import { CALIBRATION_PROMPTS } from '../convert/accuracy.js';
-import { Tokenizer } from '../tokenizer.js';
+import { mistralV3Tokenizer } from '../tokenizer/mistral-v3.js';
 
 export interface RequestSpec {
   /** Token ids, BOS first. */
@@ -32,11 +32,11 @@ let corpus: number[] | undefined;
 
 /** A prompt of exactly `tokens` tokens (BOS + text), different for each `variant`. */
 export function promptOf(tokens: number, variant: number): number[] {
-  const tok = Tokenizer.mistralV3();
-  corpus ??= tok.encode(CALIBRATION_PROMPTS.join('\n'), { bos: false });
+  const tok = mistralV3Tokenizer();
+  corpus ??= tok.encode(CALIBRATION_PROMPTS.join('\n'), { addSpecial: false });
   const body: number[] = [];
   for (let i = 0; body.length < tokens - 1; i++) body.push(corpus[(variant * 7 + i) % corpus.length]);
-  return [tok.bosId, ...body];
+  return [tok.bosId!, ...body];
 }
 
 /** The p-th percentile (0..100) by linear interpolation; NaN for no samples. */

@@ -1,10 +1,10 @@
 // The accuracy gate: logits of a converted model against an FP32 conversion of the same checkpoint
-// on fixed calibration prompts (cosine similarity of last-position logits, top-1 agreement at every
+// on fixed calibration prompts (encoded with the model's own tokenizer) (cosine similarity of last-position logits, top-1 agreement at every
 // position).
 import { cpus } from 'node:os';
 
 import { Engine } from '../engine.js';
-import type { AccuracyReport } from '../format.js';
+import { readNpuFile, type AccuracyReport } from '../format.js';
 import { Tokenizer } from '../tokenizer.js';
 
 export const CALIBRATION_PROMPTS = [
@@ -47,7 +47,7 @@ async function promptLogits(engine: Engine, prompts: number[][]): Promise<Float3
 }
 
 export async function measureAccuracy(candidatePath: string, referencePath: string, prompts = CALIBRATION_PROMPTS): Promise<AccuracyReport> {
-  const tok = Tokenizer.mistralV3();
+  const tok = new Tokenizer(readNpuFile(candidatePath).metadata.tokenizer);
   const ids = prompts.map((p) => tok.encode(p));
   const options = {
     threads: cpus().length,

@@ -6,6 +6,8 @@ import { basename, dirname, join } from 'node:path';
 
 import { FormatError, UsageError } from '../errors.js';
 import { fromHfConfig, type ModelConfig } from '../model-config.js';
+import type { TokenizerSpec } from '../tokenizer.js';
+import { tokenizerFromGguf, tokenizerFromHfFolder } from '../tokenizer/sources.js';
 import { GgufCheckpoint } from './gguf-model.js';
 import { SafetensorsFile, ShardedSafetensors } from './safetensors.js';
 import type { TensorSource } from './tensors.js';
@@ -18,7 +20,8 @@ export interface Checkpoint {
   source: TensorSource;
   /** Files whose bytes make up the checkpoint (hashed into the source digest). */
   files: string[];
-  chatTemplate: string | null;
+  /** The checkpoint's tokenizer, special tokens and chat template. */
+  tokenizer: TokenizerSpec;
 }
 
 function readJson(path: string): unknown {
@@ -27,13 +30,6 @@ function readJson(path: string): unknown {
   } catch (e) {
     throw new FormatError(path, `not valid JSON: ${(e as Error).message}`);
   }
-}
-
-function chatTemplateIn(dir: string): string | null {
-  const path = join(dir, 'tokenizer_config.json');
-  if (!existsSync(path)) return null;
-  const t = (readJson(path) as { chat_template?: unknown }).chat_template;
-  return typeof t === 'string' ? t : null;
 }
 
 function openHfFolder(dir: string, weights?: string): Checkpoint {
@@ -56,12 +52,23 @@ function openHfFolder(dir: string, weights?: string): Checkpoint {
   } else {
     throw new FormatError(dir, 'no model.safetensors or model.safetensors.index.json found');
   }
-  return { format: 'safetensors', config, source, files, chatTemplate: chatTemplateIn(dir) };
+  const tokenizer = tokenizerFromHfFolder(dir);
+  if (!tokenizer) {
+    source.close();
+    throw new FormatError(dir, 'no tokenizer.json: a Hugging Face checkpoint folder needs its tokenizer (tokenizer.json, and tokenizer_config.json for special tokens and the chat template)');
+  }
+  const tokenizerFiles = ['tokenizer.json', 'tokenizer_config.json', 'generation_config.json'].map((f) => join(dir, f)).filter((f) => existsSync(f));
+  return { format: 'safetensors', config, source, files: [...files, ...tokenizerFiles], tokenizer };
 }
 
 function openGguf(path: string): Checkpoint {
   const g = new GgufCheckpoint(path);
-  return { format: 'gguf', config: g.config, source: g, files: [path], chatTemplate: g.chatTemplate };
+  try {
+    return { format: 'gguf', config: g.config, source: g, files: [path], tokenizer: tokenizerFromGguf(path, g.file.metadata) };
+  } catch (e) {
+    g.close();
+    throw e;
+  }
 }
 
 /** Opens `input` (folder or file) as the given format, or detects it. */

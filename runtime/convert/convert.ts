@@ -11,7 +11,7 @@ import { pipeline } from 'node:stream/promises';
 import { UsageError } from '../errors.js';
 import type { AccuracyReport, NpuMetadata, Precision, TensorDType, TensorLayout } from '../format.js';
 import { hasOutputProjectionBias, type ModelConfig } from '../model-config.js';
-import { Tokenizer } from '../tokenizer.js';
+import { tokenizerVocabSize } from '../tokenizer.js';
 import { CONVERTER_VERSION, ENGINE_VERSION } from '../version.js';
 import { measureAccuracy } from './accuracy.js';
 import { openCheckpoint, type Checkpoint, type SourceFormat } from './checkpoint.js';
@@ -143,9 +143,10 @@ function digestFiles(files: string[]): { digest: string; bytes: number } {
 }
 
 function baseMetadata(ck: Checkpoint, config: ModelConfig, precision: Precision, optimizeLevel: number, digest: { digest: string; bytes: number }) {
-  const tok = Tokenizer.mistralV3();
-  if (config.vocabSize !== tok.vocabSize)
-    throw new UsageError(`the checkpoint's vocabulary has ${config.vocabSize} tokens; the Mistral v3 tokenizer has ${tok.vocabSize}`);
+  // The embedding may have spare rows (padded to a multiple of 64 or 128), never fewer than the tokenizer's ids.
+  const tokens = tokenizerVocabSize(ck.tokenizer);
+  if (tokens > config.vocabSize)
+    throw new UsageError(`${ck.source.path}: the tokenizer has ${tokens} tokens (ids 0..${tokens - 1}); the model's vocabulary (embedding rows) has only ${config.vocabSize}`);
   return {
     format: 'npuserve-model' as const,
     converterVersion: CONVERTER_VERSION,
@@ -156,7 +157,7 @@ function baseMetadata(ck: Checkpoint, config: ModelConfig, precision: Precision,
     optimizeLevel,
     quantization: precision === 'INT8' ? ({ weights: 'int8-symmetric-per-output-channel', activations: 'int8-per-token-dynamic' } as const) : null,
     source: { format: ck.format, files: ck.files.map((f) => basename(f)), bytes: digest.bytes, digest: digest.digest },
-    tokenizer: { kind: 'mistral-v3' as const, bosId: config.bosTokenId, eosId: config.eosTokenId, chatTemplate: ck.chatTemplate },
+    tokenizer: ck.tokenizer,
     accuracy: null,
     createdAt: new Date().toISOString(),
   } satisfies Omit<NpuMetadata, 'tensors' | 'formatVersion'>;

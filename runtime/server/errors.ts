@@ -42,6 +42,16 @@ export function contextLengthExceeded(promptTokens: number, maxTokens: number, m
   );
 }
 
+/** Refused before tokenizing: no token covers more than `maxTokenBytes`, so the text needs too many. */
+export function promptTooLong(minPromptBytes: number, maxTokenBytes: number, maxSeqLen: number, param: string): ApiError {
+  const atLeast = Math.ceil(minPromptBytes / maxTokenBytes);
+  return badRequest(
+    `This model's maximum context length is ${maxSeqLen} tokens. However, your prompt is at least ${minPromptBytes} bytes and no token of this model covers more than ${maxTokenBytes} bytes, so it is at least ${atLeast} tokens. Please reduce the prompt.`,
+    param,
+    'context_length_exceeded',
+  );
+}
+
 export function queueFull(message: string, retryAfterSeconds: number): ApiError {
   return new ApiError(429, message, 'rate_limit_error', null, 'queue_full', { 'Retry-After': String(retryAfterSeconds) });
 }

@@ -10,6 +10,7 @@ import { Engine } from '../engine.js';
 import { ServerMetrics } from '../metrics.js';
 import { Scheduler, type SchedulerPolicy } from '../scheduler.js';
 import { Tokenizer } from '../tokenizer.js';
+import { PromptEncoder } from '../tokenizer/encoder.js';
 import { createApp } from './app.js';
 import type { ServingState } from './openai.js';
 
@@ -55,6 +56,7 @@ export async function serve(config: ServeConfig, log: (line: string) => void): P
   } finally {
     process.off('SIGTERM', onSignal).off('SIGINT', onSignal);
     await close(server);
+    await state.model?.encoder.close();
   }
   log('stopped');
   return 0;
@@ -67,11 +69,14 @@ async function load(config: ServeConfig, state: ServingState, metrics: ServerMet
   if (config.maxSeqLen > meta.config.maxPositionEmbeddings) {
     throw new Error(`--max-seq-len ${config.maxSeqLen} is longer than the model's ${meta.config.maxPositionEmbeddings} positions`);
   }
+  const tokenizer = new Tokenizer(meta.tokenizer);
+  const chatTemplate = new ChatTemplate(tokenizer);
+  const encoder = new PromptEncoder(meta.tokenizer);
+  await encoder.ready;
   const warmup = engine.createSequence();
-  await engine.step([{ sequence: warmup, tokens: [meta.config.bosTokenId] }]);
+  await engine.step([{ sequence: warmup, tokens: await encoder.encode('Hello') }]);
   engine.releaseSequence(warmup);
 
-  const tokenizer = Tokenizer.mistralV3();
   const scheduler = new Scheduler(engine, {
     policy: config.scheduler,
     maxBatchSize: config.maxBatchSize,
@@ -85,7 +90,8 @@ async function load(config: ServeConfig, state: ServingState, metrics: ServerMet
   state.model = {
     scheduler,
     tokenizer,
-    chatTemplate: new ChatTemplate(tokenizer, meta.tokenizer.chatTemplate),
+    encoder,
+    chatTemplate,
     maxSeqLen: config.maxSeqLen,
     vocabSize: meta.config.vocabSize,
   };

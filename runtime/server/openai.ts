@@ -1,6 +1,7 @@
 // The OpenAI-compatible routes: /v1/models, /v1/completions and /v1/chat/completions, answered in
 // one piece or streamed as server-sent events in OpenAI's chunk shapes. Requests are validated here,
-// tokenized, and handed to the scheduler; a client that goes away aborts its request.
+// tokenized off the event loop (a prompt too long to fit is refused before any tokenizing), and
+// handed to the scheduler; a client that goes away aborts its request.
 import { randomInt, randomUUID } from 'node:crypto';
 
 import express, { type Response, Router } from 'express';
@@ -8,7 +9,8 @@ import express, { type Response, Router } from 'express';
 import { ChatTemplateError, type ChatTemplate } from '../chat.js';
 import { QueueFullError, type GenerationResult, type Scheduler } from '../scheduler.js';
 import type { Tokenizer } from '../tokenizer.js';
-import { ApiError, badRequest, contextLengthExceeded, modelNotFound, queueFull, unavailable } from './errors.js';
+import type { PromptEncoder } from '../tokenizer/encoder.js';
+import { ApiError, badRequest, contextLengthExceeded, modelNotFound, promptTooLong, queueFull, unavailable } from './errors.js';
 import { parseChatRequest, parseCompletionRequest, type SamplingRequest } from './requests.js';
 import { StopTextAssembler } from './text.js';
 
@@ -16,6 +18,8 @@ import { StopTextAssembler } from './text.js';
 export interface ServingModel {
   scheduler: Scheduler;
   tokenizer: Tokenizer;
+  /** Encodes prompts on a worker thread. */
+  encoder: PromptEncoder;
   chatTemplate: ChatTemplate;
   maxSeqLen: number;
   vocabSize: number;
@@ -45,29 +49,53 @@ export function openaiRouter(state: ServingState, bodyLimitBytes: number): Route
     res.json({ id: state.servedModelName, object: 'model', created: state.createdSeconds, owned_by: 'npuserve' });
   });
   router.use(express.json({ limit: bodyLimitBytes }));
-  router.post('/completions', (req, res) => {
+  router.post('/completions', async (req, res) => {
     const m = servingModel(state);
     const params = parseCompletionRequest(req.body, m.vocabSize);
     checkModel(params.model, state.servedModelName);
-    const prompt = typeof params.prompt === 'string' ? m.tokenizer.encode(params.prompt) : params.prompt;
+    const prompt = typeof params.prompt === 'string' ? await encodePrompt(m, params.prompt, 'prompt') : params.prompt;
+    if (clientGone(res)) return;
     const maxTokens = resolveMaxTokens(prompt.length, params, m.maxSeqLen, COMPLETIONS_DEFAULT_MAX_TOKENS);
     run(res, m, state.servedModelName, params, prompt, maxTokens, completionShape());
   });
-  router.post('/chat/completions', (req, res) => {
+  router.post('/chat/completions', async (req, res) => {
     const m = servingModel(state);
     const params = parseChatRequest(req.body);
     checkModel(params.model, state.servedModelName);
-    let prompt: number[];
+    let text: string;
     try {
-      prompt = m.chatTemplate.encode(params.messages);
+      text = m.chatTemplate.render(params.messages);
     } catch (e) {
       if (e instanceof ChatTemplateError) throw badRequest(e.message, 'messages');
       throw e;
     }
+    const prompt = await encodePrompt(m, text, 'messages');
+    if (clientGone(res)) return;
     const maxTokens = resolveMaxTokens(prompt.length, params, m.maxSeqLen);
     run(res, m, state.servedModelName, params, prompt, maxTokens, chatShape());
   });
   return router;
+}
+
+/**
+ * The prompt's tokens, encoded on the worker. A prompt longer than max-seq-len tokens of the longest
+ * token the vocabulary has cannot fit whatever its tokens: it is refused at once, without tokenizing.
+ */
+async function encodePrompt(m: ServingModel, text: string, param: string): Promise<number[]> {
+  const fits = (bytes: number) => Math.ceil(bytes / m.tokenizer.maxTokenBytes) + 1 <= m.maxSeqLen;
+  // A string has at least as many UTF-8 bytes as UTF-16 units: the length refuses a huge prompt
+  // without reading it; the exact byte count then refuses the rest.
+  if (!fits(text.length)) throw promptTooLong(text.length, m.tokenizer.maxTokenBytes, m.maxSeqLen, param);
+  const bytes = Buffer.byteLength(text, 'utf8');
+  if (!fits(bytes)) throw promptTooLong(bytes, m.tokenizer.maxTokenBytes, m.maxSeqLen, param);
+  const ids = await m.encoder.encode(text);
+  if (ids.length === 0) throw badRequest(`'${param}' is empty and this model adds no BOS token, so there is nothing to continue from.`, param);
+  return ids;
+}
+
+/** The client disconnected while its prompt was tokenized: nothing to answer. */
+function clientGone(res: Response): boolean {
+  return res.socket === null || res.socket.destroyed;
 }
 
 function servingModel(state: ServingState): ServingModel {

@@ -2,15 +2,15 @@
 // that only looked like the start of a stop string is released.
 import { describe, expect, it } from 'vitest';
 
-import { Tokenizer } from '../tokenizer.js';
+import { mistralV3Tokenizer } from '../tokenizer/mistral-v3.js';
 import { StopTextAssembler } from './text.js';
 
-const tok = Tokenizer.mistralV3();
+const tok = mistralV3Tokenizer();
 
 function stream(text: string, stop: string[]): { shown: string[]; stopped: boolean } {
   const a = new StopTextAssembler(tok, stop);
   const shown: string[] = [];
-  for (const id of tok.encode(text, { bos: false })) {
+  for (const id of tok.encode(text, { addSpecial: false })) {
     const step = a.push(id);
     if (step.delta) shown.push(step.delta);
     if (step.stopped) return { shown, stopped: true };

@@ -8,9 +8,12 @@ import { describe, expect, it } from 'vitest';
 
 import { openCheckpoint } from '../../runtime/convert/checkpoint.js';
 import { convert, planTensors } from '../../runtime/convert/convert.js';
+import { writeSafetensors } from '../../runtime/convert/safetensors.js';
 import { Engine } from '../../runtime/engine.js';
 import { fromHfConfig } from '../../runtime/model-config.js';
 import type { TestModelOptions } from '../../runtime/testmodel.js';
+import { mistralV3Vocab } from '../../runtime/tokenizer/mistral-v3.js';
+import { sentencePieceJson } from '../../runtime/tokenizer/vocab-json.js';
 import { referenceLogits } from './reference.js';
 import { convertedModel, testModel, workDir } from './helpers.js';
 import { freshSeed, randomTokens, rng } from './random.js';
@@ -157,6 +160,7 @@ describe('checkpoints', () => {
       closeSync(fd);
     }
     writeFileSync(join(dir, 'model.safetensors.index.json'), JSON.stringify({ weight_map: weightMap }));
+    writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify(sentencePieceJson(mistralV3Vocab(), true, 0)));
     const ck = openCheckpoint(dir);
     const plan = planTensors(ck, 'INT8', 2);
     ck.source.close();
@@ -230,5 +234,7 @@ describe('checkpoints', () => {
     expect(() => openCheckpoint(dir)).toThrow(/num_attention_heads 32 is not a multiple of num_key_value_heads 5/);
     writeFileSync(join(dir, 'config.json'), JSON.stringify(MISTRAL_7B_V03));
     expect(() => openCheckpoint(dir)).toThrow(/no model\.safetensors or model\.safetensors\.index\.json/);
+    writeSafetensors(join(dir, 'model.safetensors'), [{ name: 'model.norm.weight', dtype: 'F32', shape: [2], data: () => Float32Array.of(1, 2) }], { format: 'pt' });
+    expect(() => openCheckpoint(dir)).toThrow(/empty-ckpt: no tokenizer\.json/);
   });
 });

@@ -1,7 +1,7 @@
 // The `npuserve` command as a user runs it (the built bin/npuserve.js): make-test-model, convert
-// with --json and the accuracy gate, generate, and the errors bad input gets.
+// with --json and the accuracy gate, generate, chat, and the errors bad input gets.
 import { spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 
@@ -10,7 +10,11 @@ import { workDir } from './helpers.js';
 const bin = join(import.meta.dirname, '..', '..', 'bin', 'npuserve.js');
 
 function npuserve(...args: string[]) {
-  const r = spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', timeout: 120_000 });
+  return npuserveWithInput('', ...args);
+}
+
+function npuserveWithInput(input: string, ...args: string[]) {
+  const r = spawnSync(process.execPath, [bin, ...args], { encoding: 'utf8', timeout: 120_000, input });
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
@@ -21,7 +25,7 @@ describe('npuserve CLI', () => {
   it('makes a test model, converts it to INT8 with a JSON summary, and generates from it', () => {
     const made = npuserve('make-test-model', '--out', model, '--layers', '1', '--hidden', '64', '--heads', '2', '--kv-heads', '1', '--intermediate', '96');
     expect(made.code, made.stderr).toBe(0);
-    expect(readdirSync(model).sort()).toEqual(['config.json', 'model.safetensors', 'tokenizer_config.json']);
+    expect(readdirSync(model).sort()).toEqual(['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']);
 
     const conv = npuserve('convert', '--input', model, '--precision', 'INT8', '--optimize-level', '2', '--output', out, '--min-cosine', '0.98', '--json');
     expect(conv.code, conv.stderr).toBe(0);
@@ -44,6 +48,30 @@ describe('npuserve CLI', () => {
 
     const text = npuserve('generate', '--model', out, '--prompt', 'Hello', '--max-tokens', '4');
     expect(text.code, text.stderr).toBe(0);
+  });
+
+  it("chats from piped stdin with the model's template, one answer line per message, keeping the conversation", () => {
+    const args = ['chat', '--model', out, '--max-tokens', '6'];
+    const two = npuserveWithInput('Hi\nTell me more\n', ...args);
+    expect(two.code, two.stderr).toBe(0);
+    const answers = two.stdout.split('\n');
+    expect(answers).toHaveLength(3);
+    expect(answers[2]).toBe('');
+    // The first answer is what a fresh conversation gets; the second depends on the first exchange.
+    const first = npuserveWithInput('Hi\n', ...args);
+    expect(first.stdout).toBe(`${answers[0]}\n`);
+    const alone = npuserveWithInput('Tell me more\n', ...args);
+    expect(alone.stdout).not.toBe(`${answers[1]}\n`);
+  });
+
+  it("refuses a checkpoint whose tokenizer has more tokens than the model's vocabulary", () => {
+    const small = join(workDir, 'small-vocab-model');
+    npuserve('make-test-model', '--out', small, '--layers', '1', '--hidden', '32', '--heads', '2', '--kv-heads', '1', '--intermediate', '48');
+    const config = JSON.parse(readFileSync(join(small, 'config.json'), 'utf8'));
+    writeFileSync(join(small, 'config.json'), JSON.stringify({ ...config, vocab_size: 32000 }));
+    const r = npuserve('convert', '--input', small, '--precision', 'FP32', '--output', join(workDir, 'small.npu'));
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/the tokenizer has 32768 tokens \(ids 0\.\.32767\); the model's vocabulary \(embedding rows\) has only 32000/);
   });
 
   it('fails the accuracy gate with exit code 3 and leaves no output file behind', () => {

