@@ -58,7 +58,7 @@ const SMALL = { hidden: 16, heads: 2, kvHeads: 1, headDim: 8, inter: 32, vocab: 
 describe('GgufCheckpoint: attention biases and architectures', () => {
   it('qwen2: q/k/v biases under HF names, Q and K rows left in HF order', () => {
     // stored row r of every matrix holds 1000 * r + column; element i of a bias holds i
-    withCheckpoint('qwen2.gguf', llamaKv(SMALL, 'qwen2'), llamaTensorsF32(SMALL, (_, r, k) => 1000 * r + k, true), (ck) => {
+    withCheckpoint('qwen2.gguf', llamaKv(SMALL, 'qwen2'), llamaTensorsF32(SMALL, (_, r, k) => 1000 * r + k, 'qkv'), (ck) => {
       expect(ck.config).toMatchObject({ architecture: 'qwen2', attentionBias: true, ropeScaling: null, numLayers: 2, headDim: 8 });
       expect(ck.tensors.get('model.layers.1.self_attn.q_proj.bias')).toEqual({ name: 'model.layers.1.self_attn.q_proj.bias', dtype: 'F32', shape: [16] });
       expect(ck.tensors.get('model.layers.1.self_attn.k_proj.bias')!.shape).toEqual([8]);
@@ -71,13 +71,14 @@ describe('GgufCheckpoint: attention biases and architectures', () => {
     });
   });
 
-  it('llama with biases: q/k biases un-permuted like their weights, v bias as stored', () => {
+  it('llama with biases: q/k biases un-permuted like their weights, v and o biases as stored', () => {
     const ggufRowOfHfRow = [0, 2, 4, 6, 1, 3, 5, 7];
-    withCheckpoint('llama-bias.gguf', llamaKv(SMALL), llamaTensorsF32(SMALL, (_, r, k) => 1000 * r + k, true), (ck) => {
+    withCheckpoint('llama-bias.gguf', llamaKv(SMALL), llamaTensorsF32(SMALL, (_, r, k) => 1000 * r + k, 'qkvo'), (ck) => {
       expect(ck.config).toMatchObject({ architecture: 'llama', attentionBias: true });
       expect([...ck.readF32('model.layers.0.self_attn.q_proj.bias')]).toEqual(Array.from({ length: 16 }, (_, r) => 8 * Math.floor(r / 8) + ggufRowOfHfRow[r % 8]));
       expect([...ck.readF32('model.layers.0.self_attn.k_proj.bias')]).toEqual(ggufRowOfHfRow);
       expect([...ck.readF32('model.layers.0.self_attn.v_proj.bias')]).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
+      expect([...ck.readF32('model.layers.1.self_attn.o_proj.bias')]).toEqual(Array.from({ length: 16 }, (_, i) => i));
     });
   });
 
@@ -87,7 +88,7 @@ describe('GgufCheckpoint: attention biases and architectures', () => {
   });
 
   it('a bias in only some layers of a llama file is refused', () => {
-    const tensors = llamaTensorsF32(SMALL, () => 0.5, true).filter((t) => !t.name.startsWith('blk.1.') || !t.name.endsWith('.bias'));
+    const tensors = llamaTensorsF32(SMALL, () => 0.5, 'qkvo').filter((t) => !t.name.startsWith('blk.1.') || !t.name.endsWith('.bias'));
     const path = writeTemp('llama-half-bias.gguf', buildGguf({ kv: llamaKv(SMALL), tensors }).bytes);
     expectFormatError(() => new GgufCheckpoint(path).close(), path, /tensor 'blk.1.attn_q.bias' \(model.layers.1.self_attn.q_proj.bias\) is missing/);
   });
@@ -103,7 +104,7 @@ describe('GgufCheckpoint: RoPE scaling', () => {
     withCheckpoint('linear.gguf', [...llamaKv(SMALL), ...linear], tensors, (ck) => expect(ck.config.ropeScaling).toEqual({ type: 'linear', factor: 4 }));
     withCheckpoint('none.gguf', [...llamaKv(SMALL), ['llama.rope.scaling.type', T.STRING, 'none']], tensors, (ck) => expect(ck.config.ropeScaling).toBeNull());
     const qwen = [...llamaKv(SMALL, 'qwen2'), ['qwen2.rope.scaling.type', T.STRING, 'linear'], ['qwen2.rope.scaling.factor', T.F32, 2]] as Kv[];
-    withCheckpoint('qwen-linear.gguf', qwen, llamaTensorsF32(SMALL, () => 0.5, true), (ck) => expect(ck.config.ropeScaling).toEqual({ type: 'linear', factor: 2 }));
+    withCheckpoint('qwen-linear.gguf', qwen, llamaTensorsF32(SMALL, () => 0.5, 'qkv'), (ck) => expect(ck.config.ropeScaling).toEqual({ type: 'linear', factor: 2 }));
   });
 
   it('rope_freqs.weight (Llama 3.1) becomes per-pair frequency factors, not an unexpected tensor', () => {

@@ -144,9 +144,10 @@ export function llamaKv(c: HandShape, arch = 'llama'): Kv[] {
 
 /**
  * Every tensor of a hand-made llama GGUF as F32, with `fill(ggufName, row, col)` as its values
- * (row 0 for vectors); with `bias`, q/k/v biases follow their weights.
+ * (row 0 for vectors); with `bias`, q/k/v biases follow their weights ('qkv', as qwen2 has them),
+ * and with 'qkvo' the output projection's too (as llama with attention_bias has them).
  */
-export function llamaTensorsF32(c: HandShape, fill: (name: string, row: number, col: number) => number, bias = false): HandTensor[] {
+export function llamaTensorsF32(c: HandShape, fill: (name: string, row: number, col: number) => number, bias: 'none' | 'qkv' | 'qkvo' = 'none'): HandTensor[] {
   const [D, Q, KV, I] = [c.hidden, c.heads * c.headDim, c.kvHeads * c.headDim, c.inter];
   const shapes: Array<[string, number[]]> = [['token_embd.weight', [c.vocab, D]]];
   for (let l = 0; l < c.layers; l++) {
@@ -155,7 +156,8 @@ export function llamaTensorsF32(c: HandShape, fill: (name: string, row: number, 
       [`blk.${l}.attn_v.weight`, [KV, D]], [`blk.${l}.attn_output.weight`, [D, Q]], [`blk.${l}.ffn_norm.weight`, [D]],
       [`blk.${l}.ffn_gate.weight`, [I, D]], [`blk.${l}.ffn_up.weight`, [I, D]], [`blk.${l}.ffn_down.weight`, [D, I]],
     );
-    if (bias) shapes.push([`blk.${l}.attn_q.bias`, [Q]], [`blk.${l}.attn_k.bias`, [KV]], [`blk.${l}.attn_v.bias`, [KV]]);
+    if (bias !== 'none') shapes.push([`blk.${l}.attn_q.bias`, [Q]], [`blk.${l}.attn_k.bias`, [KV]], [`blk.${l}.attn_v.bias`, [KV]]);
+    if (bias === 'qkvo') shapes.push([`blk.${l}.attn_output.bias`, [D]]);
   }
   shapes.push(['output_norm.weight', [D]], ['output.weight', [c.vocab, D]]);
   return shapes.map(([name, shape]) => {
@@ -198,6 +200,7 @@ export function hfShapes(c: ModelConfig): Array<[string, number[]]> {
       [`${p}mlp.gate_proj.weight`, [I, D]], [`${p}mlp.up_proj.weight`, [I, D]], [`${p}mlp.down_proj.weight`, [D, I]],
     );
     if (c.attentionBias) list.push([`${p}self_attn.q_proj.bias`, [Q]], [`${p}self_attn.k_proj.bias`, [KV]], [`${p}self_attn.v_proj.bias`, [KV]]);
+    if (c.attentionBias && c.architecture === 'llama') list.push([`${p}self_attn.o_proj.bias`, [D]]);
   }
   list.push(['model.norm.weight', [D]]);
   if (!c.tieWordEmbeddings) list.push(['lm_head.weight', [V, D]]);
