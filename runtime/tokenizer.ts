@@ -87,7 +87,8 @@ export class Tokenizer {
   readonly dropsLeadingSpace: boolean;
 
   constructor(spec: TokenizerSpec) {
-    if (spec.kind !== 'tokenizer.json') throw new Error(`tokenizer kind '${spec.kind as string}' is not known: the model was converted by an older npuserve; convert it again`);
+    if (spec?.kind !== 'tokenizer.json' || typeof spec.tokenizerJson !== 'string')
+      throw new Error("the model's tokenizer is not in the form this npuserve reads (converted by an older version?): convert it again");
     this.spec = spec;
     this.json = JSON.parse(spec.tokenizerJson) as TokenizerJson;
     const vocab = tokenStrings(this.json);
