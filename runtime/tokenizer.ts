@@ -16,8 +16,12 @@ export type PieceEncoding =
 /** Everything needed to tokenize for a model; JSON, stored in the .npu metadata. */
 export interface TokenizerSpec {
   kind: 'tokenizer.json';
-  /** A Hugging Face tokenizer.json (model, normalizer, pre_tokenizer, decoder, added_tokens). */
-  json: TokenizerJson;
+  /**
+   * A Hugging Face tokenizer.json document (model, normalizer, pre_tokenizer, decoder, added_tokens)
+   * as text: a megabyte of vocabulary and merges costs the .npu metadata's parser one string, not
+   * tens of thousands of objects, when the tokenizer is not needed.
+   */
+  tokenizerJson: string;
   pieces: PieceEncoding;
   bosId: number | null;
   eosId: number | null;
@@ -60,7 +64,7 @@ function tokenStrings(json: TokenizerJson): string[] {
 
 /** Ids the tokenizer can produce run from 0 to this - 1. */
 export function tokenizerVocabSize(spec: TokenizerSpec): number {
-  return tokenStrings(spec.json).length;
+  return tokenStrings(JSON.parse(spec.tokenizerJson) as TokenizerJson).length;
 }
 
 const BYTE_PIECE = /^<0x([0-9A-Fa-f]{2})>$/;
@@ -75,6 +79,7 @@ export class Tokenizer {
   readonly maxTokenBytes: number;
   /** Built on first use (a second or so for a large vocabulary): decoding alone does not need it. */
   private hf: HfTokenizer | undefined;
+  private readonly json: TokenizerJson;
   private readonly pieceBytes: Uint8Array[];
   /** Special (control) tokens: written out only when asked, never part of the output text. */
   private readonly special = new Set<number>();
@@ -82,18 +87,20 @@ export class Tokenizer {
   readonly dropsLeadingSpace: boolean;
 
   constructor(spec: TokenizerSpec) {
-    if (spec.kind !== 'tokenizer.json') throw new Error(`tokenizer kind '${spec.kind as string}' is not known: the model was converted by an older npuserve; convert it again`);
+    if (spec?.kind !== 'tokenizer.json' || typeof spec.tokenizerJson !== 'string')
+      throw new Error("the model's tokenizer is not in the form this npuserve reads (converted by an older version?): convert it again");
     this.spec = spec;
-    const vocab = tokenStrings(spec.json);
+    this.json = JSON.parse(spec.tokenizerJson) as TokenizerJson;
+    const vocab = tokenStrings(this.json);
     this.vocab = vocab;
-    for (const t of spec.json.added_tokens) if (t.special) this.special.add(t.id);
+    for (const t of this.json.added_tokens) if (t.special) this.special.add(t.id);
     this.bosId = spec.bosId;
     this.eosId = spec.eosId;
-    const prefixing = JSON.stringify([spec.json.normalizer, spec.json.pre_tokenizer]);
+    const prefixing = JSON.stringify([this.json.normalizer, this.json.pre_tokenizer]);
     this.dropsLeadingSpace = spec.pieces === 'sentencepiece' && /"Prepend"|"prepend_scheme":"(first|always)"|"add_prefix_space":true/.test(prefixing);
     const enc = new TextEncoder();
     const byteLevel = spec.pieces === 'byte-level' ? new Map(BYTE_TO_UNICODE.map((c, b) => [c, b])) : null;
-    const added = new Set(spec.json.added_tokens.map((t) => t.id));
+    const added = new Set(this.json.added_tokens.map((t) => t.id));
     this.pieceBytes = vocab.map((piece, id) => {
       if (this.special.has(id)) return new Uint8Array(0);
       if (added.has(id)) return enc.encode(piece);
@@ -120,7 +127,7 @@ export class Tokenizer {
    * starts with BOS (a chat template that writes it) does not get a second one, unlike llama.cpp.
    */
   encode(text: string, opts: { addSpecial?: boolean } = {}): number[] {
-    this.hf ??= new HfTokenizer(this.spec.json, {});
+    this.hf ??= new HfTokenizer(this.json, {});
     const ids = text.length === 0 ? [] : this.hf.encode(text, { add_special_tokens: false }).ids;
     if (opts.addSpecial === false) return ids;
     if (this.spec.addBos && this.bosId !== null && ids[0] !== this.bosId) ids.unshift(this.bosId);

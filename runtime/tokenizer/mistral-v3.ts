@@ -40,7 +40,7 @@ let tokenizer: Tokenizer | undefined;
 export function mistralV3Tokenizer(): Tokenizer {
   tokenizer ??= new Tokenizer({
     kind: 'tokenizer.json',
-    json: sentencePieceJson(mistralV3Vocab(), true, 0),
+    tokenizerJson: JSON.stringify(sentencePieceJson(mistralV3Vocab(), true, 0)),
     pieces: 'sentencepiece',
     bosId: 1,
     eosId: 2,

@@ -65,7 +65,7 @@ export function tokenizerFromGguf(path: string, metadata: ReadonlyMap<string, un
   }
   return {
     kind: 'tokenizer.json',
-    json,
+    tokenizerJson: JSON.stringify(json),
     pieces,
     bosId,
     eosId,
@@ -149,7 +149,7 @@ export function tokenizerFromHfFolder(dir: string): TokenizerSpec | null {
   }
   return {
     kind: 'tokenizer.json',
-    json,
+    tokenizerJson: JSON.stringify(json),
     pieces,
     bosId,
     eosId,
