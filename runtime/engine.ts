@@ -61,7 +61,7 @@ interface NativeEngine {
 
 export interface NativeAddon {
   loadModel(path: string, descriptor: unknown, options: EngineOptions): Promise<NativeEngine>;
-  packWeight(w: Float32Array, rows: number, cols: number, dtype: string, layout: string): { data: Uint8Array; scales?: Float32Array };
+  packWeight(w: Float32Array, rows: number, cols: number, dtype: string, layout: string): { data: Uint8Array; scales?: Uint16Array };
   gemm(args: Record<string, unknown>): Float32Array;
   /** One kernel set's attention of queries over key/value rows, fed in KV blocks (kernel tests). */
   attention(args: Record<string, unknown>): Float32Array;

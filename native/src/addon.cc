@@ -347,6 +347,7 @@ Napi::Float32Array float_arg(const Napi::Value& v, const char* what) {
 }
 
 // packWeight(Float32Array (rows x cols), rows, cols, dtype, layout) -> { data: Uint8Array, scales? }
+// (scales: i8 only, Uint16Array of f16 bits in the kernels' order, see Weight::scales)
 Napi::Value PackWeight(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
@@ -360,7 +361,7 @@ Napi::Value PackWeight(const Napi::CallbackInfo& info) {
     std::copy(p.data.begin(), p.data.end(), data.Data());
     o.Set("data", data);
     if (!p.scales.empty()) {
-      Napi::Float32Array s = Napi::Float32Array::New(env, p.scales.size());
+      Napi::Uint16Array s = Napi::Uint16Array::New(env, p.scales.size());
       std::copy(p.scales.begin(), p.scales.end(), s.Data());
       o.Set("scales", s);
     }
@@ -385,18 +386,22 @@ Napi::Value Gemm(const Napi::CallbackInfo& info) {
     w.data = data.Data();
     Napi::Float32Array x = float_arg(o.Get("x"), "x");
     if (x.ElementLength() != (size_t)T * w.cols) throw std::runtime_error("gemm: x must hold tokens x cols values");
-    std::vector<float> scales;
     if (w.dtype == DType::I8) {
-      Napi::Float32Array s = float_arg(o.Get("scales"), "scales");
-      if (s.ElementLength() != (size_t)w.padded_rows()) throw std::runtime_error("gemm: scales must hold padded rows values");
+      Napi::Value sv = o.Get("scales");
+      if (!sv.IsTypedArray() || sv.As<Napi::TypedArray>().TypedArrayType() != napi_uint16_array)
+        throw std::runtime_error("gemm: scales must be a Uint16Array (f16 bits)");
+      Napi::Uint16Array s = sv.As<Napi::Uint16Array>();
+      if (s.ElementLength() != w.scale_count())
+        throw std::runtime_error("gemm: scales hold " + std::to_string(s.ElementLength()) + " values, the weight needs " + std::to_string(w.scale_count()));
       w.scales = s.Data();
     }
     Napi::Float32Array y = Napi::Float32Array::New(env, (size_t)T * w.rows);
     if (w.dtype == DType::I8) {
       int ld = round_up(w.padded_cols(), 64);
       std::vector<int8_t> q((size_t)T * ld);
-      std::vector<float> qs(T);
-      for (int t = 0; t < T; t++) k.quantize_row(x.Data() + (size_t)t * w.cols, w.cols, ld, q.data() + (size_t)t * ld, &qs[t]);
+      std::vector<float> qs((size_t)T * (ld / kQuantGroup));
+      for (int t = 0; t < T; t++)
+        k.quantize_row(x.Data() + (size_t)t * w.cols, w.cols, ld, q.data() + (size_t)t * ld, qs.data() + (size_t)t * (ld / kQuantGroup));
       k.gemm_i8(w, QuantizedActs{q.data(), qs.data(), ld}, T, y.Data(), w.rows, 0, w.rows);
     } else {
       (w.dtype == DType::F16 ? k.gemm_f16 : k.gemm_f32)(w, x.Data(), w.cols, T, y.Data(), w.rows, 0, w.rows);
