@@ -13,8 +13,8 @@
 namespace npu {
 
 static constexpr int kTokenBlock = 4;
-// The int8 GEMM shares each weight load among 3 tokens: 6 accumulators leave the registers the
-// sign trick needs (4 tokens measured 4% slower, 2 tokens 6% slower; see docs/benchmarks.md).
+// The int8 GEMM shares each weight load among 3 tokens (with group scales, 4 tokens measured the
+// same within noise, 2 tokens 10-15% slower).
 static constexpr int kI8TokenBlock = 3;
 
 static inline float hsum(__m256 v) {
@@ -158,45 +158,56 @@ static void avx2_gemm_f16(const Weight& w, const float* x, int ldx, int T, float
   else gemm_rowmajor<true>(w, x, ldx, T, y, ldy, n0, n1);
 }
 
-// s8 x s8 -> s32 on AVX2: |x| (u8) times w with x's sign moved onto it. Quantized values are in
-// [-127, 127], so the pairwise i16 sums of maddubs cannot saturate.
-static inline __m256i dot_s8(__m256i xv, __m256i wv) {
-  __m256i p16 = _mm256_maddubs_epi16(_mm256_abs_epi8(xv), _mm256_sign_epi8(wv, xv));
-  return _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
+// s8 x s8 -> s32 on AVX2: maddubs multiplies |a| (u8) by b with a's sign moved onto it, then madd
+// sums pairs. Quantized values are in [-127, 127], so the pairwise i16 sums cannot saturate.
+
+// Row-major, one token against RB output channels: the activation load and its abs are shared by
+// the RB rows, whose accumulators are independent chains. Per full k group: exact int32 dots, then
+// one FMA by w_scale * x_scale; a partial last group (the row is not padded) is summed in scalar.
+template <int RB>
+static inline void i8_rows(const Weight& w, const QuantizedActs& x, int t, int n, float* y) {
+  const int K = w.cols, G = w.k_groups(), full = K / kQuantGroup;
+  const int8_t* xq = x.q + (size_t)t * x.ld;
+  const float* xs = x.scale + (size_t)t * x.scales_ld();
+  const int8_t* wr[RB];
+  const uint16_t* ws[RB];
+  __m256 acc[RB];
+#pragma GCC unroll 8
+  for (int r = 0; r < RB; r++) {
+    wr[r] = static_cast<const int8_t*>(w.data) + (size_t)(n + r) * K;
+    ws[r] = w.scales + (size_t)(n + r) * G;
+    acc[r] = _mm256_setzero_ps();
+  }
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (int g = 0; g < full; g++) {
+    __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + g * kQuantGroup));
+    __m256i ax = _mm256_abs_epi8(xv);
+#pragma GCC unroll 8
+    for (int r = 0; r < RB; r++) {
+      __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wr[r] + g * kQuantGroup));
+      __m256i dot = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, _mm256_sign_epi8(wv, xv)), ones);
+      acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(_cvtsh_ss(ws[r][g]) * xs[g]), acc[r]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < RB; r++) {
+    float sum = hsum(acc[r]);
+    if (full < G) {
+      int32_t dot = 0;
+      for (int k = full * kQuantGroup; k < K; k++) dot += (int32_t)xq[k] * wr[r][k];
+      sum += (float)dot * (_cvtsh_ss(ws[r][full]) * xs[full]);
+    }
+    y[n + r] = sum;
+  }
 }
 
-// Row-major: per output channel and full k group, one 32-byte load shared by up to four tokens; a
-// partial last group (the row is not padded) is summed in scalar.
 static void gemm_i8_rowmajor(const Weight& w, const QuantizedActs& x, int T, float* y, int ldy, int n0, int n1) {
-  const int K = w.cols, G = w.k_groups(), full = K / kQuantGroup, sld = x.scales_ld();
-  const int8_t* data = static_cast<const int8_t*>(w.data);
-  for (int n = n0; n < n1; n++) {
-    const int8_t* wr = data + (size_t)n * K;
-    const uint16_t* ws = w.scales + (size_t)n * G;
-    for (int t0 = 0; t0 < T; t0 += kTokenBlock) {
-      int tb = std::min(kTokenBlock, T - t0);
-      __m256 acc[kTokenBlock] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-      for (int g = 0; g < full; g++) {
-        __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wr + g * kQuantGroup));
-        float wsg = _cvtsh_ss(ws[g]);
-        for (int j = 0; j < tb; j++) {
-          const int8_t* qt = x.q + (size_t)(t0 + j) * x.ld + g * kQuantGroup;
-          __m256i dot = dot_s8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(qt)), wv);
-          __m256 s = _mm256_set1_ps(wsg * x.scale[(size_t)(t0 + j) * sld + g]);
-          acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), s, acc[j]);
-        }
-      }
-      for (int j = 0; j < tb; j++) {
-        float s = hsum(acc[j]);
-        if (full < G) {
-          const int8_t* qt = x.q + (size_t)(t0 + j) * x.ld;
-          int32_t dot = 0;
-          for (int k = full * kQuantGroup; k < K; k++) dot += (int32_t)qt[k] * wr[k];
-          s += (float)dot * (_cvtsh_ss(ws[full]) * x.scale[(size_t)(t0 + j) * sld + full]);
-        }
-        y[(size_t)(t0 + j) * ldy + n] = s;
-      }
-    }
+  constexpr int kRows = 4;
+  for (int t = 0; t < T; t++) {
+    float* yt = y + (size_t)t * ldy;
+    int n = n0;
+    for (; n + kRows <= n1; n += kRows) i8_rows<kRows>(w, x, t, n, yt);
+    for (; n < n1; n++) i8_rows<1>(w, x, t, n, yt);
   }
 }
 
@@ -270,9 +281,13 @@ static void gemm_i8_packed(const Weight& w, const QuantizedActs& x, int T, float
     int valid = std::min(kPackRows, n1 - g0);
     int t0 = 0;
     for (; t0 + kI8TokenBlock <= T; t0 += kI8TokenBlock) i8_group<kI8TokenBlock>(wg, sg, G, x, t0, y, ldy, g0, valid);
-    static_assert(kI8TokenBlock == 3, "the remainder cases below cover 1 and 2 tokens");
-    if (T - t0 == 2) i8_group<2>(wg, sg, G, x, t0, y, ldy, g0, valid);
-    else if (T - t0 == 1) i8_group<1>(wg, sg, G, x, t0, y, ldy, g0, valid);
+    static_assert(kI8TokenBlock <= 4, "the remainder cases below cover 1 to 3 tokens");
+    switch (T - t0) {
+      case 3: i8_group<3>(wg, sg, G, x, t0, y, ldy, g0, valid); break;
+      case 2: i8_group<2>(wg, sg, G, x, t0, y, ldy, g0, valid); break;
+      case 1: i8_group<1>(wg, sg, G, x, t0, y, ldy, g0, valid); break;
+      default: break;
+    }
   }
 }
 
