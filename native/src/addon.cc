@@ -489,15 +489,32 @@ Napi::Value RowOp(const Napi::CallbackInfo& info) {
   });
 }
 
-// readBandwidth(bytes, threads, repeats) -> bytes/s: the streaming read bandwidth benchmarks divide by.
-Napi::Value ReadBandwidth(const Napi::CallbackInfo& info) {
+// machineLimits({ bytes, threads, repeats }) -> { readBytesPerSecond, reads: [{ pattern, bytes,
+// bytesPerSecond }], int8MacsPerSecond }: the limits benchmarks divide by, best of all measured.
+Napi::Value MachineLimits(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
-    double bytes = info[0].As<Napi::Number>().DoubleValue();
-    if (!(bytes >= 1 << 20 && bytes <= 64.0 * (1ull << 30))) throw std::runtime_error("readBandwidth: bytes must be between 1 MiB and 64 GiB");
-    int threads = info.Length() > 1 ? info[1].As<Napi::Number>().Int32Value() : 1;
-    int repeats = info.Length() > 2 ? info[2].As<Napi::Number>().Int32Value() : 3;
-    return Napi::Number::New(env, read_bandwidth((size_t)bytes, threads, repeats));
+    Napi::Object o = info[0].As<Napi::Object>();
+    double bytes = o.Get("bytes").As<Napi::Number>().DoubleValue();
+    if (!(bytes >= 1 << 20 && bytes <= 64.0 * (1ull << 30))) throw std::runtime_error("machineLimits: bytes must be between 1 MiB and 64 GiB");
+    int threads = int_in(o, "threads", 1, 1024);
+    int repeats = int_in(o, "repeats", 1, 100);
+    std::vector<ReadMeasurement> reads = read_bandwidth((size_t)bytes, threads, repeats);
+    Napi::Array arr = Napi::Array::New(env, reads.size());
+    double best = 0;
+    for (size_t i = 0; i < reads.size(); i++) {
+      Napi::Object r = Napi::Object::New(env);
+      r.Set("pattern", reads[i].pattern);
+      r.Set("bytes", (double)reads[i].bytes);
+      r.Set("bytesPerSecond", reads[i].bytes_per_second);
+      arr.Set((uint32_t)i, r);
+      best = std::max(best, reads[i].bytes_per_second);
+    }
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("readBytesPerSecond", best);
+    out.Set("reads", arr);
+    out.Set("int8MacsPerSecond", int8_mac_peak(threads, repeats));
+    return out;
   });
 }
 
@@ -530,7 +547,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("attention", Napi::Function::New(env, Attention));
   exports.Set("rowOp", Napi::Function::New(env, RowOp));
   exports.Set("cpuFeatures", Napi::Function::New(env, CpuFeaturesJs));
-  exports.Set("readBandwidth", Napi::Function::New(env, ReadBandwidth));
+  exports.Set("machineLimits", Napi::Function::New(env, MachineLimits));
   return exports;
 }
 
