@@ -6,7 +6,8 @@ import { join } from 'node:path';
 
 import { UsageError } from './errors.js';
 import { toHfConfig, validateConfig, type ModelConfig } from './model-config.js';
-import { writeGguf, type GgufVocab, type GgufWeightDType } from './convert/gguf.js';
+import type { GgufVocab } from './convert/gguf-model.js';
+import { writeGguf, type GgufWeightDType } from './convert/gguf-writer.js';
 import { writeSafetensors, type TensorToWrite } from './convert/safetensors.js';
 import { Tokenizer } from './tokenizer.js';
 

@@ -6,7 +6,7 @@ import { basename, dirname, join } from 'node:path';
 
 import { FormatError, UsageError } from '../errors.js';
 import { fromHfConfig, type ModelConfig } from '../model-config.js';
-import { GgufCheckpoint } from './gguf.js';
+import { GgufCheckpoint } from './gguf-model.js';
 import { SafetensorsFile, ShardedSafetensors } from './safetensors.js';
 import type { TensorSource } from './tensors.js';
 

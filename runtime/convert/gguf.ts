@@ -1,14 +1,13 @@
-// Reader and writer for GGUF, llama.cpp's single-file checkpoint (versions 2 and 3, little-endian),
-// and a view of a llama-architecture GGUF under Hugging Face tensor names and weight layouts.
-// Every count, length and byte range is checked against the file before it is used.
-import { closeSync, fstatSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
+// Reader for GGUF, llama.cpp's single-file checkpoint (versions 2 and 3, little-endian): metadata,
+// tensor table, and float32 reads of single tensors. Every count, length and byte range is checked
+// against the file before it is used. The writer is gguf-writer.ts, the model view gguf-model.ts.
+import { closeSync, fstatSync, openSync } from 'node:fs';
 
 import { FormatError } from '../errors.js';
-import { validateConfig, type ModelConfig } from '../model-config.js';
-import { elementCount, f16ToF32, f32ToF16, halfBytesToF32, readExact, type SourceDType, type TensorInfo, type TensorSource } from './tensors.js';
+import { dequantize, ggmlType, ggmlTypeName, READABLE_GGML_TYPES } from './ggml-types.js';
+import { readExact, type TensorInfo, type TensorSource } from './tensors.js';
 
-const GGUF_MAGIC = 0x46554747; // "GGUF" read as a little-endian uint32
-const WRITE_VERSION = 3;
+export const GGUF_MAGIC = 0x46554747; // "GGUF" read as a little-endian uint32
 const DEFAULT_ALIGNMENT = 32;
 const HEADER_BYTES = 24; // magic, version, tensor count, metadata count
 const READ_CHUNK_BYTES = 1 << 20;
@@ -17,43 +16,16 @@ const MAX_ARRAY_LENGTH = 1 << 24;
 const MAX_ARRAY_DEPTH = 8;
 const MAX_TENSOR_NAME_BYTES = 63; // ggml's GGML_MAX_NAME (64) includes the terminating NUL
 const MAX_DIMS = 4;
-const QK = 32; // values per Q8_0 / Q4_0 block
 
 /** GGUF metadata value types, as numbered in the file. */
-const V = { UINT8: 0, INT8: 1, UINT16: 2, INT16: 3, UINT32: 4, INT32: 5, FLOAT32: 6, BOOL: 7, STRING: 8, ARRAY: 9, UINT64: 10, INT64: 11, FLOAT64: 12 } as const;
+export const V = { UINT8: 0, INT8: 1, UINT16: 2, INT16: 3, UINT32: 4, INT32: 5, FLOAT32: 6, BOOL: 7, STRING: 8, ARRAY: 9, UINT64: 10, INT64: 11, FLOAT64: 12 } as const;
 /** The fewest bytes a value of each type takes (a string or an array at least its length fields). */
 const MIN_VALUE_BYTES = [1, 1, 2, 2, 4, 4, 4, 1, 8, 12, 8, 8, 8];
 
 /** A metadata value: 64-bit integers are bigints, every other number a number. */
 export type GgufValue = number | bigint | boolean | string | GgufValue[];
 
-interface GgmlType {
-  id: number;
-  dtype: SourceDType;
-  blockValues: number;
-  blockBytes: number;
-}
-
-const SUPPORTED_TYPES: GgmlType[] = [
-  { id: 0, dtype: 'F32', blockValues: 1, blockBytes: 4 },
-  { id: 1, dtype: 'F16', blockValues: 1, blockBytes: 2 },
-  { id: 2, dtype: 'Q4_0', blockValues: QK, blockBytes: 2 + QK / 2 },
-  { id: 3, dtype: 'Q4_1', blockValues: QK, blockBytes: 4 + QK / 2 },
-  { id: 8, dtype: 'Q8_0', blockValues: QK, blockBytes: 2 + QK },
-  { id: 30, dtype: 'BF16', blockValues: 1, blockBytes: 2 },
-];
-const TYPE_BY_ID = new Map(SUPPORTED_TYPES.map((t) => [t.id, t]));
-const TYPE_BY_DTYPE = new Map(SUPPORTED_TYPES.map((t) => [t.dtype, t]));
-
-// ggml_type numbering (ggml.h), for naming the types we cannot read; 4, 5 and 31-33 were removed.
-const GGML_TYPE_NAMES: Record<number, string> = {
-  0: 'F32', 1: 'F16', 2: 'Q4_0', 3: 'Q4_1', 6: 'Q5_0', 7: 'Q5_1', 8: 'Q8_0', 9: 'Q8_1', 10: 'Q2_K', 11: 'Q3_K',
-  12: 'Q4_K', 13: 'Q5_K', 14: 'Q6_K', 15: 'Q8_K', 16: 'IQ2_XXS', 17: 'IQ2_XS', 18: 'IQ3_XXS', 19: 'IQ1_S',
-  20: 'IQ4_NL', 21: 'IQ3_S', 22: 'IQ2_S', 23: 'IQ4_XS', 24: 'I8', 25: 'I16', 26: 'I32', 27: 'I64', 28: 'F64',
-  29: 'IQ1_M', 30: 'BF16', 34: 'TQ1_0', 35: 'TQ2_0', 39: 'MXFP4',
-};
-
-function alignUp(offset: number, alignment: number): number {
+export function alignUp(offset: number, alignment: number): number {
   return Math.ceil(offset / alignment) * alignment;
 }
 
@@ -218,6 +190,8 @@ interface TensorHeader {
 /** One GGUF file: its metadata, its tensor table, and float32 reads of single tensors. */
 export class GgufFile implements TensorSource {
   readonly metadata = new Map<string, GgufValue>();
+  /** Where each metadata value is stored: its type and byte range in the file. */
+  private readonly valueSpans = new Map<string, { type: number; start: number; end: number }>();
   readonly tensors = new Map<string, GgufTensor>();
   readonly version: number;
   readonly alignment: number;
@@ -273,7 +247,16 @@ export class GgufFile implements TensorSource {
     if (key === '') this.fail(`metadata key #${index} is empty`);
     if (this.metadata.has(key)) this.fail(`metadata key '${key}' appears twice`);
     const type = r.u32(`key '${key}': value type`);
+    const start = r.pos;
     this.metadata.set(key, readValue(r, type, `key '${key}'`, 0));
+    this.valueSpans.set(key, { type, start, end: r.pos });
+  }
+
+  /** A metadata value's type and its bytes exactly as stored, for copying it verbatim. */
+  rawValue(key: string): { type: number; bytes: Uint8Array } {
+    const span = this.valueSpans.get(key);
+    if (!span) throw new FormatError(this.path, `no metadata key '${key}'`);
+    return { type: span.type, bytes: readExact(this.fd, this.path, span.start, span.end - span.start) };
   }
 
   private readAlignment(): number {
@@ -302,9 +285,8 @@ export class GgufFile implements TensorSource {
 
   /** Checks a tensor's type, size and byte range, and resolves its absolute offset. */
   private placeTensor(h: TensorHeader, fileSize: number): GgufTensor {
-    const type = TYPE_BY_ID.get(h.type);
-    if (!type)
-      this.fail(`tensor '${h.name}': ggml type ${h.type} (${GGML_TYPE_NAMES[h.type] ?? 'unknown'}) is not supported (expected F32, F16, BF16, Q8_0, Q4_0 or Q4_1)`);
+    const type = ggmlType(h.type);
+    if (!type) this.fail(`tensor '${h.name}': ggml type ${h.type} (${ggmlTypeName(h.type)}) is not supported (expected ${READABLE_GGML_TYPES})`);
     if (h.ne[0] % type.blockValues !== 0)
       this.fail(`tensor '${h.name}': ${type.dtype} needs a row length that is a multiple of ${type.blockValues}, got ${h.ne[0]}`);
     let values = 1;
@@ -332,15 +314,7 @@ export class GgufFile implements TensorSource {
   readF32(name: string): Float32Array {
     const t = this.tensors.get(name);
     if (!t) throw new FormatError(this.path, `no tensor named '${name}'`);
-    const bytes = readExact(this.fd, this.path, t.offset, t.byteLength);
-    switch (t.dtype) {
-      case 'F32': return new Float32Array(bytes.buffer, bytes.byteOffset, bytes.length / 4);
-      case 'F16':
-      case 'BF16': return halfBytesToF32(bytes, t.dtype);
-      case 'Q8_0': return dequantizeQ8_0(bytes);
-      case 'Q4_0': return dequantizeQ4_0(bytes);
-      case 'Q4_1': return dequantizeQ4_1(bytes);
-    }
+    return dequantize(ggmlType(t.ggmlType)!, readExact(this.fd, this.path, t.offset, t.byteLength));
   }
 
   close(): void {
@@ -348,611 +322,8 @@ export class GgufFile implements TensorSource {
   }
 }
 
-function describeValue(v: GgufValue | undefined): string {
+/** A metadata value as an error message quotes it. */
+export function describeValue(v: GgufValue | undefined): string {
   if (Array.isArray(v)) return `an array of ${v.length}`;
   return typeof v === 'string' ? JSON.stringify(v) : String(v);
-}
-
-// Q8_0 block: f16 scale d, then 32 int8 q; value = d * q.
-function dequantizeQ8_0(bytes: Uint8Array): Float32Array {
-  const blockBytes = 2 + QK;
-  const out = new Float32Array((bytes.length / blockBytes) * QK);
-  for (let b = 0, o = 0; o < bytes.length; b++, o += blockBytes) {
-    const d = f16ToF32(bytes[o] | (bytes[o + 1] << 8));
-    for (let j = 0; j < QK; j++) out[b * QK + j] = d * ((bytes[o + 2 + j] << 24) >> 24);
-  }
-  return out;
-}
-
-// Q4_0 block: f16 scale d, then 16 bytes; the low nibble of byte j is value j, the high nibble
-// value j + 16; value = (nibble - 8) * d.
-function dequantizeQ4_0(bytes: Uint8Array): Float32Array {
-  const blockBytes = 2 + QK / 2;
-  const out = new Float32Array((bytes.length / blockBytes) * QK);
-  for (let b = 0, o = 0; o < bytes.length; b++, o += blockBytes) {
-    const d = f16ToF32(bytes[o] | (bytes[o + 1] << 8));
-    for (let j = 0; j < QK / 2; j++) {
-      const q = bytes[o + 2 + j];
-      out[b * QK + j] = ((q & 0x0f) - 8) * d;
-      out[b * QK + j + QK / 2] = ((q >> 4) - 8) * d;
-    }
-  }
-  return out;
-}
-
-// Q4_1 block: f16 scale d, f16 minimum m, then 16 bytes laid out as in Q4_0; value = nibble * d + m.
-function dequantizeQ4_1(bytes: Uint8Array): Float32Array {
-  const blockBytes = 4 + QK / 2;
-  const out = new Float32Array((bytes.length / blockBytes) * QK);
-  for (let b = 0, o = 0; o < bytes.length; b++, o += blockBytes) {
-    const d = f16ToF32(bytes[o] | (bytes[o + 1] << 8));
-    const m = f16ToF32(bytes[o + 2] | (bytes[o + 3] << 8));
-    for (let j = 0; j < QK / 2; j++) {
-      const q = bytes[o + 4 + j];
-      out[b * QK + j] = (q & 0x0f) * d + m;
-      out[b * QK + j + QK / 2] = (q >> 4) * d + m;
-    }
-  }
-  return out;
-}
-
-// ---- Llama checkpoints under Hugging Face names ----
-
-/** Per-layer tensors: GGUF name inside `blk.N.`, HF name inside `model.layers.N.`. */
-const LAYER_TENSORS: ReadonlyArray<readonly [string, string]> = [
-  ['attn_norm', 'input_layernorm'],
-  ['attn_q', 'self_attn.q_proj'],
-  ['attn_k', 'self_attn.k_proj'],
-  ['attn_v', 'self_attn.v_proj'],
-  ['attn_output', 'self_attn.o_proj'],
-  ['ffn_norm', 'post_attention_layernorm'],
-  ['ffn_gate', 'mlp.gate_proj'],
-  ['ffn_up', 'mlp.up_proj'],
-  ['ffn_down', 'mlp.down_proj'],
-];
-
-/** Every tensor of a llama checkpoint in file order: HF name, GGUF name, HF shape. */
-function llamaTensors(c: ModelConfig): Array<{ hf: string; gguf: string; shape: number[] }> {
-  const [D, I, V, Q, KV] = [c.hiddenSize, c.intermediateSize, c.vocabSize, c.numHeads * c.headDim, c.numKvHeads * c.headDim];
-  const layerShapes: Record<string, number[]> = {
-    attn_norm: [D], attn_q: [Q, D], attn_k: [KV, D], attn_v: [KV, D], attn_output: [D, Q],
-    ffn_norm: [D], ffn_gate: [I, D], ffn_up: [I, D], ffn_down: [D, I],
-  };
-  const list = [{ hf: 'model.embed_tokens.weight', gguf: 'token_embd.weight', shape: [V, D] }];
-  for (let l = 0; l < c.numLayers; l++) {
-    for (const [g, hf] of LAYER_TENSORS) list.push({ hf: `model.layers.${l}.${hf}.weight`, gguf: `blk.${l}.${g}.weight`, shape: layerShapes[g] });
-  }
-  list.push({ hf: 'model.norm.weight', gguf: 'output_norm.weight', shape: [D] });
-  if (!c.tieWordEmbeddings) list.push({ hf: 'lm_head.weight', gguf: 'output.weight', shape: [V, D] });
-  return list;
-}
-
-/** Heads whose rows llama.cpp's converter interleaves: q_proj by query heads, k_proj by KV heads. */
-function permutedHeads(hfName: string, c: ModelConfig): number {
-  if (hfName.endsWith('.self_attn.q_proj.weight')) return c.numHeads;
-  if (hfName.endsWith('.self_attn.k_proj.weight')) return c.numKvHeads;
-  return 0;
-}
-
-/**
- * The GGUF row holding HF row `r` of a Q or K weight. convert_hf_to_gguf.py reorders each head's
- * rows from RoPE's rotate-half pairing (i, i + headDim/2) to ggml's adjacent pairing (2i, 2i + 1):
- * HF row s * headDim/2 + i of a head is GGUF row 2i + s.
- */
-function ggufRowOf(r: number, rowsPerHead: number): number {
-  const half = rowsPerHead / 2;
-  const within = r % rowsPerHead;
-  return r - within + 2 * (within % half) + Math.floor(within / half);
-}
-
-/** Moves whole rows of a [rows, cols] Q or K weight between HF order and GGUF order. */
-function reorderRows(src: Float32Array, shape: readonly number[], heads: number, toGguf: boolean): Float32Array {
-  const [rows, cols] = shape;
-  const rowsPerHead = rows / heads;
-  const out = new Float32Array(src.length);
-  for (let r = 0; r < rows; r++) {
-    const g = ggufRowOf(r, rowsPerHead);
-    const [from, to] = toGguf ? [r, g] : [g, r];
-    out.set(src.subarray(from * cols, (from + 1) * cols), to * cols);
-  }
-  return out;
-}
-
-export interface GgufVocab {
-  tokens: string[];
-  scores: number[];
-  /** SentencePiece token types: 1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte. */
-  tokenTypes: number[];
-  unknownTokenId?: number;
-}
-
-function metaFail(f: GgufFile, detail: string): never {
-  throw new FormatError(f.path, detail);
-}
-
-/** An integer metadata value (any GGUF integer type) of at least `min`, or `fallback` when absent. */
-function metaInt(f: GgufFile, key: string, min: number, fallback?: number): number {
-  const v = f.metadata.get(key) ?? fallback;
-  if (v === undefined) metaFail(f, `missing metadata key '${key}'`);
-  const n = typeof v === 'bigint' ? Number(v) : v;
-  if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < min) metaFail(f, `'${key}' must be an integer >= ${min}, got ${describeValue(v)}`);
-  return n;
-}
-
-/** A positive finite metadata number, or `fallback` when absent. */
-function metaFloat(f: GgufFile, key: string, fallback?: number): number {
-  const v = f.metadata.get(key) ?? fallback;
-  if (v === undefined) metaFail(f, `missing metadata key '${key}'`);
-  if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) metaFail(f, `'${key}' must be a positive number, got ${describeValue(v)}`);
-  return shortestFloat32(v);
-}
-
-/**
- * GGUF stores hyperparameters as float32; report the shortest decimal that is the same float32
- * (1e-5 rather than 9.99999974e-6), which is the value the Hugging Face config carried.
- */
-function shortestFloat32(v: number): number {
-  if (Math.fround(v) !== v) return v;
-  for (let digits = 1; digits < 9; digits++) {
-    const d = Number(v.toPrecision(digits));
-    if (Math.fround(d) === v) return d;
-  }
-  return v;
-}
-
-/** The architecture of a llama GGUF, from its `llama.*` and tokenizer keys. */
-function llamaConfig(f: GgufFile): ModelConfig {
-  const arch = f.metadata.get('general.architecture');
-  if (arch !== 'llama')
-    metaFail(f, `general.architecture ${describeValue(arch)} is not supported (expected "llama"; Mistral models are stored as llama)`);
-  const scaling = f.metadata.get('llama.rope.scaling.type');
-  if (scaling !== undefined && scaling !== 'none') metaFail(f, `RoPE scaling ${describeValue(scaling)} is not supported`);
-  const hiddenSize = metaInt(f, 'llama.embedding_length', 1);
-  const numHeads = metaInt(f, 'llama.attention.head_count', 1);
-  if (!f.metadata.has('llama.attention.key_length') && hiddenSize % numHeads !== 0)
-    metaFail(f, `'llama.embedding_length' ${hiddenSize} is not a multiple of 'llama.attention.head_count' ${numHeads} and 'llama.attention.key_length' is missing`);
-  const headDim = metaInt(f, 'llama.attention.key_length', 1, hiddenSize / numHeads);
-  for (const key of ['llama.attention.value_length', 'llama.rope.dimension_count']) {
-    if (f.metadata.has(key) && metaInt(f, key, 1) !== headDim)
-      metaFail(f, `'${key}' ${describeValue(f.metadata.get(key))} differs from the head size ${headDim}; only full-width heads and RoPE are supported`);
-  }
-  const tokens = f.metadata.get('tokenizer.ggml.tokens');
-  const vocabFallback = Array.isArray(tokens) ? tokens.length : f.tensors.get('token_embd.weight')?.shape[0];
-  return validateConfig(f.path, {
-    architecture: 'llama',
-    hiddenSize,
-    numLayers: metaInt(f, 'llama.block_count', 1),
-    numHeads,
-    numKvHeads: metaInt(f, 'llama.attention.head_count_kv', 1, numHeads),
-    headDim,
-    intermediateSize: metaInt(f, 'llama.feed_forward_length', 1),
-    vocabSize: metaInt(f, 'llama.vocab_size', 1, vocabFallback),
-    ropeTheta: metaFloat(f, 'llama.rope.freq_base', 10000),
-    rmsNormEps: metaFloat(f, 'llama.attention.layer_norm_rms_epsilon'),
-    slidingWindow: null,
-    tieWordEmbeddings: !f.tensors.has('output.weight'),
-    attentionBias: false,
-    ropeScaling: null,
-    maxPositionEmbeddings: metaInt(f, 'llama.context_length', 1),
-    bosTokenId: metaInt(f, 'tokenizer.ggml.bos_token_id', 0, 1),
-    eosTokenId: metaInt(f, 'tokenizer.ggml.eos_token_id', 0, 2),
-  });
-}
-
-/** A per-token number array; llama.cpp's defaults (score 0, type normal) when the key is absent. */
-function perTokenNumbers(f: GgufFile, key: string, length: number, fallback: number): number[] {
-  const v = f.metadata.get(key);
-  if (v === undefined) return new Array<number>(length).fill(fallback);
-  if (!Array.isArray(v) || v.length !== length || !v.every((x) => typeof x === 'number'))
-    metaFail(f, `'${key}' must be an array of ${length} numbers (one per token), got ${describeValue(v)}`);
-  return v as number[];
-}
-
-function readVocab(f: GgufFile, vocabSize: number): GgufVocab | null {
-  const tokens = f.metadata.get('tokenizer.ggml.tokens');
-  if (tokens === undefined) return null;
-  if (!Array.isArray(tokens) || !tokens.every((t) => typeof t === 'string'))
-    metaFail(f, `'tokenizer.ggml.tokens' must be an array of strings, got ${describeValue(tokens)}`);
-  if (tokens.length !== vocabSize) metaFail(f, `'tokenizer.ggml.tokens' has ${tokens.length} tokens, the model's vocabulary has ${vocabSize}`);
-  const vocab: GgufVocab = {
-    tokens: tokens as string[],
-    scores: perTokenNumbers(f, 'tokenizer.ggml.scores', vocabSize, 0),
-    tokenTypes: perTokenNumbers(f, 'tokenizer.ggml.token_type', vocabSize, 1),
-  };
-  if (f.metadata.has('tokenizer.ggml.unknown_token_id')) {
-    vocab.unknownTokenId = metaInt(f, 'tokenizer.ggml.unknown_token_id', 0);
-    if (vocab.unknownTokenId >= vocabSize) metaFail(f, `'tokenizer.ggml.unknown_token_id' ${vocab.unknownTokenId} is outside the vocabulary of ${vocabSize}`);
-  }
-  return vocab;
-}
-
-function sameShape(a: readonly number[], b: readonly number[]): boolean {
-  return a.length === b.length && a.every((n, i) => n === b[i]);
-}
-
-/**
- * A llama-architecture GGUF seen as a Hugging Face checkpoint: HF tensor names, HF row order for
- * q_proj/k_proj (undoing the converter's interleave), and the config from the `llama.*` keys.
- */
-export class GgufCheckpoint implements TensorSource {
-  readonly file: GgufFile;
-  readonly config: ModelConfig;
-  /** Keyed by Hugging Face name; dtypes are those stored in the file. */
-  readonly tensors = new Map<string, TensorInfo>();
-  readonly vocab: GgufVocab | null;
-  readonly chatTemplate: string | null;
-  private readonly ggufNames = new Map<string, string>();
-
-  constructor(readonly path: string) {
-    this.file = new GgufFile(path);
-    try {
-      this.config = llamaConfig(this.file);
-      this.vocab = readVocab(this.file, this.config.vocabSize);
-      const template = this.file.metadata.get('tokenizer.chat_template');
-      if (template !== undefined && typeof template !== 'string') metaFail(this.file, `'tokenizer.chat_template' must be a string, got ${describeValue(template)}`);
-      this.chatTemplate = template ?? null;
-      this.mapTensors();
-    } catch (e) {
-      this.file.close();
-      throw e;
-    }
-  }
-
-  private mapTensors(): void {
-    const c = this.config;
-    // Each layer has several tensors: a larger layer count is wrong, and must not size the list below.
-    if (c.numLayers > this.file.tensors.size)
-      metaFail(this.file, `'llama.block_count' is ${c.numLayers}, but the file has only ${this.file.tensors.size} tensors`);
-    const expected = llamaTensors(c);
-    const byGguf = new Map(expected.map((e) => [e.gguf, e]));
-    for (const t of this.file.tensors.values()) {
-      const e = byGguf.get(t.name);
-      if (!e) metaFail(this.file, `tensor '${t.name}' is not part of a ${c.numLayers}-layer llama checkpoint`);
-      if (!sameShape(t.shape, e.shape)) metaFail(this.file, `tensor '${t.name}' has shape [${t.shape.join(', ')}], the config needs [${e.shape.join(', ')}]`);
-    }
-    for (const e of expected) {
-      const t = this.file.tensors.get(e.gguf);
-      if (!t) metaFail(this.file, `tensor '${e.gguf}' (${e.hf}) is missing`);
-      this.tensors.set(e.hf, { name: e.hf, dtype: t.dtype, shape: e.shape });
-      this.ggufNames.set(e.hf, e.gguf);
-    }
-  }
-
-  readF32(name: string): Float32Array {
-    const gguf = this.ggufNames.get(name);
-    if (!gguf) throw new FormatError(this.path, `no tensor named '${name}'`);
-    const data = this.file.readF32(gguf);
-    const heads = permutedHeads(name, this.config);
-    return heads ? reorderRows(data, this.tensors.get(name)!.shape, heads, false) : data;
-  }
-
-  close(): void {
-    this.file.close();
-  }
-}
-
-// ---- Writing ----
-
-const WRITE_ALIGNMENT = 32;
-const QUANTIZATION_VERSION = 2; // ggml's GGML_QNT_VERSION, written by llama.cpp beside quantized types
-
-export type GgufWeightDType = 'F32' | 'F16' | 'Q8_0' | 'Q4_0';
-
-/** llama.cpp's llama_ftype for a file whose matrices are mostly of this type. */
-const FILE_TYPE: Record<GgufWeightDType, number> = { F32: 0, F16: 1, Q4_0: 2, Q8_0: 7 };
-
-export interface GgufTensorToWrite {
-  /** Hugging Face name, e.g. 'model.layers.0.self_attn.q_proj.weight'. */
-  name: string;
-  shape: number[];
-  /** The values in HF layout, or a function producing them when the writer gets to this tensor. */
-  data: Float32Array | (() => Float32Array);
-}
-
-export interface GgufWriteOptions {
-  config: ModelConfig;
-  tensors: GgufTensorToWrite[];
-  vocab: GgufVocab;
-  /** Type of the 2-D weights, token embedding included; norm vectors stay F32. */
-  dtype: GgufWeightDType;
-  /** `general.name`. */
-  name?: string;
-  chatTemplate?: string;
-}
-
-/** Little-endian appends to a growing buffer, for the header. */
-class ByteWriter {
-  private buf = new Uint8Array(1 << 16);
-  private view = new DataView(this.buf.buffer);
-  private length = 0;
-  private readonly utf8 = new TextEncoder();
-
-  private reserve(n: number): void {
-    if (this.length + n <= this.buf.length) return;
-    let size = this.buf.length * 2;
-    while (size < this.length + n) size *= 2;
-    const next = new Uint8Array(size);
-    next.set(this.buf.subarray(0, this.length));
-    this.buf = next;
-    this.view = new DataView(next.buffer);
-  }
-
-  u8(v: number): void {
-    this.reserve(1);
-    this.buf[this.length++] = v;
-  }
-  u32(v: number): void {
-    this.reserve(4);
-    this.view.setUint32(this.length, v, true);
-    this.length += 4;
-  }
-  i32(v: number): void {
-    this.reserve(4);
-    this.view.setInt32(this.length, v, true);
-    this.length += 4;
-  }
-  f32(v: number): void {
-    this.reserve(4);
-    this.view.setFloat32(this.length, v, true);
-    this.length += 4;
-  }
-  u64(v: number): void {
-    this.reserve(8);
-    this.view.setBigUint64(this.length, BigInt(v), true);
-    this.length += 8;
-  }
-  string(s: string): void {
-    const bytes = this.utf8.encode(s);
-    this.u64(bytes.length);
-    this.reserve(bytes.length);
-    this.buf.set(bytes, this.length);
-    this.length += bytes.length;
-  }
-  /** Zero bytes up to the next multiple of `alignment` (the buffer is zero beyond `length`). */
-  padTo(alignment: number): void {
-    const n = alignUp(this.length, alignment) - this.length;
-    this.reserve(n);
-    this.length += n;
-  }
-  bytes(): Uint8Array {
-    return this.buf.subarray(0, this.length);
-  }
-}
-
-interface KvValue {
-  type: number;
-  write(w: ByteWriter): void;
-}
-
-const u32Value = (v: number): KvValue => ({ type: V.UINT32, write: (w) => w.u32(v) });
-const f32Value = (v: number): KvValue => ({ type: V.FLOAT32, write: (w) => w.f32(v) });
-const stringValue = (v: string): KvValue => ({ type: V.STRING, write: (w) => w.string(v) });
-const boolValue = (v: boolean): KvValue => ({ type: V.BOOL, write: (w) => w.u8(v ? 1 : 0) });
-function arrayValue<T>(elementType: number, values: readonly T[], put: (w: ByteWriter, v: T) => void): KvValue {
-  return {
-    type: V.ARRAY,
-    write: (w) => {
-      w.u32(elementType);
-      w.u64(values.length);
-      for (const v of values) put(w, v);
-    },
-  };
-}
-
-function metadataToWrite(o: GgufWriteOptions): Array<[string, KvValue]> {
-  const [c, v] = [o.config, o.vocab];
-  const kv: Array<[string, KvValue]> = [
-    ['general.architecture', stringValue('llama')],
-    ['general.name', stringValue(o.name ?? 'npuserve')],
-    ['general.alignment', u32Value(WRITE_ALIGNMENT)],
-    ['general.file_type', u32Value(FILE_TYPE[o.dtype])],
-    ['llama.context_length', u32Value(c.maxPositionEmbeddings)],
-    ['llama.embedding_length', u32Value(c.hiddenSize)],
-    ['llama.block_count', u32Value(c.numLayers)],
-    ['llama.feed_forward_length', u32Value(c.intermediateSize)],
-    ['llama.attention.head_count', u32Value(c.numHeads)],
-    ['llama.attention.head_count_kv', u32Value(c.numKvHeads)],
-    ['llama.attention.key_length', u32Value(c.headDim)],
-    ['llama.attention.value_length', u32Value(c.headDim)],
-    ['llama.rope.dimension_count', u32Value(c.headDim)],
-    ['llama.rope.freq_base', f32Value(c.ropeTheta)],
-    ['llama.attention.layer_norm_rms_epsilon', f32Value(c.rmsNormEps)],
-    ['llama.vocab_size', u32Value(c.vocabSize)],
-    ['tokenizer.ggml.model', stringValue('llama')],
-    ['tokenizer.ggml.tokens', arrayValue(V.STRING, v.tokens, (w, t) => w.string(t))],
-    ['tokenizer.ggml.scores', arrayValue(V.FLOAT32, v.scores, (w, s) => w.f32(s))],
-    ['tokenizer.ggml.token_type', arrayValue(V.INT32, v.tokenTypes, (w, t) => w.i32(t))],
-    ['tokenizer.ggml.bos_token_id', u32Value(c.bosTokenId)],
-    ['tokenizer.ggml.eos_token_id', u32Value(c.eosTokenId)],
-    ['tokenizer.ggml.unknown_token_id', u32Value(v.unknownTokenId ?? 0)],
-    ['tokenizer.ggml.add_bos_token', boolValue(true)],
-  ];
-  if (o.dtype === 'Q8_0' || o.dtype === 'Q4_0') kv.push(['general.quantization_version', u32Value(QUANTIZATION_VERSION)]);
-  if (o.chatTemplate !== undefined) kv.push(['tokenizer.chat_template', stringValue(o.chatTemplate)]);
-  return kv;
-}
-
-interface PlannedTensor {
-  hf: string;
-  gguf: string;
-  shape: number[]; // HF order
-  type: GgmlType;
-  offset: number; // from the start of the data section
-  byteLength: number;
-  data: GgufTensorToWrite['data'];
-}
-
-/**
- * The stored type of one tensor: vectors stay F32; a quantized type needs rows that are whole
- * blocks, otherwise the matrix falls back to F16 (as llama.cpp's quantizer does).
- */
-function storedType(shape: readonly number[], dtype: GgufWeightDType): GgmlType {
-  if (shape.length === 1) return TYPE_BY_DTYPE.get('F32')!;
-  const type = TYPE_BY_DTYPE.get(dtype)!;
-  return shape[shape.length - 1] % type.blockValues === 0 ? type : TYPE_BY_DTYPE.get('F16')!;
-}
-
-/** Tensors need no place in a GGUF: a tied lm_head, and RoPE's inverse frequencies (derived). */
-function skippedOnWrite(name: string, c: ModelConfig): boolean {
-  return (name === 'lm_head.weight' && c.tieWordEmbeddings) || name.endsWith('.rotary_emb.inv_freq');
-}
-
-function planTensors(o: GgufWriteOptions): PlannedTensor[] {
-  const given = new Map<string, GgufTensorToWrite>();
-  for (const t of o.tensors) {
-    if (given.has(t.name)) throw new Error(`tensor '${t.name}' is given twice`);
-    given.set(t.name, t);
-  }
-  const expected = llamaTensors(o.config);
-  const known = new Set(expected.map((e) => e.hf));
-  for (const name of given.keys()) {
-    if (!known.has(name) && !skippedOnWrite(name, o.config)) throw new Error(`tensor '${name}' has no place in a ${o.config.numLayers}-layer llama GGUF`);
-  }
-  let offset = 0;
-  return expected.map((e) => {
-    const t = given.get(e.hf);
-    if (!t) throw new Error(`tensor '${e.hf}' is missing`);
-    if (!sameShape(t.shape, e.shape)) throw new Error(`tensor '${e.hf}' has shape [${t.shape.join(', ')}], the config needs [${e.shape.join(', ')}]`);
-    const type = storedType(e.shape, o.dtype);
-    const byteLength = (elementCount(e.shape) / type.blockValues) * type.blockBytes;
-    const planned = { ...e, type, offset, byteLength, data: t.data };
-    offset = alignUp(offset + byteLength, WRITE_ALIGNMENT);
-    return planned;
-  });
-}
-
-function checkWritable(path: string, o: GgufWriteOptions): void {
-  const c = validateConfig(path, o.config);
-  if (c.slidingWindow !== null && c.slidingWindow < c.maxPositionEmbeddings)
-    throw new Error(`a llama GGUF has no sliding window: attention over ${c.slidingWindow} tokens cannot be stored (context is ${c.maxPositionEmbeddings})`);
-  const v = o.vocab;
-  for (const [what, n] of [['tokens', v.tokens.length], ['scores', v.scores.length], ['tokenTypes', v.tokenTypes.length]] as const) {
-    if (n !== c.vocabSize) throw new Error(`vocab.${what} has ${n} entries, the config's vocabulary has ${c.vocabSize}`);
-  }
-  const unk = v.unknownTokenId ?? 0;
-  if (!Number.isSafeInteger(unk) || unk < 0 || unk >= c.vocabSize) throw new Error(`vocab.unknownTokenId ${unk} is outside the vocabulary of ${c.vocabSize}`);
-}
-
-function encodeHeader(o: GgufWriteOptions, plan: PlannedTensor[]): Uint8Array {
-  const kv = metadataToWrite(o);
-  const w = new ByteWriter();
-  w.u32(GGUF_MAGIC);
-  w.u32(WRITE_VERSION);
-  w.u64(plan.length);
-  w.u64(kv.length);
-  for (const [key, value] of kv) {
-    w.string(key);
-    w.u32(value.type);
-    value.write(w);
-  }
-  for (const t of plan) {
-    w.string(t.gguf);
-    w.u32(t.shape.length);
-    for (let d = t.shape.length - 1; d >= 0; d--) w.u64(t.shape[d]); // GGUF's ne[] is innermost first
-    w.u32(t.type.id);
-    w.u64(t.offset);
-  }
-  w.padTo(WRITE_ALIGNMENT);
-  return w.bytes();
-}
-
-function roundHalfAwayFromZero(v: number): number {
-  return v < 0 ? -Math.floor(-v + 0.5) : Math.floor(v + 0.5);
-}
-
-function putF16(out: Uint8Array, at: number, v: number): void {
-  const h = f32ToF16(v);
-  out[at] = h & 0xff;
-  out[at + 1] = h >> 8;
-}
-
-// The quantizers follow llama.cpp's quantize_row_q8_0_ref and quantize_row_q4_0_ref step by step
-// in float32 arithmetic (Math.fround), so the bytes are the ones llama.cpp would write.
-
-function quantizeQ8_0(x: Float32Array): Uint8Array {
-  const blockBytes = 2 + QK;
-  const out = new Uint8Array((x.length / QK) * blockBytes);
-  for (let base = 0, o = 0; base < x.length; base += QK, o += blockBytes) {
-    let amax = 0;
-    for (let j = 0; j < QK; j++) {
-      const a = Math.abs(x[base + j]);
-      if (a > amax) amax = a;
-    }
-    const d = Math.fround(amax / 127);
-    const id = d ? Math.fround(1 / d) : 0;
-    putF16(out, o, d);
-    for (let j = 0; j < QK; j++) out[o + 2 + j] = roundHalfAwayFromZero(Math.fround(x[base + j] * id)) & 0xff;
-  }
-  return out;
-}
-
-function quantizeQ4_0(x: Float32Array): Uint8Array {
-  const blockBytes = 2 + QK / 2;
-  const out = new Uint8Array((x.length / QK) * blockBytes);
-  const nibble = (v: number, id: number) => Math.min(15, Math.trunc(Math.fround(Math.fround(v * id) + 8.5)));
-  for (let base = 0, o = 0; base < x.length; base += QK, o += blockBytes) {
-    let amax = 0;
-    let max = 0; // the value of largest magnitude, with its sign
-    for (let j = 0; j < QK; j++) {
-      const v = x[base + j];
-      if (amax < Math.abs(v)) {
-        amax = Math.abs(v);
-        max = v;
-      }
-    }
-    const d = Math.fround(max / -8);
-    const id = d ? Math.fround(1 / d) : 0;
-    putF16(out, o, d);
-    for (let j = 0; j < QK / 2; j++) out[o + 2 + j] = nibble(x[base + j], id) | (nibble(x[base + QK / 2 + j], id) << 4);
-  }
-  return out;
-}
-
-function encodeTensor(t: PlannedTensor, c: ModelConfig): Uint8Array {
-  const raw = typeof t.data === 'function' ? t.data() : t.data;
-  if (raw.length !== elementCount(t.shape)) throw new Error(`tensor '${t.hf}': shape [${t.shape.join(', ')}] does not match ${raw.length} values`);
-  const heads = permutedHeads(t.hf, c);
-  const data = heads ? reorderRows(raw, t.shape, heads, true) : raw;
-  switch (t.type.dtype) {
-    case 'F32': return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-    case 'F16': {
-      const out = new Uint16Array(data.length);
-      for (let i = 0; i < data.length; i++) out[i] = f32ToF16(data[i]);
-      return new Uint8Array(out.buffer);
-    }
-    case 'Q8_0': return quantizeQ8_0(data);
-    case 'Q4_0': return quantizeQ4_0(data);
-    default: throw new Error(`cannot write ${t.type.dtype}`);
-  }
-}
-
-function writeAll(fd: number, bytes: Uint8Array): void {
-  for (let done = 0; done < bytes.length; ) done += writeSync(fd, bytes, done);
-}
-
-/**
- * Writes a llama-architecture GGUF v3 that llama.cpp loads: HF-named float32 tensors (q_proj and
- * k_proj rows interleaved as llama.cpp expects), the config as `llama.*` keys, and a SentencePiece
- * vocabulary. Goes through `path + '.tmp'` and a rename; one tensor is in memory at a time.
- */
-export function writeGguf(path: string, opts: GgufWriteOptions): void {
-  checkWritable(path, opts);
-  const plan = planTensors(opts);
-  const header = encodeHeader(opts, plan);
-  const tmp = `${path}.tmp`;
-  const fd = openSync(tmp, 'w');
-  try {
-    writeAll(fd, header);
-    for (const t of plan) {
-      const bytes = encodeTensor(t, opts.config);
-      writeAll(fd, bytes);
-      writeAll(fd, new Uint8Array(alignUp(bytes.length, WRITE_ALIGNMENT) - bytes.length));
-    }
-  } catch (e) {
-    closeSync(fd);
-    rmSync(tmp, { force: true });
-    throw e;
-  }
-  closeSync(fd);
-  renameSync(tmp, path);
 }

@@ -4,7 +4,9 @@ import { readSync } from 'node:fs';
 
 import { FormatError } from '../errors.js';
 
-export type SourceDType = 'F32' | 'F16' | 'BF16' | 'Q8_0' | 'Q4_0' | 'Q4_1';
+export type SourceDType =
+  | 'F32' | 'F16' | 'BF16'
+  | 'Q8_0' | 'Q4_0' | 'Q4_1' | 'Q5_0' | 'Q5_1' | 'Q2_K' | 'Q3_K' | 'Q4_K' | 'Q5_K' | 'Q6_K'; // ggml types in GGUF files
 
 export interface TensorInfo {
   name: string;
