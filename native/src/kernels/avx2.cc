@@ -234,7 +234,8 @@ static inline void i8_group(const int8_t* wg, const uint16_t* sg, int G, const Q
     __m256i acc[TB][2];
 #pragma GCC unroll 8
     for (int j = 0; j < TB; j++) acc[j][0] = acc[j][1] = _mm256_setzero_si256();
-#pragma GCC unroll 8
+    // Not unrolled: fully unrolled, GCC computed all 8 steps' products first and spilled them.
+#pragma GCC unroll 1
     for (int k4 = 0; k4 < kQuantGroup / kPackK; k4++) {
       __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wk + k4 * 64));
       __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wk + k4 * 64 + 32));
