@@ -19,8 +19,9 @@ struct ReadMeasurement {
 // passes each (after one untimed pass that faults the buffer in).
 std::vector<ReadMeasurement> read_bandwidth(size_t bytes, int threads, int repeats);
 
-// int8 multiply-accumulates per second of `threads` threads running register-only
-// maddubs/madd/add chains (AVX2; SSSE3 pairs without AVX2), best of `repeats` runs of ~0.1 s.
+// int8 multiply-accumulates per second of `threads` cores running register-only maddubs/madd/add
+// chains (AVX2; 0 without it): the larger of one core's best times `threads` and the best run of
+// `threads` threads together, over `repeats` runs of ~50 ms each.
 double int8_mac_peak(int threads, int repeats);
 
 }  // namespace npu
