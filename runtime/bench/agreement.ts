@@ -212,7 +212,8 @@ async function main(argv: string[]): Promise<void> {
       'llama-q8': { type: 'string' },
       tokens: { type: 'string', default: '320' },
       threads: { type: 'string' },
-      'cache-dir': { type: 'string', default: join(homedir(), '.cache', 'npuserve', 'bench', 'agreement') },
+      // Shared with bench:engine, whose INT8 runs write the same presets' Q8_0 twins.
+      'cache-dir': { type: 'string', default: join(homedir(), '.cache', 'npuserve', 'bench', 'engine') },
       json: { type: 'boolean', default: false },
     },
   });
