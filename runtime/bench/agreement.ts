@@ -1,6 +1,7 @@
 // npm run bench:agreement: how closely npuserve's INT8 follows its FP32, next to how closely
 // llama.cpp's Q8_0 follows its F32, on the same weights and one fixed token stream fed teacher-forced:
-// at every position, top-1 agreement of the next-token distributions and KL(FP32 || quantized).
+// at every position, top-1 agreement of the next-token distributions and KL(FP32 || quantized),
+// printed as KL(ref, q) so the Markdown table stays a table.
 // Also npuserve FP32 against llama.cpp F32, which checks that both read the same weights and tokens.
 import { existsSync, mkdirSync } from 'node:fs';
 import { availableParallelism, homedir } from 'node:os';
@@ -190,7 +191,7 @@ export function formatAgreement(r: AgreementResult): string {
   const lines = [
     `${r.model}: ${r.tokens} tokens, teacher-forced; next-token distributions compared at every position`,
     '',
-    '| comparison | positions | top-1 agreement | mean KL(ref || q) nats |',
+    '| comparison | positions | top-1 agreement | mean KL(ref, q) nats |',
     '|------------|----------:|----------------:|-----------------------:|',
     row('npuserve INT8 vs npuserve FP32', r.npuserveInt8),
     row('llama.cpp Q8_0 vs llama.cpp F32', r.llamaQ8_0),
