@@ -60,17 +60,23 @@ interface NativeEngine {
   info(): EngineInfo;
 }
 
+export interface MachineLimits {
+  readBytesPerSecond: number;
+  reads: Array<{ pattern: string; bytes: number; bytesPerSecond: number }>;
+  int8MacsPerSecond: number;
+}
+
 export interface NativeAddon {
   loadModel(path: string, descriptor: unknown, options: EngineOptions): Promise<NativeEngine>;
-  packWeight(w: Float32Array, rows: number, cols: number, dtype: string, layout: string): { data: Uint8Array; scales?: Float32Array };
+  packWeight(w: Float32Array, rows: number, cols: number, dtype: string, layout: string): { data: Uint8Array; scales?: Uint16Array };
   gemm(args: Record<string, unknown>): Float32Array;
   /** One kernel set's attention of queries over key/value rows, fed in KV blocks (kernel tests). */
   attention(args: Record<string, unknown>): Float32Array;
   /** One kernel set's element-wise row operation: silu_mul or to_f16 (kernel tests). */
   rowOp(args: Record<string, unknown>): Float32Array | Uint16Array;
   cpuFeatures(): Record<string, unknown> & { selectedKernel: string; availableKernels: string[] };
-  /** Streaming read bandwidth in bytes/s over `bytes` split between `threads` threads. */
-  readBandwidth(bytes: number, threads?: number, repeats?: number): number;
+  /** The machine's read bandwidth (best over access patterns and buffer sizes) and int8 MAC peak. */
+  machineLimits(args: { bytes: number; threads: number; repeats: number }): MachineLimits;
 }
 
 let addon: NativeAddon | undefined;

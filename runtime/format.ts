@@ -6,8 +6,10 @@
 //   [dataOffset, end)  tensor data, each tensor 64-byte aligned, already in the layout the kernels read
 //
 // Tensor layouts: `row-major` is [rows][cols]. `packed16` groups rows by 16 (zero rows pad the last
-// group); inside a group f32/f16 store [cols][16] and i8 stores [cols/4][16][4] with cols padded to
-// a multiple of 4. An i8 weight `W` comes with `W.scale` (f32, one per padded row): w = q * scale.
+// group); inside a group f32/f16 store [cols][16] and i8 stores [cols/4][16][4] with cols padded with
+// zeros to a multiple of 32. An i8 weight `W` comes with `W.scale`: f16, one scale per row and group
+// of 32 columns (w = q * scale), ordered [rows][groups] for row-major and [rows/16][groups][16] for
+// packed16 (padding rows have scale 0). Version 1 files (one f32 scale per row) are refused.
 import { closeSync, fstatSync, openSync } from 'node:fs';
 
 import { FormatError } from './errors.js';
@@ -16,7 +18,7 @@ import { readExact } from './convert/tensors.js';
 import type { TokenizerSpec } from './tokenizer.js';
 
 export const MAGIC = 'NPUSERVE';
-export const FORMAT_VERSION = 1;
+export const FORMAT_VERSION = 2;
 export const HEADER_BYTES = 64;
 export const TENSOR_ALIGN = 64;
 
@@ -54,13 +56,24 @@ export interface NpuMetadata {
   config: ModelConfig;
   precision: Precision;
   optimizeLevel: number;
-  quantization: null | { weights: 'int8-symmetric-per-output-channel'; activations: 'int8-per-token-dynamic' };
+  quantization: null | typeof INT8_QUANTIZATION;
   source: { format: 'safetensors' | 'gguf' | 'npu'; files: string[]; bytes: number; digest: string };
   tokenizer: TokenizerSpec;
   accuracy: AccuracyReport | null;
   createdAt: string;
   tensors: NpuTensor[];
 }
+
+/** Columns that share one i8 scale, in weights and in activations (as llama.cpp's Q8_0). */
+export const INT8_GROUP_SIZE = 32;
+
+/** The INT8 scheme this format version stores, as named in the metadata. */
+export const INT8_QUANTIZATION = {
+  weights: 'int8-symmetric-group32',
+  activations: 'int8-dynamic-group32',
+  groupSize: INT8_GROUP_SIZE,
+  scales: 'f16',
+} as const;
 
 export interface NpuHeader {
   formatVersion: number;
@@ -81,12 +94,12 @@ export function tensorBytes(dtype: TensorDType, layout: TensorLayout, shape: rea
   if (shape.length === 1) return shape[0] * DTYPE_BYTES[dtype];
   const [rows, cols] = shape;
   if (layout === 'row-major') return rows * cols * DTYPE_BYTES[dtype];
-  return alignUp(rows, 16) * (dtype === 'i8' ? alignUp(cols, 4) : cols) * DTYPE_BYTES[dtype];
+  return alignUp(rows, 16) * (dtype === 'i8' ? alignUp(cols, INT8_GROUP_SIZE) : cols) * DTYPE_BYTES[dtype];
 }
 
-/** Rows of the scale vector that goes with an i8 weight. */
-export function paddedRows(layout: TensorLayout, rows: number): number {
-  return layout === 'packed16' ? alignUp(rows, 16) : rows;
+/** Entries of the f16 scale vector that goes with an i8 weight: one per padded row and group. */
+export function scaleCount(layout: TensorLayout, rows: number, cols: number): number {
+  return (layout === 'packed16' ? alignUp(rows, 16) : rows) * Math.ceil(cols / INT8_GROUP_SIZE);
 }
 
 const CRC_TABLE = (() => {
@@ -152,6 +165,8 @@ export function readNpuFile(path: string): NpuFile {
       fileBytes: u64(dv, 48),
       metadataCrc32: dv.getUint32(56, true),
     };
+    if (header.formatVersion === 1)
+      fail(`format version 1 (INT8 with one scale per row) is no longer read; this build reads version ${FORMAT_VERSION}: re-convert the model with \`npuserve convert\``);
     if (header.formatVersion !== FORMAT_VERSION) fail(`format version ${header.formatVersion} is not supported (this build reads version ${FORMAT_VERSION})`);
     if (header.fileBytes !== size) fail(`file is ${size} bytes but its header says ${header.fileBytes}: truncated or appended to`);
     if (header.metadataOffset !== HEADER_BYTES || header.metadataOffset + header.metadataBytes > header.dataOffset)

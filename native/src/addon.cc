@@ -365,6 +365,7 @@ Napi::Float32Array float_arg(const Napi::Value& v, const char* what) {
 }
 
 // packWeight(Float32Array (rows x cols), rows, cols, dtype, layout) -> { data: Uint8Array, scales? }
+// (scales: i8 only, Uint16Array of f16 bits in the kernels' order, see Weight::scales)
 Napi::Value PackWeight(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
@@ -378,7 +379,7 @@ Napi::Value PackWeight(const Napi::CallbackInfo& info) {
     std::copy(p.data.begin(), p.data.end(), data.Data());
     o.Set("data", data);
     if (!p.scales.empty()) {
-      Napi::Float32Array s = Napi::Float32Array::New(env, p.scales.size());
+      Napi::Uint16Array s = Napi::Uint16Array::New(env, p.scales.size());
       std::copy(p.scales.begin(), p.scales.end(), s.Data());
       o.Set("scales", s);
     }
@@ -403,18 +404,22 @@ Napi::Value Gemm(const Napi::CallbackInfo& info) {
     w.data = data.Data();
     Napi::Float32Array x = float_arg(o.Get("x"), "x");
     if (x.ElementLength() != (size_t)T * w.cols) throw std::runtime_error("gemm: x must hold tokens x cols values");
-    std::vector<float> scales;
     if (w.dtype == DType::I8) {
-      Napi::Float32Array s = float_arg(o.Get("scales"), "scales");
-      if (s.ElementLength() != (size_t)w.padded_rows()) throw std::runtime_error("gemm: scales must hold padded rows values");
+      Napi::Value sv = o.Get("scales");
+      if (!sv.IsTypedArray() || sv.As<Napi::TypedArray>().TypedArrayType() != napi_uint16_array)
+        throw std::runtime_error("gemm: scales must be a Uint16Array (f16 bits)");
+      Napi::Uint16Array s = sv.As<Napi::Uint16Array>();
+      if (s.ElementLength() != w.scale_count())
+        throw std::runtime_error("gemm: scales hold " + std::to_string(s.ElementLength()) + " values, the weight needs " + std::to_string(w.scale_count()));
       w.scales = s.Data();
     }
     Napi::Float32Array y = Napi::Float32Array::New(env, (size_t)T * w.rows);
     if (w.dtype == DType::I8) {
       int ld = round_up(w.padded_cols(), 64);
       std::vector<int8_t> q((size_t)T * ld);
-      std::vector<float> qs(T);
-      for (int t = 0; t < T; t++) k.quantize_row(x.Data() + (size_t)t * w.cols, w.cols, ld, q.data() + (size_t)t * ld, &qs[t]);
+      std::vector<float> qs((size_t)T * (ld / kQuantGroup));
+      for (int t = 0; t < T; t++)
+        k.quantize_row(x.Data() + (size_t)t * w.cols, w.cols, ld, q.data() + (size_t)t * ld, qs.data() + (size_t)t * (ld / kQuantGroup));
       k.gemm_i8(w, QuantizedActs{q.data(), qs.data(), ld}, T, y.Data(), w.rows, 0, w.rows);
     } else {
       (w.dtype == DType::F16 ? k.gemm_f16 : k.gemm_f32)(w, x.Data(), w.cols, T, y.Data(), w.rows, 0, w.rows);
@@ -502,15 +507,32 @@ Napi::Value RowOp(const Napi::CallbackInfo& info) {
   });
 }
 
-// readBandwidth(bytes, threads, repeats) -> bytes/s: the streaming read bandwidth benchmarks divide by.
-Napi::Value ReadBandwidth(const Napi::CallbackInfo& info) {
+// machineLimits({ bytes, threads, repeats }) -> { readBytesPerSecond, reads: [{ pattern, bytes,
+// bytesPerSecond }], int8MacsPerSecond }: the limits benchmarks divide by, best of all measured.
+Napi::Value MachineLimits(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
-    double bytes = info[0].As<Napi::Number>().DoubleValue();
-    if (!(bytes >= 1 << 20 && bytes <= 64.0 * (1ull << 30))) throw std::runtime_error("readBandwidth: bytes must be between 1 MiB and 64 GiB");
-    int threads = info.Length() > 1 ? info[1].As<Napi::Number>().Int32Value() : 1;
-    int repeats = info.Length() > 2 ? info[2].As<Napi::Number>().Int32Value() : 3;
-    return Napi::Number::New(env, read_bandwidth((size_t)bytes, threads, repeats));
+    Napi::Object o = info[0].As<Napi::Object>();
+    double bytes = o.Get("bytes").As<Napi::Number>().DoubleValue();
+    if (!(bytes >= 1 << 20 && bytes <= 64.0 * (1ull << 30))) throw std::runtime_error("machineLimits: bytes must be between 1 MiB and 64 GiB");
+    int threads = int_in(o, "threads", 1, 1024);
+    int repeats = int_in(o, "repeats", 1, 100);
+    std::vector<ReadMeasurement> reads = read_bandwidth((size_t)bytes, threads, repeats);
+    Napi::Array arr = Napi::Array::New(env, reads.size());
+    double best = 0;
+    for (size_t i = 0; i < reads.size(); i++) {
+      Napi::Object r = Napi::Object::New(env);
+      r.Set("pattern", reads[i].pattern);
+      r.Set("bytes", (double)reads[i].bytes);
+      r.Set("bytesPerSecond", reads[i].bytes_per_second);
+      arr.Set((uint32_t)i, r);
+      best = std::max(best, reads[i].bytes_per_second);
+    }
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("readBytesPerSecond", best);
+    out.Set("reads", arr);
+    out.Set("int8MacsPerSecond", int8_mac_peak(threads, repeats));
+    return out;
   });
 }
 
@@ -543,7 +565,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("attention", Napi::Function::New(env, Attention));
   exports.Set("rowOp", Napi::Function::New(env, RowOp));
   exports.Set("cpuFeatures", Napi::Function::New(env, CpuFeaturesJs));
-  exports.Set("readBandwidth", Napi::Function::New(env, ReadBandwidth));
+  exports.Set("machineLimits", Napi::Function::New(env, MachineLimits));
   return exports;
 }
 

@@ -10,12 +10,15 @@ namespace npu {
 enum class DType : int { F32 = 0, F16 = 1, I8 = 2 };
 
 // RowMajor: [rows][cols]. Packed16: rows in groups of 16 (padded with zero rows); inside a group,
-// F32/F16 store [k][16] and I8 stores [k/4][16][4] (cols padded to a multiple of 4), the layout
-// VNNI's vpdpbusd and AMX's B tiles read without shuffles.
+// F32/F16 store [k][16] and I8 stores [k/4][16][4] (cols padded with zeros to a multiple of the
+// quantization group), the layout VNNI's vpdpbusd and AMX's B tiles read without shuffles.
 enum class Layout : int { RowMajor = 0, Packed16 = 1 };
 
 constexpr int kPackRows = 16;
 constexpr int kPackK = 4;
+// I8 weights and activations keep one scale per kQuantGroup consecutive values along K (as
+// llama.cpp's Q8_0): outlier channels then cost precision only in their own group.
+constexpr int kQuantGroup = 32;
 
 inline int round_up(int x, int m) { return (x + m - 1) / m * m; }
 
@@ -25,22 +28,35 @@ struct Weight {
   int rows = 0;  // output channels (N)
   int cols = 0;  // input channels (K)
   const void* data = nullptr;
-  const float* scales = nullptr;  // I8: per output channel, padded to the packed row count
+  // I8: f16 bits of one scale per (row, group of kQuantGroup along K): w = q * scale. RowMajor
+  // stores [rows][k_groups()]; Packed16 [padded_rows / 16][k_groups()][16], so the kernel reads the
+  // 16 scales of a row group and k group with one load. Padding rows have scale 0.
+  const uint16_t* scales = nullptr;
 
   int padded_rows() const { return layout == Layout::Packed16 ? round_up(rows, kPackRows) : rows; }
   int padded_cols() const {
-    return layout == Layout::Packed16 && dtype == DType::I8 ? round_up(cols, kPackK) : cols;
+    return layout == Layout::Packed16 && dtype == DType::I8 ? round_up(cols, kQuantGroup) : cols;
   }
+  int k_groups() const { return (cols + kQuantGroup - 1) / kQuantGroup; }
+  size_t scale_count() const { return (size_t)padded_rows() * k_groups(); }
 };
+
+// Position of the scale of (row n, k group g) among an I8 weight's scales.
+inline size_t scale_index(const Weight& w, int n, int g) {
+  if (w.layout == Layout::RowMajor) return (size_t)n * w.k_groups() + g;
+  return ((size_t)(n / kPackRows) * w.k_groups() + g) * kPackRows + n % kPackRows;
+}
 
 size_t dtype_size(DType t);
 size_t weight_data_bytes(DType t, Layout l, int rows, int cols);
 
-// Activations quantized per token for I8 weights: q[t][k] = round(x[t][k] / scale[t]).
+// Activations quantized per token and group of kQuantGroup for I8 weights:
+// q[t][k] = round(x[t][k] / scale[t][k / kQuantGroup]), in [-127, 127].
 struct QuantizedActs {
-  const int8_t* q;   // [T][ld] (ld >= padded cols, padding is zero)
-  const float* scale;// [T]
+  const int8_t* q;    // [T][ld] (ld a multiple of kQuantGroup, >= padded cols; padding is zero)
+  const float* scale; // [T][ld / kQuantGroup]
   int ld;
+  int scales_ld() const { return ld / kQuantGroup; }
 };
 
 // Attention of nq queries against one KV head, one KV block at a time with an online softmax (as
@@ -67,8 +83,9 @@ struct Kernels {
   void (*gemm_f32)(const Weight& w, const float* x, int ldx, int T, float* y, int ldy, int n0, int n1);
   void (*gemm_f16)(const Weight& w, const float* x, int ldx, int T, float* y, int ldy, int n0, int n1);
   void (*gemm_i8)(const Weight& w, const QuantizedActs& x, int T, float* y, int ldy, int n0, int n1);
-  // One token row of length k -> int8 q (padded with zeros to ld) and its scale.
-  void (*quantize_row)(const float* x, int k, int ld, int8_t* q, float* scale);
+  // One token row of length k -> int8 q (padded with zeros to ld, a multiple of kQuantGroup) and
+  // ld / kQuantGroup scales (0 for groups past k): scale = max|x| / 127 over the group.
+  void (*quantize_row)(const float* x, int k, int ld, int8_t* q, float* scales);
   // One KV block: n key and value rows ld elements apart (f32, or f16 bits when f16), the first at
   // position kpos0, folded into the queries' running softmax state.
   void (*attn_block)(const AttnQueries& a, const void* k, const void* v, bool f16, size_t ld, int n, int kpos0);

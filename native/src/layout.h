@@ -10,11 +10,11 @@
 namespace npu {
 
 struct PackedWeight {
-  std::vector<uint8_t> data;       // weight_data_bytes(dtype, layout, rows, cols)
-  std::vector<float> scales;  // I8 only: padded_rows() entries (zeros for padding rows)
+  std::vector<uint8_t> data;     // weight_data_bytes(dtype, layout, rows, cols)
+  std::vector<uint16_t> scales;  // I8 only: f16 bits, Weight::scale_count() in scale_index order
 };
 
-// src is [rows][cols] float32, row-major.
+// src is [rows][cols] float32, row-major. Throws for an I8 weight whose scales exceed f16's range.
 PackedWeight pack_weight(const float* src, int rows, int cols, DType dtype, Layout layout);
 
 }  // namespace npu

@@ -1,12 +1,27 @@
-// Streaming read bandwidth of this machine, measured the way a batch-1 decode reads weights: every
-// thread sums its own contiguous slice of one large buffer.
+// The machine's limits that benchmarks divide by: the streaming read bandwidth (the bound of a
+// batch-1 decode, which reads every weight once per token) and the int8 multiply-accumulate peak
+// (the bound of an INT8 prefill). Both are the best over several ways of measuring them, so a
+// workload cannot exceed them.
 #pragma once
 #include <cstddef>
+#include <string>
+#include <vector>
 
 namespace npu {
 
-// Bytes per second read over `bytes` (rounded down to 4 KiB per thread) by `threads` threads, the
-// best of `repeats` passes after one untimed pass that faults the buffer in.
-double read_bandwidth(size_t bytes, int threads, int repeats);
+struct ReadMeasurement {
+  std::string pattern;  // how the threads walk the buffer, see membw.cc
+  size_t bytes;         // buffer size (all above the last-level cache)
+  double bytes_per_second;  // best of the repeats
+};
+
+// Every pattern at `bytes`, bytes / 2 and bytes / 4, with `threads` threads, best of `repeats`
+// passes each (after one untimed pass that faults the buffer in).
+std::vector<ReadMeasurement> read_bandwidth(size_t bytes, int threads, int repeats);
+
+// int8 multiply-accumulates per second of `threads` cores running register-only maddubs/madd/add
+// chains (AVX2; 0 without it): the larger of one core's best times `threads` and the best run of
+// `threads` threads together, over `repeats` runs of ~50 ms each.
+double int8_mac_peak(int threads, int repeats);
 
 }  // namespace npu

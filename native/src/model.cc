@@ -99,6 +99,13 @@ void Model::bind_weights(const std::vector<TensorDesc>& tensors) {
       throw err("tensor '" + name + "' must be f32 " + shape_str({n}) + ", file has shape " + shape_str(t.shape));
     return reinterpret_cast<const float*>(base + t.offset);
   };
+  auto i8_scales = [&](const std::string& name, size_t n) -> const uint16_t* {
+    const TensorDesc& t = find(by_name, name);
+    if (t.dtype != DType::F16 || t.shape != std::vector<int64_t>{(int64_t)n} || t.bytes != (uint64_t)n * 2)
+      throw err("tensor '" + name + "' must be f16 " + shape_str({(int64_t)n}) + " (one scale per row and group of " +
+                std::to_string(kQuantGroup) + "), file has shape " + shape_str(t.shape));
+    return reinterpret_cast<const uint16_t*>(base + t.offset);
+  };
   auto mat = [&](const std::string& name, int rows, int cols) {
     const TensorDesc& t = find(by_name, name);
     if (t.shape != std::vector<int64_t>{rows, cols})
@@ -112,7 +119,7 @@ void Model::bind_weights(const std::vector<TensorDesc>& tensors) {
     if (t.bytes != expect)
       throw err("tensor '" + name + "' has " + std::to_string(t.bytes) + " bytes, its dtype and layout need " + std::to_string(expect));
     w.data = base + t.offset;
-    if (t.dtype == DType::I8) w.scales = vec(name + ".scale", w.padded_rows());
+    if (t.dtype == DType::I8) w.scales = i8_scales(name + ".scale", w.scale_count());
     return w;
   };
   const Config& c = cfg_;
@@ -275,10 +282,11 @@ void Model::matmul(const Weight& w, const float* x, int T, int ldx, float* y, in
   int tasks = (w.rows + chunk - 1) / chunk;
   if (w.dtype == DType::I8) {
     int ld = round_up(w.padded_cols(), 64);
+    const int sld = ld / kQuantGroup;
     if (xq_.size() < (size_t)T * ld) xq_.resize((size_t)T * ld);
-    if (xq_scale_.size() < (size_t)T) xq_scale_.resize(T);
+    if (xq_scale_.size() < (size_t)T * sld) xq_scale_.resize((size_t)T * sld);
     for_tokens(T, [&](int t0, int t1) {
-      for (int t = t0; t < t1; t++) k.quantize_row(x + (size_t)t * ldx, w.cols, ld, xq_.data() + (size_t)t * ld, &xq_scale_[t]);
+      for (int t = t0; t < t1; t++) k.quantize_row(x + (size_t)t * ldx, w.cols, ld, xq_.data() + (size_t)t * ld, xq_scale_.data() + (size_t)t * sld);
     });
     QuantizedActs qa{xq_.data(), xq_scale_.data(), ld};
     pool_.parallel_for(tasks, [&](int task, int) {
@@ -317,8 +325,8 @@ void Model::embed(const std::vector<int32_t>& tokens, float* out) {
     } else if (e.dtype == DType::F16) {
       for (int i = 0; i < D; i++) o[i] = half_to_float(static_cast<const uint16_t*>(e.data)[row + i]);
     } else {
-      float s = e.scales[tokens[t]];
-      for (int i = 0; i < D; i++) o[i] = s * static_cast<const int8_t*>(e.data)[row + i];
+      const int8_t* q = static_cast<const int8_t*>(e.data) + row;
+      for (int i = 0; i < D; i++) o[i] = half_to_float(e.scales[scale_index(e, tokens[t], i / kQuantGroup)]) * q[i];
     }
   }
 }

@@ -1,7 +1,9 @@
 // npm run bench:engine: the engine against llama.cpp (node-llama-cpp) on the same test-model weights,
 // side by side in one run: prefill of a 512-token prompt, decode at batch 1, 4 and 16, peak RSS, and
-// for npuserve the fraction of the streaming-read bandwidth limit reached at batch 1. Each target
-// runs in its own child process so its peak RSS is its own.
+// for npuserve the fraction of the machine's read bandwidth reached at batch 1 and of its int8
+// multiply-accumulate peak reached by the prefill (both limits measured by the addon as the best of
+// several patterns and runs, so no figure can exceed them). Each target runs in its own child
+// process so its peak RSS is its own.
 import { fork } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
@@ -9,7 +11,8 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
-import { Engine, native } from '../engine.js';
+import { Engine, native, type MachineLimits } from '../engine.js';
+import { FORMAT_VERSION } from '../format.js';
 import { makeTestModel, PRESETS } from '../testmodel.js';
 import { convert } from '../convert/convert.js';
 
@@ -35,19 +38,23 @@ export interface TargetResult {
   peakRssBytes: number;
   /** Weight bytes one decoded token reads (all matrices; of the embedding table one row). */
   weightBytesPerToken: number;
+  /** Multiply-accumulates of the weight matrices per token (attention scores and sums excluded). */
+  matrixMacsPerToken?: number;
 }
 
 export interface ModelResult {
   model: string;
   npuserve: TargetResult;
   llamaCpp: TargetResult | { error: string };
-  /** Weights read per decoded token x batch-1 tokens/s / streaming read bandwidth. */
+  /** Weights read per decoded token x batch-1 tokens/s / the machine's read bandwidth. */
   bandwidthFraction: number;
+  /** INT8: matrix MACs per token x prefill tokens/s / the machine's int8 MAC peak. */
+  macPeakFraction?: number;
 }
 
 export interface EngineBenchResult {
   threads: number;
-  readBandwidthBytesPerSecond: number;
+  limits: MachineLimits;
   plan: BenchPlan;
   models: ModelResult[];
 }
@@ -70,7 +77,7 @@ export function benchTokens(n: number, vocab: number, seed: number): number[] {
 async function ensureModel(cacheDir: string, preset: string, precision: Precision): Promise<{ npu: string; gguf: string }> {
   const ggufType = MODEL_PRECISIONS[precision].gguf;
   const dir = join(cacheDir, `${preset}-${ggufType}`);
-  const npu = join(cacheDir, `${preset}.${precision.toLowerCase()}.npu`);
+  const npu = join(cacheDir, `${preset}.${precision.toLowerCase()}.v${FORMAT_VERSION}.npu`);
   if (!existsSync(join(dir, 'model.gguf'))) {
     console.error(`bench:engine: writing test model ${preset} with a ${ggufType} GGUF twin to ${dir}`);
     makeTestModel(dir, { ...PRESETS[preset], gguf: ggufType });
@@ -87,6 +94,15 @@ function weightBytesPerToken(engine: Engine): number {
   const tensors = engine.metadata.tensors;
   const tied = !tensors.some((t) => t.name === 'lm_head');
   return tensors.filter((t) => tied || !t.name.startsWith('tok_embeddings')).reduce((s, t) => s + t.bytes, 0);
+}
+
+/** rows x cols of every weight matrix a token goes through (the LM head: the tied table or lm_head). */
+function matrixMacsPerToken(engine: Engine): number {
+  const tensors = engine.metadata.tensors;
+  const tied = !tensors.some((t) => t.name === 'lm_head');
+  return tensors
+    .filter((t) => t.shape.length === 2 && (tied || t.name !== 'tok_embeddings'))
+    .reduce((s, t) => s + t.shape[0] * t.shape[1], 0);
 }
 
 const now = () => performance.now() / 1000;
@@ -121,6 +137,7 @@ async function runNpuserve(file: string, model: string, precision: string, plan:
     runtime: 'npuserve', model, precision, file, kernel: engine.info.kernel,
     prefillTokensPerSecond: prefill, decodeTokensPerSecond: decode,
     peakRssBytes: process.resourceUsage().maxRSS * 1024, weightBytesPerToken: weightBytesPerToken(engine),
+    matrixMacsPerToken: matrixMacsPerToken(engine),
   };
 }
 
@@ -209,9 +226,13 @@ export function formatTable(r: EngineBenchResult): string {
   const line = (cells: string[]) => '| ' + cells.map((c, i) => pad(c ?? '', widths[i])).join(' | ') + ' |';
   const out = [line(head), '|' + widths.map((w) => '-'.repeat(w + 2)).join('|') + '|', ...rows.map(line)];
   out.push('');
-  out.push(`npuserve KV cache ${r.plan.kvCacheDtype}; threads ${r.threads}; streaming read bandwidth ${(r.readBandwidthBytesPerSecond / 1e9).toFixed(1)} GB/s`);
+  const best = r.limits.reads.reduce((a, b) => (b.bytesPerSecond > a.bytesPerSecond ? b : a));
+  out.push(`npuserve KV cache ${r.plan.kvCacheDtype}; threads ${r.threads}`);
+  out.push(`machine limits (best of all measured): read bandwidth ${(r.limits.readBytesPerSecond / 1e9).toFixed(1)} GB/s (${best.pattern}, ${(best.bytes / 2 ** 20).toFixed(0)} MiB); int8 MAC peak ${(r.limits.int8MacsPerSecond / 1e9).toFixed(0)} G/s`);
   for (const m of r.models) {
     out.push(`${m.model}: npuserve batch-1 decode reads ${(m.npuserve.weightBytesPerToken / 1e6).toFixed(0)} MB of weights per token = ${(100 * m.bandwidthFraction).toFixed(0)}% of the bandwidth limit`);
+    if (m.macPeakFraction !== undefined)
+      out.push(`${m.model}: npuserve prefill does ${((m.npuserve.matrixMacsPerToken ?? 0) / 1e6).toFixed(0)} M matrix MACs per token = ${(100 * m.macPeakFraction).toFixed(0)}% of the int8 MAC peak`);
   }
   return out.join('\n');
 }
@@ -247,8 +268,8 @@ async function main(argv: string[]): Promise<void> {
   if (!plan.batchSizes.includes(1)) plan.batchSizes.unshift(1);
   mkdirSync(values['cache-dir']!, { recursive: true });
 
-  const bandwidth = native().readBandwidth(1.5 * 2 ** 30, threads, 3);
-  const result: EngineBenchResult = { threads, readBandwidthBytesPerSecond: bandwidth, plan, models: [] };
+  const limits = native().machineLimits({ bytes: 1.5 * 2 ** 30, threads, repeats: 5 });
+  const result: EngineBenchResult = { threads, limits, plan, models: [] };
   for (const preset of models) {
     for (const precision of precisions) {
       const { npu, gguf } = await ensureModel(values['cache-dir']!, preset, precision);
@@ -263,7 +284,11 @@ async function main(argv: string[]): Promise<void> {
         console.error(`bench:engine: ${label}: llama.cpp`);
         l = await inChild({ runtime: 'llama.cpp', file: gguf, model: preset, precision: MODEL_PRECISIONS[precision].gguf, plan, vocab }).catch((e: Error) => ({ error: e.message }));
       }
-      result.models.push({ model: preset, npuserve: n, llamaCpp: l, bandwidthFraction: (n.weightBytesPerToken * n.decodeTokensPerSecond[1]) / bandwidth });
+      result.models.push({
+        model: preset, npuserve: n, llamaCpp: l,
+        bandwidthFraction: (n.weightBytesPerToken * n.decodeTokensPerSecond[1]) / limits.readBytesPerSecond,
+        macPeakFraction: precision === 'INT8' ? ((n.matrixMacsPerToken ?? 0) * n.prefillTokensPerSecond) / limits.int8MacsPerSecond : undefined,
+      });
     }
   }
   console.log(values.json ? JSON.stringify(result, null, 2) : formatTable(result));

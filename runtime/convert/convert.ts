@@ -9,7 +9,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 
 import { UsageError } from '../errors.js';
-import type { AccuracyReport, NpuMetadata, Precision, TensorDType, TensorLayout } from '../format.js';
+import { INT8_QUANTIZATION, type AccuracyReport, type NpuMetadata, type Precision, type TensorDType, type TensorLayout } from '../format.js';
 import { hasOutputProjectionBias, type ModelConfig } from '../model-config.js';
 import { tokenizerVocabSize } from '../tokenizer.js';
 import { CONVERTER_VERSION, ENGINE_VERSION } from '../version.js';
@@ -155,7 +155,7 @@ function baseMetadata(ck: Checkpoint, config: ModelConfig, precision: Precision,
     config,
     precision,
     optimizeLevel,
-    quantization: precision === 'INT8' ? ({ weights: 'int8-symmetric-per-output-channel', activations: 'int8-per-token-dynamic' } as const) : null,
+    quantization: precision === 'INT8' ? INT8_QUANTIZATION : null,
     source: { format: ck.format, files: ck.files.map((f) => basename(f)), bytes: digest.bytes, digest: digest.digest },
     tokenizer: ck.tokenizer,
     accuracy: null,

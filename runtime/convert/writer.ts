@@ -10,7 +10,7 @@ import {
   encodeHeader,
   FORMAT_VERSION,
   HEADER_BYTES,
-  paddedRows,
+  scaleCount,
   TENSOR_ALIGN,
   tensorBytes,
   type NpuMetadata,
@@ -40,7 +40,7 @@ function tableOf(plan: PlannedTensor[]): NpuTensor[] {
   };
   for (const t of plan) {
     add(t.name, t.dtype, t.layout, t.shape);
-    if (t.dtype === 'i8') add(`${t.name}.scale`, 'f32', 'row-major', [paddedRows(t.layout, t.shape[0])]);
+    if (t.dtype === 'i8') add(`${t.name}.scale`, 'f16', 'row-major', [scaleCount(t.layout, t.shape[0], t.shape[1])]);
   }
   return table;
 }

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 
 import { Engine, native, nativeConfig } from '../../runtime/engine.js';
-import { crc32, HEADER_BYTES, readNpuFile } from '../../runtime/format.js';
+import { crc32, HEADER_BYTES, INT8_QUANTIZATION, readNpuFile, scaleCount } from '../../runtime/format.js';
 import { convertedModel, testModel, workDir } from './helpers.js';
 import { freshSeed, rng } from './random.js';
 
@@ -32,6 +32,18 @@ describe('.npu validation', () => {
     expect(f.metadata.tensors.every((t) => t.offset % 64 === 0)).toBe(true);
   });
 
+  it('stores INT8 weights with one f16 scale per row and group of 32 columns, as the metadata names it', async () => {
+    const f = readNpuFile(await convertedModel(small(), 'INT8', 2));
+    expect(f.metadata.quantization).toEqual({ weights: 'int8-symmetric-group32', activations: 'int8-dynamic-group32', groupSize: 32, scales: 'f16' });
+    expect(f.metadata.quantization).toEqual(INT8_QUANTIZATION);
+    const byName = new Map(f.metadata.tensors.map((t) => [t.name, t]));
+    // w_down is [64, 96]: 64 rows (4 groups of 16) x 3 column groups; the embedding is row-major.
+    expect(byName.get('layers.0.w_down.scale')).toMatchObject({ dtype: 'f16', shape: [64 * 3], bytes: 64 * 3 * 2 });
+    const emb = byName.get('tok_embeddings')!;
+    expect(byName.get('tok_embeddings.scale')).toMatchObject({ dtype: 'f16', shape: [scaleCount('row-major', emb.shape[0], 64)] });
+    expect(scaleCount('packed16', 17, 33)).toBe(32 * 2);
+  });
+
   it('rejects a truncated file', async () => {
     const path = await copyOf('truncated.npu');
     truncateSync(path, 5000);
@@ -54,6 +66,12 @@ describe('.npu validation', () => {
     const path = await copyOf('version.npu');
     patch(path, 8, [99]);
     await expect(Engine.load(path)).rejects.toThrow(/format version 99 is not supported/);
+  });
+
+  it('asks for a re-conversion of a version 1 file (INT8 with one scale per row)', async () => {
+    const path = await copyOf('version1.npu');
+    patch(path, 8, [1]);
+    await expect(Engine.load(path)).rejects.toThrow(/version1\.npu: format version 1 .* re-convert the model with `npuserve convert`/);
   });
 
   it('the native loader checks every tensor range against the mapping itself', async () => {

@@ -15,27 +15,49 @@ function roundEven(x: number): number {
   return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
 }
 
-/** The int8 quantization of a row exactly as float32 code computes it: q and the scale. */
-function quantizeRow(x: Float32Array): { q: Int8Array; scale: number } {
-  let amax = 0;
-  for (const v of x) amax = Math.max(amax, Math.abs(v));
-  const inv = amax > 0 ? f(127 / amax) : 0;
-  return { q: Int8Array.from(x, (v) => roundEven(f(v * inv))), scale: f(amax / 127) };
+const GROUP = 32;
+
+/** Activations: per group of 32, scale = max|x| / 127 and q = round(x * (127 / max|x|)), in float32. */
+function quantizeActs(x: Float32Array): { q: Int8Array; scales: number[] } {
+  const q = new Int8Array(x.length);
+  const scales: number[] = [];
+  for (let g0 = 0; g0 < x.length; g0 += GROUP) {
+    const group = x.subarray(g0, g0 + GROUP);
+    const amax = Math.max(...group.map(Math.abs));
+    const inv = amax > 0 ? f(127 / amax) : 0;
+    group.forEach((v, i) => (q[g0 + i] = roundEven(f(v * inv))));
+    scales.push(f(amax / 127));
+  }
+  return { q, scales };
+}
+
+/** Weights: per group of 32, the scale max|w| / 127 rounded to f16, q = round(w / that scale). */
+function quantizeWeights(w: Float32Array): { q: Int8Array; scales: number[] } {
+  const q = new Int8Array(w.length);
+  const scales: number[] = [];
+  for (let g0 = 0; g0 < w.length; g0 += GROUP) {
+    const group = w.subarray(g0, g0 + GROUP);
+    const scale = f16ToF32(f32ToF16(f(Math.max(...group.map(Math.abs)) / 127)));
+    const inv = scale > 0 ? f(1 / scale) : 0;
+    group.forEach((v, i) => (q[g0 + i] = Math.max(-127, Math.min(127, roundEven(f(v * inv))))));
+    scales.push(scale);
+  }
+  return { q, scales };
 }
 
 function reference(dtype: string, w: Float32Array, rows: number, cols: number, x: Float32Array, T: number): Float64Array {
   const y = new Float64Array(T * rows);
-  const wq = dtype === 'i8' ? Array.from({ length: rows }, (_, r) => quantizeRow(w.subarray(r * cols, (r + 1) * cols))) : [];
+  const wq = dtype === 'i8' ? Array.from({ length: rows }, (_, r) => quantizeWeights(w.subarray(r * cols, (r + 1) * cols))) : [];
   for (let t = 0; t < T; t++) {
     const xt = x.subarray(t * cols, (t + 1) * cols);
-    const xq = dtype === 'i8' ? quantizeRow(xt) : undefined;
+    const xq = dtype === 'i8' ? quantizeActs(xt) : undefined;
     for (let n = 0; n < rows; n++) {
       let s = 0;
       for (let k = 0; k < cols; k++) {
-        if (dtype === 'i8') s += xq!.q[k] * wq[n].q[k];
+        if (dtype === 'i8') s += xq!.q[k] * wq[n].q[k] * xq!.scales[Math.floor(k / GROUP)] * wq[n].scales[Math.floor(k / GROUP)];
         else s += xt[k] * (dtype === 'f16' ? f16ToF32(f32ToF16(w[n * cols + k])) : w[n * cols + k]);
       }
-      y[t * rows + n] = dtype === 'i8' ? s * xq!.scale * wq[n].scale : s;
+      y[t * rows + n] = s;
     }
   }
   return y;
@@ -47,10 +69,13 @@ describe('GEMM kernels vs float64', () => {
     const next = rng(freshSeed(`gemm ${kernel}`));
     for (let trial = 0; trial < 12; trial++) {
       const rows = 1 + Math.floor(next() * 45);
-      const cols = 1 + Math.floor(next() * 90);
+      // Several k groups of 32 and a partial last one (zero-padded in packed16).
+      const cols = 1 + Math.floor(next() * 150);
       const T = 1 + Math.floor(next() * 9);
       const w = Float32Array.from({ length: rows * cols }, () => next() * 2 - 1);
-      const x = Float32Array.from({ length: T * cols }, () => (next() * 2 - 1) * 3);
+      // Activations with an outlier channel, as real models have (peak/RMS ~ 40).
+      const outlier = Math.floor(next() * cols);
+      const x = Float32Array.from({ length: T * cols }, (_, i) => (next() * 2 - 1) * (i % cols === outlier ? 120 : 3));
       for (const dtype of ['f32', 'f16', 'i8']) {
         for (const layout of ['row-major', 'packed16']) {
           const packed = native().packWeight(w, rows, cols, dtype, layout);

@@ -13,8 +13,8 @@
 namespace npu {
 
 static constexpr int kTokenBlock = 4;
-// The int8 GEMM shares each weight load among 3 tokens: 6 accumulators leave the registers the
-// sign trick needs (4 tokens measured 4% slower, 2 tokens 6% slower; see docs/benchmarks.md).
+// The int8 GEMM shares each weight load among 3 tokens (with group scales, 4 tokens measured the
+// same within noise, 2 tokens 10-15% slower).
 static constexpr int kI8TokenBlock = 3;
 
 static inline float hsum(__m256 v) {
@@ -158,93 +158,137 @@ static void avx2_gemm_f16(const Weight& w, const float* x, int ldx, int T, float
   else gemm_rowmajor<true>(w, x, ldx, T, y, ldy, n0, n1);
 }
 
-// s8 x s8 -> s32 on AVX2: |x| (u8) times w with x's sign moved onto it. Quantized values are in
-// [-127, 127], so the pairwise i16 sums of maddubs cannot saturate.
-static inline __m256i dot_s8(__m256i xv, __m256i wv, __m256i acc) {
+// s8 x s8 -> s32 on AVX2: maddubs multiplies |a| (u8) by b with a's sign moved onto it, then madd
+// sums pairs. Quantized values are in [-127, 127], so the pairwise i16 sums cannot saturate.
+
+// Row-major, one token against RB output channels: the activation load and its abs are shared by
+// the RB rows, whose accumulators are independent chains. Per full k group: exact int32 dots, then
+// one FMA by w_scale * x_scale; a partial last group (the row is not padded) is summed in scalar.
+template <int RB>
+static inline void i8_rows(const Weight& w, const QuantizedActs& x, int t, int n, float* y) {
+  const int K = w.cols, G = w.k_groups(), full = K / kQuantGroup;
+  const int8_t* xq = x.q + (size_t)t * x.ld;
+  const float* xs = x.scale + (size_t)t * x.scales_ld();
+  const int8_t* wr[RB];
+  const uint16_t* ws[RB];
+  __m256 acc[RB];
+#pragma GCC unroll 8
+  for (int r = 0; r < RB; r++) {
+    wr[r] = static_cast<const int8_t*>(w.data) + (size_t)(n + r) * K;
+    ws[r] = w.scales + (size_t)(n + r) * G;
+    acc[r] = _mm256_setzero_ps();
+  }
   const __m256i ones = _mm256_set1_epi16(1);
-  __m256i p16 = _mm256_maddubs_epi16(_mm256_abs_epi8(xv), _mm256_sign_epi8(wv, xv));
-  return _mm256_add_epi32(acc, _mm256_madd_epi16(p16, ones));
+  for (int g = 0; g < full; g++) {
+    __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + g * kQuantGroup));
+    __m256i ax = _mm256_abs_epi8(xv);
+#pragma GCC unroll 8
+    for (int r = 0; r < RB; r++) {
+      __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wr[r] + g * kQuantGroup));
+      __m256i dot = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, _mm256_sign_epi8(wv, xv)), ones);
+      acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(_cvtsh_ss(ws[r][g]) * xs[g]), acc[r]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < RB; r++) {
+    float sum = hsum(acc[r]);
+    if (full < G) {
+      int32_t dot = 0;
+      for (int k = full * kQuantGroup; k < K; k++) dot += (int32_t)xq[k] * wr[r][k];
+      sum += (float)dot * (_cvtsh_ss(ws[r][full]) * xs[full]);
+    }
+    y[n + r] = sum;
+  }
 }
 
 static void gemm_i8_rowmajor(const Weight& w, const QuantizedActs& x, int T, float* y, int ldy, int n0, int n1) {
-  const int K = w.cols, K32 = K & ~31;
-  const int8_t* data = static_cast<const int8_t*>(w.data);
-  for (int n = n0; n < n1; n++) {
-    const int8_t* wr = data + (size_t)n * K;
-    for (int t0 = 0; t0 < T; t0 += kTokenBlock) {
-      int tb = std::min(kTokenBlock, T - t0);
-      __m256i acc[kTokenBlock] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
-      for (int k = 0; k < K32; k += 32) {
-        __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wr + k));
-        for (int j = 0; j < tb; j++) {
-          __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.q + (size_t)(t0 + j) * x.ld + k));
-          acc[j] = dot_s8(xv, wv, acc[j]);
-        }
-      }
-      for (int j = 0; j < tb; j++) {
-        int32_t s = hsum_i32(acc[j]);
-        const int8_t* qt = x.q + (size_t)(t0 + j) * x.ld;
-        for (int k = K32; k < K; k++) s += (int32_t)qt[k] * wr[k];
-        y[(size_t)(t0 + j) * ldy + n] = (float)s * x.scale[t0 + j] * w.scales[n];
-      }
-    }
+  constexpr int kRows = 4;
+  for (int t = 0; t < T; t++) {
+    float* yt = y + (size_t)t * ldy;
+    int n = n0;
+    for (; n + kRows <= n1; n += kRows) i8_rows<kRows>(w, x, t, n, yt);
+    for (; n < n1; n++) i8_rows<1>(w, x, t, n, yt);
   }
 }
 
-// One group of 16 channels against TB tokens; TB is a template argument so the 2 x TB accumulators
-// stay in registers (a runtime token count made the compiler keep them in memory).
+// One group of 16 channels against TB tokens; TB is a template argument so the accumulators stay
+// in registers (a runtime token count made the compiler keep them in memory). Per k group of 32:
+// exact int32 dot products, converted once to float, times the weight scales (16 f16, one load)
+// and the token's group scale, accumulated in float.
 template <int TB>
-static inline void i8_group(const int8_t* wg, int K4, const QuantizedActs& x, int t0, __m256 s0, __m256 s1, float* y,
-                            int ldy, int g0, int valid) {
+static inline void i8_group(const int8_t* wg, const uint16_t* sg, int G, const QuantizedActs& x, int t0, float* y, int ldy,
+                            int g0, int valid) {
   const __m256i ones = _mm256_set1_epi16(1);
-  __m256i acc[TB][2];
+  const int sld = x.scales_ld();
+  __m256 facc[TB][2];
 #pragma GCC unroll 8
-  for (int j = 0; j < TB; j++) acc[j][0] = acc[j][1] = _mm256_setzero_si256();
+  for (int j = 0; j < TB; j++) facc[j][0] = facc[j][1] = _mm256_setzero_ps();
   const int8_t* xr[TB];
-  for (int j = 0; j < TB; j++) xr[j] = x.q + (size_t)(t0 + j) * x.ld;
-  for (int k4 = 0; k4 < K4; k4++) {
-    __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wg + (size_t)k4 * 64));
-    __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wg + (size_t)k4 * 64 + 32));
-    // |w| (u8) times x with w's sign moved onto it: the abs is shared by the TB tokens.
-    __m256i aw0 = _mm256_abs_epi8(w0), aw1 = _mm256_abs_epi8(w1);
+  const float* xs[TB];
+  for (int j = 0; j < TB; j++) {
+    xr[j] = x.q + (size_t)(t0 + j) * x.ld;
+    xs[j] = x.scale + (size_t)(t0 + j) * sld;
+  }
+  for (int g = 0; g < G; g++) {
+    const int8_t* wk = wg + (size_t)g * kQuantGroup * kPackRows;
+    __m256i acc[TB][2];
+#pragma GCC unroll 8
+    for (int j = 0; j < TB; j++) acc[j][0] = acc[j][1] = _mm256_setzero_si256();
+    // Not unrolled: fully unrolled, GCC computed all 8 steps' products first and spilled them.
+#pragma GCC unroll 1
+    for (int k4 = 0; k4 < kQuantGroup / kPackK; k4++) {
+      __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wk + k4 * 64));
+      __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wk + k4 * 64 + 32));
+      // |w| (u8) times x with w's sign moved onto it: the abs is shared by the TB tokens.
+      __m256i aw0 = _mm256_abs_epi8(w0), aw1 = _mm256_abs_epi8(w1);
+#pragma GCC unroll 8
+      for (int j = 0; j < TB; j++) {
+        int32_t xq4;
+        std::memcpy(&xq4, xr[j] + g * kQuantGroup + k4 * kPackK, 4);
+        __m256i xv = _mm256_set1_epi32(xq4);
+        acc[j][0] = _mm256_add_epi32(acc[j][0], _mm256_madd_epi16(_mm256_maddubs_epi16(aw0, _mm256_sign_epi8(xv, w0)), ones));
+        acc[j][1] = _mm256_add_epi32(acc[j][1], _mm256_madd_epi16(_mm256_maddubs_epi16(aw1, _mm256_sign_epi8(xv, w1)), ones));
+      }
+    }
+    __m256 ws0 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sg + (size_t)g * kPackRows)));
+    __m256 ws1 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sg + (size_t)g * kPackRows + 8)));
 #pragma GCC unroll 8
     for (int j = 0; j < TB; j++) {
-      int32_t xs;
-      std::memcpy(&xs, xr[j] + k4 * kPackK, 4);
-      __m256i xv = _mm256_set1_epi32(xs);
-      acc[j][0] = _mm256_add_epi32(acc[j][0], _mm256_madd_epi16(_mm256_maddubs_epi16(aw0, _mm256_sign_epi8(xv, w0)), ones));
-      acc[j][1] = _mm256_add_epi32(acc[j][1], _mm256_madd_epi16(_mm256_maddubs_epi16(aw1, _mm256_sign_epi8(xv, w1)), ones));
+      __m256 xsg = _mm256_broadcast_ss(xs[j] + g);
+      facc[j][0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[j][0]), _mm256_mul_ps(ws0, xsg), facc[j][0]);
+      facc[j][1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[j][1]), _mm256_mul_ps(ws1, xsg), facc[j][1]);
     }
   }
   for (int j = 0; j < TB; j++) {
-    __m256 xs = _mm256_set1_ps(x.scale[t0 + j]);
-    __m256 y0 = _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(acc[j][0]), xs), s0);
-    __m256 y1 = _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(acc[j][1]), xs), s1);
     float* yt = y + (size_t)(t0 + j) * ldy + g0;
     if (valid == kPackRows) {
-      _mm256_storeu_ps(yt, y0);
-      _mm256_storeu_ps(yt + 8, y1);
+      _mm256_storeu_ps(yt, facc[j][0]);
+      _mm256_storeu_ps(yt + 8, facc[j][1]);
     } else {
       alignas(32) float tmp[kPackRows];
-      _mm256_store_ps(tmp, y0);
-      _mm256_store_ps(tmp + 8, y1);
+      _mm256_store_ps(tmp, facc[j][0]);
+      _mm256_store_ps(tmp + 8, facc[j][1]);
       std::memcpy(yt, tmp, sizeof(float) * valid);
     }
   }
 }
 
 static void gemm_i8_packed(const Weight& w, const QuantizedActs& x, int T, float* y, int ldy, int n0, int n1) {
-  const int K4 = w.padded_cols() / kPackK;
+  const int G = w.k_groups();
   const int8_t* data = static_cast<const int8_t*>(w.data);
   for (int g0 = n0; g0 < n1; g0 += kPackRows) {
-    const int8_t* wg = data + (size_t)(g0 / kPackRows) * K4 * kPackRows * kPackK;
+    const int8_t* wg = data + (size_t)(g0 / kPackRows) * w.padded_cols() * kPackRows;
+    const uint16_t* sg = w.scales + (size_t)(g0 / kPackRows) * G * kPackRows;
     int valid = std::min(kPackRows, n1 - g0);
-    __m256 s0 = _mm256_loadu_ps(w.scales + g0), s1 = _mm256_loadu_ps(w.scales + g0 + 8);
     int t0 = 0;
-    for (; t0 + kI8TokenBlock <= T; t0 += kI8TokenBlock) i8_group<kI8TokenBlock>(wg, K4, x, t0, s0, s1, y, ldy, g0, valid);
-    static_assert(kI8TokenBlock == 3, "the remainder cases below cover 1 and 2 tokens");
-    if (T - t0 == 2) i8_group<2>(wg, K4, x, t0, s0, s1, y, ldy, g0, valid);
-    else if (T - t0 == 1) i8_group<1>(wg, K4, x, t0, s0, s1, y, ldy, g0, valid);
+    for (; t0 + kI8TokenBlock <= T; t0 += kI8TokenBlock) i8_group<kI8TokenBlock>(wg, sg, G, x, t0, y, ldy, g0, valid);
+    static_assert(kI8TokenBlock <= 4, "the remainder cases below cover 1 to 3 tokens");
+    switch (T - t0) {
+      case 3: i8_group<3>(wg, sg, G, x, t0, y, ldy, g0, valid); break;
+      case 2: i8_group<2>(wg, sg, G, x, t0, y, ldy, g0, valid); break;
+      case 1: i8_group<1>(wg, sg, G, x, t0, y, ldy, g0, valid); break;
+      default: break;
+    }
   }
 }
 
@@ -253,27 +297,44 @@ static void avx2_gemm_i8(const Weight& w, const QuantizedActs& x, int T, float* 
   else gemm_i8_rowmajor(w, x, T, y, ldy, n0, n1);
 }
 
-static void avx2_quantize_row(const float* x, int k, int ld, int8_t* q, float* scale) {
+static inline float hmax(__m256 v) {
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  m = _mm_max_ss(m, _mm_movehdup_ps(m));
+  return _mm_cvtss_f32(m);
+}
+
+// Full groups of 32 in vectors (the same float operations as the scalar kernel, so the same q and
+// scales); a partial last group in scalar.
+static void avx2_quantize_row(const float* x, int k, int ld, int8_t* q, float* scales) {
   const __m256 sign_mask = _mm256_set1_ps(-0.f);
-  __m256 vmax = _mm256_setzero_ps();
-  int k8 = k & ~7;
-  for (int i = 0; i < k8; i += 8) vmax = _mm256_max_ps(vmax, _mm256_andnot_ps(sign_mask, _mm256_loadu_ps(x + i)));
-  alignas(32) float m[8];
-  _mm256_store_ps(m, vmax);
-  float amax = 0.f;
-  for (int i = 0; i < 8; i++) amax = std::max(amax, m[i]);
-  for (int i = k8; i < k; i++) amax = std::max(amax, std::fabs(x[i]));
-  float inv = amax > 0.f ? 127.f / amax : 0.f;
-  __m256 vinv = _mm256_set1_ps(inv);
-  for (int i = 0; i < k8; i += 8) {
-    __m256i v = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i), vinv));
-    alignas(32) int32_t tmp[8];
-    _mm256_store_si256(reinterpret_cast<__m256i*>(tmp), v);
-    for (int j = 0; j < 8; j++) q[i + j] = (int8_t)tmp[j];
+  const int full = k / kQuantGroup;
+  for (int g = 0; g < full; g++) {
+    const float* xg = x + g * kQuantGroup;
+    __m256 v[4], vmax = _mm256_setzero_ps();
+    for (int i = 0; i < 4; i++) {
+      v[i] = _mm256_loadu_ps(xg + 8 * i);
+      vmax = _mm256_max_ps(vmax, _mm256_andnot_ps(sign_mask, v[i]));
+    }
+    float amax = hmax(vmax);
+    __m256 inv = _mm256_set1_ps(amax > 0.f ? 127.f / amax : 0.f);
+    __m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(v[0], inv)), i1 = _mm256_cvtps_epi32(_mm256_mul_ps(v[1], inv));
+    __m256i i2 = _mm256_cvtps_epi32(_mm256_mul_ps(v[2], inv)), i3 = _mm256_cvtps_epi32(_mm256_mul_ps(v[3], inv));
+    // The packs interleave 128-bit lanes; the permute restores element order.
+    __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
+    p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + g * kQuantGroup), p);
+    scales[g] = amax / 127.f;
   }
-  for (int i = k8; i < k; i++) q[i] = (int8_t)std::nearbyint(x[i] * inv);
+  for (int g = full; g < ld / kQuantGroup; g++) {
+    int i0 = g * kQuantGroup, i1 = std::min(k, i0 + kQuantGroup);
+    float amax = 0.f;
+    for (int i = i0; i < i1; i++) amax = std::max(amax, std::fabs(x[i]));
+    float inv = amax > 0.f ? 127.f / amax : 0.f;
+    for (int i = i0; i < i1; i++) q[i] = (int8_t)std::nearbyint(x[i] * inv);
+    scales[g] = amax / 127.f;
+  }
   for (int i = k; i < ld; i++) q[i] = 0;
-  *scale = amax / 127.f;
 }
 
 // exp(x) in float: Cephes' expf (range reduction by ln 2 in two parts, degree-5 polynomial), about

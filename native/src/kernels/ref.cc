@@ -41,26 +41,35 @@ static void ref_gemm_f16(const Weight& w, const float* x, int ldx, int T, float*
   }
 }
 
+// Per k group: an exact int32 dot product, then scaled by the weight's and the token's group scale
+// and summed in float, in group order.
 static void ref_gemm_i8(const Weight& w, const QuantizedActs& x, int T, float* y, int ldy, int n0, int n1) {
   const int8_t* data = static_cast<const int8_t*>(w.data);
   for (int t = 0; t < T; t++) {
     const int8_t* qt = x.q + (size_t)t * x.ld;
+    const float* st = x.scale + (size_t)t * x.scales_ld();
     for (int n = n0; n < n1; n++) {
-      int32_t acc = 0;
-      for (int k = 0; k < w.cols; k++) acc += (int32_t)qt[k] * (int32_t)data[elem_index(w, n, k)];
-      y[(size_t)t * ldy + n] = (float)acc * x.scale[t] * w.scales[n];
+      float acc = 0.f;
+      for (int g = 0; g < w.k_groups(); g++) {
+        int32_t dot = 0;
+        for (int k = g * kQuantGroup; k < std::min(w.cols, (g + 1) * kQuantGroup); k++) dot += (int32_t)qt[k] * (int32_t)data[elem_index(w, n, k)];
+        acc += (float)dot * (half_to_float(w.scales[scale_index(w, n, g)]) * st[g]);
+      }
+      y[(size_t)t * ldy + n] = acc;
     }
   }
 }
 
-static void ref_quantize_row(const float* x, int k, int ld, int8_t* q, float* scale) {
-  float amax = 0.f;
-  for (int i = 0; i < k; i++) amax = std::max(amax, std::fabs(x[i]));
-  float s = amax / 127.f;
-  float inv = amax > 0.f ? 127.f / amax : 0.f;
-  for (int i = 0; i < k; i++) q[i] = (int8_t)std::nearbyint(x[i] * inv);
+static void ref_quantize_row(const float* x, int k, int ld, int8_t* q, float* scales) {
+  for (int g = 0; g < ld / kQuantGroup; g++) {
+    int i0 = g * kQuantGroup, i1 = std::min(k, i0 + kQuantGroup);
+    float amax = 0.f;
+    for (int i = i0; i < i1; i++) amax = std::max(amax, std::fabs(x[i]));
+    float inv = amax > 0.f ? 127.f / amax : 0.f;
+    for (int i = i0; i < i1; i++) q[i] = (int8_t)std::nearbyint(x[i] * inv);
+    scales[g] = amax / 127.f;
+  }
   for (int i = k; i < ld; i++) q[i] = 0;
-  *scale = s;
 }
 
 static inline float kv_at(const void* p, bool f16, size_t i) {
