@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
 import { convert } from '../convert/convert.js';
-import { writeF32Twin } from '../convert/gguf-writer.js';
+import { writeGgufTwin } from '../convert/gguf-writer.js';
 import { Engine } from '../engine.js';
 import { FORMAT_VERSION } from '../format.js';
 import { makeTestModel, PRESETS } from '../testmodel.js';
@@ -140,7 +140,7 @@ interface Sources {
   /** What npuserve converts (a GGUF file or an HF directory). */
   input: string;
   llamaF32: string;
-  llamaQ8?: string;
+  llamaQ8: string;
 }
 
 /** A test-model preset: its HF checkpoint with F32 and Q8_0 GGUF twins of the same seeded weights. */
@@ -155,14 +155,20 @@ function presetSources(cacheDir: string, preset: string): Sources {
   return { label: preset, input: dirs.F32, llamaF32: join(dirs.F32, 'model.gguf'), llamaQ8: join(dirs.Q8_0, 'model.gguf') };
 }
 
-/** A user's GGUF: npuserve converts it; llama.cpp runs its F32 twin and the Q8_0 file given. */
+/**
+ * A user's GGUF: npuserve converts it; llama.cpp runs its F32 twin and the Q8_0 file given, or else
+ * the Q8_0 twin of the same weights (quantized as llama.cpp's quantizer does).
+ */
 function ggufSources(cacheDir: string, gguf: string, llamaQ8: string | undefined): Sources {
-  const twin = join(cacheDir, `${basename(gguf, '.gguf')}.F32.gguf`);
-  if (!existsSync(twin)) {
-    console.error(`bench:agreement: writing the F32 twin of ${gguf} to ${twin}`);
-    writeF32Twin(gguf, twin);
-  }
-  return { label: basename(gguf), input: gguf, llamaF32: twin, llamaQ8 };
+  const twin = (dtype: 'F32' | 'Q8_0') => {
+    const path = join(cacheDir, `${basename(gguf, '.gguf')}.${dtype}.gguf`);
+    if (!existsSync(path)) {
+      console.error(`bench:agreement: writing the ${dtype} twin of ${gguf} to ${path}`);
+      writeGgufTwin(gguf, path, dtype);
+    }
+    return path;
+  };
+  return { label: basename(gguf), input: gguf, llamaF32: twin('F32'), llamaQ8: llamaQ8 ?? twin('Q8_0') };
 }
 
 async function converted(cacheDir: string, s: Sources, precision: 'FP32' | 'INT8'): Promise<string> {
@@ -180,14 +186,13 @@ export interface AgreementResult {
   /** npuserve INT8 against npuserve FP32. */
   npuserveInt8: Agreement;
   /** llama.cpp Q8_0 against llama.cpp F32 (absent without a Q8_0 file). */
-  llamaQ8_0: Agreement | null;
+  llamaQ8_0: Agreement;
   /** npuserve FP32 against llama.cpp F32: same weights, so this should be ~1 and ~0. */
   fp32VsLlamaF32: Agreement;
 }
 
 export function formatAgreement(r: AgreementResult): string {
-  const row = (name: string, a: Agreement | null) =>
-    a ? `| ${name} | ${a.positions} | ${(100 * a.top1).toFixed(1)}% | ${a.meanKl.toExponential(3)} |` : `| ${name} | - | - | - |`;
+  const row = (name: string, a: Agreement) => `| ${name} | ${a.positions} | ${(100 * a.top1).toFixed(1)}% | ${a.meanKl.toExponential(3)} |`;
   const lines = [
     `${r.model}: ${r.tokens} tokens, teacher-forced; next-token distributions compared at every position`,
     '',
@@ -197,10 +202,8 @@ export function formatAgreement(r: AgreementResult): string {
     row('llama.cpp Q8_0 vs llama.cpp F32', r.llamaQ8_0),
     row('npuserve FP32 vs llama.cpp F32 (same weights)', r.fp32VsLlamaF32),
   ];
-  if (r.llamaQ8_0) {
-    const d = 100 * (r.npuserveInt8.top1 - r.llamaQ8_0.top1);
-    lines.push('', `INT8 top-1 minus Q8_0 top-1: ${d >= 0 ? '+' : ''}${d.toFixed(1)} points; KL ratio INT8 / Q8_0: ${(r.npuserveInt8.meanKl / r.llamaQ8_0.meanKl).toFixed(2)}`);
-  }
+  const d = 100 * (r.npuserveInt8.top1 - r.llamaQ8_0.top1);
+  lines.push('', `INT8 top-1 minus Q8_0 top-1: ${d >= 0 ? '+' : ''}${d.toFixed(1)} points; KL ratio INT8 / Q8_0: ${(r.npuserveInt8.meanKl / r.llamaQ8_0.meanKl).toFixed(2)}`);
   return lines.join('\n');
 }
 
@@ -226,12 +229,12 @@ async function main(argv: string[]): Promise<void> {
   const cacheDir = values['cache-dir']!;
   mkdirSync(cacheDir, { recursive: true });
   const s = values.preset ? presetSources(cacheDir, values.preset) : ggufSources(cacheDir, values.model!, values['llama-q8']);
-  if (!s.llamaQ8) console.error('bench:agreement: no Q8_0 file (--llama-q8): the llama.cpp Q8_0 row is left out');
 
   console.error('bench:agreement: llama.cpp F32');
   const f32 = await llamaLogProbs(s.llamaF32, threads, tokenCount);
   const vocab = f32.logProbs.length / f32.tokens.length;
-  const q8 = s.llamaQ8 ? (console.error('bench:agreement: llama.cpp Q8_0'), await llamaLogProbs(s.llamaQ8, threads, tokenCount, f32.tokens)) : null;
+  console.error('bench:agreement: llama.cpp Q8_0');
+  const q8 = await llamaLogProbs(s.llamaQ8, threads, tokenCount, f32.tokens);
   console.error('bench:agreement: npuserve FP32 and INT8');
   const ours32 = await npuserveLogProbs(await converted(cacheDir, s, 'FP32'), f32.tokens, threads);
   const ours8 = await npuserveLogProbs(await converted(cacheDir, s, 'INT8'), f32.tokens, threads);
@@ -240,7 +243,7 @@ async function main(argv: string[]): Promise<void> {
     model: s.label,
     tokens: f32.tokens.length,
     npuserveInt8: agreement(ours32, ours8, vocab),
-    llamaQ8_0: q8 ? agreement(f32.logProbs, q8.logProbs, vocab) : null,
+    llamaQ8_0: agreement(f32.logProbs, q8.logProbs, vocab),
     fp32VsLlamaF32: agreement(f32.logProbs, ours32, vocab),
   };
   console.log(values.json ? JSON.stringify(result, null, 2) : formatAgreement(result));

@@ -10,7 +10,7 @@ import { rng as mulberry32 } from '../../test/unit/random.js';
 import type { ModelConfig } from '../model-config.js';
 import { GgufFile } from './gguf.js';
 import { GgufCheckpoint } from './gguf-model.js';
-import { writeF32Twin, writeGguf, type GgufWeightDType } from './gguf-writer.js';
+import { writeF32Twin, writeGguf, writeGgufTwin, type GgufWeightDType } from './gguf-writer.js';
 import { f16ToF32, f32ToF16 } from './tensors.js';
 
 const SEED = Number(process.env.NPUSERVE_TEST_SEED ?? Date.now() % 2 ** 31);
@@ -381,6 +381,37 @@ describe('writeF32Twin', () => {
       b.close();
     }
     expect(readdirSync(dir).filter((f) => f.endsWith('.tmp'))).toEqual([]);
+  });
+
+  it('Q8_0 twin: matrices with whole 32-value rows re-quantized as Q8_0, the others F16, vectors F32, metadata copied', () => {
+    const src = sourceFile(METADATA.filter(([key]) => key !== 'general.file_type'));
+    const dest = tempPath('twin-q8.gguf');
+    writeGgufTwin(src, dest, 'Q8_0');
+    const [a, b] = [new GgufFile(src), new GgufFile(dest)];
+    try {
+      for (const key of a.metadata.keys()) expect(b.rawValue(key), key).toEqual(a.rawValue(key));
+      expect(b.metadata.get('general.file_type')).toBe(7);
+      expect(b.metadata.get('general.quantization_version')).toBe(2);
+      let checkedBlocks = 0;
+      const expected: Record<string, string> = { q4_1: 'Q8_0', 'blk.0.attn_q.weight': 'Q8_0', q6_k: 'F32', f16: 'F16', f32: 'F32' };
+      for (const t of a.tensors.values()) {
+        expect(b.tensors.get(t.name), t.name).toMatchObject({ dtype: expected[t.name], shape: t.shape });
+        const [want, got] = [a.readF32(t.name), b.readF32(t.name)];
+        // Q8_0 keeps each value within half a step (max |x| / 127 per block), plus the f16 rounding of
+        // the step, which 127 levels multiply: 0.5 + 127 * 2^-11 < 0.57 steps.
+        for (let base = 0; base < want.length; base += 32) {
+          const block = want.subarray(base, base + 32);
+          const step = Math.max(...block.map(Math.abs)) / 127;
+          if (!Number.isFinite(step)) continue; // random source bytes can hold a NaN or infinite scale
+          checkedBlocks++;
+          for (let i = 0; i < block.length; i++) expect(Math.abs(got[base + i] - block[i]), `${t.name}[${base + i}]`).toBeLessThanOrEqual(expected[t.name] === 'Q8_0' ? step * 0.57 + 1e-7 : Math.abs(block[i]) * 1e-3);
+        }
+      }
+      expect(checkedBlocks).toBeGreaterThan(20);
+    } finally {
+      a.close();
+      b.close();
+    }
   });
 
   it('adds general.file_type when the source has none', () => {

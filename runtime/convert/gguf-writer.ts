@@ -343,36 +343,44 @@ export function writeGguf(path: string, opts: GgufWriteOptions): void {
 }
 
 /**
- * Writes the F32 twin of the GGUF at `src` to `dest`: every metadata key and value copied byte for
- * byte (tokenizer included) except `general.file_type`, set to 0 (all F32), and every tensor
- * dequantized to F32 under the same name and ne[], rows as stored (no reordering). llama.cpp runs
- * it on exactly the weights our reader sees, for parity checks.
+ * Writes a twin of the GGUF at `src` to `dest`: every metadata key and value copied byte for byte
+ * (tokenizer included) except `general.file_type` (and `general.quantization_version` for Q8_0), set
+ * in place or added,
+ * and every tensor under the same name and ne[], rows as stored (no reordering), dequantized to F32;
+ * with Q8_0, matrices whose rows are whole blocks are then re-quantized to Q8_0 as llama.cpp's
+ * quantizer would (vectors stay F32). llama.cpp runs the F32 twin on exactly the weights our reader
+ * sees (parity checks), and the Q8_0 twin as its INT8 peer on the same weights (bench:agreement).
  */
-export function writeF32Twin(src: string, dest: string): void {
+export function writeGgufTwin(src: string, dest: string, dtype: 'F32' | 'Q8_0'): void {
   const file = new GgufFile(src);
   try {
-    const kv: Array<[string, KvValue]> = [];
-    for (const key of file.metadata.keys()) {
-      if (key === 'general.file_type') kv.push([key, u32Value(0)]);
-      else {
-        const { type, bytes } = file.rawValue(key);
-        kv.push([key, { type, write: (w) => w.raw(bytes) }]);
-      }
-    }
-    if (!file.metadata.has('general.file_type')) kv.push(['general.file_type', u32Value(0)]);
-    const f32 = ggmlTypeOf('F32');
+    const replaced = new Map<string, KvValue>([['general.file_type', u32Value(FILE_TYPE[dtype])]]);
+    if (dtype === 'Q8_0') replaced.set('general.quantization_version', u32Value(QUANTIZATION_VERSION));
+    const kv: Array<[string, KvValue]> = [...file.metadata.keys()].map((key) => {
+      const { type, bytes } = file.rawValue(key);
+      return [key, replaced.get(key) ?? { type, write: (w) => w.raw(bytes) }];
+    });
+    for (const [key, value] of replaced) if (!file.metadata.has(key)) kv.push([key, value]);
     let offset = 0;
-    const encode = (name: string) => {
-      const values = file.readF32(name);
-      return new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
-    };
     const tensors = [...file.tensors.values()].map((t): TensorEntry => {
-      const entry = { name: t.name, ne: [...t.shape].reverse(), type: f32, offset, encode: () => encode(t.name) };
-      offset = alignUp(offset + elementCount(t.shape) * 4, file.alignment);
+      const type = storedType(t.shape, dtype);
+      const encode = () => {
+        const values = file.readF32(t.name);
+        if (type.dtype === 'Q8_0') return quantizeQ8_0(values);
+        if (type.dtype === 'F16') return new Uint8Array(Uint16Array.from(values, f32ToF16).buffer);
+        return new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
+      };
+      const entry = { name: t.name, ne: [...t.shape].reverse(), type, offset, encode };
+      offset = alignUp(offset + (elementCount(t.shape) / type.blockValues) * type.blockBytes, file.alignment);
       return entry;
     });
     writeFile(dest, kv, tensors, file.alignment);
   } finally {
     file.close();
   }
+}
+
+/** The F32 twin (see writeGgufTwin). */
+export function writeF32Twin(src: string, dest: string): void {
+  writeGgufTwin(src, dest, 'F32');
 }
