@@ -90,7 +90,7 @@ export function logSoftmax(logits: Float32Array, vocab: number): Float64Array {
   return out;
 }
 
-async function npuserveLogProbs(npu: string, tokens: number[], threads: number): Promise<Float64Array> {
+export async function npuserveLogProbs(npu: string, tokens: number[], threads: number): Promise<Float64Array> {
   const engine = await Engine.load(npu, { threads, maxSeqLen: tokens.length, kvCacheTokens: tokens.length + 16 });
   const seq = engine.createSequence();
   const [r] = await engine.step([{ sequence: seq, tokens, logits: 'all', sample: false }]);
@@ -104,7 +104,7 @@ interface LlamaRun {
 }
 
 /** llama.cpp's next-token distribution after every token of the stream (full softmax, no sampling cut-offs). */
-async function llamaLogProbs(gguf: string, threads: number, tokenCount: number, tokens?: number[]): Promise<LlamaRun> {
+export async function llamaLogProbs(gguf: string, threads: number, tokenCount: number, tokens?: number[]): Promise<LlamaRun> {
   const { getLlama, LlamaLogLevel } = await import('node-llama-cpp');
   const llama = await getLlama({ gpu: false, logLevel: LlamaLogLevel.error, maxThreads: threads });
   const model = await llama.loadModel({ modelPath: gguf, gpuLayers: 0 });

@@ -24,6 +24,11 @@ export interface GreedyMismatch {
   llamaCpp: number[];
   /** Index of the first differing token. */
   firstDifference: number;
+  /**
+   * At that token, our logit of our choice minus our logit of llama.cpp's (>= 0): a near-zero margin
+   * means a near-tie that another summation order breaks the other way. NaN when one side stopped.
+   */
+  logitMargin: number;
 }
 
 export interface GreedyParity {
@@ -75,12 +80,20 @@ export async function compareGreedyWithLlamaCpp(npuFp32: string, ggufF32: string
   for (const p of ids) ours.push((await generate(engine, p, { maxTokens, temperature: 0 })).tokens);
   const theirs = await llamaCppGreedy(ggufF32, ids, maxTokens, threads);
   const mismatches: GreedyMismatch[] = [];
-  prompts.forEach((prompt, i) => {
+  for (const [i, prompt] of prompts.entries()) {
     const [a, b] = [ours[i], theirs[i]];
     let d = 0;
     while (d < a.length && d < b.length && a[d] === b[d]) d++;
-    if (d < a.length || d < b.length) mismatches.push({ prompt, promptTokens: ids[i].length, ours: a, llamaCpp: b, firstDifference: d });
-  });
+    if (d === a.length && d === b.length) continue;
+    let logitMargin = NaN;
+    if (d < a.length && d < b.length) {
+      const seq = engine.createSequence();
+      const [r] = await engine.step([{ sequence: seq, tokens: [...ids[i], ...a.slice(0, d)], logits: 'last', sample: false }]);
+      engine.releaseSequence(seq);
+      logitMargin = r.logits![a[d]] - r.logits![b[d]];
+    }
+    mismatches.push({ prompt, promptTokens: ids[i].length, ours: a, llamaCpp: b, firstDifference: d, logitMargin });
+  }
   return { prompts: prompts.length, maxTokens, mismatches };
 }
 
@@ -88,7 +101,7 @@ export function formatGreedyParity(r: GreedyParity, tok?: Tokenizer): string {
   const lines = [`greedy: ${r.prompts - r.mismatches.length}/${r.prompts} prompts continued identically to llama.cpp for ${r.maxTokens} tokens (or to the end of generation), both on float32 weights`];
   for (const m of r.mismatches) {
     const text = (ids: number[]) => (tok ? JSON.stringify(tok.decode(ids)) : ids.join(' '));
-    lines.push(`  ${JSON.stringify(m.prompt)}: first difference at token ${m.firstDifference}\n    npuserve  ${text(m.ours)}\n    llama.cpp ${text(m.llamaCpp)}`);
+    lines.push(`  ${JSON.stringify(m.prompt)}: first difference at token ${m.firstDifference} (our logit margin there ${m.logitMargin.toExponential(2)})\n    npuserve  ${text(m.ours)}\n    llama.cpp ${text(m.llamaCpp)}`);
   }
   return lines.join('\n');
 }

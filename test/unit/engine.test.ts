@@ -286,7 +286,9 @@ describe('attention kernels and the f16 KV cache', () => {
       expect(relError(base, want), `seed ${seed}`).toBeLessThan(kvCacheDtype === 'f16' ? 1e-2 : 1e-7);
       for (const kernel of kernels.filter((k) => k !== 'scalar')) {
         const fast = await logitsAll(await Engine.load(path, { kernel, kvCacheDtype }), tokens);
-        expect(relError(fast, Float64Array.from(base)), `${kernel} ${kvCacheDtype} seed ${seed}`).toBeLessThan(1e-4);
+        // With f16 KV, a last-bit difference before the f16 store (another summation order) can round
+        // an element to the neighbouring f16, 1e-3 apart: the kernel sets agree less closely there.
+        expect(relError(fast, Float64Array.from(base)), `${kernel} ${kvCacheDtype} seed ${seed}`).toBeLessThan(kvCacheDtype === 'f16' ? 5e-4 : 1e-4);
       }
     }
   });
