@@ -1,24 +1,14 @@
 // The model view of a GGUF: HF names and row order, the config from each architecture's keys, and
 // one refusal per thing the engine does not implement, on checkpoints made by hand.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 
 import { expectFormatError } from '../../test/unit/fuzz.js';
 import { buildGguf, GGML, llamaKv, llamaTensorsF32, T, type HandTensor, type Kv } from '../../test/unit/gguf-builder.js';
 import { GgufCheckpoint } from './gguf-model.js';
+import { tempFiles } from '../../test/unit/temp-files.js';
 
-const dir = mkdtempSync(join(tmpdir(), 'npuserve-gguf-model-'));
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
-let fileCounter = 0;
-const tempPath = (name: string) => join(dir, `${fileCounter++}-${name}`);
+const { tempPath, writeTemp } = tempFiles('gguf-model');
 
-function writeTemp(name: string, bytes: Uint8Array): string {
-  const path = tempPath(name);
-  writeFileSync(path, bytes);
-  return path;
-}
 
 describe('GgufCheckpoint: llama', () => {
   it('un-permutes a hand-made GGUF whose Q and K rows are in llama.cpp order', () => {

@@ -1,9 +1,7 @@
 // GGUF writer: round trips per stored type through the model view against references computed
 // here, llama.cpp's Q/K row order, and what a llama GGUF cannot hold; the F32 twin of a GGUF.
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { readdirSync, writeFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
 
 import { BASE_CONFIG, buildGguf, GGML, randomTensors, T, testVocab, type Kv } from '../../test/unit/gguf-builder.js';
 import { rng as mulberry32 } from '../../test/unit/random.js';
@@ -12,14 +10,13 @@ import { GgufFile } from './gguf.js';
 import { GgufCheckpoint } from './gguf-model.js';
 import { writeF32Twin, writeGguf, writeGgufTwin, type GgufWeightDType } from './gguf-writer.js';
 import { f16ToF32, f32ToF16 } from './tensors.js';
+import { tempFiles } from '../../test/unit/temp-files.js';
+
+const { dir, tempPath } = tempFiles('gguf-writer');
 
 const SEED = Number(process.env.NPUSERVE_TEST_SEED ?? Date.now() % 2 ** 31);
 console.log(`gguf-writer.test.ts: seed ${SEED} (rerun with NPUSERVE_TEST_SEED=${SEED})`);
 
-const dir = mkdtempSync(join(tmpdir(), 'npuserve-gguf-writer-'));
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
-let fileCounter = 0;
-const tempPath = (name: string) => join(dir, `${fileCounter++}-${name}`);
 
 function writeModel(dtype: GgufWeightDType, config = BASE_CONFIG, seed = SEED) {
   const rand = mulberry32(seed);

@@ -1,9 +1,7 @@
 // GGUF reader: every metadata value type, tensor decoding, one test per class of malformed input,
 // and a seeded fuzz of the parser (and of the model view on top of it).
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
 
 import { byteMutation, expectFormatError, fuzzFiles } from '../../test/unit/fuzz.js';
 import { BASE_CONFIG, buildGguf, f32Bytes, GGML, llamaKv, llamaTensorsF32, randomTensors, setU64, T, type Built, type HandFile, type Kv } from '../../test/unit/gguf-builder.js';
@@ -13,20 +11,13 @@ import type { ModelConfig } from '../model-config.js';
 import { GgufFile } from './gguf.js';
 import { GgufCheckpoint } from './gguf-model.js';
 import { writeGguf } from './gguf-writer.js';
+import { tempFiles } from '../../test/unit/temp-files.js';
+
+const { tempPath, writeTemp } = tempFiles('gguf');
 
 const SEED = Number(process.env.NPUSERVE_TEST_SEED ?? Date.now() % 2 ** 31);
 console.log(`gguf.test.ts: seed ${SEED} (rerun with NPUSERVE_TEST_SEED=${SEED})`);
 
-const dir = mkdtempSync(join(tmpdir(), 'npuserve-gguf-'));
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
-let fileCounter = 0;
-const tempPath = (name: string) => join(dir, `${fileCounter++}-${name}`);
-
-function writeTemp(name: string, bytes: Uint8Array): string {
-  const path = tempPath(name);
-  writeFileSync(path, bytes);
-  return path;
-}
 
 function openAndClose(path: string): void {
   new GgufFile(path).close();
