@@ -549,6 +549,7 @@ Napi::Value CpuFeaturesJs(const Napi::CallbackInfo& info) {
     Napi::Array avail = Napi::Array::New(env);
     avail.Set((uint32_t)0, "scalar");
     if (avx2_kernels_available()) avail.Set((uint32_t)1, "avx2");
+    if (avxvnni_kernels_available()) avail.Set((uint32_t)2, "avxvnni");
     o.Set("availableKernels", avail);
     return o;
   });

@@ -111,5 +111,8 @@ const Kernels& kernels_by_name(const std::string& name);  // throws for unknown/
 extern const Kernels kRefKernels;
 bool avx2_kernels_available();
 extern const Kernels kAvx2Kernels;
+// The AVX2 set with AVX-VNNI's vpdpbusd in the packed int8 GEMM.
+bool avxvnni_kernels_available();
+const Kernels& avxvnni_kernels();
 
 }  // namespace npu

@@ -81,12 +81,17 @@ const Kernels& kernels_by_name(const std::string& name) {
     if (!avx2_kernels_available()) throw std::runtime_error("kernel 'avx2' needs AVX2, FMA and F16C, which this CPU lacks");
     return kAvx2Kernels;
   }
-  throw std::runtime_error("unknown kernel '" + name + "': expected scalar or avx2");
+  if (name == "avxvnni") {
+    if (!avxvnni_kernels_available()) throw std::runtime_error("kernel 'avxvnni' needs AVX2, FMA, F16C and AVX-VNNI, which this CPU lacks");
+    return avxvnni_kernels();
+  }
+  throw std::runtime_error("unknown kernel '" + name + "': expected scalar, avx2 or avxvnni");
 }
 
 const Kernels& select_kernels() {
   const char* forced = std::getenv("NPUSERVE_KERNEL");
   if (forced && *forced) return kernels_by_name(forced);
+  if (avxvnni_kernels_available()) return avxvnni_kernels();
   if (avx2_kernels_available()) return kAvx2Kernels;
   return kRefKernels;
 }

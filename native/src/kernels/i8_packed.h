@@ -1,0 +1,98 @@
+// The packed16 int8 GEMM with group scales, shared by the AVX2 and AVX-VNNI kernel sets: each
+// includes it under its own compiler flags with its own Dot, the instruction(s) that add the dot
+// products of 4-value lanes of |w| (u8) and x carrying w's sign (s8) to int32 accumulators. In an
+// anonymous namespace, so each translation unit keeps its own instantiation.
+#pragma once
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "backend.h"
+
+namespace npu {
+namespace {
+
+// One group of 16 channels against TB tokens; TB is a template argument so the accumulators stay
+// in registers (a runtime token count made the compiler keep them in memory). Per k group of 32:
+// exact int32 dot products, converted once to float, times the weight scales (16 f16, one load)
+// and the token's group scale, accumulated in float.
+template <class Dot, int TB>
+inline void i8_group(const int8_t* wg, const uint16_t* sg, int G, const QuantizedActs& x, int t0, float* y, int ldy,
+                            int g0, int valid) {
+  const int sld = x.scales_ld();
+  __m256 facc[TB][2];
+#pragma GCC unroll 8
+  for (int j = 0; j < TB; j++) facc[j][0] = facc[j][1] = _mm256_setzero_ps();
+  const int8_t* xr[TB];
+  const float* xs[TB];
+  for (int j = 0; j < TB; j++) {
+    xr[j] = x.q + (size_t)(t0 + j) * x.ld;
+    xs[j] = x.scale + (size_t)(t0 + j) * sld;
+  }
+  for (int g = 0; g < G; g++) {
+    const int8_t* wk = wg + (size_t)g * kQuantGroup * kPackRows;
+    __m256i acc[TB][2];
+#pragma GCC unroll 8
+    for (int j = 0; j < TB; j++) acc[j][0] = acc[j][1] = _mm256_setzero_si256();
+    // Not unrolled: fully unrolled, GCC computed all 8 steps' products first and spilled them.
+#pragma GCC unroll 1
+    for (int k4 = 0; k4 < kQuantGroup / kPackK; k4++) {
+      __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wk + k4 * 64));
+      __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wk + k4 * 64 + 32));
+      // |w| (u8) times x with w's sign moved onto it: the abs is shared by the TB tokens.
+      __m256i aw0 = _mm256_abs_epi8(w0), aw1 = _mm256_abs_epi8(w1);
+#pragma GCC unroll 8
+      for (int j = 0; j < TB; j++) {
+        int32_t xq4;
+        std::memcpy(&xq4, xr[j] + g * kQuantGroup + k4 * kPackK, 4);
+        __m256i xv = _mm256_set1_epi32(xq4);
+        acc[j][0] = Dot::acc(acc[j][0], aw0, _mm256_sign_epi8(xv, w0));
+        acc[j][1] = Dot::acc(acc[j][1], aw1, _mm256_sign_epi8(xv, w1));
+      }
+    }
+    __m256 ws0 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sg + (size_t)g * kPackRows)));
+    __m256 ws1 = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(sg + (size_t)g * kPackRows + 8)));
+#pragma GCC unroll 8
+    for (int j = 0; j < TB; j++) {
+      __m256 xsg = _mm256_broadcast_ss(xs[j] + g);
+      facc[j][0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[j][0]), _mm256_mul_ps(ws0, xsg), facc[j][0]);
+      facc[j][1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[j][1]), _mm256_mul_ps(ws1, xsg), facc[j][1]);
+    }
+  }
+  for (int j = 0; j < TB; j++) {
+    float* yt = y + (size_t)(t0 + j) * ldy + g0;
+    if (valid == kPackRows) {
+      _mm256_storeu_ps(yt, facc[j][0]);
+      _mm256_storeu_ps(yt + 8, facc[j][1]);
+    } else {
+      alignas(32) float tmp[kPackRows];
+      _mm256_store_ps(tmp, facc[j][0]);
+      _mm256_store_ps(tmp + 8, facc[j][1]);
+      std::memcpy(yt, tmp, sizeof(float) * valid);
+    }
+  }
+}
+
+template <class Dot, int kTokenBlock>
+void gemm_i8_packed(const Weight& w, const QuantizedActs& x, int T, float* y, int ldy, int n0, int n1) {
+  const int G = w.k_groups();
+  const int8_t* data = static_cast<const int8_t*>(w.data);
+  for (int g0 = n0; g0 < n1; g0 += kPackRows) {
+    const int8_t* wg = data + (size_t)(g0 / kPackRows) * w.padded_cols() * kPackRows;
+    const uint16_t* sg = w.scales + (size_t)(g0 / kPackRows) * G * kPackRows;
+    int valid = std::min(kPackRows, n1 - g0);
+    int t0 = 0;
+    for (; t0 + kTokenBlock <= T; t0 += kTokenBlock) i8_group<Dot, kTokenBlock>(wg, sg, G, x, t0, y, ldy, g0, valid);
+    static_assert(kTokenBlock <= 4, "the remainder cases below cover 1 to 3 tokens");
+    switch (T - t0) {
+      case 3: i8_group<Dot, 3>(wg, sg, G, x, t0, y, ldy, g0, valid); break;
+      case 2: i8_group<Dot, 2>(wg, sg, G, x, t0, y, ldy, g0, valid); break;
+      case 1: i8_group<Dot, 1>(wg, sg, G, x, t0, y, ldy, g0, valid); break;
+      default: break;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace npu
