@@ -46,7 +46,7 @@ export interface EngineOptions {
   maxSeqLen?: number;
   /** Tokens the paged KV cache holds across all sequences. */
   kvCacheTokens?: number;
-  /** Force a kernel set (scalar | avx2); default: the best this CPU supports. */
+  /** Force a kernel set (scalar | avx2 | avxvnni); default: the best this CPU supports. */
   kernel?: string;
   /** KV cache element type (default f32); f16 halves its memory and the bytes attention reads. */
   kvCacheDtype?: 'f32' | 'f16';

@@ -104,7 +104,7 @@ struct CpuFeatures {
 
 const CpuFeatures& cpu_features();
 
-// The kernel set to use: the best the CPU supports, unless NPUSERVE_KERNEL (scalar | avx2) caps it.
+// The kernel set to use: the best the CPU supports, unless NPUSERVE_KERNEL (scalar | avx2 | avxvnni) caps it.
 const Kernels& select_kernels();
 const Kernels& kernels_by_name(const std::string& name);  // throws for unknown/unsupported
 
