@@ -14,6 +14,7 @@ import { writeGgufTwin } from '../convert/gguf-writer.js';
 import { Engine } from '../engine.js';
 import { FORMAT_VERSION } from '../format.js';
 import { makeTestModel, PRESETS } from '../testmodel.js';
+import { withLlamaCppModel } from './llamacpp.js';
 
 /** Fixed English prose and a little code: the stream both runtimes are fed (tokenized by llama.cpp). */
 export const AGREEMENT_TEXT = [
@@ -105,10 +106,7 @@ interface LlamaRun {
 
 /** llama.cpp's next-token distribution after every token of the stream (full softmax, no sampling cut-offs). */
 export async function llamaLogProbs(gguf: string, threads: number, tokenCount: number, tokens?: number[]): Promise<LlamaRun> {
-  const { getLlama, LlamaLogLevel } = await import('node-llama-cpp');
-  const llama = await getLlama({ gpu: false, logLevel: LlamaLogLevel.error, maxThreads: threads });
-  const model = await llama.loadModel({ modelPath: gguf, gpuLayers: 0 });
-  try {
+  return withLlamaCppModel(gguf, { threads }, async (model) => {
     const stream = tokens ?? streamTokens(model.tokenize(AGREEMENT_TEXT) as number[], model.tokens.bos as number | null, tokenCount);
     const ctx = await model.createContext({ contextSize: stream.length + 16, batchSize: stream.length, threads, sequences: 1 });
     const full = { temperature: 1, topK: 0, topP: 1, minP: 0 };
@@ -122,10 +120,7 @@ export async function llamaLogProbs(gguf: string, threads: number, tokenCount: n
     });
     await ctx.dispose();
     return { tokens: stream, logProbs };
-  } finally {
-    await model.dispose();
-    await llama.dispose();
-  }
+  });
 }
 
 /** BOS (when the model has one) and the text's tokens, cut to `count`. */

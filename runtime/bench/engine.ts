@@ -10,11 +10,13 @@ import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import type { Llama, LlamaModel } from 'node-llama-cpp';
 
 import { Engine, native, type MachineLimits } from '../engine.js';
 import { FORMAT_VERSION } from '../format.js';
 import { makeTestModel, PRESETS } from '../testmodel.js';
 import { convert } from '../convert/convert.js';
+import { withLlamaCppModel } from './llamacpp.js';
 
 export type Runtime = 'npuserve' | 'llama.cpp';
 
@@ -142,9 +144,10 @@ async function runNpuserve(file: string, model: string, precision: string, plan:
 }
 
 async function runLlamaCpp(file: string, model: string, precision: string, plan: BenchPlan, vocab: number): Promise<TargetResult> {
-  const { getLlama, LlamaLogLevel } = await import('node-llama-cpp');
-  const llama = await getLlama({ gpu: false, logLevel: LlamaLogLevel.error, maxThreads: plan.threads });
-  const m = await llama.loadModel({ modelPath: file, gpuLayers: 0 });
+  return withLlamaCppModel(file, { threads: plan.threads }, (m, llama) => llamaCppFigures(m, llama, file, model, precision, plan, vocab));
+}
+
+async function llamaCppFigures(m: LlamaModel, llama: Llama, file: string, model: string, precision: string, plan: BenchPlan, vocab: number): Promise<TargetResult> {
   const prompt = benchTokens(plan.promptTokens, vocab, 1);
 
   let prefill = 0;
@@ -177,14 +180,11 @@ async function runLlamaCpp(file: string, model: string, precision: string, plan:
     for (const s of seqs) s.dispose();
     await ctx.dispose();
   }
-  const result: TargetResult = {
+  return {
     runtime: 'llama.cpp', model, precision, file, kernel: `cpu, ${llama.buildType} build`,
     prefillTokensPerSecond: prefill, decodeTokensPerSecond: decode,
     peakRssBytes: process.resourceUsage().maxRSS * 1024, weightBytesPerToken: m.size,
   };
-  await m.dispose();
-  await llama.dispose();
-  return result;
 }
 
 interface ChildRequest { runtime: Runtime; file: string; model: string; precision: string; plan: BenchPlan; vocab: number }

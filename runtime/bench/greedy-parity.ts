@@ -4,6 +4,7 @@
 import { Engine } from '../engine.js';
 import { generate } from '../generate.js';
 import { Tokenizer } from '../tokenizer.js';
+import { withLlamaCppModel } from './llamacpp.js';
 
 /** Varied prompts: facts, instructions, code, numbers, another language, a ChatML turn. */
 export const GREEDY_PROMPTS = [
@@ -39,10 +40,7 @@ export interface GreedyParity {
 
 /** llama.cpp's greedy continuation of each prompt (token ids in, ids out; stops at end of generation). */
 async function llamaCppGreedy(gguf: string, prompts: number[][], maxTokens: number, threads: number): Promise<number[][]> {
-  const { getLlama, LlamaLogLevel } = await import('node-llama-cpp');
-  const llama = await getLlama({ gpu: false, logLevel: LlamaLogLevel.error, maxThreads: threads });
-  const model = await llama.loadModel({ modelPath: gguf, gpuLayers: 0 });
-  try {
+  return withLlamaCppModel(gguf, { threads }, async (model) => {
     const longest = Math.max(...prompts.map((p) => p.length));
     const ctx = await model.createContext({ contextSize: longest + maxTokens + 8, sequences: 1, threads });
     const out: number[][] = [];
@@ -59,10 +57,7 @@ async function llamaCppGreedy(gguf: string, prompts: number[][], maxTokens: numb
     }
     await ctx.dispose();
     return out;
-  } finally {
-    await model.dispose();
-    await llama.dispose();
-  }
+  });
 }
 
 /**

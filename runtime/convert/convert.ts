@@ -142,11 +142,14 @@ function digestFiles(files: string[]): { digest: string; bytes: number } {
   return { digest: `sha256:${hash.digest('hex')}`, bytes };
 }
 
-function baseMetadata(ck: Checkpoint, config: ModelConfig, precision: Precision, optimizeLevel: number, digest: { digest: string; bytes: number }) {
-  // The embedding may have spare rows (padded to a multiple of 64 or 128), never fewer than the tokenizer's ids.
+/** The embedding may have spare rows (padded to a multiple of 64 or 128), never fewer than the tokenizer's ids. */
+function checkTokenizerFits(ck: Checkpoint): void {
   const tokens = tokenizerVocabSize(ck.tokenizer);
-  if (tokens > config.vocabSize)
-    throw new UsageError(`${ck.source.path}: the tokenizer has ${tokens} tokens (ids 0..${tokens - 1}); the model's vocabulary (embedding rows) has only ${config.vocabSize}`);
+  if (tokens > ck.config.vocabSize)
+    throw new UsageError(`${ck.source.path}: the tokenizer has ${tokens} tokens (ids 0..${tokens - 1}); the model's vocabulary (embedding rows) has only ${ck.config.vocabSize}`);
+}
+
+function baseMetadata(ck: Checkpoint, config: ModelConfig, precision: Precision, optimizeLevel: number, digest: { digest: string; bytes: number }) {
   return {
     format: 'npuserve-model' as const,
     converterVersion: CONVERTER_VERSION,
@@ -210,6 +213,7 @@ export async function convert(opts: ConvertOptions): Promise<ConvertSummary> {
   const refTmp = `${opts.output}.fp32-reference.tmp-${process.pid}`;
   const ck = openCheckpoint(opts.input, opts.format ?? 'auto');
   try {
+    checkTokenizerFits(ck);
     opts.onProgress?.('hashing source', 0, 1);
     const digest = digestFiles(ck.files);
     const writer = writeModel(ck, tmp, opts.precision, opts.optimizeLevel, digest, opts.onProgress);

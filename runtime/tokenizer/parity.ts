@@ -1,6 +1,7 @@
 // Tokenizer parity with llama.cpp: our ids for each string of a corpus against node-llama-cpp's
 // `model.tokenize(text, true)` (special tokens parsed, no BOS) on the same GGUF, loaded vocabulary only.
 import { GgufFile } from '../convert/gguf.js';
+import { withLlamaCppModel } from '../bench/llamacpp.js';
 import { Tokenizer } from '../tokenizer.js';
 import { PARITY_CORPUS } from './parity-corpus.js';
 import { tokenizerFromGguf } from './sources.js';
@@ -29,10 +30,7 @@ export function ggufTokenizer(path: string): Tokenizer {
 
 export async function compareTokenizerWithLlamaCpp(ggufPath: string, corpus: readonly string[] = PARITY_CORPUS): Promise<TokenizerParity> {
   const ours = ggufTokenizer(ggufPath);
-  const { getLlama, LlamaLogLevel } = await import('node-llama-cpp');
-  const llama = await getLlama({ gpu: false, logLevel: LlamaLogLevel.error });
-  const model = await llama.loadModel({ modelPath: ggufPath, gpuLayers: 0, vocabOnly: true });
-  try {
+  return withLlamaCppModel(ggufPath, { vocabOnly: true }, async (model) => {
     const mismatches: TokenizerMismatch[] = [];
     for (const text of corpus) {
       const a = ours.encode(text, { addSpecial: false });
@@ -40,10 +38,7 @@ export async function compareTokenizerWithLlamaCpp(ggufPath: string, corpus: rea
       if (a.length !== b.length || a.some((id, i) => id !== b[i])) mismatches.push({ text, ours: a, llamaCpp: b });
     }
     return { strings: corpus.length, mismatches };
-  } finally {
-    await model.dispose();
-    await llama.dispose();
-  }
+  });
 }
 
 /** A report a person can read: the count, and each mismatch with both id lists. */
