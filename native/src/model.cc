@@ -280,6 +280,21 @@ void Model::matmul(const Weight& w, const float* x, int T, int ldx, float* y, in
   int chunks_wanted = pool_.size() * 4;
   int chunk = std::max(kPackRows, round_up((w.rows + chunks_wanted - 1) / chunks_wanted, kPackRows));
   int tasks = (w.rows + chunk - 1) / chunk;
+  if (w.dtype == DType::I8 && opt_.int8_activation_bits == 16) {
+    int ld = round_up(w.padded_cols(), 64);
+    const int sld = ld / kQuantGroup;
+    if (xq16_.size() < (size_t)T * ld) xq16_.resize((size_t)T * ld);
+    if (xq_scale_.size() < (size_t)T * sld) xq_scale_.resize((size_t)T * sld);
+    for_tokens(T, [&](int t0, int t1) {
+      for (int t = t0; t < t1; t++) k.quantize_row_i16(x + (size_t)t * ldx, w.cols, ld, xq16_.data() + (size_t)t * ld, xq_scale_.data() + (size_t)t * sld);
+    });
+    QuantizedActs16 qa{xq16_.data(), xq_scale_.data(), ld};
+    pool_.parallel_for(tasks, [&](int task, int) {
+      int n0 = task * chunk, n1 = std::min(w.rows, n0 + chunk);
+      k.gemm_i8_a16(w, qa, T, y, ldy, n0, n1);
+    });
+    return;
+  }
   if (w.dtype == DType::I8) {
     int ld = round_up(w.padded_cols(), 64);
     const int sld = ld / kQuantGroup;
