@@ -71,7 +71,11 @@ interface NativeEngine {
 export interface MachineLimits {
   readBytesPerSecond: number;
   reads: Array<{ pattern: string; bytes: number; bytesPerSecond: number }>;
+  /** Register-only chains of each integer dot-product instruction the CPU has. */
+  macPeaks: Array<{ instruction: string; activationBits: 8 | 16; macsPerSecond: number }>;
+  /** The best of macPeaks at each activation width. */
   int8MacsPerSecond: number;
+  int16MacsPerSecond: number;
 }
 
 export interface NativeAddon {

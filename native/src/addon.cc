@@ -523,7 +523,8 @@ Napi::Value RowOp(const Napi::CallbackInfo& info) {
 }
 
 // machineLimits({ bytes, threads, repeats }) -> { readBytesPerSecond, reads: [{ pattern, bytes,
-// bytesPerSecond }], int8MacsPerSecond }: the limits benchmarks divide by, best of all measured.
+// bytesPerSecond }], macPeaks: [{ instruction, activationBits, macsPerSecond }], int8MacsPerSecond,
+// int16MacsPerSecond }: the limits benchmarks divide by, best of all measured.
 Napi::Value MachineLimits(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
@@ -546,7 +547,19 @@ Napi::Value MachineLimits(const Napi::CallbackInfo& info) {
     Napi::Object out = Napi::Object::New(env);
     out.Set("readBytesPerSecond", best);
     out.Set("reads", arr);
-    out.Set("int8MacsPerSecond", int8_mac_peak(threads, repeats));
+    Napi::Array macs = Napi::Array::New(env);
+    double best8 = 0, best16 = 0;
+    for (const MacPeak& m : mac_peaks(threads, repeats)) {
+      Napi::Object p = Napi::Object::New(env);
+      p.Set("instruction", m.instruction);
+      p.Set("activationBits", m.activation_bits);
+      p.Set("macsPerSecond", m.macs_per_second);
+      macs.Set(macs.Length(), p);
+      (m.activation_bits == 8 ? best8 : best16) = std::max(m.activation_bits == 8 ? best8 : best16, m.macs_per_second);
+    }
+    out.Set("macPeaks", macs);
+    out.Set("int8MacsPerSecond", best8);
+    out.Set("int16MacsPerSecond", best16);
     return out;
   });
 }
