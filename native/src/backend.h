@@ -51,23 +51,17 @@ size_t dtype_size(DType t);
 size_t weight_data_bytes(DType t, Layout l, int rows, int cols);
 
 // Activations quantized per token and group of kQuantGroup for I8 weights:
-// q[t][k] = round(x[t][k] / scale[t][k / kQuantGroup]), in [-127, 127].
-struct QuantizedActs {
-  const int8_t* q;    // [T][ld] (ld a multiple of kQuantGroup, >= padded cols; padding is zero)
+// q[t][k] = round(x[t][k] / scale[t][k / kQuantGroup]), in [-L, L]: int8 (L = 127), or int16
+// (L = 32767, W8A16: real models' near-tied logits flip under 8-bit activations).
+template <class Q>
+struct QuantizedActsOf {
+  const Q* q;         // [T][ld] (ld a multiple of kQuantGroup, >= padded cols; padding is zero)
   const float* scale; // [T][ld / kQuantGroup]
   int ld;
   int scales_ld() const { return ld / kQuantGroup; }
 };
-
-// Activations quantized to int16 per token and group of kQuantGroup for I8 weights (W8A16):
-// q[t][k] = round(x[t][k] / scale[t][k / kQuantGroup]), in [-32767, 32767]. About 15 bits per value
-// where int8 activations keep 8: real models' near-tied logits flip under 8-bit activations.
-struct QuantizedActs16 {
-  const int16_t* q;   // [T][ld] (ld a multiple of kQuantGroup, >= padded cols; padding is zero)
-  const float* scale; // [T][ld / kQuantGroup]
-  int ld;
-  int scales_ld() const { return ld / kQuantGroup; }
-};
+using QuantizedActs = QuantizedActsOf<int8_t>;
+using QuantizedActs16 = QuantizedActsOf<int16_t>;
 
 // Attention of nq queries against one KV head, one KV block at a time with an online softmax (as
 // flash attention), so a block's keys and values are converted once for all nq queries. nq is a

@@ -5,10 +5,15 @@
 #include "backend.h"
 
 #if !defined(NPUSERVE_NO_X86)
+// GCC 12's avx512fintrin.h builds some results from _mm512_undefined_*(), which -Wmaybe-uninitialized
+// reports at every inlined use (_mm512_cvtph_ps, _mm512_srli_epi64): a false positive.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 
 #include <algorithm>
 #include <cstring>
+
+#include "i8_packed.h"
 
 namespace npu {
 
@@ -54,11 +59,8 @@ static inline void a16_group(const int8_t* wg, const uint16_t* sg, int G, const 
         acc[j][c + 1] = _mm512_dpwssd_epi32(acc[j][c + 1], w1, xv);
       }
     }
-    if (kChains == 2)
-      for (int j = 0; j < TB; j++) {
-        acc[j][0] = _mm512_add_epi32(acc[j][0], acc[j][kChains == 2 ? 2 : 0]);
-        acc[j][1] = _mm512_add_epi32(acc[j][1], acc[j][kChains == 2 ? 3 : 1]);
-      }
+    for (int c = 2; c < 2 * kChains; c++)
+      for (int j = 0; j < TB; j++) acc[j][c % 2] = _mm512_add_epi32(acc[j][c % 2], acc[j][c]);
     __m512 ws = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(sg + (size_t)g * kPackRows)));
 #pragma GCC unroll 4
     for (int j = 0; j < TB; j++) {
@@ -78,21 +80,9 @@ static void avx512vnni_gemm_i8_a16(const Weight& w, const QuantizedActs16& x, in
     kAvx2Kernels.gemm_i8_a16(w, x, T, y, ldy, n0, n1);
     return;
   }
-  const int G = w.k_groups();
-  const int8_t* data = static_cast<const int8_t*>(w.data);
-  for (int g0 = n0; g0 < n1; g0 += kPackRows) {
-    const int8_t* wg = data + (size_t)(g0 / kPackRows) * w.padded_cols() * kPackRows;
-    const uint16_t* sg = w.scales + (size_t)(g0 / kPackRows) * G * kPackRows;
-    int valid = std::min(kPackRows, n1 - g0);
-    int t0 = 0;
-    for (; t0 + kTokenBlock <= T; t0 += kTokenBlock) a16_group<kTokenBlock>(wg, sg, G, x, t0, y, ldy, g0, valid);
-    switch (T - t0) {
-      case 3: a16_group<3>(wg, sg, G, x, t0, y, ldy, g0, valid); break;
-      case 2: a16_group<2>(wg, sg, G, x, t0, y, ldy, g0, valid); break;
-      case 1: a16_group<1>(wg, sg, G, x, t0, y, ldy, g0, valid); break;
-      default: break;
-    }
-  }
+  for_packed_groups<kTokenBlock>(w, T, n0, n1, [&](auto tb, const int8_t* wg, const uint16_t* sg, int t0, int g0, int valid) {
+    a16_group<decltype(tb)::value>(wg, sg, w.k_groups(), x, t0, y, ldy, g0, valid);
+  });
 }
 
 bool avx512vnni_kernels_available() {

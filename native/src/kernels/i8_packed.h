@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 
 #include "backend.h"
 
@@ -75,8 +76,12 @@ inline void i8_group(const int8_t* wg, const uint16_t* sg, int G, const Quantize
   }
 }
 
-template <class Dot, int kTokenBlock>
-void gemm_i8_packed(const Weight& w, const QuantizedActs& x, int T, float* y, int ldy, int n0, int n1) {
+// Every 16-row group of [n0, n1) against the tokens in blocks of kTokenBlock (and a last block of 1
+// to 3): group(std::integral_constant<int, TB>, wg, sg, t0, g0, valid) with the group's weights wg,
+// its scales sg, the first token t0, the first row g0 and the rows in range (valid).
+template <int kTokenBlock, class Group>
+inline void for_packed_groups(const Weight& w, int T, int n0, int n1, Group group) {
+  static_assert(kTokenBlock <= 4, "the remainder cases below cover 1 to 3 tokens");
   const int G = w.k_groups();
   const int8_t* data = static_cast<const int8_t*>(w.data);
   for (int g0 = n0; g0 < n1; g0 += kPackRows) {
@@ -84,15 +89,21 @@ void gemm_i8_packed(const Weight& w, const QuantizedActs& x, int T, float* y, in
     const uint16_t* sg = w.scales + (size_t)(g0 / kPackRows) * G * kPackRows;
     int valid = std::min(kPackRows, n1 - g0);
     int t0 = 0;
-    for (; t0 + kTokenBlock <= T; t0 += kTokenBlock) i8_group<Dot, kTokenBlock>(wg, sg, G, x, t0, y, ldy, g0, valid);
-    static_assert(kTokenBlock <= 4, "the remainder cases below cover 1 to 3 tokens");
+    for (; t0 + kTokenBlock <= T; t0 += kTokenBlock) group(std::integral_constant<int, kTokenBlock>{}, wg, sg, t0, g0, valid);
     switch (T - t0) {
-      case 3: i8_group<Dot, 3>(wg, sg, G, x, t0, y, ldy, g0, valid); break;
-      case 2: i8_group<Dot, 2>(wg, sg, G, x, t0, y, ldy, g0, valid); break;
-      case 1: i8_group<Dot, 1>(wg, sg, G, x, t0, y, ldy, g0, valid); break;
+      case 3: group(std::integral_constant<int, 3>{}, wg, sg, t0, g0, valid); break;
+      case 2: group(std::integral_constant<int, 2>{}, wg, sg, t0, g0, valid); break;
+      case 1: group(std::integral_constant<int, 1>{}, wg, sg, t0, g0, valid); break;
       default: break;
     }
   }
+}
+
+template <class Dot, int kTokenBlock>
+void gemm_i8_packed(const Weight& w, const QuantizedActs& x, int T, float* y, int ldy, int n0, int n1) {
+  for_packed_groups<kTokenBlock>(w, T, n0, n1, [&](auto tb, const int8_t* wg, const uint16_t* sg, int t0, int g0, int valid) {
+    i8_group<Dot, decltype(tb)::value>(wg, sg, w.k_groups(), x, t0, y, ldy, g0, valid);
+  });
 }
 
 // int16 activations against the same packed int8 weights: 4 rows x 4 k of a k4 block (16 bytes)
@@ -161,22 +172,9 @@ inline void i8_a16_group(const int8_t* wg, const uint16_t* sg, int G, const Quan
 
 template <class Dot16, int kTokenBlock>
 void gemm_i8_a16_packed(const Weight& w, const QuantizedActs16& x, int T, float* y, int ldy, int n0, int n1) {
-  const int G = w.k_groups();
-  const int8_t* data = static_cast<const int8_t*>(w.data);
-  for (int g0 = n0; g0 < n1; g0 += kPackRows) {
-    const int8_t* wg = data + (size_t)(g0 / kPackRows) * w.padded_cols() * kPackRows;
-    const uint16_t* sg = w.scales + (size_t)(g0 / kPackRows) * G * kPackRows;
-    int valid = std::min(kPackRows, n1 - g0);
-    int t0 = 0;
-    for (; t0 + kTokenBlock <= T; t0 += kTokenBlock) i8_a16_group<Dot16, kTokenBlock>(wg, sg, G, x, t0, y, ldy, g0, valid);
-    static_assert(kTokenBlock <= 4, "the remainder cases below cover 1 to 3 tokens");
-    switch (T - t0) {
-      case 3: i8_a16_group<Dot16, 3>(wg, sg, G, x, t0, y, ldy, g0, valid); break;
-      case 2: i8_a16_group<Dot16, 2>(wg, sg, G, x, t0, y, ldy, g0, valid); break;
-      case 1: i8_a16_group<Dot16, 1>(wg, sg, G, x, t0, y, ldy, g0, valid); break;
-      default: break;
-    }
-  }
+  for_packed_groups<kTokenBlock>(w, T, n0, n1, [&](auto tb, const int8_t* wg, const uint16_t* sg, int t0, int g0, int valid) {
+    i8_a16_group<Dot16, decltype(tb)::value>(wg, sg, w.k_groups(), x, t0, y, ldy, g0, valid);
+  });
 }
 
 }  // namespace

@@ -43,12 +43,12 @@ static void ref_gemm_f16(const Weight& w, const float* x, int ldx, int T, float*
 
 // Per k group: an exact int32 dot product, then scaled by the weight's and the token's group scale
 // and summed in float, in group order.
-// Acts is QuantizedActs or QuantizedActs16: int8 or int16 activations, the same group scheme.
-template <class Acts>
-static void ref_gemm_i8_groups(const Weight& w, const Acts& x, int T, float* y, int ldy, int n0, int n1) {
+// int8 or int16 activations, the same group scheme.
+template <class Q>
+static void ref_gemm_i8_groups(const Weight& w, const QuantizedActsOf<Q>& x, int T, float* y, int ldy, int n0, int n1) {
   const int8_t* data = static_cast<const int8_t*>(w.data);
   for (int t = 0; t < T; t++) {
-    const auto* qt = x.q + (size_t)t * x.ld;
+    const Q* qt = x.q + (size_t)t * x.ld;
     const float* st = x.scale + (size_t)t * x.scales_ld();
     for (int n = n0; n < n1; n++) {
       float acc = 0.f;
