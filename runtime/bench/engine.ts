@@ -14,7 +14,7 @@ import type { Llama, LlamaModel } from 'node-llama-cpp';
 
 import { Engine, native, type Int8Activations, type MachineLimits } from '../engine.js';
 import { FORMAT_VERSION } from '../format.js';
-import { makeTestModel, PRESETS } from '../testmodel.js';
+import { makeTestModel, PRESETS, TEST_MODEL_VERSION } from '../testmodel.js';
 import { convert } from '../convert/convert.js';
 import { withLlamaCppModel } from './llamacpp.js';
 
@@ -82,8 +82,8 @@ export function benchTokens(n: number, vocab: number, seed: number): number[] {
 /** Builds (once) the test model, its GGUF twin and the converted .npu under cacheDir. */
 async function ensureModel(cacheDir: string, preset: string, precision: Precision): Promise<{ npu: string; gguf: string }> {
   const ggufType = MODEL_PRECISIONS[precision].gguf;
-  const dir = join(cacheDir, `${preset}-${ggufType}`);
-  const npu = join(cacheDir, `${preset}.${precision.toLowerCase()}.v${FORMAT_VERSION}.npu`);
+  const dir = join(cacheDir, `${preset}-t${TEST_MODEL_VERSION}-${ggufType}`);
+  const npu = join(cacheDir, `${preset}-t${TEST_MODEL_VERSION}.${precision.toLowerCase()}.v${FORMAT_VERSION}.npu`);
   if (!existsSync(join(dir, 'model.gguf'))) {
     console.error(`bench:engine: writing test model ${preset} with a ${ggufType} GGUF twin to ${dir}`);
     makeTestModel(dir, { ...PRESETS[preset], gguf: ggufType });
