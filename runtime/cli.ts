@@ -7,7 +7,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { bench } from './bench/bench.js';
 import { chatInTerminal } from './chat-terminal.js';
 import { AccuracyGateError, convert } from './convert/convert.js';
-import { Engine } from './engine.js';
+import { Engine, type Int8Activations } from './engine.js';
 import { FormatError, UsageError } from './errors.js';
 import { readNpuFile, type Precision } from './format.js';
 import { generate } from './generate.js';
@@ -26,9 +26,9 @@ commands:
                    [--optimize-level 0|1|2] [--format auto|safetensors|gguf] [--min-cosine 0.99] [--json]
                    [--termination-log PATH]
   generate         --model X.npu (--prompt TEXT | --prompt-tokens 1,2,3) [--max-tokens 32]
-                   [--temperature 0] [--top-p 1] [--seed N] [--threads N] [--json]
+                   [--temperature 0] [--top-p 1] [--seed N] [--threads N] [--int8-activations int16|int8] [--json]
   chat             --model X.npu [--system TEXT] [--max-tokens 512] [--max-seq-len 2048]
-                   [--temperature 0] [--top-p 1] [--seed N] [--threads N]
+                   [--temperature 0] [--top-p 1] [--seed N] [--threads N] [--int8-activations int16|int8]
                    a conversation with the model's chat template: one message per line on stdin
   operator         [--kubeconfig F] [--namespaces a,b] [--image I] [--artifact-claim PVC] [--npu-resource-name R]
                    [--npu-node-selector k=v] [--leader-elect true|false] [--metrics-port 8080] [--workers 4]
@@ -37,7 +37,7 @@ commands:
                    [--served-model-name NAME] [--max-batch-size 16] [--max-seq-len 2048]
                    [--max-waiting-requests 256] [--max-num-batched-tokens 256] [--kv-cache-tokens N]
                    [--threads N] [--drain-timeout-seconds 30] [--scheduler continuous|fixed]
-                   [--batch-timeout-ms 100 (fixed only)]
+                   [--batch-timeout-ms 100 (fixed only)] [--int8-activations int16|int8]
   bench            (--model X.npu [--baseline BEFORE.npu] | --url http://HOST:PORT [--model X.npu])
                    [--reference X.fp32.npu] [--out DIR (bench-results)] [--prompt-tokens 512] [--output-tokens 64]
                    [--latency-requests 5] [--max-concurrency 16] [--min-gain 0.05] [--threads N]
@@ -70,6 +70,13 @@ function int(flags: Flags, name: string, fallback?: number, min = 0): number | u
   const n = Number(v);
   if (!Number.isSafeInteger(n) || n < min) throw new UsageError(`--${name} must be an integer >= ${min}, got '${v}'`);
   return n;
+}
+
+/** --int8-activations int8|int16: how INT8 models quantize their activations (the engine's default when absent). */
+function int8Activations(flags: Flags): Int8Activations | undefined {
+  const v = flags['int8-activations'];
+  if (v === undefined || v === 'int8' || v === 'int16') return v;
+  throw new UsageError(`--int8-activations must be int8 or int16, got '${v}'`);
 }
 
 function num(flags: Flags, name: string, fallback?: number): number | undefined {
@@ -154,6 +161,7 @@ async function cmdGenerate(argv: string[]): Promise<number> {
     seed: { type: 'string' },
     threads: { type: 'string' },
     kernel: { type: 'string' },
+    'int8-activations': { type: 'string' },
     json: { type: 'boolean' },
   });
   const modelPath = required(f, 'model');
@@ -176,6 +184,7 @@ async function cmdGenerate(argv: string[]): Promise<number> {
     maxSeqLen: prompt.length + maxTokens,
     kvCacheTokens: prompt.length + maxTokens,
     kernel: f.kernel as string | undefined,
+    int8Activations: int8Activations(f),
   });
   const temperature = num(f, 'temperature', 0)!;
   const topP = num(f, 'top-p', 1)!;
@@ -216,6 +225,7 @@ async function cmdChat(argv: string[]): Promise<number> {
     seed: { type: 'string' },
     threads: { type: 'string' },
     kernel: { type: 'string' },
+    'int8-activations': { type: 'string' },
   });
   const modelPath = required(f, 'model');
   const positions = readNpuFile(modelPath).metadata.config.maxPositionEmbeddings;
@@ -224,7 +234,13 @@ async function cmdChat(argv: string[]): Promise<number> {
   const topP = num(f, 'top-p', 1)!;
   if (temperature < 0) throw new UsageError('--temperature must be >= 0');
   if (!(topP > 0 && topP <= 1)) throw new UsageError('--top-p must be in (0, 1]');
-  const engine = await Engine.load(modelPath, { threads: int(f, 'threads', cpus().length, 1), maxSeqLen, kvCacheTokens: maxSeqLen, kernel: f.kernel as string | undefined });
+  const engine = await Engine.load(modelPath, {
+    threads: int(f, 'threads', cpus().length, 1),
+    maxSeqLen,
+    kvCacheTokens: maxSeqLen,
+    kernel: f.kernel as string | undefined,
+    int8Activations: int8Activations(f),
+  });
   await chatInTerminal(engine, {
     input: process.stdin,
     output: process.stdout,
@@ -334,6 +350,7 @@ async function cmdServe(argv: string[]): Promise<number> {
     'kv-cache-tokens': { type: 'string' },
     threads: { type: 'string' },
     kernel: { type: 'string' },
+    'int8-activations': { type: 'string' },
     'drain-timeout-seconds': { type: 'string' },
     scheduler: { type: 'string' },
     'batch-timeout-ms': { type: 'string' },
@@ -362,6 +379,7 @@ async function cmdServe(argv: string[]): Promise<number> {
       kvCacheTokens,
       threads: int(f, 'threads', cpus().length, 1)!,
       kernel: f.kernel as string | undefined,
+      int8Activations: int8Activations(f),
       scheduler,
       batchTimeoutMs: int(f, 'batch-timeout-ms', 100, 0)!,
       drainTimeoutSeconds: int(f, 'drain-timeout-seconds', 30, 0)!,

@@ -35,6 +35,7 @@ export interface EngineInfo {
   weightBytes: number;
   kvCacheBytes: number;
   kvCacheDtype: 'f32' | 'f16';
+  int8Activations: Int8Activations;
   kvBlockTokens: number;
   kvBlocksTotal: number;
   kvBlocksFree: number;
@@ -50,7 +51,14 @@ export interface EngineOptions {
   kernel?: string;
   /** KV cache element type (default f32); f16 halves its memory and the bytes attention reads. */
   kvCacheDtype?: 'f32' | 'f16';
+  /**
+   * Activations of INT8 weights (default int16): int16 adds a residual int8 plane (two int8 dot
+   * products per weight, ~15 bits per value); int8 is faster and flips near-tied logits of real models.
+   */
+  int8Activations?: Int8Activations;
 }
+
+export type Int8Activations = 'int8' | 'int16';
 
 interface NativeEngine {
   createSequence(seed?: number | bigint): number;
@@ -63,7 +71,11 @@ interface NativeEngine {
 export interface MachineLimits {
   readBytesPerSecond: number;
   reads: Array<{ pattern: string; bytes: number; bytesPerSecond: number }>;
+  /** Register-only chains of each integer dot-product instruction the CPU has. */
+  macPeaks: Array<{ instruction: string; activationBits: 8 | 16; macsPerSecond: number }>;
+  /** The best of macPeaks at each activation width. */
   int8MacsPerSecond: number;
+  int16MacsPerSecond: number;
 }
 
 export interface NativeAddon {

@@ -35,6 +35,12 @@ export interface TestModelOptions {
   gguf?: GgufWeightDType;
 }
 
+/**
+ * The generator's version: a test model written by another version has other weights or files, so
+ * caches of generated models (the benchmarks') are keyed by it. Bump it with any change to either.
+ */
+export const TEST_MODEL_VERSION = 2;
+
 export const PRESETS: Record<string, Partial<TestModelOptions>> = {
   tiny: { layers: 2, hidden: 128, heads: 4, kvHeads: 2, intermediate: 256 },
   '100m': { layers: 8, hidden: 768, heads: 12, kvHeads: 4, intermediate: 2048 },

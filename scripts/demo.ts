@@ -121,7 +121,7 @@ function howTo(state: ClusterState): void {
   curl -s localhost:8000/v1/chat/completions -H 'content-type: application/json' \\
     -d '{"model":"${modelName}","messages":[{"role":"user","content":"Name three planets."}],"max_tokens":48}'
 
-Watch it (try changing precision: kubectl patch npum ${modelName} -n ${namespace} --type merge -p '{"spec":{"precision":"INT8"}}'):
+Watch it (it now serves INT8; back to FP16: kubectl patch npum ${modelName} -n ${namespace} --type merge -p '{"spec":{"precision":"FP16"}}'):
   export KUBECONFIG=${state.kubeconfig} PATH=${state.binDir}:$PATH
   kubectl get npum -n ${namespace} -w
 
@@ -145,6 +145,12 @@ async function main(): Promise<void> {
     console.log(`  ${modelName} is Ready: ${m.status?.readyReplicas} replica(s), endpoint ${m.status?.endpoint}`);
     console.log((await run(state, 'kubectl', 'get', 'npum', '-n', namespace)).trimEnd());
     step('a chat completion through the Service');
+    await chat(client);
+    step('precision FP16 -> INT8: a new revision converts (accuracy gate 0.99) and rolls out');
+    console.log((await run(state, 'kubectl', 'patch', 'npum', modelName, '-n', namespace, '--type', 'merge', '-p', '{"spec":{"precision":"INT8"}}')).trimEnd());
+    const int8 = await waitReady(client);
+    const gate = int8.status?.conditions?.find((c) => c.type === 'Converted')?.message;
+    console.log(`  ${modelName} is Ready at INT8${gate ? `: ${gate}` : ''}`);
     await chat(client);
     howTo(state);
     console.log(`\ndemo finished in ${seconds().trim()}`);

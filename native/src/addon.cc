@@ -99,6 +99,15 @@ std::vector<TensorDesc> parse_tensors(const Napi::Array& a) {
   return out;
 }
 
+// The activation bits an I8 gemm of the kernel tests uses: "int8Activations" int8 or int16 (default).
+int activation_bits(const Napi::Object& o) {
+  Napi::Value v = o.Get("int8Activations");
+  if (!v.IsString()) return 16;
+  std::string a = v.As<Napi::String>().Utf8Value();
+  if (a != "int8" && a != "int16") throw std::runtime_error("int8Activations '" + a + "': expected int8 or int16");
+  return a == "int8" ? 8 : 16;
+}
+
 EngineOptions parse_options(const Napi::Object& o) {
   EngineOptions e;
   e.threads = int_in(o, "threads", 1, 1024, 1);
@@ -113,6 +122,7 @@ EngineOptions parse_options(const Napi::Object& o) {
     if (d != "f32" && d != "f16") throw std::runtime_error("kvCacheDtype '" + d + "': expected f32 or f16");
     e.kv_f16 = d == "f16";
   }
+  e.int8_activation_bits = activation_bits(o);
   return e;
 }
 
@@ -168,6 +178,7 @@ class Engine : public Napi::ObjectWrap<Engine> {
     o.Set("weightBytes", (double)model_->weight_bytes());
     o.Set("kvCacheBytes", (double)model_->kv_cache_bytes());
     o.Set("kvCacheDtype", model_->kv_f16() ? "f16" : "f32");
+    o.Set("int8Activations", model_->options().int8_activation_bits == 8 ? "int8" : "int16");
     o.Set("kvBlockTokens", model_->kv_block_tokens());
     o.Set("kvBlocksTotal", model_->total_kv_blocks());
     o.Set("kvBlocksFree", model_->free_kv_blocks());
@@ -414,12 +425,16 @@ Napi::Value Gemm(const Napi::CallbackInfo& info) {
       w.scales = s.Data();
     }
     Napi::Float32Array y = Napi::Float32Array::New(env, (size_t)T * w.rows);
-    if (w.dtype == DType::I8) {
-      int ld = round_up(w.padded_cols(), 64);
+    const int ld = round_up(w.padded_cols(), 64), sld = ld / kQuantGroup;
+    if (w.dtype == DType::I8 && activation_bits(o) == 16) {
+      std::vector<int16_t> q((size_t)T * ld);
+      std::vector<float> qs((size_t)T * sld);
+      for (int t = 0; t < T; t++) k.quantize_row_i16(x.Data() + (size_t)t * w.cols, w.cols, ld, q.data() + (size_t)t * ld, qs.data() + (size_t)t * sld);
+      k.gemm_i8_a16(w, QuantizedActs16{q.data(), qs.data(), ld}, T, y.Data(), w.rows, 0, w.rows);
+    } else if (w.dtype == DType::I8) {
       std::vector<int8_t> q((size_t)T * ld);
-      std::vector<float> qs((size_t)T * (ld / kQuantGroup));
-      for (int t = 0; t < T; t++)
-        k.quantize_row(x.Data() + (size_t)t * w.cols, w.cols, ld, q.data() + (size_t)t * ld, qs.data() + (size_t)t * (ld / kQuantGroup));
+      std::vector<float> qs((size_t)T * sld);
+      for (int t = 0; t < T; t++) k.quantize_row(x.Data() + (size_t)t * w.cols, w.cols, ld, q.data() + (size_t)t * ld, qs.data() + (size_t)t * sld);
       k.gemm_i8(w, QuantizedActs{q.data(), qs.data(), ld}, T, y.Data(), w.rows, 0, w.rows);
     } else {
       (w.dtype == DType::F16 ? k.gemm_f16 : k.gemm_f32)(w, x.Data(), w.cols, T, y.Data(), w.rows, 0, w.rows);
@@ -508,7 +523,8 @@ Napi::Value RowOp(const Napi::CallbackInfo& info) {
 }
 
 // machineLimits({ bytes, threads, repeats }) -> { readBytesPerSecond, reads: [{ pattern, bytes,
-// bytesPerSecond }], int8MacsPerSecond }: the limits benchmarks divide by, best of all measured.
+// bytesPerSecond }], macPeaks: [{ instruction, activationBits, macsPerSecond }], int8MacsPerSecond,
+// int16MacsPerSecond }: the limits benchmarks divide by, best of all measured.
 Napi::Value MachineLimits(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
@@ -531,7 +547,19 @@ Napi::Value MachineLimits(const Napi::CallbackInfo& info) {
     Napi::Object out = Napi::Object::New(env);
     out.Set("readBytesPerSecond", best);
     out.Set("reads", arr);
-    out.Set("int8MacsPerSecond", int8_mac_peak(threads, repeats));
+    Napi::Array macs = Napi::Array::New(env);
+    double best8 = 0, best16 = 0;
+    for (const MacPeak& m : mac_peaks(threads, repeats)) {
+      Napi::Object p = Napi::Object::New(env);
+      p.Set("instruction", m.instruction);
+      p.Set("activationBits", m.activation_bits);
+      p.Set("macsPerSecond", m.macs_per_second);
+      macs.Set(macs.Length(), p);
+      (m.activation_bits == 8 ? best8 : best16) = std::max(m.activation_bits == 8 ? best8 : best16, m.macs_per_second);
+    }
+    out.Set("macPeaks", macs);
+    out.Set("int8MacsPerSecond", best8);
+    out.Set("int16MacsPerSecond", best16);
     return out;
   });
 }
@@ -548,8 +576,9 @@ Napi::Value CpuFeaturesJs(const Napi::CallbackInfo& info) {
     o.Set("selectedKernel", select_kernels().name);
     Napi::Array avail = Napi::Array::New(env);
     avail.Set((uint32_t)0, "scalar");
-    if (avx2_kernels_available()) avail.Set((uint32_t)1, "avx2");
-    if (avxvnni_kernels_available()) avail.Set((uint32_t)2, "avxvnni");
+    if (avx2_kernels_available()) avail.Set(avail.Length(), "avx2");
+    if (avxvnni_kernels_available()) avail.Set(avail.Length(), "avxvnni");
+    if (avx512vnni_kernels_available()) avail.Set(avail.Length(), "avx512vnni");
     o.Set("availableKernels", avail);
     return o;
   });

@@ -51,13 +51,17 @@ size_t dtype_size(DType t);
 size_t weight_data_bytes(DType t, Layout l, int rows, int cols);
 
 // Activations quantized per token and group of kQuantGroup for I8 weights:
-// q[t][k] = round(x[t][k] / scale[t][k / kQuantGroup]), in [-127, 127].
-struct QuantizedActs {
-  const int8_t* q;    // [T][ld] (ld a multiple of kQuantGroup, >= padded cols; padding is zero)
+// q[t][k] = round(x[t][k] / scale[t][k / kQuantGroup]), in [-L, L]: int8 (L = 127), or int16
+// (L = 32767, W8A16: real models' near-tied logits flip under 8-bit activations).
+template <class Q>
+struct QuantizedActsOf {
+  const Q* q;         // [T][ld] (ld a multiple of kQuantGroup, >= padded cols; padding is zero)
   const float* scale; // [T][ld / kQuantGroup]
   int ld;
   int scales_ld() const { return ld / kQuantGroup; }
 };
+using QuantizedActs = QuantizedActsOf<int8_t>;
+using QuantizedActs16 = QuantizedActsOf<int16_t>;
 
 // Attention of nq queries against one KV head, one KV block at a time with an online softmax (as
 // flash attention), so a block's keys and values are converted once for all nq queries. nq is a
@@ -86,6 +90,10 @@ struct Kernels {
   // One token row of length k -> int8 q (padded with zeros to ld, a multiple of kQuantGroup) and
   // ld / kQuantGroup scales (0 for groups past k): scale = max|x| / 127 over the group.
   void (*quantize_row)(const float* x, int k, int ld, int8_t* q, float* scales);
+  // I8 weights times int16 activations: the same group scheme, each group's dot products exact in int32.
+  void (*gemm_i8_a16)(const Weight& w, const QuantizedActs16& x, int T, float* y, int ldy, int n0, int n1);
+  // quantize_row to int16: scale = max|x| / 32767 over the group.
+  void (*quantize_row_i16)(const float* x, int k, int ld, int16_t* q, float* scales);
   // One KV block: n key and value rows ld elements apart (f32, or f16 bits when f16), the first at
   // position kpos0, folded into the queries' running softmax state.
   void (*attn_block)(const AttnQueries& a, const void* k, const void* v, bool f16, size_t ld, int n, int kpos0);
@@ -104,7 +112,8 @@ struct CpuFeatures {
 
 const CpuFeatures& cpu_features();
 
-// The kernel set to use: the best the CPU supports, unless NPUSERVE_KERNEL (scalar | avx2 | avxvnni) caps it.
+// The kernel set to use: the best the CPU supports, unless NPUSERVE_KERNEL (scalar | avx2 | avxvnni |
+// avx512vnni) caps it.
 const Kernels& select_kernels();
 const Kernels& kernels_by_name(const std::string& name);  // throws for unknown/unsupported
 
@@ -114,5 +123,8 @@ extern const Kernels kAvx2Kernels;
 // The AVX2 set with AVX-VNNI's vpdpbusd in the packed int8 GEMM.
 bool avxvnni_kernels_available();
 const Kernels& avxvnni_kernels();
+// The AVX-VNNI (or AVX2) set with the W8A16 packed GEMM in AVX-512 VNNI.
+bool avx512vnni_kernels_available();
+const Kernels& avx512vnni_kernels();
 
 }  // namespace npu

@@ -85,12 +85,18 @@ const Kernels& kernels_by_name(const std::string& name) {
     if (!avxvnni_kernels_available()) throw std::runtime_error("kernel 'avxvnni' needs AVX2, FMA, F16C and AVX-VNNI, which this CPU lacks");
     return avxvnni_kernels();
   }
-  throw std::runtime_error("unknown kernel '" + name + "': expected scalar, avx2 or avxvnni");
+  if (name == "avx512vnni") {
+    if (!avx512vnni_kernels_available())
+      throw std::runtime_error("kernel 'avx512vnni' needs AVX2, FMA, F16C and AVX-512 F/BW/VL/VNNI, which this CPU lacks");
+    return avx512vnni_kernels();
+  }
+  throw std::runtime_error("unknown kernel '" + name + "': expected scalar, avx2, avxvnni or avx512vnni");
 }
 
 const Kernels& select_kernels() {
   const char* forced = std::getenv("NPUSERVE_KERNEL");
   if (forced && *forced) return kernels_by_name(forced);
+  if (avx512vnni_kernels_available()) return avx512vnni_kernels();
   if (avxvnni_kernels_available()) return avxvnni_kernels();
   if (avx2_kernels_available()) return kAvx2Kernels;
   return kRefKernels;

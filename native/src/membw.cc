@@ -1,5 +1,5 @@
 // Machine limits: streaming read bandwidth over several access patterns and buffer sizes, and the
-// int8 multiply-accumulate peak. Each is the best of what was measured, so it bounds what a kernel
+// multiply-accumulate peak of each integer dot-product instruction the CPU has. Each is the best of what was measured, so it bounds what a kernel
 // can reach: a decode streaming more bytes per second than the limit would mean the limit is wrong.
 #include "membw.h"
 
@@ -162,53 +162,98 @@ std::vector<ReadMeasurement> read_bandwidth(size_t bytes, int threads, int repea
 }
 
 #if defined(__x86_64__)
-// One link of a chain: acc += madd(maddubs(a, b), 1), 32 multiply-accumulates. The empty asm makes a
+// Register-only chains of one multiply-accumulate instruction: 12 independent accumulators (enough
+// to cover a 5-cycle latency at 2 instructions per cycle), `iters` rounds. The empty asm makes `a`
 // opaque so the compiler cannot hoist the loop-invariant product.
-__attribute__((target("avx2"))) static inline __m256i mac_link(__m256i& a, __m256i b, __m256i ones, __m256i acc) {
-  __asm__ volatile("" : "+x"(a));
-  return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), ones));
-}
+#define NPU_MAC_CHAINS(Vec, zero, link)                                   \
+  Vec c[12];                                                              \
+  for (int i = 0; i < 12; i++) c[i] = zero;                               \
+  for (long n = 0; n < iters; n++) {                                      \
+    __asm__ volatile("" : "+v"(a));                                       \
+    _Pragma("GCC unroll 12") for (int i = 0; i < 12; i++) c[i] = link;    \
+  }                                                                       \
+  for (int i = 1; i < 12; i++) c[0] = c[0] + c[i];                        \
+  volatile long long keep = c[0][0];                                      \
+  (void)keep;
 
-// 8 independent chains of register-only links (11 registers: no spills), `iters` rounds.
-__attribute__((target("avx2"))) static void macs_avx2(long iters) {
+// AVX2 int8: maddubs + madd + add, 32 multiply-accumulates per link.
+__attribute__((target("avx2"))) static void macs_avx2_i8(long iters) {
   const __m256i b = _mm256_set1_epi8(3), ones = _mm256_set1_epi16(1);
   __m256i a = _mm256_set1_epi8(5);
-  __m256i c0 = _mm256_setzero_si256(), c1 = c0, c2 = c0, c3 = c0, c4 = c0, c5 = c0, c6 = c0, c7 = c0;
-  for (long n = 0; n < iters; n++) {
-    c0 = mac_link(a, b, ones, c0);
-    c1 = mac_link(a, b, ones, c1);
-    c2 = mac_link(a, b, ones, c2);
-    c3 = mac_link(a, b, ones, c3);
-    c4 = mac_link(a, b, ones, c4);
-    c5 = mac_link(a, b, ones, c5);
-    c6 = mac_link(a, b, ones, c6);
-    c7 = mac_link(a, b, ones, c7);
-  }
-  __m256i s = _mm256_add_epi32(_mm256_add_epi32(_mm256_add_epi32(c0, c1), _mm256_add_epi32(c2, c3)),
-                               _mm256_add_epi32(_mm256_add_epi32(c4, c5), _mm256_add_epi32(c6, c7)));
-  volatile int32_t keep = _mm256_extract_epi32(s, 0);
-  (void)keep;
+  NPU_MAC_CHAINS(__m256i, _mm256_setzero_si256(), _mm256_add_epi32(c[i], _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), ones)))
 }
+
+// AVX2 int16: madd + add, 16 per link.
+__attribute__((target("avx2"))) static void macs_avx2_i16(long iters) {
+  const __m256i b = _mm256_set1_epi16(3);
+  __m256i a = _mm256_set1_epi16(5);
+  NPU_MAC_CHAINS(__m256i, _mm256_setzero_si256(), _mm256_add_epi32(c[i], _mm256_madd_epi16(a, b)))
+}
+
+// AVX-VNNI vpdpbusd (int8, 32 per link) and vpdpwssd (int16, 16 per link) on 256 bits.
+__attribute__((target("avx2,avxvnni"))) static void macs_avxvnni_i8(long iters) {
+  const __m256i b = _mm256_set1_epi8(3);
+  __m256i a = _mm256_set1_epi8(5);
+  NPU_MAC_CHAINS(__m256i, _mm256_setzero_si256(), _mm256_dpbusd_avx_epi32(c[i], a, b))
+}
+__attribute__((target("avx2,avxvnni"))) static void macs_avxvnni_i16(long iters) {
+  const __m256i b = _mm256_set1_epi16(3);
+  __m256i a = _mm256_set1_epi16(5);
+  NPU_MAC_CHAINS(__m256i, _mm256_setzero_si256(), _mm256_dpwssd_avx_epi32(c[i], a, b))
+}
+
+// AVX-512 VNNI vpdpbusd (int8, 64 per link) and vpdpwssd (int16, 32 per link) on 512 bits.
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) static void macs_avx512vnni_i8(long iters) {
+  const __m512i b = _mm512_set1_epi8(3);
+  __m512i a = _mm512_set1_epi8(5);
+  NPU_MAC_CHAINS(__m512i, _mm512_setzero_si512(), _mm512_dpbusd_epi32(c[i], a, b))
+}
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) static void macs_avx512vnni_i16(long iters) {
+  const __m512i b = _mm512_set1_epi16(3);
+  __m512i a = _mm512_set1_epi16(5);
+  NPU_MAC_CHAINS(__m512i, _mm512_setzero_si512(), _mm512_dpwssd_epi32(c[i], a, b))
+}
+#undef NPU_MAC_CHAINS
 #endif
 
-double int8_mac_peak(int threads, int repeats) {
+std::vector<MacPeak> mac_peaks(int threads, int repeats) {
   threads = std::max(1, threads);
+  std::vector<MacPeak> out;
 #if defined(__x86_64__)
-  if (!cpu_features().avx2) return 0;
-  const long iters = 2'000'000;  // 8 x 2M maddubs per thread: ~50 ms at 2-3 GHz
-  const double macs = (double)iters * 8 * 32;
-  // The cores are alike, so the machine's peak is at least one core's best times the cores; when
-  // other processes share the cores, the all-thread run alone would understate it.
-  double one = 0, all = 0;
-  for (int r = 0; r < std::max(1, repeats); r++) {
-    one = std::max(one, macs / timed_parallel(1, [&](int) { macs_avx2(iters); }));
-    all = std::max(all, macs * threads / timed_parallel(threads, [&](int) { macs_avx2(iters); }));
+  const CpuFeatures& f = cpu_features();
+  struct Candidate {
+    const char* instruction;
+    int activation_bits;
+    int macs_per_link;
+    bool available;
+    void (*run)(long);
+  };
+  const bool avx512vnni = f.avx512f && f.avx512bw && f.avx512vnni;
+  const Candidate candidates[] = {
+      {"avx2 vpmaddubsw+vpmaddwd", 8, 32, f.avx2, macs_avx2_i8},
+      {"avx2 vpmaddwd", 16, 16, f.avx2, macs_avx2_i16},
+      {"avx-vnni vpdpbusd ymm", 8, 32, f.avx2 && f.avxvnni, macs_avxvnni_i8},
+      {"avx-vnni vpdpwssd ymm", 16, 16, f.avx2 && f.avxvnni, macs_avxvnni_i16},
+      {"avx512-vnni vpdpbusd zmm", 8, 64, avx512vnni, macs_avx512vnni_i8},
+      {"avx512-vnni vpdpwssd zmm", 16, 32, avx512vnni, macs_avx512vnni_i16},
+  };
+  const long iters = 1'000'000;  // 12 x 1M instructions per thread: ~10-60 ms
+  for (const Candidate& c : candidates) {
+    if (!c.available) continue;
+    const double macs = (double)iters * 12 * c.macs_per_link;
+    // The cores are alike, so the machine's peak is at least one core's best times the cores; when
+    // other processes share the cores, the all-thread run alone would understate it.
+    double one = 0, all = 0;
+    for (int r = 0; r < std::max(1, repeats); r++) {
+      one = std::max(one, macs / timed_parallel(1, [&](int) { c.run(iters); }));
+      all = std::max(all, macs * threads / timed_parallel(threads, [&](int) { c.run(iters); }));
+    }
+    out.push_back({c.instruction, c.activation_bits, std::max(one * threads, all)});
   }
-  return std::max(one * threads, all);
 #else
   (void)repeats;
-  return 0;
 #endif
+  return out;
 }
 
 }  // namespace npu

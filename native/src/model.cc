@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <functional>
 #include <stdexcept>
 
@@ -280,21 +281,23 @@ void Model::matmul(const Weight& w, const float* x, int T, int ldx, float* y, in
   int chunks_wanted = pool_.size() * 4;
   int chunk = std::max(kPackRows, round_up((w.rows + chunks_wanted - 1) / chunks_wanted, kPackRows));
   int tasks = (w.rows + chunk - 1) / chunk;
-  if (w.dtype == DType::I8) {
-    int ld = round_up(w.padded_cols(), 64);
-    const int sld = ld / kQuantGroup;
-    if (xq_.size() < (size_t)T * ld) xq_.resize((size_t)T * ld);
+  // Activations quantized per token (int8 into xq_ or int16 into xq16_), then the int8 GEMM.
+  auto quantized = [&](auto& xq, auto quantize_row, auto gemm_i8) {
+    using Q = typename std::decay_t<decltype(xq)>::value_type;
+    const int ld = round_up(w.padded_cols(), 64), sld = ld / kQuantGroup;
+    if (xq.size() < (size_t)T * ld) xq.resize((size_t)T * ld);
     if (xq_scale_.size() < (size_t)T * sld) xq_scale_.resize((size_t)T * sld);
     for_tokens(T, [&](int t0, int t1) {
-      for (int t = t0; t < t1; t++) k.quantize_row(x + (size_t)t * ldx, w.cols, ld, xq_.data() + (size_t)t * ld, xq_scale_.data() + (size_t)t * sld);
+      for (int t = t0; t < t1; t++) quantize_row(x + (size_t)t * ldx, w.cols, ld, xq.data() + (size_t)t * ld, xq_scale_.data() + (size_t)t * sld);
     });
-    QuantizedActs qa{xq_.data(), xq_scale_.data(), ld};
+    QuantizedActsOf<Q> qa{xq.data(), xq_scale_.data(), ld};
     pool_.parallel_for(tasks, [&](int task, int) {
       int n0 = task * chunk, n1 = std::min(w.rows, n0 + chunk);
-      k.gemm_i8(w, qa, T, y, ldy, n0, n1);
+      gemm_i8(w, qa, T, y, ldy, n0, n1);
     });
-    return;
-  }
+  };
+  if (w.dtype == DType::I8 && opt_.int8_activation_bits == 16) return quantized(xq16_, k.quantize_row_i16, k.gemm_i8_a16);
+  if (w.dtype == DType::I8) return quantized(xq_, k.quantize_row, k.gemm_i8);
   auto gemm = w.dtype == DType::F16 ? k.gemm_f16 : k.gemm_f32;
   pool_.parallel_for(tasks, [&](int task, int) {
     int n0 = task * chunk, n1 = std::min(w.rows, n0 + chunk);

@@ -48,6 +48,9 @@ struct EngineOptions {
   int kv_block_tokens = 16;
   std::string kernel;  // empty: best for this CPU
   bool kv_f16 = false; // KV cache rows in f16 instead of f32
+  // Activations of INT8 weights quantized to 16 bits (W8A16; default) or 8 (W8A8: faster prefill,
+  // but it flips near-tied logits of real models).
+  int int8_activation_bits = 16;
 };
 
 class MappedFile {
@@ -165,6 +168,7 @@ class Model {
   std::vector<float> x_, xn_, qkv_, attn_, ffn_, ffn_out_, logits_in_, logits_;
   std::vector<int8_t> xq_;
   std::vector<float> xq_scale_;
+  std::vector<int16_t> xq16_;
   struct AttnTile {
     int t0, n;  // tokens [t0, t0 + n) of one sequence at consecutive positions
   };

@@ -13,7 +13,7 @@ import { convert } from '../convert/convert.js';
 import { writeGgufTwin } from '../convert/gguf-writer.js';
 import { Engine } from '../engine.js';
 import { FORMAT_VERSION } from '../format.js';
-import { makeTestModel, PRESETS } from '../testmodel.js';
+import { makeTestModel, PRESETS, TEST_MODEL_VERSION } from '../testmodel.js';
 import { withLlamaCppModel } from './llamacpp.js';
 
 /** Fixed English prose and a little code: the stream both runtimes are fed (tokenized by llama.cpp). */
@@ -140,7 +140,7 @@ interface Sources {
 
 /** A test-model preset: its HF checkpoint with F32 and Q8_0 GGUF twins of the same seeded weights. */
 function presetSources(cacheDir: string, preset: string): Sources {
-  const dirs = { F32: join(cacheDir, `${preset}-F32`), Q8_0: join(cacheDir, `${preset}-Q8_0`) };
+  const dirs = { F32: join(cacheDir, `${preset}-t${TEST_MODEL_VERSION}-F32`), Q8_0: join(cacheDir, `${preset}-t${TEST_MODEL_VERSION}-Q8_0`) };
   for (const [gguf, dir] of Object.entries(dirs) as Array<['F32' | 'Q8_0', string]>) {
     if (!existsSync(join(dir, 'model.gguf'))) {
       console.error(`bench:agreement: writing test model ${preset} with a ${gguf} GGUF twin to ${dir}`);

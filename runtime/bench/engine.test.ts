@@ -23,24 +23,32 @@ describe('bench:engine', () => {
   it('prints one row per runtime, the npuserve/llama.cpp ratios and the bandwidth fraction', () => {
     const r: EngineBenchResult = {
       threads: 2,
-      limits: { readBytesPerSecond: 20e9, reads: [{ pattern: 'slice-per-thread, AVX2', bytes: 2 ** 30, bytesPerSecond: 20e9 }], int8MacsPerSecond: 200e9 },
-      plan: { threads: 2, promptTokens: 512, decodeTokens: 32, batchSizes: [1, 16], kvCacheDtype: 'f16' },
-      models: [{ model: '100m', npuserve: { ...target('npuserve', 2), matrixMacsPerToken: 80e6 }, llamaCpp: target('llama.cpp', 1), bandwidthFraction: (76e6 * 200) / 20e9, macPeakFraction: (80e6 * 2000) / 200e9 }],
+      limits: { readBytesPerSecond: 20e9, reads: [{ pattern: 'slice-per-thread, AVX2', bytes: 2 ** 30, bytesPerSecond: 20e9 }], macPeaks: [{ instruction: 'avx512-vnni vpdpwssd zmm', activationBits: 16, macsPerSecond: 200e9 }, { instruction: 'avx512-vnni vpdpbusd zmm', activationBits: 8, macsPerSecond: 400e9 }], int8MacsPerSecond: 400e9, int16MacsPerSecond: 200e9 },
+      plan: { threads: 2, promptTokens: 512, decodeTokens: 32, batchSizes: [1, 16], kvCacheDtype: 'f16', int8Activations: 'int16' },
+      models: [{ model: '100m', npuserve: { ...target('npuserve', 2), int8Activations: 'int16', matrixMacsPerToken: 80e6 }, llamaCpp: target('llama.cpp', 1), bandwidthFraction: (76e6 * 200) / 20e9, macPeakFraction: (80e6 * 2000) / 200e9 }],
     };
     const table = formatTable(r);
-    expect(table).toMatch(/\| 100m\s+\| ratio npuserve\/llama.cpp \|\s+\| 2.00x\s+\| 2.00x\s+\| 2.00x/);
+    expect(table).toMatch(/\| 100m\s+\| ratio npuserve\/llama.cpp\s+\|\s+\| 2.00x\s+\| 2.00x\s+\| 2.00x/);
     expect(table).toContain('76 MB of weights per token = 76% of the bandwidth limit');
-    expect(table).toContain('80 M matrix MACs per token = 80% of the int8 MAC peak');
-    expect(table).toContain('read bandwidth 20.0 GB/s (slice-per-thread, AVX2, 1024 MiB); int8 MAC peak 200 G/s');
+    expect(table).toContain('80 M matrix MACs per token = 80% of the int16 MAC peak');
+    expect(table).toContain('read bandwidth 20.0 GB/s (slice-per-thread, AVX2, 1024 MiB); MAC peak 400 G/s int8, 200 G/s int16 (avx512-vnni vpdpwssd zmm 200, avx512-vnni vpdpbusd zmm 400)');
+    expect(table).toContain('npuserve (avx2, int16 activations)');
   });
 
-  it('measures the read bandwidth over several patterns and sizes, reporting the best, and an int8 MAC peak', () => {
+  it('measures the read bandwidth over several patterns and sizes, reporting the best, and the MAC peak of each instruction', () => {
     const r = native().machineLimits({ bytes: 64 * 2 ** 20, threads: 1, repeats: 1 });
     expect(r.reads.length).toBeGreaterThanOrEqual(3);
     expect(new Set(r.reads.map((x) => x.bytes)).size).toBe(3);
     expect(r.readBytesPerSecond).toBe(Math.max(...r.reads.map((x) => x.bytesPerSecond)));
     expect(r.readBytesPerSecond).toBeGreaterThan(1e8);
-    if (native().cpuFeatures().avx2) expect(r.int8MacsPerSecond).toBeGreaterThan(1e9);
+    const f = native().cpuFeatures();
+    if (f.avx2) {
+      expect(r.int8MacsPerSecond).toBeGreaterThan(1e9);
+      expect(r.int16MacsPerSecond).toBeGreaterThan(1e9);
+      expect(r.int8MacsPerSecond).toBe(Math.max(...r.macPeaks.filter((p) => p.activationBits === 8).map((p) => p.macsPerSecond)));
+      expect(r.macPeaks.map((p) => p.instruction)).toContain('avx2 vpmaddwd');
+      if (f.avx512vnni) expect(r.macPeaks.map((p) => p.instruction)).toContain('avx512-vnni vpdpwssd zmm');
+    }
     expect(() => native().machineLimits({ bytes: 10, threads: 1, repeats: 1 })).toThrow(/between 1 MiB and 64 GiB/);
   });
 });

@@ -12,9 +12,9 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import type { Llama, LlamaModel } from 'node-llama-cpp';
 
-import { Engine, native, type MachineLimits } from '../engine.js';
+import { Engine, native, type Int8Activations, type MachineLimits } from '../engine.js';
 import { FORMAT_VERSION } from '../format.js';
-import { makeTestModel, PRESETS } from '../testmodel.js';
+import { makeTestModel, PRESETS, TEST_MODEL_VERSION } from '../testmodel.js';
 import { convert } from '../convert/convert.js';
 import { withLlamaCppModel } from './llamacpp.js';
 
@@ -27,6 +27,8 @@ export interface BenchPlan {
   batchSizes: number[];
   /** npuserve's KV cache element type; llama.cpp's default KV cache is f16. */
   kvCacheDtype: 'f32' | 'f16';
+  /** npuserve INT8's activations (llama.cpp Q8_0 quantizes them to 8 bits). */
+  int8Activations: Int8Activations;
 }
 
 export interface TargetResult {
@@ -35,6 +37,8 @@ export interface TargetResult {
   precision: string;
   file: string;
   kernel: string;
+  /** npuserve INT8: the activations' quantization (int8 or int16). */
+  int8Activations?: Int8Activations;
   prefillTokensPerSecond: number;
   decodeTokensPerSecond: Record<string, number>;  // batch size -> aggregate tokens/s
   peakRssBytes: number;
@@ -50,7 +54,7 @@ export interface ModelResult {
   llamaCpp: TargetResult | { error: string };
   /** Weights read per decoded token x batch-1 tokens/s / the machine's read bandwidth. */
   bandwidthFraction: number;
-  /** INT8: matrix MACs per token x prefill tokens/s / the machine's int8 MAC peak. */
+  /** INT8: matrix MACs per token x prefill tokens/s / the machine's MAC peak at the activations' width. */
   macPeakFraction?: number;
 }
 
@@ -78,8 +82,8 @@ export function benchTokens(n: number, vocab: number, seed: number): number[] {
 /** Builds (once) the test model, its GGUF twin and the converted .npu under cacheDir. */
 async function ensureModel(cacheDir: string, preset: string, precision: Precision): Promise<{ npu: string; gguf: string }> {
   const ggufType = MODEL_PRECISIONS[precision].gguf;
-  const dir = join(cacheDir, `${preset}-${ggufType}`);
-  const npu = join(cacheDir, `${preset}.${precision.toLowerCase()}.v${FORMAT_VERSION}.npu`);
+  const dir = join(cacheDir, `${preset}-t${TEST_MODEL_VERSION}-${ggufType}`);
+  const npu = join(cacheDir, `${preset}-t${TEST_MODEL_VERSION}.${precision.toLowerCase()}.v${FORMAT_VERSION}.npu`);
   if (!existsSync(join(dir, 'model.gguf'))) {
     console.error(`bench:engine: writing test model ${preset} with a ${ggufType} GGUF twin to ${dir}`);
     makeTestModel(dir, { ...PRESETS[preset], gguf: ggufType });
@@ -109,9 +113,14 @@ function matrixMacsPerToken(engine: Engine): number {
 
 const now = () => performance.now() / 1000;
 
+/** The MAC peak that bounds an INT8 prefill: that of the widest-throughput instruction at the activations' width. */
+function macPeak(limits: MachineLimits, activations: Int8Activations | undefined): number {
+  return activations === 'int16' ? limits.int16MacsPerSecond : limits.int8MacsPerSecond;
+}
+
 async function runNpuserve(file: string, model: string, precision: string, plan: BenchPlan): Promise<TargetResult> {
   const maxBatch = Math.max(...plan.batchSizes);
-  const engine = await Engine.load(file, { threads: plan.threads, maxSeqLen: plan.promptTokens + plan.decodeTokens + 64, kvCacheTokens: Math.max(2 * (plan.promptTokens + 64), maxBatch * (plan.decodeTokens + 64)), kvCacheDtype: plan.kvCacheDtype });
+  const engine = await Engine.load(file, { threads: plan.threads, maxSeqLen: plan.promptTokens + plan.decodeTokens + 64, kvCacheTokens: Math.max(2 * (plan.promptTokens + 64), maxBatch * (plan.decodeTokens + 64)), kvCacheDtype: plan.kvCacheDtype, int8Activations: plan.int8Activations });
   const vocab = engine.metadata.config.vocabSize;
   const prompt = benchTokens(plan.promptTokens, vocab, 1);
 
@@ -137,6 +146,7 @@ async function runNpuserve(file: string, model: string, precision: string, plan:
   }
   return {
     runtime: 'npuserve', model, precision, file, kernel: engine.info.kernel,
+    int8Activations: precision === 'INT8' ? engine.info.int8Activations : undefined,
     prefillTokensPerSecond: prefill, decodeTokensPerSecond: decode,
     peakRssBytes: process.resourceUsage().maxRSS * 1024, weightBytesPerToken: weightBytesPerToken(engine),
     matrixMacsPerToken: matrixMacsPerToken(engine),
@@ -215,7 +225,7 @@ export function formatTable(r: EngineBenchResult): string {
   for (const m of r.models) {
     for (const t of [m.npuserve, m.llamaCpp]) {
       if ('error' in t) { rows.push([m.model, 'llama.cpp', '-', `error: ${t.error}`]); continue; }
-      rows.push([m.model, t.runtime === 'npuserve' ? `npuserve (${t.kernel})` : 'llama.cpp', t.precision, fmt(t.prefillTokensPerSecond), ...bs.map((b) => fmt(t.decodeTokensPerSecond[b])), (t.peakRssBytes / 2 ** 20).toFixed(0)]);
+      rows.push([m.model, t.runtime === 'npuserve' ? `npuserve (${t.kernel}${t.int8Activations ? `, ${t.int8Activations} activations` : ''})` : 'llama.cpp', t.precision, fmt(t.prefillTokensPerSecond), ...bs.map((b) => fmt(t.decodeTokensPerSecond[b])), (t.peakRssBytes / 2 ** 20).toFixed(0)]);
     }
     if (!('error' in m.llamaCpp)) {
       const l = m.llamaCpp, n = m.npuserve;
@@ -228,11 +238,11 @@ export function formatTable(r: EngineBenchResult): string {
   out.push('');
   const best = r.limits.reads.reduce((a, b) => (b.bytesPerSecond > a.bytesPerSecond ? b : a));
   out.push(`npuserve KV cache ${r.plan.kvCacheDtype}; threads ${r.threads}`);
-  out.push(`machine limits (best of all measured): read bandwidth ${(r.limits.readBytesPerSecond / 1e9).toFixed(1)} GB/s (${best.pattern}, ${(best.bytes / 2 ** 20).toFixed(0)} MiB); int8 MAC peak ${(r.limits.int8MacsPerSecond / 1e9).toFixed(0)} G/s`);
+  out.push(`machine limits (best of all measured): read bandwidth ${(r.limits.readBytesPerSecond / 1e9).toFixed(1)} GB/s (${best.pattern}, ${(best.bytes / 2 ** 20).toFixed(0)} MiB); MAC peak ${(r.limits.int8MacsPerSecond / 1e9).toFixed(0)} G/s int8, ${(r.limits.int16MacsPerSecond / 1e9).toFixed(0)} G/s int16 (${r.limits.macPeaks.map((p) => `${p.instruction} ${(p.macsPerSecond / 1e9).toFixed(0)}`).join(', ')})`);
   for (const m of r.models) {
     out.push(`${m.model}: npuserve batch-1 decode reads ${(m.npuserve.weightBytesPerToken / 1e6).toFixed(0)} MB of weights per token = ${(100 * m.bandwidthFraction).toFixed(0)}% of the bandwidth limit`);
     if (m.macPeakFraction !== undefined)
-      out.push(`${m.model}: npuserve prefill does ${((m.npuserve.matrixMacsPerToken ?? 0) / 1e6).toFixed(0)} M matrix MACs per token = ${(100 * m.macPeakFraction).toFixed(0)}% of the int8 MAC peak`);
+      out.push(`${m.model}: npuserve prefill does ${((m.npuserve.matrixMacsPerToken ?? 0) / 1e6).toFixed(0)} M matrix MACs per token = ${(100 * m.macPeakFraction).toFixed(0)}% of the ${m.npuserve.int8Activations ?? 'int8'} MAC peak`);
   }
   return out.join('\n');
 }
@@ -250,6 +260,7 @@ async function main(argv: string[]): Promise<void> {
       'cache-dir': { type: 'string', default: join(homedir(), '.cache', 'npuserve', 'bench', 'engine') },
       'skip-llama': { type: 'boolean', default: false },
       'kv-cache-dtype': { type: 'string', default: 'f16' },
+      'int8-activations': { type: 'string', default: 'int16' },
       json: { type: 'boolean', default: false },
     },
   });
@@ -264,7 +275,9 @@ async function main(argv: string[]): Promise<void> {
     decodeTokens: Number(values['decode-tokens']),
     batchSizes: values.batches!.split(',').map(Number),
     kvCacheDtype: values['kv-cache-dtype'] === 'f32' ? 'f32' : 'f16',
+    int8Activations: values['int8-activations'] === 'int8' ? 'int8' : 'int16',
   };
+  if (values['int8-activations'] !== plan.int8Activations) throw new Error(`--int8-activations ${values['int8-activations']}: expected int8 or int16`);
   if (!plan.batchSizes.includes(1)) plan.batchSizes.unshift(1);
   mkdirSync(values['cache-dir']!, { recursive: true });
 
@@ -287,7 +300,7 @@ async function main(argv: string[]): Promise<void> {
       result.models.push({
         model: preset, npuserve: n, llamaCpp: l,
         bandwidthFraction: (n.weightBytesPerToken * n.decodeTokensPerSecond[1]) / limits.readBytesPerSecond,
-        macPeakFraction: precision === 'INT8' ? ((n.matrixMacsPerToken ?? 0) * n.prefillTokensPerSecond) / limits.int8MacsPerSecond : undefined,
+        macPeakFraction: precision === 'INT8' ? ((n.matrixMacsPerToken ?? 0) * n.prefillTokensPerSecond) / macPeak(limits, n.int8Activations) : undefined,
       });
     }
   }

@@ -6,7 +6,7 @@ import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import { ChatTemplate } from '../chat.js';
-import { Engine } from '../engine.js';
+import { Engine, type Int8Activations } from '../engine.js';
 import { ServerMetrics } from '../metrics.js';
 import { Scheduler, type SchedulerPolicy } from '../scheduler.js';
 import { Tokenizer } from '../tokenizer.js';
@@ -26,6 +26,8 @@ export interface ServeConfig {
   kvCacheTokens: number;
   threads: number;
   kernel?: string;
+  /** INT8 models' activations (the engine's default, int16, when absent). */
+  int8Activations?: Int8Activations;
   scheduler: SchedulerPolicy;
   batchTimeoutMs: number;
   drainTimeoutSeconds: number;
@@ -64,7 +66,7 @@ export async function serve(config: ServeConfig, log: (line: string) => void): P
 
 /** Loads the engine, runs one warm-up step and opens the OpenAI routes (unless already draining). */
 async function load(config: ServeConfig, state: ServingState, metrics: ServerMetrics, log: (line: string) => void): Promise<Scheduler> {
-  const engine = await Engine.load(config.modelPath, { threads: config.threads, maxSeqLen: config.maxSeqLen, kvCacheTokens: config.kvCacheTokens, kernel: config.kernel });
+  const engine = await Engine.load(config.modelPath, { threads: config.threads, maxSeqLen: config.maxSeqLen, kvCacheTokens: config.kvCacheTokens, kernel: config.kernel, int8Activations: config.int8Activations });
   const meta = engine.metadata;
   if (config.maxSeqLen > meta.config.maxPositionEmbeddings) {
     throw new Error(`--max-seq-len ${config.maxSeqLen} is longer than the model's ${meta.config.maxPositionEmbeddings} positions`);
@@ -97,7 +99,7 @@ async function load(config: ServeConfig, state: ServingState, metrics: ServerMet
   };
   if (state.phase === 'loading') state.phase = 'ready';
   log(
-    `ready: model '${config.servedModelName}' (${meta.precision}, ${info.kernel} kernels, ${info.threads} threads), ${config.scheduler} batching up to ${config.maxBatchSize} sequences and ${config.maxNumBatchedTokens} tokens per step, ` +
+    `ready: model '${config.servedModelName}' (${meta.precision}${meta.precision === 'INT8' ? ` with ${info.int8Activations} activations` : ''}, ${info.kernel} kernels, ${info.threads} threads), ${config.scheduler} batching up to ${config.maxBatchSize} sequences and ${config.maxNumBatchedTokens} tokens per step, ` +
       `max seq len ${config.maxSeqLen}, KV cache ${info.kvBlocksTotal * info.kvBlockTokens} tokens (${(info.kvCacheBytes / 2 ** 20).toFixed(0)} MiB)`,
   );
   return scheduler;

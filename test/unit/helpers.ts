@@ -1,7 +1,9 @@
 // Shared test fixtures: tiny test models made and converted once per configuration in a temp folder.
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+
+import { afterAll } from 'vitest';
 
 import { convert } from '../../runtime/convert/convert.js';
 import { SafetensorsFile } from '../../runtime/convert/safetensors.js';
@@ -9,6 +11,9 @@ import type { Precision } from '../../runtime/format.js';
 import { makeTestModel, type TestModel, type TestModelOptions } from '../../runtime/testmodel.js';
 
 export const workDir = mkdtempSync(join(tmpdir(), 'npuserve-test-'));
+// Registered while the importing test file is collected, so it runs after that file's tests: each
+// file's models (hundreds of MB) leave with it.
+afterAll(() => rmSync(workDir, { recursive: true, force: true }));
 
 const models = new Map<string, TestModel>();
 

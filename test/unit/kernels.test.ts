@@ -17,16 +17,19 @@ function roundEven(x: number): number {
 
 const GROUP = 32;
 
-/** Activations: per group of 32, scale = max|x| / 127 and q = round(x * (127 / max|x|)), in float32. */
-function quantizeActs(x: Float32Array): { q: Int8Array; scales: number[] } {
-  const q = new Int8Array(x.length);
+/**
+ * Activations: per group of 32, scale = max|x| / L and q = round(x * (L / max|x|)), in float32, with
+ * L = 127 for int8 activations and 32767 for int16.
+ */
+function quantizeActs(x: Float32Array, levels: number): { q: Int32Array; scales: number[] } {
+  const q = new Int32Array(x.length);
   const scales: number[] = [];
   for (let g0 = 0; g0 < x.length; g0 += GROUP) {
     const group = x.subarray(g0, g0 + GROUP);
     const amax = Math.max(...group.map(Math.abs));
-    const inv = amax > 0 ? f(127 / amax) : 0;
+    const inv = amax > 0 ? f(levels / amax) : 0;
     group.forEach((v, i) => (q[g0 + i] = roundEven(f(v * inv))));
-    scales.push(f(amax / 127));
+    scales.push(f(amax / levels));
   }
   return { q, scales };
 }
@@ -45,12 +48,14 @@ function quantizeWeights(w: Float32Array): { q: Int8Array; scales: number[] } {
   return { q, scales };
 }
 
-function reference(dtype: string, w: Float32Array, rows: number, cols: number, x: Float32Array, T: number): Float64Array {
+type Activations = 'int8' | 'int16';
+
+function reference(dtype: string, w: Float32Array, rows: number, cols: number, x: Float32Array, T: number, activations: Activations): Float64Array {
   const y = new Float64Array(T * rows);
   const wq = dtype === 'i8' ? Array.from({ length: rows }, (_, r) => quantizeWeights(w.subarray(r * cols, (r + 1) * cols))) : [];
   for (let t = 0; t < T; t++) {
     const xt = x.subarray(t * cols, (t + 1) * cols);
-    const xq = dtype === 'i8' ? quantizeActs(xt) : undefined;
+    const xq = dtype === 'i8' ? quantizeActs(xt, activations === 'int8' ? 127 : 32767) : undefined;
     for (let n = 0; n < rows; n++) {
       let s = 0;
       for (let k = 0; k < cols; k++) {
@@ -76,15 +81,15 @@ describe('GEMM kernels vs float64', () => {
       // Activations with an outlier channel, as real models have (peak/RMS ~ 40).
       const outlier = Math.floor(next() * cols);
       const x = Float32Array.from({ length: T * cols }, (_, i) => (next() * 2 - 1) * (i % cols === outlier ? 120 : 3));
-      for (const dtype of ['f32', 'f16', 'i8']) {
+      const cases: Array<[string, Activations]> = [['f32', 'int16'], ['f16', 'int16'], ['i8', 'int8'], ['i8', 'int16']];
+      for (const [dtype, int8Activations] of cases) {
         for (const layout of ['row-major', 'packed16']) {
           const packed = native().packWeight(w, rows, cols, dtype, layout);
-          const y = native().gemm({ kernel, dtype, layout, rows, cols, data: packed.data, scales: packed.scales, x, tokens: T });
-          const want = reference(dtype, w, rows, cols, x, T);
+          const y = native().gemm({ kernel, dtype, layout, rows, cols, data: packed.data, scales: packed.scales, x, tokens: T, int8Activations });
+          const want = reference(dtype, w, rows, cols, x, T, int8Activations);
           const scale = Math.max(1, ...want.map(Math.abs));
-          for (let i = 0; i < want.length; i++) {
-            expect(Math.abs(y[i] - want[i]) / scale, `${dtype} ${layout} ${rows}x${cols} T=${T} at ${i}`).toBeLessThan(1e-5);
-          }
+          const what = `${dtype}${dtype === 'i8' ? ` (${int8Activations} activations)` : ''} ${layout} ${rows}x${cols} T=${T}`;
+          for (let i = 0; i < want.length; i++) expect(Math.abs(y[i] - want[i]) / scale, `${what} at ${i}`).toBeLessThan(1e-5);
         }
       }
     }

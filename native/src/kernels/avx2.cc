@@ -18,6 +18,8 @@ static constexpr int kTokenBlock = 4;
 // The int8 GEMM shares each weight load among 3 tokens (with group scales, 4 tokens measured the
 // same within noise, 2 tokens 10-15% slower).
 static constexpr int kI8TokenBlock = 3;
+// With int16 activations each token needs 4 accumulators per 16 rows: 2 tokens fill the 16 registers.
+static constexpr int kI8A16TokenBlock = 2;
 
 static inline float hsum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -160,16 +162,41 @@ static void avx2_gemm_f16(const Weight& w, const float* x, int ldx, int T, float
   else gemm_rowmajor<true>(w, x, ldx, T, y, ldy, n0, n1);
 }
 
-// s8 x s8 -> s32 on AVX2: maddubs multiplies |a| (u8) by b with a's sign moved onto it, then madd
-// sums pairs. Quantized values are in [-127, 127], so the pairwise i16 sums cannot saturate.
+// One k group of 32 activations of a token in registers, and their int32 dot products (8 lanes to
+// sum) with 32 int8 weights. int8: maddubs multiplies |x| (u8) by w with x's sign moved onto it (no
+// i16 saturation in [-127, 127]), madd sums pairs; int16: the weights widened, madd.
+template <class Q>
+struct GroupActs;
 
-// Row-major, one token against RB output channels: the activation load and its abs are shared by
-// the RB rows, whose accumulators are independent chains. Per full k group: exact int32 dots, then
-// one FMA by w_scale * x_scale; a partial last group (the row is not padded) is summed in scalar.
-template <int RB>
-static inline void i8_rows(const Weight& w, const QuantizedActs& x, int t, int n, float* y) {
+template <>
+struct GroupActs<int8_t> {
+  __m256i xv, ax;
+  explicit GroupActs(const int8_t* xg) : xv(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xg))), ax(_mm256_abs_epi8(xv)) {}
+  __m256i dot(const int8_t* wg) const {
+    __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wg));
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(ax, _mm256_sign_epi8(wv, xv)), _mm256_set1_epi16(1));
+  }
+};
+
+template <>
+struct GroupActs<int16_t> {
+  __m256i x0, x1;
+  explicit GroupActs(const int16_t* xg)
+      : x0(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xg))), x1(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xg + 16))) {}
+  __m256i dot(const int8_t* wg) const {
+    __m256i w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wg)));
+    __m256i w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wg + 16)));
+    return _mm256_add_epi32(_mm256_madd_epi16(w0, x0), _mm256_madd_epi16(w1, x1));
+  }
+};
+
+// Row-major, one token against RB output channels: the group's activations are loaded once for the
+// RB rows, whose accumulators are independent chains. Per full k group: exact int32 dots, then one
+// FMA by w_scale * x_scale; a partial last group (the row is not padded) is summed in scalar.
+template <class Q, int RB>
+static inline void i8_rows(const Weight& w, const QuantizedActsOf<Q>& x, int t, int n, float* y) {
   const int K = w.cols, G = w.k_groups(), full = K / kQuantGroup;
-  const int8_t* xq = x.q + (size_t)t * x.ld;
+  const Q* xq = x.q + (size_t)t * x.ld;
   const float* xs = x.scale + (size_t)t * x.scales_ld();
   const int8_t* wr[RB];
   const uint16_t* ws[RB];
@@ -180,14 +207,11 @@ static inline void i8_rows(const Weight& w, const QuantizedActs& x, int t, int n
     ws[r] = w.scales + (size_t)(n + r) * G;
     acc[r] = _mm256_setzero_ps();
   }
-  const __m256i ones = _mm256_set1_epi16(1);
   for (int g = 0; g < full; g++) {
-    __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + g * kQuantGroup));
-    __m256i ax = _mm256_abs_epi8(xv);
+    const GroupActs<Q> xg(xq + g * kQuantGroup);
 #pragma GCC unroll 8
     for (int r = 0; r < RB; r++) {
-      __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wr[r] + g * kQuantGroup));
-      __m256i dot = _mm256_madd_epi16(_mm256_maddubs_epi16(ax, _mm256_sign_epi8(wv, xv)), ones);
+      __m256i dot = xg.dot(wr[r] + g * kQuantGroup);
       acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(_cvtsh_ss(ws[r][g]) * xs[g]), acc[r]);
     }
   }
@@ -203,13 +227,14 @@ static inline void i8_rows(const Weight& w, const QuantizedActs& x, int t, int n
   }
 }
 
-static void gemm_i8_rowmajor(const Weight& w, const QuantizedActs& x, int T, float* y, int ldy, int n0, int n1) {
+template <class Q>
+static void gemm_i8_rowmajor(const Weight& w, const QuantizedActsOf<Q>& x, int T, float* y, int ldy, int n0, int n1) {
   constexpr int kRows = 4;
   for (int t = 0; t < T; t++) {
     float* yt = y + (size_t)t * ldy;
     int n = n0;
-    for (; n + kRows <= n1; n += kRows) i8_rows<kRows>(w, x, t, n, yt);
-    for (; n < n1; n++) i8_rows<1>(w, x, t, n, yt);
+    for (; n + kRows <= n1; n += kRows) i8_rows<Q, kRows>(w, x, t, n, yt);
+    for (; n < n1; n++) i8_rows<Q, 1>(w, x, t, n, yt);
   }
 }
 
@@ -226,6 +251,16 @@ static void avx2_gemm_i8(const Weight& w, const QuantizedActs& x, int T, float* 
   else gemm_i8_rowmajor(w, x, T, y, ldy, n0, n1);
 }
 
+// AVX2's s16 x s16 dot of 2-value lanes added to int32 accumulators.
+struct MaddDot16 {
+  static inline __m256i acc(__m256i acc, __m256i w16, __m256i x16) { return _mm256_add_epi32(acc, _mm256_madd_epi16(w16, x16)); }
+};
+
+static void avx2_gemm_i8_a16(const Weight& w, const QuantizedActs16& x, int T, float* y, int ldy, int n0, int n1) {
+  if (w.layout == Layout::Packed16) gemm_i8_a16_packed<MaddDot16, kI8A16TokenBlock>(w, x, T, y, ldy, n0, n1);
+  else gemm_i8_rowmajor(w, x, T, y, ldy, n0, n1);
+}
+
 static inline float hmax(__m256 v) {
   __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   m = _mm_max_ps(m, _mm_movehl_ps(m, m));
@@ -234,8 +269,10 @@ static inline float hmax(__m256 v) {
 }
 
 // Full groups of 32 in vectors (the same float operations as the scalar kernel, so the same q and
-// scales); a partial last group in scalar.
-static void avx2_quantize_row(const float* x, int k, int ld, int8_t* q, float* scales) {
+// scales); a partial last group in scalar. Q is int8_t (levels 127) or int16_t (levels 32767).
+template <class Q>
+static void avx2_quantize_groups(const float* x, int k, int ld, Q* q, float* scales) {
+  constexpr float levels = sizeof(Q) == 1 ? 127.f : 32767.f;
   const __m256 sign_mask = _mm256_set1_ps(-0.f);
   const int full = k / kQuantGroup;
   for (int g = 0; g < full; g++) {
@@ -246,25 +283,36 @@ static void avx2_quantize_row(const float* x, int k, int ld, int8_t* q, float* s
       vmax = _mm256_max_ps(vmax, _mm256_andnot_ps(sign_mask, v[i]));
     }
     float amax = hmax(vmax);
-    __m256 inv = _mm256_set1_ps(amax > 0.f ? 127.f / amax : 0.f);
-    __m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(v[0], inv)), i1 = _mm256_cvtps_epi32(_mm256_mul_ps(v[1], inv));
-    __m256i i2 = _mm256_cvtps_epi32(_mm256_mul_ps(v[2], inv)), i3 = _mm256_cvtps_epi32(_mm256_mul_ps(v[3], inv));
-    // The packs interleave 128-bit lanes; the permute restores element order.
-    __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
-    p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + g * kQuantGroup), p);
-    scales[g] = amax / 127.f;
+    __m256 inv = _mm256_set1_ps(amax > 0.f ? levels / amax : 0.f);
+    __m256i i[4];
+    for (int j = 0; j < 4; j++) i[j] = _mm256_cvtps_epi32(_mm256_mul_ps(v[j], inv));
+    // The packs interleave 128-bit lanes; the permutes restore element order.
+    if constexpr (sizeof(Q) == 1) {
+      __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i[0], i[1]), _mm256_packs_epi32(i[2], i[3]));
+      p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + g * kQuantGroup), p);
+    } else {
+      for (int h = 0; h < 2; h++) {
+        __m256i p = _mm256_permute4x64_epi64(_mm256_packs_epi32(i[2 * h], i[2 * h + 1]), 0xD8);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + g * kQuantGroup + 16 * h), p);
+      }
+    }
+    scales[g] = amax / levels;
   }
   for (int g = full; g < ld / kQuantGroup; g++) {
     int i0 = g * kQuantGroup, i1 = std::min(k, i0 + kQuantGroup);
     float amax = 0.f;
     for (int i = i0; i < i1; i++) amax = std::max(amax, std::fabs(x[i]));
-    float inv = amax > 0.f ? 127.f / amax : 0.f;
-    for (int i = i0; i < i1; i++) q[i] = (int8_t)std::nearbyint(x[i] * inv);
-    scales[g] = amax / 127.f;
+    float inv = amax > 0.f ? levels / amax : 0.f;
+    for (int i = i0; i < i1; i++) q[i] = (Q)std::nearbyint(x[i] * inv);
+    scales[g] = amax / levels;
   }
   for (int i = k; i < ld; i++) q[i] = 0;
 }
+
+static void avx2_quantize_row(const float* x, int k, int ld, int8_t* q, float* scales) { avx2_quantize_groups(x, k, ld, q, scales); }
+
+static void avx2_quantize_row_i16(const float* x, int k, int ld, int16_t* q, float* scales) { avx2_quantize_groups(x, k, ld, q, scales); }
 
 // exp(x) in float: Cephes' expf (range reduction by ln 2 in two parts, degree-5 polynomial), about
 // 1 ulp; -inf and anything below the float range give 0.
@@ -481,8 +529,8 @@ bool avx2_kernels_available() {
   return f.avx2 && f.fma && f.f16c;
 }
 
-const Kernels kAvx2Kernels = {"avx2", avx2_gemm_f32, avx2_gemm_f16, avx2_gemm_i8, avx2_quantize_row, avx2_attn_block, avx2_silu_mul,
-                               avx2_to_f16};
+const Kernels kAvx2Kernels = {"avx2",           avx2_gemm_f32,         avx2_gemm_f16,   avx2_gemm_i8,  avx2_quantize_row,
+                              avx2_gemm_i8_a16, avx2_quantize_row_i16, avx2_attn_block, avx2_silu_mul, avx2_to_f16};
 
 }  // namespace npu
 
@@ -490,7 +538,7 @@ const Kernels kAvx2Kernels = {"avx2", avx2_gemm_f32, avx2_gemm_f16, avx2_gemm_i8
 
 namespace npu {
 bool avx2_kernels_available() { return false; }
-const Kernels kAvx2Kernels = {"avx2", nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr};
+const Kernels kAvx2Kernels = {"avx2", nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr};
 }  // namespace npu
 
 #endif

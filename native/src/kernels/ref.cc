@@ -43,10 +43,12 @@ static void ref_gemm_f16(const Weight& w, const float* x, int ldx, int T, float*
 
 // Per k group: an exact int32 dot product, then scaled by the weight's and the token's group scale
 // and summed in float, in group order.
-static void ref_gemm_i8(const Weight& w, const QuantizedActs& x, int T, float* y, int ldy, int n0, int n1) {
+// int8 or int16 activations, the same group scheme.
+template <class Q>
+static void ref_gemm_i8_groups(const Weight& w, const QuantizedActsOf<Q>& x, int T, float* y, int ldy, int n0, int n1) {
   const int8_t* data = static_cast<const int8_t*>(w.data);
   for (int t = 0; t < T; t++) {
-    const int8_t* qt = x.q + (size_t)t * x.ld;
+    const Q* qt = x.q + (size_t)t * x.ld;
     const float* st = x.scale + (size_t)t * x.scales_ld();
     for (int n = n0; n < n1; n++) {
       float acc = 0.f;
@@ -60,17 +62,31 @@ static void ref_gemm_i8(const Weight& w, const QuantizedActs& x, int T, float* y
   }
 }
 
-static void ref_quantize_row(const float* x, int k, int ld, int8_t* q, float* scales) {
+static void ref_gemm_i8(const Weight& w, const QuantizedActs& x, int T, float* y, int ldy, int n0, int n1) {
+  ref_gemm_i8_groups(w, x, T, y, ldy, n0, n1);
+}
+
+static void ref_gemm_i8_a16(const Weight& w, const QuantizedActs16& x, int T, float* y, int ldy, int n0, int n1) {
+  ref_gemm_i8_groups(w, x, T, y, ldy, n0, n1);
+}
+
+// Q is int8_t (levels 127) or int16_t (levels 32767).
+template <class Q>
+static void ref_quantize_groups(const float* x, int k, int ld, Q* q, float* scales, float levels) {
   for (int g = 0; g < ld / kQuantGroup; g++) {
     int i0 = g * kQuantGroup, i1 = std::min(k, i0 + kQuantGroup);
     float amax = 0.f;
     for (int i = i0; i < i1; i++) amax = std::max(amax, std::fabs(x[i]));
-    float inv = amax > 0.f ? 127.f / amax : 0.f;
-    for (int i = i0; i < i1; i++) q[i] = (int8_t)std::nearbyint(x[i] * inv);
-    scales[g] = amax / 127.f;
+    float inv = amax > 0.f ? levels / amax : 0.f;
+    for (int i = i0; i < i1; i++) q[i] = (Q)std::nearbyint(x[i] * inv);
+    scales[g] = amax / levels;
   }
   for (int i = k; i < ld; i++) q[i] = 0;
 }
+
+static void ref_quantize_row(const float* x, int k, int ld, int8_t* q, float* scales) { ref_quantize_groups(x, k, ld, q, scales, 127.f); }
+
+static void ref_quantize_row_i16(const float* x, int k, int ld, int16_t* q, float* scales) { ref_quantize_groups(x, k, ld, q, scales, 32767.f); }
 
 static inline float kv_at(const void* p, bool f16, size_t i) {
   return f16 ? half_to_float(static_cast<const uint16_t*>(p)[i]) : static_cast<const float*>(p)[i];
@@ -118,6 +134,7 @@ static void ref_to_f16(const float* x, int n, uint16_t* out) {
   for (int i = 0; i < n; i++) out[i] = float_to_half(x[i]);
 }
 
-const Kernels kRefKernels = {"scalar", ref_gemm_f32, ref_gemm_f16, ref_gemm_i8, ref_quantize_row, ref_attn_block, ref_silu_mul, ref_to_f16};
+const Kernels kRefKernels = {"scalar",           ref_gemm_f32,         ref_gemm_f16,   ref_gemm_i8,  ref_quantize_row,
+                             ref_gemm_i8_a16,    ref_quantize_row_i16, ref_attn_block, ref_silu_mul, ref_to_f16};
 
 }  // namespace npu
