@@ -1,9 +1,12 @@
 // Checkpoints a tenant controls, through `convert`: NaN and infinite weights are refused naming the
 // tensor (they would convert and then serve token 0 forever), files that lead out of the checkpoint
-// folder by symlink are refused naming the file, a FIFO is refused instead of blocking, and no error
-// quotes a byte of a file that is not a checkpoint.
-import { execFileSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+// folder by symlink are refused naming the file, a FIFO is refused instead of blocking, no error
+// quotes a byte of a file that is not a checkpoint, and an http(s) source on loopback converts only
+// with the admin's --allow-host.
+import { execFile, execFileSync } from 'node:child_process';
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 
@@ -127,5 +130,40 @@ describe('files that are not checkpoints', () => {
     expectNoSecret(message);
     // 'root' as bytes, as main printed them.
     expect(message).not.toMatch(/72 6f 6f 74/);
+  });
+});
+
+describe('an http(s) source through the CLI', () => {
+  const bin = join(import.meta.dirname, '..', '..', 'bin', 'npuserve.js');
+  const npuserve = (env: Record<string, string>, ...args: string[]) =>
+    new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+      execFile(process.execPath, [bin, ...args], { env: { ...process.env, ...env }, timeout: 120_000 }, (e, stdout, stderr) => resolve({ code: e ? ((e as { code?: number }).code ?? 1) : 0, stdout, stderr }));
+    });
+
+  it('refuses a loopback URL, converts it with --allow-host, and sends the token from --header-env', async () => {
+    const gguf = readFileSync(join(testModel('untrusted-gguf', { ...SMALL, architecture: 'llama', gguf: 'F32' }).dir, 'model.gguf'));
+    const authorizations: Array<string | undefined> = [];
+    const server = createServer((req, res) => {
+      authorizations.push(req.headers.authorization);
+      res.writeHead(200, { 'content-length': gguf.length }).end(gguf);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/tiny.gguf`;
+      const output = join(workDir, 'from-http.npu');
+      const args = ['convert', '--input', url, '--precision', 'FP16', '--output', output, '--json'];
+      const refused = await npuserve({}, ...args);
+      expect(refused.code).toBe(1);
+      expect(refused.stderr).toMatch(/download of http:\/\/127\.0\.0\.1:\d+\/tiny\.gguf: 127\.0\.0\.1 is a loopback address/);
+      expect(authorizations).toEqual([]);
+      const converted = await npuserve({ HUB_TOKEN: 'hf_abc' }, ...args, '--allow-host', '127.0.0.1', '--header-env', 'HUB_TOKEN');
+      expect(converted.code, converted.stderr).toBe(0);
+      expect(JSON.parse(converted.stdout)).toMatchObject({ sourceFormat: 'gguf', output });
+      expect(authorizations).toEqual(['Bearer hf_abc']);
+      const capped = await npuserve({}, ...args, '--allow-host', '127.0.0.1', '--max-download-size', '1Ki');
+      expect(capped.stderr).toMatch(/Content-Length \d+ exceeds the 1024-byte limit \(--max-download-size\)/);
+    } finally {
+      server.close();
+    }
   });
 });
