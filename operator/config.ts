@@ -1,5 +1,18 @@
 // The operator's configuration, parsed once from flags and environment into a typed object.
+import { posix } from 'node:path';
 import { parseArgs } from 'node:util';
+
+import { parseByteSize } from '../runtime/source-policy.js';
+
+/** What the cluster admin lets an NPUModel's spec.source reach. */
+export interface SourcePolicy {
+  /** Node path prefixes a file:// source may name (normalised, no trailing slash); empty: no file:// sources. */
+  hostPathPrefixes: string[];
+  /** Hosts an http(s) source may name even when they are internal (passed to conversion Jobs as --allow-host). */
+  allowedHosts: string[];
+  /** Cap on an http(s) download (`--max-download-size` of conversion Jobs), or null for convert's default. */
+  maxDownloadSize: string | null;
+}
 
 export interface OperatorConfig {
   /** Namespaces to watch; empty means all. */
@@ -18,6 +31,28 @@ export interface OperatorConfig {
   metricsPort: number;
   workers: number;
   scrapeIntervalSeconds: number;
+  sources: SourcePolicy;
+}
+
+function list(v: string): string[] {
+  return v.split(',').map((s) => s.trim()).filter(Boolean);
+}
+
+function hostPathPrefixes(v: string): string[] {
+  return list(v).map((p) => {
+    if (!p.startsWith('/') || p.split('/').includes('..')) throw new Error(`--source-host-paths: '${p}' must be an absolute path without '..'`);
+    return posix.normalize(p).replace(/(.)\/$/, '$1');
+  });
+}
+
+function sourcePolicy(f: Record<string, string | undefined>, env: NodeJS.ProcessEnv): SourcePolicy {
+  const size = f['source-max-download-size'] ?? env.NPUSERVE_SOURCE_MAX_DOWNLOAD_SIZE ?? '';
+  if (size !== '' && parseByteSize(size) === null) throw new Error(`--source-max-download-size must be a size in bytes, or with Ki, Mi, Gi or Ti, got '${size}'`);
+  return {
+    hostPathPrefixes: hostPathPrefixes(f['source-host-paths'] ?? env.NPUSERVE_SOURCE_HOST_PATHS ?? '/models'),
+    allowedHosts: list(f['source-allowed-hosts'] ?? env.NPUSERVE_SOURCE_ALLOWED_HOSTS ?? '').map((h) => h.toLowerCase().replace(/^\[(.*)\]$/, '$1')),
+    maxDownloadSize: size || null,
+  };
 }
 
 function labels(spec: string): Record<string, string> {
@@ -57,6 +92,9 @@ export function parseOperatorConfig(argv: string[], env: NodeJS.ProcessEnv = pro
       'metrics-port': { type: 'string' },
       workers: { type: 'string' },
       'scrape-interval-seconds': { type: 'string' },
+      'source-host-paths': { type: 'string' },
+      'source-allowed-hosts': { type: 'string' },
+      'source-max-download-size': { type: 'string' },
     },
   });
   const pullPolicy = f['image-pull-policy'] ?? env.NPUSERVE_IMAGE_PULL_POLICY ?? 'IfNotPresent';
@@ -83,5 +121,6 @@ export function parseOperatorConfig(argv: string[], env: NodeJS.ProcessEnv = pro
     metricsPort: int('metrics-port', f['metrics-port'], 8080, 0),
     workers: int('workers', f.workers, 4, 1),
     scrapeIntervalSeconds: int('scrape-interval-seconds', f['scrape-interval-seconds'], 5, 1),
+    sources: sourcePolicy(f, env),
   };
 }

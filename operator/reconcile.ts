@@ -57,7 +57,7 @@ export class Reconciler {
     if (!cached) return {};
     const m = structuredClone(cached);
     if (m.metadata.deletionTimestamp) return this.finalize(m);
-    const rev = desiredRevision(m);
+    const rev = desiredRevision(m, this.cfg.sources);
     if (typeof rev === 'string') return this.invalidSource(m, rev);
     if (!rev.prebuilt && !(m.metadata.finalizers ?? []).includes(FINALIZER)) {
       await this.kube.mergePatch(this.modelPath(m), { metadata: { finalizers: [...(m.metadata.finalizers ?? []), FINALIZER], resourceVersion: m.metadata.resourceVersion } });

@@ -3,7 +3,9 @@
 import { createHash } from 'node:crypto';
 import { posix } from 'node:path';
 
+import { refusedHost } from '../runtime/source-policy.js';
 import { ENGINE_VERSION } from '../runtime/version.js';
+import type { SourcePolicy } from './config.js';
 import type { NPUModel, Precision } from './types.js';
 
 export const ARTIFACT_MOUNT = '/artifacts';
@@ -35,20 +37,55 @@ export function specOptimizeLevel(m: NPUModel): number {
   return m.spec.conversion?.optimizeLevel ?? 2;
 }
 
-/** How a source URI is made visible to a pod (an error message when it cannot be). */
-export function sourceVolume(uri: string): SourceVolume | string {
-  const pvc = /^pvc:\/\/([a-z0-9]([-a-z0-9]*[a-z0-9])?)\/(.+)$/.exec(uri);
+/**
+ * Why a source path could name another path than it shows, or null: `..` segments, percent escapes
+ * (never decoded, so never needed), control characters and backslashes are refused, not normalised.
+ */
+function pathProblem(path: string): string | null {
+  if (path.split('/').includes('..')) return "'..' segments are not allowed";
+  if (/[%\\\u0000-\u001f\u007f]/.test(path)) return 'percent escapes, backslashes and control characters are not allowed';
+  return null;
+}
+
+function underPrefix(path: string, prefixes: readonly string[]): boolean {
+  return prefixes.some((p) => p === '/' || path === p || path.startsWith(`${p}/`));
+}
+
+function fileSource(uri: string, rawPath: string, policy: SourcePolicy): SourceVolume | string {
+  const problem = pathProblem(rawPath);
+  if (problem) return `source.uri ${uri}: ${problem}`;
+  const path = posix.normalize(rawPath).replace(/(.)\/$/, '$1');
+  if (!underPrefix(path, policy.hostPathPrefixes))
+    return policy.hostPathPrefixes.length === 0
+      ? `source.uri ${uri}: file:// sources are disabled on this cluster (the admin allows no node path); use pvc:// or http(s)://`
+      : `source.uri ${uri}: node path ${path} is not under a prefix the cluster admin allows (${policy.hostPathPrefixes.join(', ')})`;
+  return { volume: { name: 'source', hostPath: { path } }, input: posix.join(SOURCE_MOUNT, posix.basename(path) || 'root') };
+}
+
+function httpSource(uri: string, policy: SourcePolicy): SourceVolume | string {
+  let url: URL;
+  try {
+    url = new URL(uri);
+  } catch {
+    return `source.uri ${uri}: not a valid URL`;
+  }
+  if (url.username || url.password) return `source.uri: credentials in the URL are not allowed; put the Authorization header in a Secret named by spec.source.authSecretRef`;
+  const refused = refusedHost(url, policy.allowedHosts);
+  if (refused) return `source.uri ${uri}: ${refused}; conversion Jobs download only from public hosts unless the cluster admin allows this one (chart value sources.allowedHosts)`;
+  return { volume: null, input: url.href };
+}
+
+/** How a source URI is made visible to a pod (an error message when it cannot be, or the admin does not allow it). */
+export function sourceVolume(uri: string, policy: SourcePolicy): SourceVolume | string {
+  const pvc = /^pvc:\/\/([a-z0-9]([-a-z0-9]*[a-z0-9])?)\/(.+)$/s.exec(uri);
   if (pvc) {
-    const path = posix.normalize(pvc[3]);
-    if (path.startsWith('..')) return `source.uri ${uri}: the path leaves the volume`;
-    return { volume: { name: 'source', persistentVolumeClaim: { claimName: pvc[1], readOnly: true } }, input: posix.join(SOURCE_MOUNT, path) };
+    const problem = pathProblem(pvc[3]);
+    if (problem) return `source.uri ${uri}: ${problem} (the path could leave the volume)`;
+    return { volume: { name: 'source', persistentVolumeClaim: { claimName: pvc[1], readOnly: true } }, input: posix.join(SOURCE_MOUNT, posix.normalize(pvc[3])) };
   }
-  const file = /^file:\/\/(\/.+)$/.exec(uri);
-  if (file) {
-    const path = posix.normalize(file[1]);
-    return { volume: { name: 'source', hostPath: { path } }, input: posix.join(SOURCE_MOUNT, posix.basename(path)) };
-  }
-  if (/^https?:\/\/[^/]+/.test(uri)) return { volume: null, input: uri };
+  const file = /^file:\/\/(\/.*)$/s.exec(uri);
+  if (file) return fileSource(uri, file[1], policy);
+  if (/^https?:\/\/[^/]+/.test(uri)) return httpSource(uri, policy);
   return `source.uri ${uri}: expected pvc://CLAIM/PATH, file:///PATH or http(s)://URL`;
 }
 
@@ -64,8 +101,8 @@ export function revisionName(m: NPUModel): string {
 }
 
 /** The revision the spec asks for, or an error message naming what is wrong with the source. */
-export function desiredRevision(m: NPUModel): Revision | string {
-  const source = sourceVolume(m.spec.source.uri);
+export function desiredRevision(m: NPUModel, policy: SourcePolicy): Revision | string {
+  const source = sourceVolume(m.spec.source.uri, policy);
   if (typeof source === 'string') return source;
   const name = revisionName(m);
   const prebuilt = m.spec.source.format === 'npu';

@@ -9,7 +9,7 @@ import type { NPUModelSpec, NPUModelStatus } from './types.js';
 
 // Every field of the types, filled in; `satisfies Required<...>` makes the compiler insist on all.
 const spec = {
-  source: { uri: 'pvc://store/m', format: 'auto' },
+  source: { uri: 'pvc://store/m', format: 'auto', authSecretRef: { name: 'hf-token', key: 'token' } },
   precision: 'INT8',
   conversion: { optimizeLevel: 2, accuracyGate: { minCosineSimilarity: 0.99 } },
   runtime: { maxBatchSize: 16, maxSeqLen: 2048, maxWaitingRequests: 256 },

@@ -41,7 +41,7 @@ export interface Toleration {
 }
 
 export interface NPUModelSpec {
-  source: { uri: string; format?: 'auto' | 'safetensors' | 'gguf' | 'npu' };
+  source: { uri: string; format?: 'auto' | 'safetensors' | 'gguf' | 'npu'; authSecretRef?: { name: string; key: string } };
   precision?: Precision;
   conversion?: { optimizeLevel?: number; accuracyGate?: { minCosineSimilarity?: number } };
   runtime?: { maxBatchSize?: number; maxSeqLen?: number; maxWaitingRequests?: number };

@@ -6,7 +6,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 
 import { bench } from './bench/bench.js';
 import { chatInTerminal } from './chat-terminal.js';
-import { AccuracyGateError, convert } from './convert/convert.js';
+import { AccuracyGateError, convert, type ConvertOptions } from './convert/convert.js';
 import { Engine, type Int8Activations } from './engine.js';
 import { FormatError, UsageError } from './errors.js';
 import { readNpuFile, type Precision } from './format.js';
@@ -14,6 +14,7 @@ import { generate } from './generate.js';
 import type { RopeScaling } from './model-config.js';
 import { Progress } from './progress.js';
 import { serve } from './server/main.js';
+import { DEFAULT_MAX_DOWNLOAD_BYTES, parseByteSize } from './source-policy.js';
 import { makeTestModel, PRESETS, type TestModelOptions } from './testmodel.js';
 import { Tokenizer } from './tokenizer.js';
 
@@ -25,6 +26,8 @@ commands:
   convert          --input DIR|FILE --precision INT8|FP16|FP32 --output X.npu
                    [--optimize-level 0|1|2] [--format auto|safetensors|gguf] [--min-cosine 0.99] [--json]
                    [--termination-log PATH]
+                   http(s) inputs: [--allow-host HOST (repeatable; or $NPUSERVE_ALLOW_HOSTS a,b)]
+                   [--max-download-size 64Gi] [--header-env NAME (default NPUSERVE_SOURCE_AUTHORIZATION)]
   generate         --model X.npu (--prompt TEXT | --prompt-tokens 1,2,3) [--max-tokens 32]
                    [--temperature 0] [--top-p 1] [--seed N] [--threads N] [--int8-activations int16|int8] [--json]
   chat             --model X.npu [--system TEXT] [--max-tokens 512] [--max-seq-len 2048]
@@ -93,6 +96,21 @@ function precisionOf(v: string): Precision {
   return p;
 }
 
+/** How `convert` fetches an http(s) input: hosts the admin trusts, the size cap, the Authorization header. */
+function downloadOptions(f: Flags): NonNullable<ConvertOptions['download']> {
+  const fromEnv = (process.env.NPUSERVE_ALLOW_HOSTS ?? '').split(',');
+  const allowHosts = [...((f['allow-host'] as unknown as string[] | undefined) ?? []), ...fromEnv].map((h) => h.trim().toLowerCase().replace(/^\[(.*)\]$/, '$1')).filter(Boolean);
+  const size = f['max-download-size'] as string | undefined;
+  const maxBytes = size === undefined ? DEFAULT_MAX_DOWNLOAD_BYTES : parseByteSize(size);
+  if (maxBytes === null) throw new UsageError(`--max-download-size must be a positive size in bytes, or with Ki, Mi, Gi or Ti, got '${size}'`);
+  const headerEnv = (f['header-env'] as string | undefined) ?? 'NPUSERVE_SOURCE_AUTHORIZATION';
+  const value = process.env[headerEnv]?.trim();
+  if (f['header-env'] !== undefined && !value) throw new UsageError(`--header-env ${headerEnv}: the environment variable is not set or empty`);
+  // A bare token (no scheme) is sent as a Bearer token, as Hugging Face and most registries expect.
+  const authorization = value ? (value.includes(' ') ? value : `Bearer ${value}`) : undefined;
+  return { allowHosts, maxBytes, authorization };
+}
+
 async function cmdConvert(argv: string[]): Promise<number> {
   const f = parse(argv, {
     input: { type: 'string' },
@@ -103,6 +121,9 @@ async function cmdConvert(argv: string[]): Promise<number> {
     'min-cosine': { type: 'string' },
     json: { type: 'boolean' },
     'termination-log': { type: 'string' },
+    'allow-host': { type: 'string', multiple: true },
+    'max-download-size': { type: 'string' },
+    'header-env': { type: 'string' },
   });
   // Kubernetes reads a container's termination message from this file: the operator learns the
   // conversion's accuracy (or why it failed) from it.
@@ -126,6 +147,7 @@ async function cmdConvert(argv: string[]): Promise<number> {
       optimizeLevel: level as 0 | 1 | 2,
       format: format as 'auto',
       minCosine: num(f, 'min-cosine'),
+      download: downloadOptions(f),
       onProgress: (stage, done, total) => progress.update(stage, done, total),
     });
     progress.done();

@@ -18,3 +18,9 @@ export class UsageError extends Error {
     this.name = 'UsageError';
   }
 }
+
+/** Why JSON.parse failed, without the excerpt of the input V8 puts in its message (a file may hold secrets). */
+export function jsonProblem(e: unknown): string {
+  const at = /position (\d+)/.exec((e as Error).message);
+  return at ? `not valid JSON (at character ${at[1]})` : 'not valid JSON';
+}

@@ -29,12 +29,27 @@ function podVolumes(cfg: OperatorConfig, rev: Revision) {
   return { volumes, mounts };
 }
 
+/**
+ * Flags and environment of `convert` for an http(s) source: the hosts the admin allows, the size
+ * cap, and the Authorization header from the model's Secret (the kubelet reads it; the operator never does).
+ */
+function downloadSettings(m: NPUModel, rev: Revision, cfg: OperatorConfig) {
+  if (rev.source.volume !== null) return { args: [], env: [] };
+  const { allowedHosts, maxDownloadSize } = cfg.sources;
+  const ref = m.spec.source.authSecretRef;
+  return {
+    args: [...allowedHosts.flatMap((h) => ['--allow-host', h]), ...(maxDownloadSize ? ['--max-download-size', maxDownloadSize] : [])],
+    env: ref ? [{ name: 'NPUSERVE_SOURCE_AUTHORIZATION', valueFrom: { secretKeyRef: { name: ref.name, key: ref.key } } }] : [],
+  };
+}
+
 export function conversionJob(m: NPUModel, rev: Revision, cfg: OperatorConfig) {
   const { volumes, mounts } = podVolumes(cfg, rev);
   const lbl = labels(m, 'converter', rev.name);
   const gate = m.spec.conversion?.accuracyGate?.minCosineSimilarity ?? 0.99;
   const format = m.spec.source.format ?? 'auto';
   const pl = placement(m, cfg);
+  const download = downloadSettings(m, rev, cfg);
   return {
     apiVersion: 'batch/v1',
     kind: 'Job',
@@ -64,7 +79,9 @@ export function conversionJob(m: NPUModel, rev: Revision, cfg: OperatorConfig) {
                 '--min-cosine', String(gate),
                 '--json',
                 '--termination-log', TERMINATION_LOG,
+                ...download.args,
               ],
+              ...(download.env.length ? { env: download.env } : {}),
               terminationMessagePath: TERMINATION_LOG,
               terminationMessagePolicy: 'FallbackToLogsOnError',
               securityContext: RESTRICTED_CONTAINER_SECURITY,

@@ -32,20 +32,21 @@ describe('revisions', () => {
   });
 
   it('mount each source scheme read-only, and name what is wrong with a bad one', () => {
-    expect(sourceVolume('pvc://store/dir/model')).toEqual({ volume: { name: 'source', persistentVolumeClaim: { claimName: 'store', readOnly: true } }, input: '/source/dir/model' });
-    expect(sourceVolume('file:///data/models/tiny')).toEqual({ volume: { name: 'source', hostPath: { path: '/data/models/tiny' } }, input: '/source/tiny' });
-    expect(sourceVolume('https://example.org/m.gguf')).toEqual({ volume: null, input: 'https://example.org/m.gguf' });
-    expect(sourceVolume('pvc://store/../../etc')).toMatch(/leaves the volume/);
-    expect(sourceVolume('s3://bucket/m')).toMatch(/expected pvc:\/\/CLAIM\/PATH/);
-    expect(desiredRevision(model({ source: { uri: 'https://x/m.npu', format: 'npu' } }))).toMatch(/prebuilt .npu source must be pvc/);
-    const pre = desiredRevision(model({ source: { uri: 'pvc://store/m.npu', format: 'npu' } })) as Revision;
+    const policy = cfg.sources;
+    expect(sourceVolume('pvc://store/dir/model', policy)).toEqual({ volume: { name: 'source', persistentVolumeClaim: { claimName: 'store', readOnly: true } }, input: '/source/dir/model' });
+    expect(sourceVolume('file:///models/tiny', policy)).toEqual({ volume: { name: 'source', hostPath: { path: '/models/tiny' } }, input: '/source/tiny' });
+    expect(sourceVolume('https://example.org/m.gguf', policy)).toEqual({ volume: null, input: 'https://example.org/m.gguf' });
+    expect(sourceVolume('pvc://store/../../etc', policy)).toMatch(/'\.\.' segments are not allowed \(the path could leave the volume\)/);
+    expect(sourceVolume('s3://bucket/m', policy)).toMatch(/expected pvc:\/\/CLAIM\/PATH/);
+    expect(desiredRevision(model({ source: { uri: 'https://x.org/m.npu', format: 'npu' } }), policy)).toMatch(/prebuilt .npu source must be pvc/);
+    const pre = desiredRevision(model({ source: { uri: 'pvc://store/m.npu', format: 'npu' } }), policy) as Revision;
     expect(pre.prebuilt).toBe(true);
     expect(pre.artifact).toBe('/source/m.npu');
   });
 });
 
 describe('conversion Job', () => {
-  const rev = desiredRevision(model()) as Revision;
+  const rev = desiredRevision(model(), cfg.sources) as Revision;
   const job = conversionJob(model(), rev, cfg);
   const pod = job.spec.template.spec;
   const c = pod.containers[0];
@@ -67,7 +68,7 @@ describe('conversion Job', () => {
 
 describe('serving Deployment and Service', () => {
   const m = model({ placement: { npusPerReplica: 2, nodeSelector: { pool: 'npu' }, tolerations: [{ key: 'npu', operator: 'Exists' }] }, runtime: { maxBatchSize: 8 } });
-  const rev = desiredRevision(m) as Revision;
+  const rev = desiredRevision(m, cfg.sources) as Revision;
   const d = deployment(m, rev, cfg, 3, { maxSurge: 0, maxUnavailable: 1 });
   const c = d.spec.template.spec.containers[0];
 

@@ -1,6 +1,6 @@
 // The accuracy gate: logits of a converted model against an FP32 conversion of the same checkpoint
-// on fixed calibration prompts (encoded with the model's own tokenizer) (cosine similarity of last-position logits, top-1 agreement at every
-// position).
+// on fixed calibration prompts (encoded with the model's own tokenizer): cosine similarity of
+// last-position logits, top-1 agreement at every position. Non-finite logits always fail it.
 import { cpus } from 'node:os';
 
 import { Engine } from '../engine.js';
@@ -18,6 +18,7 @@ export const CALIBRATION_PROMPTS = [
   'Once upon a time, in a small village by the sea, there lived',
 ];
 
+/** Cosine similarity; NaN when either side holds a NaN or an infinity, so no gate can pass on it. */
 export function cosine(a: Float32Array, b: Float32Array): number {
   let dot = 0;
   let na = 0;
@@ -27,7 +28,15 @@ export function cosine(a: Float32Array, b: Float32Array): number {
     na += a[i] * a[i];
     nb += b[i] * b[i];
   }
+  if (!allFinite(a) || !allFinite(b)) return NaN;
   return na === 0 || nb === 0 ? (na === nb ? 1 : 0) : dot / Math.sqrt(na * nb);
+}
+
+/** True when no value is NaN or infinite (x - x is 0 for finite x, NaN otherwise). */
+export function allFinite(a: Float32Array): boolean {
+  let s = 0;
+  for (let i = 0; i < a.length; i++) s += a[i] - a[i];
+  return s === 0;
 }
 
 function argmax(a: Float32Array): number {
@@ -57,25 +66,44 @@ export async function measureAccuracy(candidatePath: string, referencePath: stri
   const reference = await promptLogits(await Engine.load(referencePath, options), ids);
   const candidateEngine = await Engine.load(candidatePath, options);
   const candidate = await promptLogits(candidateEngine, ids);
-  const vocab = candidateEngine.metadata.config.vocabSize;
+  return compareLogits(candidate, reference, ids.map((p) => p.length), candidateEngine.metadata.config.vocabSize);
+}
+
+/**
+ * The report from each prompt's logits ([positions x vocab], row-major) of candidate and reference.
+ * A position whose logits are not all finite on either side never agrees, and its prompt's cosine is NaN.
+ */
+export function compareLogits(candidate: Float32Array[], reference: Float32Array[], promptLengths: number[], vocab: number): AccuracyReport {
   const lastCos: number[] = [];
   let agree = 0;
   let positions = 0;
-  ids.forEach((p, i) => {
-    for (let pos = 0; pos < p.length; pos++) {
+  promptLengths.forEach((length, i) => {
+    for (let pos = 0; pos < length; pos++) {
       const a = candidate[i].subarray(pos * vocab, (pos + 1) * vocab);
       const b = reference[i].subarray(pos * vocab, (pos + 1) * vocab);
-      if (argmax(a) === argmax(b)) agree++;
+      if (allFinite(a) && allFinite(b) && argmax(a) === argmax(b)) agree++;
       positions++;
-      if (pos === p.length - 1) lastCos.push(cosine(a, b));
+      if (pos === length - 1) lastCos.push(cosine(a, b));
     }
   });
   return {
     reference: 'FP32',
-    prompts: prompts.length,
+    prompts: promptLengths.length,
     positions,
     cosineSimilarity: lastCos.reduce((s, x) => s + x, 0) / lastCos.length,
-    minCosineSimilarity: Math.min(...lastCos),
+    minCosineSimilarity: lastCos.some(Number.isNaN) ? NaN : Math.min(...lastCos),
     top1Agreement: agree / positions,
   };
+}
+
+/**
+ * Why a report fails the gate, or null when it passes. Non-finite similarities always fail; the
+ * comparison is written so that NaN cannot pass (`!(x >= min)`).
+ */
+export function gateFailure(report: AccuracyReport, minCosine: number | undefined): string | null {
+  if (!Number.isFinite(report.cosineSimilarity) || !Number.isFinite(report.minCosineSimilarity))
+    return `the converted model's logits (or the FP32 reference's) are not finite (NaN or infinity) on the calibration prompts; the checkpoint or its conversion is broken`;
+  if (minCosine !== undefined && !(report.cosineSimilarity >= minCosine))
+    return `cosine similarity ${report.cosineSimilarity.toFixed(5)} vs FP32 is below the minimum ${minCosine} (top-1 agreement ${(report.top1Agreement * 100).toFixed(1)}%)`;
+  return null;
 }

@@ -1,13 +1,15 @@
 // Opens a source checkpoint for conversion: a Hugging Face folder (config.json + one or sharded
 // safetensors files), a single .safetensors file beside its config.json, or a GGUF file. All are
-// presented with Hugging Face tensor names and HF weight layouts.
-import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
+// presented with Hugging Face tensor names and HF weight layouts. Every file read from a folder must
+// resolve inside it (files.ts): a symlinked shard cannot make convert read a file elsewhere.
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 
 import { FormatError, UsageError } from '../errors.js';
 import { fromHfConfig, type ModelConfig } from '../model-config.js';
 import type { TokenizerSpec } from '../tokenizer.js';
 import { tokenizerFromGguf, tokenizerFromHfFolder } from '../tokenizer/sources.js';
+import { isSymlink, readJsonFile, realFolder, requireInside } from './files.js';
 import { GgufCheckpoint } from './gguf-model.js';
 import { SafetensorsFile, ShardedSafetensors } from './safetensors.js';
 import type { TensorSource } from './tensors.js';
@@ -24,18 +26,15 @@ export interface Checkpoint {
   tokenizer: TokenizerSpec;
 }
 
-function readJson(path: string): unknown {
-  try {
-    return JSON.parse(readFileSync(path, 'utf8'));
-  } catch (e) {
-    throw new FormatError(path, `not valid JSON: ${(e as Error).message}`);
-  }
-}
+/** Files of a Hugging Face folder read besides the weights, when present (tokenizer/sources.ts reads the last four). */
+const HF_SIDE_FILES = ['config.json', 'model.safetensors.index.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json', 'generation_config.json', 'chat_template.jinja'];
 
 function openHfFolder(dir: string, weights?: string): Checkpoint {
+  const root = realFolder(dir);
+  for (const f of HF_SIDE_FILES) if (existsSync(join(dir, f)) || isSymlink(join(dir, f))) requireInside(root, join(dir, f));
   const configPath = join(dir, 'config.json');
   if (!existsSync(configPath)) throw new FormatError(dir, 'no config.json: a Hugging Face checkpoint folder needs one beside its safetensors files');
-  const config = fromHfConfig(configPath, readJson(configPath));
+  const config = fromHfConfig(configPath, readJsonFile(configPath));
   const index = join(dir, 'model.safetensors.index.json');
   let source: TensorSource;
   let files: string[];
@@ -80,10 +79,12 @@ export function openCheckpoint(input: string, format: SourceFormat = 'auto'): Ch
     const hasSafetensors = existsSync(join(input, 'model.safetensors')) || existsSync(join(input, 'model.safetensors.index.json'));
     if (format === 'gguf' || (format === 'auto' && !hasSafetensors && ggufs.length > 0)) {
       if (ggufs.length !== 1) throw new FormatError(input, `expected exactly one .gguf file, found ${ggufs.length}`);
+      requireInside(realFolder(input), join(input, ggufs[0]));
       return openGguf(join(input, ggufs[0]));
     }
     return openHfFolder(input);
   }
+  requireInside(realFolder(dirname(input)), input);
   if (format === 'gguf' || (format === 'auto' && input.endsWith('.gguf'))) return openGguf(input);
   if (format === 'safetensors' || input.endsWith('.safetensors')) return openHfFolder(dirname(input), input);
   throw new UsageError(`cannot tell the format of ${basename(input)}: give a folder, a .safetensors or a .gguf file, or --format`);

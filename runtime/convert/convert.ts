@@ -2,19 +2,18 @@
 // packing for the kernels (level 2), then the accuracy gate against an FP32 conversion. The output
 // appears only when everything passed: work goes to a temporary file renamed at the end.
 import { createHash } from 'node:crypto';
-import { closeSync, createWriteStream, mkdtempSync, openSync, readSync, renameSync, rmSync, statSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readSync, renameSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
-import { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 
-import { UsageError } from '../errors.js';
+import { FormatError, UsageError } from '../errors.js';
 import { INT8_QUANTIZATION, type AccuracyReport, type NpuMetadata, type Precision, type TensorDType, type TensorLayout } from '../format.js';
 import { hasOutputProjectionBias, type ModelConfig } from '../model-config.js';
 import { tokenizerVocabSize } from '../tokenizer.js';
 import { CONVERTER_VERSION, ENGINE_VERSION } from '../version.js';
-import { measureAccuracy } from './accuracy.js';
+import { gateFailure, measureAccuracy } from './accuracy.js';
 import { openCheckpoint, type Checkpoint, type SourceFormat } from './checkpoint.js';
+import { downloadGguf, type DownloadOptions } from './download.js';
 import { NpuWriter, type PlannedTensor } from './writer.js';
 
 export interface ConvertOptions {
@@ -25,6 +24,8 @@ export interface ConvertOptions {
   format?: SourceFormat;
   /** Fail (and leave no output) when the mean cosine similarity vs FP32 is below this. */
   minCosine?: number;
+  /** How an http(s) input is fetched: allowed internal hosts, size cap, Authorization header. */
+  download?: Omit<DownloadOptions, 'onProgress'>;
   onProgress?: (stage: string, done: number, total: number) => void;
 }
 
@@ -42,9 +43,10 @@ export interface ConvertSummary {
 export class AccuracyGateError extends Error {
   constructor(
     readonly report: AccuracyReport,
-    readonly minCosine: number,
+    readonly minCosine: number | undefined,
+    detail: string,
   ) {
-    super(`accuracy gate failed: cosine similarity ${report.cosineSimilarity.toFixed(5)} vs FP32 is below the minimum ${minCosine} (top-1 agreement ${(report.top1Agreement * 100).toFixed(1)}%)`);
+    super(`accuracy gate failed: ${detail}`);
     this.name = 'AccuracyGateError';
   }
 }
@@ -61,6 +63,18 @@ function concatRows(parts: Float32Array[]): Float32Array {
   return out;
 }
 
+/**
+ * The values, or an error naming the tensor and the first NaN or infinity: such a weight converts
+ * without complaint and then makes every logit NaN (the server would answer token 0 forever).
+ */
+function requireFinite(path: string, name: string, values: Float32Array): Float32Array {
+  let s = 0;
+  for (let i = 0; i < values.length; i++) s += values[i] - values[i]; // 0 unless some value is NaN or infinite
+  if (s === 0) return values;
+  const at = values.findIndex((v) => !Number.isFinite(v));
+  throw new FormatError(path, `tensor '${name}' holds ${values[at]} at element ${at}; weights must be finite numbers`);
+}
+
 /** Which tensors to write, in file order, with the HF tensors each is made from. */
 export function planTensors(ck: Checkpoint, precision: Precision, optimizeLevel: number): PlannedTensor[] {
   const c = ck.config;
@@ -73,7 +87,7 @@ export function planTensors(ck: Checkpoint, precision: Precision, optimizeLevel:
     if (!info) throw new UsageError(`${ck.source.path}: tensor '${name}' is missing`);
     if (info.shape.join('x') !== shape.join('x'))
       throw new UsageError(`${ck.source.path}: tensor '${name}' has shape [${info.shape}], config.json implies [${shape}]`);
-    return () => ck.source.readF32(name);
+    return () => requireFinite(ck.source.path, name, ck.source.readF32(name));
   };
   const plan: PlannedTensor[] = [];
   const vector = (name: string, from: string) => plan.push({ name, dtype: 'f32', layout: 'row-major', shape: [c.hiddenSize], produce: read(from, [c.hiddenSize]) });
@@ -177,33 +191,14 @@ function writeModel(ck: Checkpoint, path: string, precision: Precision, level: n
   return writer;
 }
 
-/** Downloads an http(s) source (a single .gguf file) into a temporary folder. */
-async function download(url: string, onProgress?: ConvertOptions['onProgress']): Promise<{ path: string; dir: string }> {
-  const dir = mkdtempSync(join(tmpdir(), 'npuserve-download-'));
-  const name = basename(new URL(url).pathname) || 'model.gguf';
-  const path = join(dir, name);
-  try {
-    const res = await fetch(url);
-    if (!res.ok || !res.body) throw new Error(`HTTP ${res.status} ${res.statusText}`);
-    const total = Number(res.headers.get('content-length') ?? 0);
-    let done = 0;
-    const body = Readable.fromWeb(res.body as import('node:stream/web').ReadableStream);
-    body.on('data', (c: Buffer) => onProgress?.('downloading', (done += c.length), total));
-    await pipeline(body, createWriteStream(path));
-    return { path, dir };
-  } catch (e) {
-    rmSync(dir, { recursive: true, force: true });
-    throw new Error(`download of ${url} failed: ${(e as Error).message}`);
-  }
-}
-
 export async function convert(opts: ConvertOptions): Promise<ConvertSummary> {
   if (/^https?:\/\//.test(opts.input)) {
-    const fetched = await download(opts.input, opts.onProgress);
+    const dir = mkdtempSync(join(tmpdir(), 'npuserve-download-'));
     try {
-      return await convert({ ...opts, input: fetched.path });
+      const path = await downloadGguf(opts.input, dir, { ...opts.download, onProgress: opts.onProgress });
+      return await convert({ ...opts, input: path });
     } finally {
-      rmSync(fetched.dir, { recursive: true, force: true });
+      rmSync(dir, { recursive: true, force: true });
     }
   }
   if (!(opts.optimizeLevel === 0 || opts.optimizeLevel === 1 || opts.optimizeLevel === 2)) throw new UsageError(`--optimize-level must be 0, 1 or 2, got ${opts.optimizeLevel}`);
@@ -228,7 +223,8 @@ export async function convert(opts: ConvertOptions): Promise<ConvertSummary> {
     } finally {
       writer.close();
     }
-    if (opts.minCosine !== undefined && accuracy.cosineSimilarity < opts.minCosine) throw new AccuracyGateError(accuracy, opts.minCosine);
+    const failure = gateFailure(accuracy, opts.minCosine);
+    if (failure) throw new AccuracyGateError(accuracy, opts.minCosine, failure);
     renameSync(tmp, opts.output);
     const t2 = performance.now();
     return {

@@ -1,9 +1,10 @@
 // Reader for GGUF, llama.cpp's single-file checkpoint (versions 2 and 3, little-endian): metadata,
 // tensor table, and float32 reads of single tensors. Every count, length and byte range is checked
 // against the file before it is used. The writer is gguf-writer.ts, the model view gguf-model.ts.
-import { closeSync, fstatSync, openSync } from 'node:fs';
+import { closeSync, fstatSync } from 'node:fs';
 
 import { FormatError } from '../errors.js';
+import { openRegularFile } from './files.js';
 import { dequantize, ggmlType, ggmlTypeName, READABLE_GGML_TYPES } from './ggml-types.js';
 import { readExact, type TensorInfo, type TensorSource } from './tensors.js';
 
@@ -200,7 +201,7 @@ export class GgufFile implements TensorSource {
   private fd: number;
 
   constructor(readonly path: string) {
-    this.fd = openSync(path, 'r');
+    this.fd = openRegularFile(path);
     try {
       const r = new HeaderReader(this.fd, path, fstatSync(this.fd).size);
       this.version = this.readPreamble(r);
@@ -230,10 +231,8 @@ export class GgufFile implements TensorSource {
   private readPreamble(r: HeaderReader): number {
     if (r.size < HEADER_BYTES) this.fail(`file has ${r.size} bytes, too short for a GGUF header (${HEADER_BYTES} bytes)`);
     const magic = r.u32('magic');
-    if (magic !== GGUF_MAGIC) {
-      const hex = magic.toString(16).padStart(8, '0').match(/../g)!.reverse().join(' ');
-      this.fail(`not a GGUF file: magic bytes are ${hex}, expected 47 47 55 46 ("GGUF")`);
-    }
+    // What the file starts with instead is not shown: it could be anyone's secret.
+    if (magic !== GGUF_MAGIC) this.fail('not a GGUF file: its first 4 bytes are not "GGUF"');
     const version = r.u32('version');
     if (version !== 2 && version !== 3) {
       const bigEndian = version === 0x02000000 || version === 0x03000000;

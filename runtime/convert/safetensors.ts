@@ -1,9 +1,10 @@
 // Reader and writer for Hugging Face safetensors (single file or sharded with
 // model.safetensors.index.json). Every header field and byte range is checked before use.
-import { closeSync, existsSync, fstatSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, openSync, renameSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 
-import { FormatError } from '../errors.js';
+import { FormatError, jsonProblem } from '../errors.js';
+import { isSymlink, openRegularFile, readJsonFile, realFolder, requireInside } from './files.js';
 import { elementCount, f32ToF16, halfBytesToF32, readExact, type SourceDType, type TensorInfo, type TensorSource } from './tensors.js';
 
 const MAX_HEADER_BYTES = 100 * 1024 * 1024;
@@ -21,7 +22,7 @@ export class SafetensorsFile implements TensorSource {
   private fd: number;
 
   constructor(readonly path: string) {
-    this.fd = openSync(path, 'r');
+    this.fd = openRegularFile(path);
     try {
       this.parseHeader();
     } catch (e) {
@@ -39,13 +40,14 @@ export class SafetensorsFile implements TensorSource {
     if (size < 8) this.fail(`file has ${size} bytes, too short for a safetensors header`);
     const lenBytes = readExact(this.fd, this.path, 0, 8);
     const headerLen = Number(new DataView(lenBytes.buffer).getBigUint64(0, true));
-    if (headerLen > MAX_HEADER_BYTES) this.fail(`header length ${headerLen} exceeds the ${MAX_HEADER_BYTES}-byte limit`);
-    if (8 + headerLen > size) this.fail(`header length ${headerLen} runs past the end of the file (${size} bytes)`);
+    // The length is the file's first 8 bytes: messages describe it but never print it.
+    if (headerLen > MAX_HEADER_BYTES) this.fail(`not a safetensors file: the header length (first 8 bytes) exceeds the ${MAX_HEADER_BYTES}-byte limit`);
+    if (8 + headerLen > size) this.fail(`not a safetensors file, or truncated: the header length (first 8 bytes) runs past the end of the file (${size} bytes)`);
     let header: unknown;
     try {
       header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(readExact(this.fd, this.path, 8, headerLen)));
     } catch (e) {
-      this.fail(`header is not valid JSON: ${(e as Error).message}`);
+      this.fail(`not a safetensors file: the header is ${e instanceof SyntaxError ? jsonProblem(e) : 'not UTF-8 text'}`);
     }
     if (typeof header !== 'object' || header === null || Array.isArray(header)) this.fail('header must be a JSON object');
     const dataStart = 8 + headerLen;
@@ -101,12 +103,8 @@ export class ShardedSafetensors implements TensorSource {
   private shards: SafetensorsFile[] = [];
 
   constructor(readonly path: string) {
-    let index: unknown;
-    try {
-      index = JSON.parse(readFileSync(path, 'utf8'));
-    } catch (e) {
-      throw new FormatError(path, `not valid JSON: ${(e as Error).message}`);
-    }
+    const index = readJsonFile(path);
+    const folder = realFolder(dirname(path));
     const map = (index as { weight_map?: unknown })?.weight_map;
     if (typeof map !== 'object' || map === null) throw new FormatError(path, "missing 'weight_map' object");
     const byFile = new Map<string, SafetensorsFile>();
@@ -117,7 +115,8 @@ export class ShardedSafetensors implements TensorSource {
         let shard = byFile.get(file);
         if (!shard) {
           const shardPath = join(dirname(path), file);
-          if (!existsSync(shardPath)) throw new FormatError(path, `shard '${file}' (for tensor '${name}') does not exist`);
+          if (!existsSync(shardPath) && !isSymlink(shardPath)) throw new FormatError(path, `shard '${file}' (for tensor '${name}') does not exist`);
+          requireInside(folder, shardPath);
           shard = new SafetensorsFile(shardPath);
           byFile.set(file, shard);
           this.shards.push(shard);

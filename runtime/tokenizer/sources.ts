@@ -4,7 +4,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
-import { FormatError } from '../errors.js';
+import { FormatError, jsonProblem } from '../errors.js';
 import type { PieceEncoding, TokenizerJson, TokenizerSpec } from '../tokenizer.js';
 import { byteLevelBpeJson, endOfGenerationIds, sentencePieceJson } from './vocab-json.js';
 
@@ -83,7 +83,7 @@ function readJson(path: string): Record<string, unknown> {
     if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error('not a JSON object');
     return v;
   } catch (e) {
-    throw new FormatError(path, `not valid JSON: ${(e as Error).message}`);
+    throw new FormatError(path, e instanceof SyntaxError ? jsonProblem(e) : (e as Error).message);
   }
 }
 

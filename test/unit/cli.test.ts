@@ -104,7 +104,7 @@ describe('npuserve CLI', () => {
     writeFileSync(join(bad, 'model.safetensors'), Buffer.from([8, 0, 0, 0, 0, 0, 0, 0, 123, 125]));
     const r = npuserve('convert', '--input', bad, '--precision', 'FP16', '--output', join(workDir, 'bad.npu'));
     expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/model\.safetensors: header length 8 runs past the end of the file \(10 bytes\)/);
+    expect(r.stderr).toMatch(/model\.safetensors: not a safetensors file, or truncated: the header length \(first 8 bytes\) runs past the end of the file \(10 bytes\)/);
     expect(existsSync(join(workDir, 'bad.npu'))).toBe(false);
   });
 });
