@@ -7,7 +7,7 @@ import { buildGguf, GGML, llamaKv, llamaTensorsF32, T, type HandTensor, type Kv 
 import { GgufCheckpoint } from './gguf-model.js';
 import { tempFiles } from '../../test/unit/temp-files.js';
 
-const { tempPath, writeTemp } = tempFiles('gguf-model');
+const { writeTemp } = tempFiles('gguf-model');
 
 
 describe('GgufCheckpoint: llama', () => {

@@ -275,7 +275,7 @@ interface Seed {
 }
 
 function mutate(seed: Seed, rand: () => number): { bytes: Uint8Array; steps: string[] } {
-  let bytes = seed.bytes.slice();
+  let bytes: Uint8Array = seed.bytes.slice();
   const steps: string[] = [];
   const at = (n: number) => Math.floor(rand() * n);
   for (let k = 1 + at(3); k > 0; k--) {

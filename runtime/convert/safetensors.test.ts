@@ -249,7 +249,7 @@ function mutateHeaderText(bytes: Uint8Array, rand: () => number): { bytes: Uint8
 }
 
 function mutate(seed: Uint8Array, rand: () => number): { bytes: Uint8Array; steps: string[] } {
-  let bytes = seed.slice();
+  let bytes: Uint8Array = seed.slice();
   const steps: string[] = [];
   const at = (n: number) => Math.floor(rand() * n);
   for (let k = 1 + at(3); k > 0; k--) {

@@ -9,7 +9,7 @@ import { KubeClient, waitFor, type KubeObject } from './kube-client.js';
 import { nodeRootDir } from './node-agent/volumes.js';
 
 export { waitFor } from './kube-client.js';
-export { startServiceProxy } from './proxy.js';
+export { startServiceProxy, type ServiceProxy } from './proxy.js';
 export { kwokTaint, npuResourceName, npuLabels } from './kwok-nodes.js';
 export { localNodeLabel } from './node-agent/node.js';
 

@@ -86,7 +86,7 @@ function operatorApiCalls(): Set<string> {
   const constant = (name: string) => new RegExp(`export const ${name} = ['\`]([^'\`]+)['\`]`).exec(types)![1];
   const consts: Record<string, string> = { GROUP: constant('GROUP'), VERSION: constant('VERSION'), PLURAL: constant('PLURAL') };
   consts.API_VERSION = `${consts.GROUP}/${consts.VERSION}`;
-  const expand = (literal: string, sub = '') => literal.replace(/\$\{(\w+)\}/g, (m, name: string) => (name === 'sub' ? sub : consts[name] ?? 'x'));
+  const expand = (literal: string, sub = '') => literal.replace(/\$\{(\w+)\}/g, (_match, name: string) => (name === 'sub' ? sub : consts[name] ?? 'x'));
 
   const controller = readFileSync(join(operatorDir, 'controller.ts'), 'utf8');
   const informed = [...controller.matchAll(/make<\w+>\((`[^`]+`|'[^']+'), (?:'(\w+)'|(\w+))/g)].map((m) => `${expand(m[1].slice(1, -1))}/${m[2] ?? consts[m[3]]}`);
