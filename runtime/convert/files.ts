@@ -2,16 +2,32 @@
 // block or never end), no symlink that leads out of the checkpoint's folder, and error messages that
 // never quote what a file holds (a symlink to a secret must not come back as a parse error).
 import { closeSync, constants, fstatSync, lstatSync, openSync, readFileSync, realpathSync, statSync } from 'node:fs';
-import { sep } from 'node:path';
+import { basename, dirname, join, sep } from 'node:path';
 
 import { FormatError, jsonProblem } from '../errors.js';
 
-/** The folder's real path, against which its files are checked. */
+/**
+ * The real path its files must resolve inside: the folder itself, or for a Hugging Face cache
+ * snapshot (`models--ORG--NAME/snapshots/REV`, whose files are symlinks to `../../blobs/HASH`) the
+ * repository folder that holds both.
+ */
 export function realFolder(folder: string): string {
+  let real: string;
   try {
-    return realpathSync(folder);
+    real = realpathSync(folder);
   } catch (e) {
     throw new FormatError(folder, `cannot be resolved (${(e as NodeJS.ErrnoException).code ?? 'error'})`);
+  }
+  const snapshots = dirname(real), repo = dirname(snapshots);
+  const isSnapshot = basename(snapshots) === 'snapshots' && /^(models|datasets)--/.test(basename(repo)) && isDirectory(join(repo, 'blobs'));
+  return isSnapshot ? repo : real;
+}
+
+function isDirectory(path: string): boolean {
+  try {
+    return lstatSync(path).isDirectory();
+  } catch {
+    return false;
   }
 }
 

@@ -101,6 +101,24 @@ describe('files that leave the checkpoint folder', () => {
     expect((await run(dir)).accuracy?.cosineSimilarity).toBeGreaterThan(0.99);
   });
 
+  it("converts a Hugging Face cache snapshot, whose files are symlinks into the repository's blobs, and nothing further out", async () => {
+    const repo = join(workDir, 'hf-cache', 'models--org--tiny');
+    const snapshot = join(repo, 'snapshots', 'abc123');
+    mkdirSync(join(repo, 'blobs'), { recursive: true });
+    cpSync(copyModel('hf-cache-source'), snapshot, { recursive: true });
+    cpSync(join(snapshot, 'model.safetensors'), join(repo, 'blobs', 'f00d'));
+    rmSync(join(snapshot, 'model.safetensors'));
+    symlinkSync(join('..', '..', 'blobs', 'f00d'), join(snapshot, 'model.safetensors'));
+    expect((await run(snapshot)).accuracy?.cosineSimilarity).toBeGreaterThan(0.99);
+    rmSync(`${snapshot}.npu`);
+    // The repository folder bounds it: a symlink to the cache's other repositories is refused.
+    rmSync(join(snapshot, 'config.json'));
+    mkdirSync(join(workDir, 'hf-cache', 'models--other--repo'), { recursive: true });
+    cpSync(join(copyModel('hf-cache-other'), 'config.json'), join(workDir, 'hf-cache', 'models--other--repo', 'config.json'));
+    symlinkSync(join('..', '..', '..', 'models--other--repo', 'config.json'), join(snapshot, 'config.json'));
+    expect(await failure(snapshot)).toMatch(/config\.json: is a symlink to a file outside the checkpoint folder/);
+  });
+
   it('refuses a FIFO in place of the weights instead of blocking on it', async () => {
     const dir = copyModel('fifo-weights');
     rmSync(join(dir, 'model.safetensors'));
