@@ -160,7 +160,7 @@ export class Engine {
       config: nativeConfig(file.metadata.config),
       tensors: file.metadata.tensors.map((t) => ({ ...t, offset: file.header.dataOffset + t.offset })),
     };
-    const impl = await native().loadModel(path, descriptor, { memoryBudgetBytes: defaultMemoryBudgetBytes(), ...options });
+    const impl = await native().loadModel(path, descriptor, { ...options, memoryBudgetBytes: options.memoryBudgetBytes ?? defaultMemoryBudgetBytes() });
     return new Engine(path, file.metadata, impl);
   }
 

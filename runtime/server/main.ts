@@ -24,6 +24,8 @@ export interface ServeConfig {
   maxWaitingRequests: number;
   maxNumBatchedTokens: number;
   kvCacheTokens: number;
+  /** What the KV cache and RoPE tables may take (default: the engine's, half the available memory). */
+  memoryBudgetBytes?: number;
   threads: number;
   kernel?: string;
   scheduler: SchedulerPolicy;
@@ -64,7 +66,13 @@ export async function serve(config: ServeConfig, log: (line: string) => void): P
 
 /** Loads the engine, runs one warm-up step and opens the OpenAI routes (unless already draining). */
 async function load(config: ServeConfig, state: ServingState, metrics: ServerMetrics, log: (line: string) => void): Promise<Scheduler> {
-  const engine = await Engine.load(config.modelPath, { threads: config.threads, maxSeqLen: config.maxSeqLen, kvCacheTokens: config.kvCacheTokens, kernel: config.kernel });
+  const engine = await Engine.load(config.modelPath, {
+    threads: config.threads,
+    maxSeqLen: config.maxSeqLen,
+    kvCacheTokens: config.kvCacheTokens,
+    kernel: config.kernel,
+    memoryBudgetBytes: config.memoryBudgetBytes,
+  });
   const meta = engine.metadata;
   if (config.maxSeqLen > meta.config.maxPositionEmbeddings) {
     throw new Error(`--max-seq-len ${config.maxSeqLen} is longer than the model's ${meta.config.maxPositionEmbeddings} positions`);
