@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <set>
 #include <functional>
 #include <stdexcept>
 
@@ -130,10 +131,10 @@ void Model::bind_weights(const std::vector<TensorDesc>& tensors) {
     weight_bytes_ += t.bytes;
   }
   const uint8_t* base = file_.data();
-  std::map<std::string, bool> used;
+  std::set<std::string> used;  // every tensor of the file must be one the config asks for
   auto find_used = [&](const std::string& name) -> const TensorDesc& {
     const TensorDesc& t = find(by_name, name);
-    used[name] = true;
+    used.insert(name);
     return t;
   };
   auto vec = [&](const std::string& name, int64_t n) -> const float* {
