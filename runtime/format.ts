@@ -21,6 +21,8 @@ export const MAGIC = 'NPUSERVE';
 export const FORMAT_VERSION = 2;
 export const HEADER_BYTES = 64;
 export const TENSOR_ALIGN = 64;
+/** The metadata block is read and parsed whole: a larger one is refused before it is read. */
+export const MAX_METADATA_BYTES = 256 * 2 ** 20;
 
 export type Precision = 'FP32' | 'FP16' | 'INT8';
 export type TensorDType = 'f32' | 'f16' | 'i8';
@@ -178,6 +180,8 @@ export function readNpuFile(path: string): NpuFile {
       fail(`metadata range [${header.metadataOffset}, +${header.metadataBytes}) does not fit before the data at ${header.dataOffset}`);
     if (header.dataOffset % TENSOR_ALIGN !== 0 || header.dataOffset + header.dataBytes !== size)
       fail(`data range [${header.dataOffset}, +${header.dataBytes}) does not end at the end of the file (${size} bytes)`);
+    if (header.metadataBytes > MAX_METADATA_BYTES)
+      fail(`metadata block of ${header.metadataBytes} bytes is larger than the ${MAX_METADATA_BYTES} bytes a model's config, tensor table and tokenizer need`);
     const metaBytes = readExact(fd, path, header.metadataOffset, header.metadataBytes);
     const crc = crc32(metaBytes);
     if (crc !== header.metadataCrc32) fail(`metadata checksum ${crc.toString(16)} does not match the header's ${header.metadataCrc32.toString(16)}: the file is corrupt`);

@@ -3,12 +3,12 @@
 // not fit the model is refused at load, anything but a regular file is refused at once, and a file
 // truncated on disk under a loaded engine changes nothing (the engine holds its own copy).
 import { execFile, execFileSync } from 'node:child_process';
-import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 
 import { Engine } from '../../runtime/engine.js';
-import { alignUp, crc32, encodeHeader, FORMAT_VERSION, HEADER_BYTES, readNpuFile, TENSOR_ALIGN, type NpuMetadata } from '../../runtime/format.js';
+import { alignUp, crc32, encodeHeader, FORMAT_VERSION, HEADER_BYTES, MAX_METADATA_BYTES, readNpuFile, TENSOR_ALIGN, type NpuMetadata } from '../../runtime/format.js';
 import { convertedModel, testModel } from './helpers.js';
 import { tempFiles } from './temp-files.js';
 
@@ -108,6 +108,18 @@ describe('a hostile .npu is refused before the engine sizes anything from its co
     const r = await runChild('load', path, options);
     expect(r.out, r.stderr).toBeDefined();
     expect(r.out!.error).toMatch(expected);
+    expect(r.out!.maxRssBytes as number).toBeLessThan(REFUSED_LOAD_MAX_RSS_BYTES);
+  });
+
+  it('refuses a metadata block larger than any model needs before reading it', async () => {
+    const path = tempPath('metadata.npu');
+    const metadataBytes = MAX_METADATA_BYTES + 64;
+    const fileBytes = HEADER_BYTES + metadataBytes + 64;
+    const h = encodeHeader({ formatVersion: FORMAT_VERSION, metadataOffset: HEADER_BYTES, metadataBytes, dataOffset: HEADER_BYTES + metadataBytes, dataBytes: 64, fileBytes, metadataCrc32: 0 });
+    writeFileSync(path, h);
+    truncateSync(path, fileBytes); // sparse: the disk holds the header only
+    const r = await runChild('load', path);
+    expect(r.out?.error).toMatch(/metadata\.npu: metadata block of 268435520 bytes is larger than the 268435456 bytes/);
     expect(r.out!.maxRssBytes as number).toBeLessThan(REFUSED_LOAD_MAX_RSS_BYTES);
   });
 
