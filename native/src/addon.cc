@@ -82,6 +82,14 @@ Config parse_config(const Napi::Object& o) {
   return c;
 }
 
+// A non-negative integer that a double holds exactly (at most 2^53 - 1).
+uint64_t whole(const Napi::Object& o, const char* key, const std::string& what) {
+  double d = num(o, key);
+  if (!(d >= 0 && d <= 9007199254740991.0 && d == std::floor(d)))
+    throw std::runtime_error(what + ": '" + key + "' must be a non-negative integer, got " + std::to_string(d));
+  return (uint64_t)d;
+}
+
 std::vector<TensorDesc> parse_tensors(const Napi::Array& a) {
   std::vector<TensorDesc> out;
   for (uint32_t i = 0; i < a.Length(); i++) {
@@ -92,11 +100,8 @@ std::vector<TensorDesc> parse_tensors(const Napi::Array& a) {
     t.layout = parse_layout(o.Get("layout").As<Napi::String>().Utf8Value());
     Napi::Array shape = o.Get("shape").As<Napi::Array>();
     for (uint32_t j = 0; j < shape.Length(); j++) t.shape.push_back((int64_t)shape.Get(j).As<Napi::Number>().DoubleValue());
-    double offset = num(o, "offset"), bytes = num(o, "bytes");
-    if (!(offset >= 0 && offset <= 9007199254740991.0 && offset == std::floor(offset)) || !(bytes >= 0 && bytes <= 9007199254740991.0 && bytes == std::floor(bytes)))
-      throw std::runtime_error("tensor '" + t.name + "': offset and bytes must be non-negative integers");
-    t.offset = (uint64_t)offset;
-    t.bytes = (uint64_t)bytes;
+    t.offset = whole(o, "offset", "tensor '" + t.name + "'");
+    t.bytes = whole(o, "bytes", "tensor '" + t.name + "'");
     out.push_back(std::move(t));
   }
   return out;
@@ -108,12 +113,7 @@ EngineOptions parse_options(const Napi::Object& o) {
   e.max_seq_len = int_in(o, "maxSeqLen", 1, 1 << 22, 2048);
   e.kv_cache_tokens = int_in(o, "kvCacheTokens", 1, 1 << 26, 8192);
   e.kv_block_tokens = int_in(o, "kvBlockTokens", 1, 1024, 16);
-  Napi::Value budget = o.Get("memoryBudgetBytes");
-  if (!budget.IsUndefined()) {
-    double b = num(o, "memoryBudgetBytes");
-    if (!(b >= 1 && b <= 9007199254740991.0)) throw std::runtime_error("'memoryBudgetBytes' must be a positive number of bytes");
-    e.memory_budget_bytes = (uint64_t)b;
-  }
+  if (!o.Get("memoryBudgetBytes").IsUndefined()) e.memory_budget_bytes = whole(o, "memoryBudgetBytes", "options");
   Napi::Value k = o.Get("kernel");
   if (k.IsString()) e.kernel = k.As<Napi::String>().Utf8Value();
   Napi::Value kv = o.Get("kvCacheDtype");
