@@ -206,10 +206,12 @@ function checkTokenizer(path: string, m: NpuMetadata): void {
     throw new FormatError(path, `the tokenizer's tokenizer.json cannot be read: ${(e as Error).message}`);
   }
   if (tokens > vocab) throw new FormatError(path, `the tokenizer has ${tokens} tokens (ids 0..${tokens - 1}); the model's vocabulary has only ${vocab}`);
+  const endIds: unknown = m.tokenizer.endOfGenerationIds;
+  if (!Array.isArray(endIds)) throw new FormatError(path, `the tokenizer's endOfGenerationIds must be an array of token ids, got ${JSON.stringify(endIds)}`);
   const special: Array<[string, unknown]> = [
     ['bosId', m.tokenizer.bosId],
     ['eosId', m.tokenizer.eosId],
-    ...(m.tokenizer.endOfGenerationIds ?? []).map((id): [string, unknown] => ['endOfGenerationIds', id]),
+    ...endIds.map((id): [string, unknown] => ['endOfGenerationIds', id]),
   ];
   for (const [key, id] of special)
     if (id !== null && (!Number.isSafeInteger(id) || (id as number) < 0 || (id as number) >= vocab))
