@@ -1,5 +1,7 @@
 // Builds the native engine addon (native/build/npuserve.node) with CMake, offline: Node-API headers
 // come from the node-api-headers and node-addon-api npm packages, never from a download.
+// `--tsan` (or NPUSERVE_TSAN=1) builds a ThreadSanitizer-instrumented addon into native/build-tsan
+// instead, for `npm run test:tsan`.
 import { execFileSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
@@ -8,10 +10,11 @@ import { cpus } from 'node:os';
 
 const require = createRequire(import.meta.url);
 const here = dirname(fileURLToPath(import.meta.url));
-const buildDir = join(here, 'build');
+const tsan = process.argv.includes('--tsan') || process.env.NPUSERVE_TSAN === '1';
+const buildDir = join(here, tsan ? 'build-tsan' : 'build');
 const napiInclude = require('node-api-headers').include_dir;
 const addonApiInclude = dirname(require.resolve('node-addon-api/package.json'));
-const buildType = process.env.NPUSERVE_BUILD_TYPE ?? 'Release';
+const buildType = process.env.NPUSERVE_BUILD_TYPE ?? (tsan ? 'RelWithDebInfo' : 'Release');
 
 // Build progress goes to stderr, so a command that builds first (npm run bench:engine -- --json)
 // keeps stdout for its own output.
@@ -24,5 +27,6 @@ run('cmake', [
   `-DCMAKE_BUILD_TYPE=${buildType}`,
   `-DNODE_API_INCLUDE=${napiInclude}`,
   `-DNODE_ADDON_API_INCLUDE=${addonApiInclude}`,
+  `-DNPUSERVE_TSAN=${tsan ? 'ON' : 'OFF'}`,
 ]);
 run('cmake', ['--build', buildDir, '--parallel', String(Math.max(1, cpus().length))]);

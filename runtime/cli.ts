@@ -39,6 +39,7 @@ commands:
   serve            --model X.npu [--port 8000] [--host ADDR (default $NPUSERVE_BIND_ADDRESS or 0.0.0.0)]
                    [--served-model-name NAME] [--max-batch-size 16] [--max-seq-len 2048]
                    [--max-waiting-requests 256] [--max-num-batched-tokens 256] [--kv-cache-tokens N]
+                   [--memory-budget-bytes N (KV cache + RoPE tables; default half the RAM or cgroup limit)]
                    [--threads N] [--drain-timeout-seconds 30] [--scheduler continuous|fixed]
                    [--batch-timeout-ms 100 (fixed only)] [--int8-activations int16|int8]
   bench            (--model X.npu [--baseline BEFORE.npu] | --url http://HOST:PORT [--model X.npu])
@@ -370,6 +371,7 @@ async function cmdServe(argv: string[]): Promise<number> {
     'max-waiting-requests': { type: 'string' },
     'max-num-batched-tokens': { type: 'string' },
     'kv-cache-tokens': { type: 'string' },
+    'memory-budget-bytes': { type: 'string' },
     threads: { type: 'string' },
     kernel: { type: 'string' },
     'int8-activations': { type: 'string' },
@@ -399,6 +401,7 @@ async function cmdServe(argv: string[]): Promise<number> {
       maxWaitingRequests: int(f, 'max-waiting-requests', 256, 1)!,
       maxNumBatchedTokens,
       kvCacheTokens,
+      memoryBudgetBytes: int(f, 'memory-budget-bytes', undefined, 1),
       threads: int(f, 'threads', cpus().length, 1)!,
       kernel: f.kernel as string | undefined,
       int8Activations: int8Activations(f),

@@ -1,12 +1,16 @@
-// Typed wrapper over the native addon: loads a .npu file (header and metadata checked here, tensor
-// ranges checked again natively against the mapping) and runs batched steps off the JS thread.
-import { existsSync } from 'node:fs';
+// Typed wrapper over the native addon: loads a .npu file (header, metadata and tokenizer checked
+// here; every tensor checked natively against the config before the KV cache is sized against the
+// memory budget) and runs batched steps off the JS thread.
+import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { FormatError } from './errors.js';
 import { readNpuFile, type NpuMetadata } from './format.js';
 import { hasOutputProjectionBias, ropeInverseFrequencies, type ModelConfig } from './model-config.js';
+import { tokenizerVocabSize } from './tokenizer.js';
 
 export type LogitsMode = 'none' | 'last' | 'all';
 
@@ -47,15 +51,40 @@ export interface EngineOptions {
   maxSeqLen?: number;
   /** Tokens the paged KV cache holds across all sequences. */
   kvCacheTokens?: number;
-  /** Force a kernel set (scalar | avx2 | avxvnni); default: the best this CPU supports. */
+  /** Force a kernel set (scalar | avx2 | avxvnni | avx512vnni); default: the best this CPU supports. */
   kernel?: string;
   /** KV cache element type (default f32); f16 halves its memory and the bytes attention reads. */
   kvCacheDtype?: 'f32' | 'f16';
   /**
-   * Activations of INT8 weights (default int16): int16 adds a residual int8 plane (two int8 dot
-   * products per weight, ~15 bits per value); int8 is faster and flips near-tied logits of real models.
+   * Activations of INT8 weights (default int16, W8A16): quantized to int16 per group of 32, about 15
+   * bits per value; int8 (W8A8) has a faster prefill but flips near-tied logits of real models.
    */
   int8Activations?: Int8Activations;
+  /**
+   * What the KV cache and RoPE tables may take, checked before they are allocated (the weights,
+   * held in memory once, come on top). Default: defaultMemoryBudgetBytes().
+   */
+  memoryBudgetBytes?: number;
+}
+
+/** Memory this process may use: the cgroup's limit (v2, then v1) when it has one, else physical RAM. */
+export function availableMemoryBytes(): number {
+  for (const file of ['/sys/fs/cgroup/memory.max', '/sys/fs/cgroup/memory/memory.limit_in_bytes']) {
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8').trim();
+    } catch {
+      continue;
+    }
+    const limit = Number(text);
+    if (Number.isSafeInteger(limit) && limit > 0 && limit < totalmem()) return limit;
+  }
+  return totalmem();
+}
+
+/** Half of availableMemoryBytes(): the other half is left to the weights, the heap and the OS. */
+export function defaultMemoryBudgetBytes(): number {
+  return Math.floor(availableMemoryBytes() / 2);
 }
 
 export type Int8Activations = 'int8' | 'int16';
@@ -64,6 +93,7 @@ interface NativeEngine {
   createSequence(seed?: number | bigint): number;
   releaseSequence(id: number): void;
   sequenceLength(id: number): number;
+  entryProblems(entries: StepEntry[]): Array<string | null>;
   step(entries: StepEntry[]): Promise<StepResult[]>;
   info(): EngineInfo;
 }
@@ -137,11 +167,12 @@ export class Engine {
 
   static async load(path: string, options: EngineOptions = {}): Promise<Engine> {
     const file = readNpuFile(path);
+    checkTokenizer(path, file.metadata);
     const descriptor = {
       config: nativeConfig(file.metadata.config),
       tensors: file.metadata.tensors.map((t) => ({ ...t, offset: file.header.dataOffset + t.offset })),
     };
-    const impl = await native().loadModel(path, descriptor, options);
+    const impl = await native().loadModel(path, descriptor, { ...options, memoryBudgetBytes: options.memoryBudgetBytes ?? defaultMemoryBudgetBytes() });
     return new Engine(path, file.metadata, impl);
   }
 
@@ -163,8 +194,38 @@ export class Engine {
     return this.impl.sequenceLength(id);
   }
 
+  /**
+   * Per entry, what is wrong with it alone (unknown or released sequence, no tokens, a token outside
+   * the vocabulary, longer than maxSeqLen), or null: a caller can drop the offenders and step the rest.
+   */
+  entryProblems(entries: StepEntry[]): Array<string | null> {
+    return this.impl.entryProblems(entries);
+  }
+
   /** One batched forward pass. Steps must be awaited one at a time. */
   step(entries: StepEntry[]): Promise<StepResult[]> {
     return this.impl.step(entries);
   }
+}
+
+/** Every id the tokenizer can produce, and every special id it names, must be a row of the model's vocabulary. */
+function checkTokenizer(path: string, m: NpuMetadata): void {
+  const vocab = m.config.vocabSize;
+  let tokens: number;
+  try {
+    tokens = tokenizerVocabSize(m.tokenizer);
+  } catch (e) {
+    throw new FormatError(path, `the tokenizer's tokenizer.json cannot be read: ${(e as Error).message}`);
+  }
+  if (tokens > vocab) throw new FormatError(path, `the tokenizer has ${tokens} tokens (ids 0..${tokens - 1}); the model's vocabulary has only ${vocab}`);
+  const endIds: unknown = m.tokenizer.endOfGenerationIds;
+  if (!Array.isArray(endIds)) throw new FormatError(path, `the tokenizer's endOfGenerationIds must be an array of token ids, got ${JSON.stringify(endIds)}`);
+  const special: Array<[string, unknown]> = [
+    ['bosId', m.tokenizer.bosId],
+    ['eosId', m.tokenizer.eosId],
+    ...endIds.map((id): [string, unknown] => ['endOfGenerationIds', id]),
+  ];
+  for (const [key, id] of special)
+    if (id !== null && (!Number.isSafeInteger(id) || (id as number) < 0 || (id as number) >= vocab))
+      throw new FormatError(path, `the tokenizer's ${key} ${JSON.stringify(id)} is outside the model's vocabulary [0, ${vocab})`);
 }

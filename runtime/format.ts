@@ -10,10 +10,10 @@
 // zeros to a multiple of 32. An i8 weight `W` comes with `W.scale`: f16, one scale per row and group
 // of 32 columns (w = q * scale), ordered [rows][groups] for row-major and [rows/16][groups][16] for
 // packed16 (padding rows have scale 0). Version 1 files (one f32 scale per row) are refused.
-import { closeSync, fstatSync, openSync } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, statSync } from 'node:fs';
 
 import { FormatError } from './errors.js';
-import type { ModelConfig } from './model-config.js';
+import { validateConfig, type ModelConfig } from './model-config.js';
 import { readExact } from './convert/tensors.js';
 import type { TokenizerSpec } from './tokenizer.js';
 
@@ -21,6 +21,8 @@ export const MAGIC = 'NPUSERVE';
 export const FORMAT_VERSION = 2;
 export const HEADER_BYTES = 64;
 export const TENSOR_ALIGN = 64;
+/** The metadata block is read and parsed whole: a larger one is refused before it is read. */
+export const MAX_METADATA_BYTES = 256 * 2 ** 20;
 
 export type Precision = 'FP32' | 'FP16' | 'INT8';
 export type TensorDType = 'f32' | 'f16' | 'i8';
@@ -144,14 +146,19 @@ export interface NpuFile {
   metadata: NpuMetadata;
 }
 
-/** Reads and validates the header and metadata of a .npu file (tensor data is left to the mmap). */
+/** Reads and validates the header and metadata of a .npu file (tensor data is left to the engine). */
 export function readNpuFile(path: string): NpuFile {
-  const fd = openSync(path, 'r');
+  const fail = (detail: string): never => {
+    throw new FormatError(path, detail);
+  };
+  // Anything but a regular file is refused before it is opened: opening a FIFO waits for a writer,
+  // a device may never end. O_NONBLOCK covers a path swapped for one between the stat and the open.
+  if (!statSync(path).isFile()) fail('not a regular file (a model must be a .npu file, not a FIFO, device or directory)');
+  const fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
   try {
-    const fail = (detail: string): never => {
-      throw new FormatError(path, detail);
-    };
-    const size = fstatSync(fd).size;
+    const stat = fstatSync(fd);
+    if (!stat.isFile()) fail('not a regular file (a model must be a .npu file, not a FIFO, device or directory)');
+    const size = stat.size;
     if (size < HEADER_BYTES) fail(`file has ${size} bytes, too short for the ${HEADER_BYTES}-byte .npu header`);
     const hb = readExact(fd, path, 0, HEADER_BYTES);
     const dv = new DataView(hb.buffer);
@@ -173,6 +180,8 @@ export function readNpuFile(path: string): NpuFile {
       fail(`metadata range [${header.metadataOffset}, +${header.metadataBytes}) does not fit before the data at ${header.dataOffset}`);
     if (header.dataOffset % TENSOR_ALIGN !== 0 || header.dataOffset + header.dataBytes !== size)
       fail(`data range [${header.dataOffset}, +${header.dataBytes}) does not end at the end of the file (${size} bytes)`);
+    if (header.metadataBytes > MAX_METADATA_BYTES)
+      fail(`metadata block of ${header.metadataBytes} bytes is larger than the ${MAX_METADATA_BYTES} bytes a model's config, tensor table and tokenizer need`);
     const metaBytes = readExact(fd, path, header.metadataOffset, header.metadataBytes);
     const crc = crc32(metaBytes);
     if (crc !== header.metadataCrc32) fail(`metadata checksum ${crc.toString(16)} does not match the header's ${header.metadataCrc32.toString(16)}: the file is corrupt`);
@@ -183,10 +192,38 @@ export function readNpuFile(path: string): NpuFile {
       return fail(`metadata is not valid JSON: ${(e as Error).message}`);
     }
     validateTensorTable(path, metadata, header.dataBytes);
+    validateModelConfig(path, metadata.config);
     return { path, header, metadata };
   } finally {
     closeSync(fd);
   }
+}
+
+// Bounds on the architecture fields (the native loader applies the same): anything sized from the
+// config before the tensors are checked against it (RoPE frequencies here) stays small.
+const CONFIG_LIMITS: ReadonlyArray<[keyof ModelConfig, number]> = [
+  ['hiddenSize', 2 ** 20],
+  ['numLayers', 1024],
+  ['numHeads', 4096],
+  ['numKvHeads', 4096],
+  ['headDim', 4096],
+  ['intermediateSize', 2 ** 20],
+  ['vocabSize', 2 ** 24],
+  ['maxPositionEmbeddings', 2 ** 30],
+];
+
+function validateModelConfig(path: string, c: ModelConfig): void {
+  const fail = (detail: string): never => {
+    throw new FormatError(path, detail);
+  };
+  for (const [key, max] of CONFIG_LIMITS) {
+    const v = c[key];
+    if (!Number.isSafeInteger(v) || (v as number) < 1 || (v as number) > max) fail(`config.${key} must be an integer in [1, ${max}], got ${JSON.stringify(v)}`);
+  }
+  for (const key of ['ropeTheta', 'rmsNormEps'] as const)
+    if (typeof c[key] !== 'number' || !Number.isFinite(c[key]) || c[key] <= 0) fail(`config.${key} must be a positive number, got ${JSON.stringify(c[key])}`);
+  if (c.ropeScaling?.type === 'freq-factors' && !Array.isArray(c.ropeScaling.factors)) fail('config.ropeScaling.factors must be an array');
+  validateConfig(path, c);
 }
 
 function validateTensorTable(path: string, m: NpuMetadata, dataBytes: number): void {

@@ -344,18 +344,33 @@ export class Scheduler {
 
   private async step(planned: readonly PlannedEntry[]): Promise<void> {
     const byId = new Map(this.running.map((t) => [t.id, t]));
-    const batch = planned.map((p) => ({ t: byId.get(p.id)!, promptChunk: p.promptChunk }));
-    const entries: StepEntry[] = batch.map(({ t, promptChunk }) => {
+    let batch = planned.map((p) => ({ t: byId.get(p.id)!, promptChunk: p.promptChunk }));
+    let entries: StepEntry[] = batch.map(({ t, promptChunk }) => {
       const tokens = promptChunk > 0 ? t.req.prompt.slice(t.prefilled, t.prefilled + promptChunk) : [t.nextInput];
       const sample = promptChunk === 0 || t.prefilled + promptChunk === t.promptTokens;
       return { sequence: t.sequence, tokens, sample, temperature: t.req.temperature, topP: t.req.topP };
     });
+    // A request the engine would refuse (a token outside the vocabulary, too long) fails alone, with
+    // its own problem only; the rest of the batch steps without it.
+    const problems = this.engine.entryProblems(entries);
+    if (problems.some((p) => p !== null)) {
+      batch.forEach(({ t }, i) => {
+        if (problems[i] !== null) this.finish(t, 'error', new Error(`the engine refused this request: ${problems[i]}`));
+      });
+      this.running = this.running.filter((t) => t.sequence !== -1);
+      entries = entries.filter((_, i) => problems[i] === null);
+      batch = batch.filter((_, i) => problems[i] === null);
+      this.reportState();
+      if (batch.length === 0) return;
+    }
     let results;
     try {
       results = await this.engine.step(entries);
     } catch (e) {
-      // Not expected (plans respect every engine limit); fail this step's requests, keep serving.
-      for (const { t } of batch) this.finish(t, 'error', e as Error);
+      // Not expected (plans respect every engine limit, entries were checked): fail this step's
+      // requests with the step's own error (no entry's data: those were checked above), keep serving.
+      const error = new Error(`the engine step this request was batched in failed: ${(e as Error).message}`);
+      for (const { t } of batch) this.finish(t, 'error', error);
       this.running = this.running.filter((t) => !batch.some((b) => b.t === t));
       this.reportState();
       return;

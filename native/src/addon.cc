@@ -82,6 +82,14 @@ Config parse_config(const Napi::Object& o) {
   return c;
 }
 
+// A non-negative integer that a double holds exactly (at most 2^53 - 1).
+uint64_t whole(const Napi::Object& o, const char* key, const std::string& what) {
+  double d = num(o, key);
+  if (!(d >= 0 && d <= 9007199254740991.0 && d == std::floor(d)))
+    throw std::runtime_error(what + ": '" + key + "' must be a non-negative integer, got " + std::to_string(d));
+  return (uint64_t)d;
+}
+
 std::vector<TensorDesc> parse_tensors(const Napi::Array& a) {
   std::vector<TensorDesc> out;
   for (uint32_t i = 0; i < a.Length(); i++) {
@@ -92,8 +100,8 @@ std::vector<TensorDesc> parse_tensors(const Napi::Array& a) {
     t.layout = parse_layout(o.Get("layout").As<Napi::String>().Utf8Value());
     Napi::Array shape = o.Get("shape").As<Napi::Array>();
     for (uint32_t j = 0; j < shape.Length(); j++) t.shape.push_back((int64_t)shape.Get(j).As<Napi::Number>().DoubleValue());
-    t.offset = (uint64_t)num(o, "offset");
-    t.bytes = (uint64_t)num(o, "bytes");
+    t.offset = whole(o, "offset", "tensor '" + t.name + "'");
+    t.bytes = whole(o, "bytes", "tensor '" + t.name + "'");
     out.push_back(std::move(t));
   }
   return out;
@@ -114,6 +122,7 @@ EngineOptions parse_options(const Napi::Object& o) {
   e.max_seq_len = int_in(o, "maxSeqLen", 1, 1 << 22, 2048);
   e.kv_cache_tokens = int_in(o, "kvCacheTokens", 1, 1 << 26, 8192);
   e.kv_block_tokens = int_in(o, "kvBlockTokens", 1, 1024, 16);
+  if (!o.Get("memoryBudgetBytes").IsUndefined()) e.memory_budget_bytes = whole(o, "memoryBudgetBytes", "options");
   Napi::Value k = o.Get("kernel");
   if (k.IsString()) e.kernel = k.As<Napi::String>().Utf8Value();
   Napi::Value kv = o.Get("kvCacheDtype");
@@ -126,15 +135,20 @@ EngineOptions parse_options(const Napi::Object& o) {
   return e;
 }
 
+// What one instance of the addon (the main thread, or each worker_thread that loads it) keeps:
+// its own constructor reference, since a JS function belongs to one environment.
+struct AddonData {
+  Napi::FunctionReference engine_ctor;
+};
+
 class Engine : public Napi::ObjectWrap<Engine> {
  public:
-  static Napi::FunctionReference ctor;
-
   static Napi::Function Init(Napi::Env env) {
     return DefineClass(env, "Engine", {
       InstanceMethod<&Engine::CreateSequence>("createSequence"),
       InstanceMethod<&Engine::ReleaseSequence>("releaseSequence"),
       InstanceMethod<&Engine::SequenceLength>("sequenceLength"),
+      InstanceMethod<&Engine::EntryProblems>("entryProblems"),
       InstanceMethod<&Engine::Step>("step"),
       InstanceMethod<&Engine::Info>("info"),
     });
@@ -187,6 +201,7 @@ class Engine : public Napi::ObjectWrap<Engine> {
   }
 
   Napi::Value Step(const Napi::CallbackInfo& info);
+  Napi::Value EntryProblems(const Napi::CallbackInfo& info);
 
   int seq_arg(const Napi::CallbackInfo& info) {
     if (info.Length() < 1 || !info[0].IsNumber()) throw std::runtime_error("sequence id must be a number");
@@ -207,18 +222,17 @@ class Engine : public Napi::ObjectWrap<Engine> {
   std::shared_ptr<Model> model_;
 };
 
-Napi::FunctionReference Engine::ctor;
-
 class StepWorker : public Napi::AsyncWorker {
  public:
-  StepWorker(Napi::Env env, std::shared_ptr<Model> model, std::vector<StepEntry> entries)
-      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), model_(std::move(model)), entries_(std::move(entries)) {}
+  StepWorker(Napi::Env env, std::shared_ptr<Model> model, std::vector<StepEntry> entries, PreparedStep prepared)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), model_(std::move(model)), entries_(std::move(entries)),
+        prepared_(std::move(prepared)) {}
 
   Napi::Promise Promise() { return deferred_.Promise(); }
 
   void Execute() override {
     try {
-      results_ = model_->step(entries_);
+      results_ = model_->step(entries_, prepared_);
     } catch (const std::exception& e) {
       SetError(e.what());
     }
@@ -227,7 +241,7 @@ class StepWorker : public Napi::AsyncWorker {
   // The step ends on the JS thread, when its promise settles: until then a second step is refused
   // (whatever the worker's speed) and released sequences wait for this step's results.
   void OnOK() override {
-    model_->end_step();
+    model_->end_step(entries_, prepared_, true);
     Napi::Env env = Env();
     Napi::Array out = Napi::Array::New(env, results_.size());
     for (size_t i = 0; i < results_.size(); i++) {
@@ -246,7 +260,7 @@ class StepWorker : public Napi::AsyncWorker {
   }
 
   void OnError(const Napi::Error& e) override {
-    model_->end_step();
+    model_->end_step(entries_, prepared_, false);
     deferred_.Reject(e.Value());
   }
 
@@ -254,6 +268,7 @@ class StepWorker : public Napi::AsyncWorker {
   Napi::Promise::Deferred deferred_;
   std::shared_ptr<Model> model_;
   std::vector<StepEntry> entries_;
+  PreparedStep prepared_;
   std::vector<StepResult> results_;
 };
 
@@ -295,17 +310,33 @@ StepEntry parse_entry(const Napi::Value& v) {
   return e;
 }
 
+std::vector<StepEntry> parse_entries(const Napi::CallbackInfo& info, const char* method) {
+  if (info.Length() < 1 || !info[0].IsArray()) throw std::runtime_error(std::string(method) + "() takes an array of entries");
+  Napi::Array a = info[0].As<Napi::Array>();
+  std::vector<StepEntry> entries;
+  for (uint32_t i = 0; i < a.Length(); i++) entries.push_back(parse_entry(a.Get(i)));
+  return entries;
+}
+
+// entryProblems(entries) -> (string | null)[]: what is wrong with each entry alone.
+Napi::Value Engine::EntryProblems(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::vector<std::string> problems;
+  wrap(env, [&] { problems = model_->entry_problems(parse_entries(info, "entryProblems")); });
+  Napi::Array out = Napi::Array::New(env, problems.size());
+  for (size_t i = 0; i < problems.size(); i++) out.Set(i, problems[i].empty() ? env.Null() : Napi::String::New(env, problems[i]));
+  return out;
+}
+
 Napi::Value Engine::Step(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::vector<StepEntry> entries;
+  PreparedStep prepared;
   wrap(env, [&] {
-    if (info.Length() < 1 || !info[0].IsArray()) throw std::runtime_error("step() takes an array of entries");
-    Napi::Array a = info[0].As<Napi::Array>();
-    for (uint32_t i = 0; i < a.Length(); i++) entries.push_back(parse_entry(a.Get(i)));
-    model_->validate_step(entries);
-    model_->begin_step();
+    entries = parse_entries(info, "step");
+    prepared = model_->begin_step(entries);
   });
-  auto* worker = new StepWorker(env, model_, std::move(entries));
+  auto* worker = new StepWorker(env, model_, std::move(entries), std::move(prepared));
   Napi::Promise p = worker->Promise();
   worker->Queue();
   return p;
@@ -329,7 +360,7 @@ class LoadWorker : public Napi::AsyncWorker {
 
   void OnOK() override {
     auto* holder = new std::shared_ptr<Model>(model_);
-    deferred_.Resolve(Engine::ctor.New({Napi::External<std::shared_ptr<Model>>::New(Env(), holder)}));
+    deferred_.Resolve(Env().GetInstanceData<AddonData>()->engine_ctor.New({Napi::External<std::shared_ptr<Model>>::New(Env(), holder)}));
   }
 
   void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
@@ -586,8 +617,9 @@ Napi::Value CpuFeaturesJs(const Napi::CallbackInfo& info) {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   Napi::Function engine = Engine::Init(env);
-  Engine::ctor = Napi::Persistent(engine);
-  Engine::ctor.SuppressDestruct();
+  auto* data = new AddonData();
+  data->engine_ctor = Napi::Persistent(engine);
+  env.SetInstanceData(data);  // deleted with the environment
   exports.Set("Engine", engine);
   exports.Set("loadModel", Napi::Function::New(env, LoadModel));
   exports.Set("packWeight", Napi::Function::New(env, PackWeight));

@@ -14,6 +14,7 @@
 #include <cstring>
 #include <limits>
 #include <type_traits>
+#include <set>
 #include <functional>
 #include <stdexcept>
 
@@ -23,8 +24,9 @@ namespace npu {
 
 static std::runtime_error err(const std::string& msg) { return std::runtime_error(msg); }
 
-MappedFile::MappedFile(const std::string& path) : path_(path) {
-  int fd = ::open(path.c_str(), O_RDONLY);
+WeightFile::WeightFile(const std::string& path) {
+  // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer (and ignore SIGTERM).
+  int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
   if (fd < 0) throw err(path + ": cannot open: " + std::strerror(errno));
   struct stat st;
   if (fstat(fd, &st) != 0) {
@@ -32,19 +34,42 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
     ::close(fd);
     throw err(path + ": cannot stat: " + std::strerror(e));
   }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    throw err(path + ": not a regular file (a model must be a .npu file, not a FIFO, device or directory)");
+  }
   size_ = (uint64_t)st.st_size;
   if (size_ == 0) {
     ::close(fd);
     throw err(path + ": file is empty");
   }
-  void* p = mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
-  int e = errno;
-  ::close(fd);
-  if (p == MAP_FAILED) throw err(path + ": cannot map: " + std::strerror(e));
+  void* p = mmap(nullptr, size_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) {
+    int e = errno;
+    ::close(fd);
+    throw err(path + ": cannot allocate " + std::to_string(size_) + " bytes for the weights: " + std::strerror(e));
+  }
   data_ = static_cast<uint8_t*>(p);
+  uint64_t done = 0;
+  while (done < size_) {
+    size_t chunk = (size_t)std::min<uint64_t>(size_ - done, 64ull << 20);
+    ssize_t n = pread(fd, data_ + done, chunk, (off_t)done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      int e = n < 0 ? errno : 0;
+      ::close(fd);
+      munmap(data_, size_);
+      data_ = nullptr;
+      throw err(path + ": read " + std::to_string(done) + " of " + std::to_string(size_) + " bytes: " +
+                (e ? std::strerror(e) : "the file was truncated while loading"));
+    }
+    done += (uint64_t)n;
+  }
+  ::close(fd);
+  mprotect(data_, size_, PROT_READ);
 }
 
-MappedFile::~MappedFile() {
+WeightFile::~WeightFile() {
   if (data_) munmap(data_, size_);
 }
 
@@ -65,10 +90,11 @@ Model::Model(const std::string& path, const Config& cfg, const std::vector<Tenso
       opt_(opt),
       file_(path),
       kernels_(opt.kernel.empty() ? &select_kernels() : &kernels_by_name(opt.kernel)),
-      pool_(std::max(1, opt.threads)),
-      kv_(cfg.n_layers, cfg.n_kv_heads * cfg.head_dim, opt.kv_block_tokens,
-          (opt.kv_cache_tokens + opt.kv_block_tokens - 1) / opt.kv_block_tokens, opt.kv_f16) {
+      pool_(std::max(1, opt.threads)) {
   bind_weights(tensors);
+  check_memory_budget();
+  kv_ = std::make_unique<KvCache>(cfg.n_layers, cfg.n_kv_heads * cfg.head_dim, opt.kv_block_tokens,
+                                  (opt.kv_cache_tokens + opt.kv_block_tokens - 1) / opt.kv_block_tokens, opt.kv_f16);
   int half = cfg_.head_dim / 2;
   rope_cos_.resize((size_t)opt_.max_seq_len * half);
   rope_sin_.resize((size_t)opt_.max_seq_len * half);
@@ -81,7 +107,19 @@ Model::Model(const std::string& path, const Config& cfg, const std::vector<Tenso
     }
   }
   attn_scratch_.resize(pool_.size());
-  touch_weights();
+}
+
+static std::string mib(double bytes) { return std::to_string((int64_t)std::ceil(bytes / (1 << 20))) + " MiB"; }
+
+void Model::check_memory_budget() const {
+  const double blocks = std::ceil((double)opt_.kv_cache_tokens / opt_.kv_block_tokens);
+  const double kv = 2.0 * cfg_.n_layers * blocks * opt_.kv_block_tokens * cfg_.n_kv_heads * cfg_.head_dim * (opt_.kv_f16 ? 2 : 4);
+  const double rope = 2.0 * opt_.max_seq_len * (cfg_.head_dim / 2) * sizeof(float);
+  if (kv + rope > (double)opt_.memory_budget_bytes)
+    throw err("the KV cache (" + std::to_string(opt_.kv_cache_tokens) + " tokens x " + std::to_string(cfg_.n_layers) + " layers x " +
+              std::to_string(cfg_.n_kv_heads * cfg_.head_dim) + " KV dims x 2 x " + (opt_.kv_f16 ? "f16" : "f32") + " = " + mib(kv) +
+              ") and RoPE tables (" + mib(rope) + ") need more than the memory budget of " + mib((double)opt_.memory_budget_bytes) +
+              ": lower the KV cache tokens or max seq len, use an f16 KV cache, or raise the budget");
 }
 
 void Model::bind_weights(const std::vector<TensorDesc>& tensors) {
@@ -90,25 +128,31 @@ void Model::bind_weights(const std::vector<TensorDesc>& tensors) {
     if (t.offset % 64 != 0) throw err("tensor '" + t.name + "' starts at byte " + std::to_string(t.offset) + ", not 64-byte aligned");
     if (t.offset > file_.size() || t.bytes > file_.size() - t.offset)
       throw err("tensor '" + t.name + "' ends at byte " + std::to_string(t.offset + t.bytes) + ", file has " + std::to_string(file_.size()));
-    by_name[t.name] = &t;
+    if (!by_name.emplace(t.name, &t).second) throw err("tensor '" + t.name + "' is listed twice");
     weight_bytes_ += t.bytes;
   }
   const uint8_t* base = file_.data();
-  auto vec = [&](const std::string& name, int64_t n) -> const float* {
+  std::set<std::string> used;  // every tensor of the file must be one the config asks for
+  auto find_used = [&](const std::string& name) -> const TensorDesc& {
     const TensorDesc& t = find(by_name, name);
+    used.insert(name);
+    return t;
+  };
+  auto vec = [&](const std::string& name, int64_t n) -> const float* {
+    const TensorDesc& t = find_used(name);
     if (t.dtype != DType::F32 || t.shape != std::vector<int64_t>{n} || t.bytes != (uint64_t)n * 4)
       throw err("tensor '" + name + "' must be f32 " + shape_str({n}) + ", file has shape " + shape_str(t.shape));
     return reinterpret_cast<const float*>(base + t.offset);
   };
   auto i8_scales = [&](const std::string& name, size_t n) -> const uint16_t* {
-    const TensorDesc& t = find(by_name, name);
+    const TensorDesc& t = find_used(name);
     if (t.dtype != DType::F16 || t.shape != std::vector<int64_t>{(int64_t)n} || t.bytes != (uint64_t)n * 2)
       throw err("tensor '" + name + "' must be f16 " + shape_str({(int64_t)n}) + " (one scale per row and group of " +
                 std::to_string(kQuantGroup) + "), file has shape " + shape_str(t.shape));
     return reinterpret_cast<const uint16_t*>(base + t.offset);
   };
   auto mat = [&](const std::string& name, int rows, int cols) {
-    const TensorDesc& t = find(by_name, name);
+    const TensorDesc& t = find_used(name);
     if (t.shape != std::vector<int64_t>{rows, cols})
       throw err("tensor '" + name + "' has shape " + shape_str(t.shape) + ", expected " + shape_str({rows, cols}));
     Weight w;
@@ -171,17 +215,9 @@ void Model::bind_weights(const std::vector<TensorDesc>& tensors) {
   }
   norm_ = vec("norm", c.dim);
   lm_head_ = by_name.count("lm_head") ? mat("lm_head", c.vocab_size, c.dim) : tok_embeddings_;
-}
-
-// The seed's chunked loading: fault the mapping in layer by layer (in file order) so the first
-// request does not pay for disk reads, while peak memory stays the size of the weights.
-void Model::touch_weights() {
-  const long page = sysconf(_SC_PAGESIZE);
-  const uint8_t* p = file_.data();
-  madvise(const_cast<uint8_t*>(p), file_.size(), MADV_WILLNEED);
-  volatile uint8_t sink = 0;
-  for (uint64_t off = 0; off < file_.size(); off += (uint64_t)page) sink = sink + p[off];
-  (void)sink;
+  for (const auto& t : tensors)
+    if (!used.count(t.name))
+      throw err("tensor '" + t.name + "' is not part of a " + std::to_string(c.n_layers) + "-layer model of this config (is the config or the tensor table wrong?)");
 }
 
 int Model::create_sequence(uint64_t seed) {
@@ -202,7 +238,7 @@ void Model::release_sequence(int id) {
     pending_release_.push_back(id);
     return;
   }
-  kv_.release(it->second->blocks);
+  kv_->release(it->second->blocks);
   seqs_.erase(it);
 }
 
@@ -215,49 +251,68 @@ int Model::sequence_length(int id) {
 
 int Model::free_kv_blocks() {
   std::lock_guard<std::mutex> lock(seq_mu_);
-  return kv_.free_blocks();
+  return kv_->free_blocks();
 }
 
-void Model::validate_step(const std::vector<StepEntry>& entries) {
+std::string Model::entry_problem(const StepEntry& e) const {
+  auto it = seqs_.find(e.seq_id);
+  if (it == seqs_.end()) return "unknown sequence " + std::to_string(e.seq_id);
+  if (std::find(pending_release_.begin(), pending_release_.end(), e.seq_id) != pending_release_.end())
+    return "sequence " + std::to_string(e.seq_id) + " was released";
+  if (e.tokens.empty()) return "sequence " + std::to_string(e.seq_id) + ": no tokens given";
+  for (int32_t t : e.tokens)
+    if (t < 0 || t >= cfg_.vocab_size)
+      return "sequence " + std::to_string(e.seq_id) + ": token " + std::to_string(t) + " is outside the vocabulary [0, " + std::to_string(cfg_.vocab_size) + ")";
+  int64_t len = (int64_t)it->second->length + (int64_t)e.tokens.size();
+  if (len > opt_.max_seq_len)
+    return "sequence " + std::to_string(e.seq_id) + ": " + std::to_string(len) + " tokens exceed maxSeqLen " + std::to_string(opt_.max_seq_len);
+  return "";
+}
+
+std::vector<std::string> Model::entry_problems(const std::vector<StepEntry>& entries) {
+  std::lock_guard<std::mutex> lock(seq_mu_);
+  std::vector<std::string> out;
+  for (const auto& e : entries) out.push_back(entry_problem(e));
+  return out;
+}
+
+PreparedStep Model::begin_step(const std::vector<StepEntry>& entries) {
   std::lock_guard<std::mutex> lock(seq_mu_);
   if (stepping_) throw err("engine busy: a step is already running (steps must be awaited one at a time)");
   if (entries.empty()) throw err("step needs at least one entry");
   std::vector<int> seen;
   int blocks_needed = 0;
   for (const auto& e : entries) {
-    auto it = seqs_.find(e.seq_id);
-    if (it == seqs_.end()) throw err("unknown sequence " + std::to_string(e.seq_id));
-    if (std::find(pending_release_.begin(), pending_release_.end(), e.seq_id) != pending_release_.end())
-      throw err("sequence " + std::to_string(e.seq_id) + " was released");
+    std::string problem = entry_problem(e);
+    if (!problem.empty()) throw err(problem);
     if (std::find(seen.begin(), seen.end(), e.seq_id) != seen.end())
       throw err("sequence " + std::to_string(e.seq_id) + " appears twice in one step");
     seen.push_back(e.seq_id);
-    if (e.tokens.empty()) throw err("sequence " + std::to_string(e.seq_id) + ": no tokens given");
-    for (int32_t t : e.tokens)
-      if (t < 0 || t >= cfg_.vocab_size)
-        throw err("sequence " + std::to_string(e.seq_id) + ": token " + std::to_string(t) + " is outside the vocabulary [0, " + std::to_string(cfg_.vocab_size) + ")");
-    const Sequence& s = *it->second;
-    int len = s.length + (int)e.tokens.size();
-    if (len > opt_.max_seq_len)
-      throw err("sequence " + std::to_string(e.seq_id) + ": " + std::to_string(len) + " tokens exceed maxSeqLen " + std::to_string(opt_.max_seq_len));
-    blocks_needed += std::max(0, kv_.blocks_for(len) - (int)s.blocks.size());
+    const Sequence& s = *seqs_.at(e.seq_id);
+    blocks_needed += std::max(0, kv_->blocks_for(s.length + (int)e.tokens.size()) - (int)s.blocks.size());
   }
-  if (blocks_needed > kv_.free_blocks())
-    throw err("KV cache full: the step needs " + std::to_string(blocks_needed) + " more blocks, " + std::to_string(kv_.free_blocks()) + " are free");
-}
-
-void Model::begin_step() {
-  std::lock_guard<std::mutex> lock(seq_mu_);
+  if (blocks_needed > kv_->free_blocks())
+    throw err("KV cache full: the step needs " + std::to_string(blocks_needed) + " more blocks, " + std::to_string(kv_->free_blocks()) + " are free");
+  PreparedStep p;
+  for (const auto& e : entries) {
+    Sequence* s = seqs_.at(e.seq_id).get();
+    kv_->reserve(s->blocks, s->length + (int)e.tokens.size());  // fits: counted above
+    p.seqs.push_back(s);
+    p.start.push_back(s->length);
+  }
   stepping_ = true;
+  return p;
 }
 
-void Model::end_step() {
+void Model::end_step(const std::vector<StepEntry>& entries, const PreparedStep& prepared, bool ran) {
   std::lock_guard<std::mutex> lock(seq_mu_);
   stepping_ = false;
+  if (ran)
+    for (size_t i = 0; i < entries.size(); i++) prepared.seqs[i]->length = prepared.start[i] + (int)entries[i].tokens.size();
   for (int id : pending_release_) {
     auto it = seqs_.find(id);
     if (it == seqs_.end()) continue;
-    kv_.release(it->second->blocks);
+    kv_->release(it->second->blocks);
     seqs_.erase(it);
   }
   pending_release_.clear();
@@ -368,10 +423,10 @@ void Model::attention(int layer, int T, const std::vector<Sequence*>& tok_seq, c
   const Config& c = cfg_;
   const int hd = c.head_dim, H = c.n_heads, KVH = c.n_kv_heads, group = H / KVH;
   const int q_dim = H * hd, kv_dim = KVH * hd, ld = q_dim + 2 * kv_dim;
-  const int bt = kv_.block_tokens();
+  const int bt = kv_->block_tokens();
   const float scale = 1.f / std::sqrt((float)hd);
   const Kernels& kern = *kernels_;
-  const bool f16 = kv_.f16();
+  const bool f16 = kv_->f16();
   const size_t kv_elem = f16 ? 2 : 4;
   // Tiles: runs of consecutive positions of one sequence (a prompt chunk; a decode token is a run of
   // one), cut so one tile holds about 32 queries of a KV head: each KV block is then read (and
@@ -415,8 +470,8 @@ void Model::attention(int layer, int T, const std::vector<Sequence*>& tok_seq, c
     for (int j = lo; j <= p_last;) {
       int n = std::min(bt - j % bt, p_last + 1 - j);
       int block = s->blocks[j / bt];
-      const uint8_t* k = static_cast<const uint8_t*>(kv_.k(layer, block, j % bt)) + (size_t)kvh * hd * kv_elem;
-      const uint8_t* v = static_cast<const uint8_t*>(kv_.v(layer, block, j % bt)) + (size_t)kvh * hd * kv_elem;
+      const uint8_t* k = static_cast<const uint8_t*>(kv_->k(layer, block, j % bt)) + (size_t)kvh * hd * kv_elem;
+      const uint8_t* v = static_cast<const uint8_t*>(kv_->v(layer, block, j % bt)) + (size_t)kvh * hd * kv_elem;
       kern.attn_block(a, k, v, f16, kv_dim, n, j);
       j += n;
     }
@@ -437,7 +492,7 @@ void Model::attention(int layer, int T, const std::vector<Sequence*>& tok_seq, c
 }
 
 void Model::store_kv(void* dst, const float* src, int n) {
-  if (!kv_.f16()) {
+  if (!kv_->f16()) {
     std::memcpy(dst, src, sizeof(float) * n);
     return;
   }
@@ -449,28 +504,22 @@ static void ensure(std::vector<T>& v, size_t n) {
   if (v.size() < n) v.resize(n);
 }
 
-std::vector<StepResult> Model::step(const std::vector<StepEntry>& entries) {
+std::vector<StepResult> Model::step(const std::vector<StepEntry>& entries, const PreparedStep& prepared) {
   const Config& c = cfg_;
   const int D = c.dim, hd = c.head_dim;
   const int q_dim = c.n_heads * hd, kv_dim = c.n_kv_heads * hd, ld_qkv = q_dim + 2 * kv_dim;
   const int F = c.hidden_dim;
 
   // Flatten the batch: one row per token, remembering its sequence and position.
-  std::vector<Sequence*> seqs;
-  {
-    std::lock_guard<std::mutex> lock(seq_mu_);
-    for (const auto& e : entries) seqs.push_back(seqs_.at(e.seq_id).get());
-  }
+  const std::vector<Sequence*>& seqs = prepared.seqs;
   std::vector<int32_t> tokens;
   std::vector<Sequence*> tok_seq;
   std::vector<int> pos;
   for (size_t i = 0; i < entries.size(); i++) {
-    Sequence* s = seqs[i];
-    if (!kv_.reserve(s->blocks, s->length + (int)entries[i].tokens.size())) throw err("KV cache full");
     for (size_t j = 0; j < entries[i].tokens.size(); j++) {
       tokens.push_back(entries[i].tokens[j]);
-      tok_seq.push_back(s);
-      pos.push_back(s->length + (int)j);
+      tok_seq.push_back(seqs[i]);
+      pos.push_back(prepared.start[i] + (int)j);
     }
   }
   const int T = (int)tokens.size();
@@ -482,7 +531,7 @@ std::vector<StepResult> Model::step(const std::vector<StepEntry>& entries) {
   ensure(ffn_out_, (size_t)T * D);
 
   embed(tokens, x_.data());
-  const int bt = kv_.block_tokens();
+  const int bt = kv_->block_tokens();
   for (int l = 0; l < c.n_layers; l++) {
     const Layer& L = layers_[l];
     for_tokens(T, [&](int t0, int t1) { rmsnorm(x_.data() + (size_t)t0 * D, L.attn_norm, t1 - t0, xn_.data() + (size_t)t0 * D); });
@@ -501,8 +550,8 @@ std::vector<StepResult> Model::step(const std::vector<StepEntry>& entries) {
         const Sequence* s = tok_seq[t];
         int block = s->blocks[pos[t] / bt], slot = pos[t] % bt;
         const float* row = qkv_.data() + (size_t)t * ld_qkv;
-        store_kv(kv_.k(l, block, slot), row + q_dim, kv_dim);
-        store_kv(kv_.v(l, block, slot), row + q_dim + kv_dim, kv_dim);
+        store_kv(kv_->k(l, block, slot), row + q_dim, kv_dim);
+        store_kv(kv_->v(l, block, slot), row + q_dim + kv_dim, kv_dim);
       }
     });
     attention(l, T, tok_seq, pos);
@@ -532,8 +581,6 @@ std::vector<StepResult> Model::step(const std::vector<StepEntry>& entries) {
       for (size_t i = (size_t)t0 * D; i < (size_t)t1 * D; i++) x_[i] += ffn_out_[i];
     });
   }
-  for (int t = 0; t < T; t++) tok_seq[t]->length = std::max(tok_seq[t]->length, pos[t] + 1);
-
   // Logits only for the rows that need them: all rows of LogitsMode::All, else the last row.
   std::vector<int> rows;
   std::vector<int> first_row(entries.size());

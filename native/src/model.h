@@ -51,17 +51,24 @@ struct EngineOptions {
   // Activations of INT8 weights quantized to 16 bits (W8A16; default) or 8 (W8A8: faster prefill,
   // but it flips near-tied logits of real models).
   int int8_activation_bits = 16;
+  // What the engine may allocate besides the weights and the step scratch (KV cache, RoPE tables):
+  // checked after the file is validated and before either is allocated.
+  uint64_t memory_budget_bytes = 1ull << 30;
 };
 
-class MappedFile {
+// The model file read into private anonymous memory: what the engine computes with cannot change or
+// vanish (SIGBUS) when the file on disk is truncated or rewritten while it serves. Only a regular
+// file is accepted (a FIFO or device would block the open or the read).
+class WeightFile {
  public:
-  explicit MappedFile(const std::string& path);
-  ~MappedFile();
+  explicit WeightFile(const std::string& path);
+  ~WeightFile();
+  WeightFile(const WeightFile&) = delete;
+  WeightFile& operator=(const WeightFile&) = delete;
   const uint8_t* data() const { return data_; }
   uint64_t size() const { return size_; }
 
  private:
-  std::string path_;
   uint8_t* data_ = nullptr;
   uint64_t size_ = 0;
 };
@@ -96,6 +103,14 @@ struct StepEntry {
   SamplingParams sampling;
 };
 
+// What the JS thread decided for a step before handing it to a worker: each entry's sequence, its
+// first position (the sequence's length before the step), with KV blocks already reserved. The worker
+// reads only this and the sequences' block tables, which nothing changes while the step runs.
+struct PreparedStep {
+  std::vector<Sequence*> seqs;
+  std::vector<int> start;
+};
+
 struct StepResult {
   int seq_id = 0;
   int token = -1;
@@ -105,6 +120,7 @@ struct StepResult {
 
 class Model {
  public:
+  // Validates every tensor against the config, then checks the memory budget, then allocates.
   Model(const std::string& path, const Config& cfg, const std::vector<TensorDesc>& tensors, const EngineOptions& opt);
 
   const Config& config() const { return cfg_; }
@@ -118,22 +134,27 @@ class Model {
   void release_sequence(int id);  // deferred while a step runs
   int sequence_length(int id);
   int free_kv_blocks();
-  int total_kv_blocks() const { return kv_.total_blocks(); }
-  size_t kv_cache_bytes() const { return kv_.bytes(); }
-  bool kv_f16() const { return kv_.f16(); }
-  int kv_block_tokens() const { return kv_.block_tokens(); }
+  int total_kv_blocks() const { return kv_->total_blocks(); }
+  size_t kv_cache_bytes() const { return kv_->bytes(); }
+  bool kv_f16() const { return kv_->f16(); }
+  int kv_block_tokens() const { return kv_->block_tokens(); }
 
-  // Validates the batch (throws std::runtime_error naming the problem, with nothing changed).
-  void validate_step(const std::vector<StepEntry>& entries);
+  // Per entry, what is wrong with it alone (unknown or released sequence, no tokens, a token outside
+  // the vocabulary, too long), or "" when it may run: the caller can drop only the offenders.
+  std::vector<std::string> entry_problems(const std::vector<StepEntry>& entries);
+  // JS thread: validates the batch (throws std::runtime_error naming the problem, with nothing
+  // changed), marks the engine stepping and reserves the KV blocks the step writes.
+  PreparedStep begin_step(const std::vector<StepEntry>& entries);
   // Runs one batched forward pass. Called off the JS thread; one at a time.
-  std::vector<StepResult> step(const std::vector<StepEntry>& entries);
-
-  void begin_step();
-  void end_step();
+  std::vector<StepResult> step(const std::vector<StepEntry>& entries, const PreparedStep& prepared);
+  // JS thread, when the step's promise settles: publishes the new lengths (if it ran) and performs
+  // the releases deferred while it ran.
+  void end_step(const std::vector<StepEntry>& entries, const PreparedStep& prepared, bool ran);
 
  private:
   void bind_weights(const std::vector<TensorDesc>& tensors);
-  void touch_weights();
+  void check_memory_budget() const;
+  std::string entry_problem(const StepEntry& e) const;  // seq_mu_ held
   void matmul(const Weight& w, const float* x, int T, int ldx, float* y, int ldy);
   void rmsnorm(const float* x, const float* weight, int T, float* out);
   void embed(const std::vector<int32_t>& tokens, float* out);
@@ -146,10 +167,10 @@ class Model {
 
   Config cfg_;
   EngineOptions opt_;
-  MappedFile file_;
+  WeightFile file_;
   const Kernels* kernels_;
   ThreadPool pool_;
-  KvCache kv_;
+  std::unique_ptr<KvCache> kv_;  // allocated last, once the file and the budget are checked
   uint64_t weight_bytes_ = 0;
 
   Weight tok_embeddings_;  // (vocab, dim), row-major

@@ -24,6 +24,8 @@ export interface ServeConfig {
   maxWaitingRequests: number;
   maxNumBatchedTokens: number;
   kvCacheTokens: number;
+  /** What the KV cache and RoPE tables may take (default: the engine's, half the available memory). */
+  memoryBudgetBytes?: number;
   threads: number;
   kernel?: string;
   /** INT8 models' activations (the engine's default, int16, when absent). */
@@ -66,7 +68,14 @@ export async function serve(config: ServeConfig, log: (line: string) => void): P
 
 /** Loads the engine, runs one warm-up step and opens the OpenAI routes (unless already draining). */
 async function load(config: ServeConfig, state: ServingState, metrics: ServerMetrics, log: (line: string) => void): Promise<Scheduler> {
-  const engine = await Engine.load(config.modelPath, { threads: config.threads, maxSeqLen: config.maxSeqLen, kvCacheTokens: config.kvCacheTokens, kernel: config.kernel, int8Activations: config.int8Activations });
+  const engine = await Engine.load(config.modelPath, {
+    threads: config.threads,
+    maxSeqLen: config.maxSeqLen,
+    kvCacheTokens: config.kvCacheTokens,
+    kernel: config.kernel,
+    int8Activations: config.int8Activations,
+    memoryBudgetBytes: config.memoryBudgetBytes,
+  });
   const meta = engine.metadata;
   if (config.maxSeqLen > meta.config.maxPositionEmbeddings) {
     throw new Error(`--max-seq-len ${config.maxSeqLen} is longer than the model's ${meta.config.maxPositionEmbeddings} positions`);

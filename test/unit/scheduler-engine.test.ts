@@ -1,6 +1,6 @@
 // The Scheduler driving a real (tiny) engine: a request arriving mid-run joins at the next step with
 // continuous batching but waits for the whole batch with the fixed policy; the fixed policy's batch
-// timeout; aborts while queued; the bounded queue.
+// timeout; aborts while queued; the bounded queue; a request the engine refuses fails alone.
 import { describe, expect, it } from 'vitest';
 
 import { Engine } from '../../runtime/engine.js';
@@ -19,11 +19,11 @@ interface Timeline {
 }
 
 /** Submits (throwing as submit does) and returns the request's timeline. */
-function submit(s: Scheduler, maxTokens: number, signal?: AbortSignal): Timeline {
+function submit(s: Scheduler, maxTokens: number, signal?: AbortSignal, prompt: readonly number[] = [1, 415, 6233, 1117]): Timeline {
   let done!: (r: GenerationResult & { endMs: number }) => void;
   const t: Timeline = { submittedMs: performance.now(), result: new Promise((resolve) => (done = resolve)) };
   s.submit({
-    prompt: [1, 415, 6233, 1117],
+    prompt,
     maxTokens,
     temperature: 1,
     topP: 1,
@@ -76,5 +76,22 @@ describe('Scheduler on an engine', () => {
     expect((await running.result).reason).toBe('length');
     expect((await next.result).reason).toBe('length');
     await s.idle();
+  });
+
+  it('fails only the request the engine would refuse, with its own problem and nothing of the others', async () => {
+    const s = await scheduler('continuous');
+    const before = submit(s, 6);
+    const outsideVocabulary = submit(s, 6, undefined, [1, 415, 32768, 1117]); // the test vocabulary has 32768 tokens
+    const tooLong = submit(s, 6, undefined, Array.from({ length: 520 }, (_, i) => 1 + i)); // maxSeqLen 512
+    const after = submit(s, 6, undefined, [1, 6233, 415]);
+    const [a, v, l, b] = await Promise.all([before.result, outsideVocabulary.result, tooLong.result, after.result]);
+    expect([a.reason, a.completionTokens, a.error]).toEqual(['length', 6, undefined]);
+    expect([b.reason, b.completionTokens, b.error]).toEqual(['length', 6, undefined]);
+    expect(v.reason).toBe('error');
+    expect(v.error?.message).toMatch(/^the engine refused this request: sequence \d+: token 32768 is outside the vocabulary \[0, 32768\)$/);
+    expect(l.reason).toBe('error');
+    expect(l.error?.message).toMatch(/^the engine refused this request: sequence \d+: 5\d\d tokens exceed maxSeqLen 512$/);
+    await s.idle();
+    expect([s.runningCount, s.waitingCount]).toEqual([0, 0]);
   });
 });
