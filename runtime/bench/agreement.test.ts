@@ -35,10 +35,12 @@ describe('bench:agreement', () => {
     const table = formatAgreement({
       model: 'm', tokens: 320,
       npuserveInt8: { positions: 320, top1: 0.963, meanKl: 4.868e-3 },
+      npuserveInt8A8: { positions: 320, top1: 0.95, meanKl: 5.1e-3 },
       llamaQ8_0: { positions: 320, top1: 0.947, meanKl: 5.22e-3 },
       fp32VsLlamaF32: { positions: 320, top1: 1, meanKl: 1.5e-4 },
     });
-    expect(table).toContain('| npuserve INT8 vs npuserve FP32 | 320 | 96.3% | 4.868e-3 |');
+    expect(table).toContain('| npuserve INT8 (int16 activations) vs npuserve FP32 | 320 | 96.3% | 4.868e-3 |');
+    expect(table).toContain('| npuserve INT8 (int8 activations) vs npuserve FP32 | 320 | 95.0% | 5.100e-3 |');
     expect(table).toContain('| llama.cpp Q8_0 vs llama.cpp F32 | 320 | 94.7% | 5.220e-3 |');
     expect(table).toContain('INT8 top-1 minus Q8_0 top-1: +1.6 points; KL ratio INT8 / Q8_0: 0.93');
   });

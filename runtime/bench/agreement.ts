@@ -11,7 +11,7 @@ import { parseArgs } from 'node:util';
 
 import { convert } from '../convert/convert.js';
 import { writeGgufTwin } from '../convert/gguf-writer.js';
-import { Engine } from '../engine.js';
+import { Engine, type Int8Activations } from '../engine.js';
 import { FORMAT_VERSION } from '../format.js';
 import { makeTestModel, PRESETS, TEST_MODEL_VERSION } from '../testmodel.js';
 import { withLlamaCppModel } from './llamacpp.js';
@@ -91,8 +91,8 @@ export function logSoftmax(logits: Float32Array, vocab: number): Float64Array {
   return out;
 }
 
-export async function npuserveLogProbs(npu: string, tokens: number[], threads: number): Promise<Float64Array> {
-  const engine = await Engine.load(npu, { threads, maxSeqLen: tokens.length, kvCacheTokens: tokens.length + 16 });
+export async function npuserveLogProbs(npu: string, tokens: number[], threads: number, int8Activations?: Int8Activations): Promise<Float64Array> {
+  const engine = await Engine.load(npu, { threads, maxSeqLen: tokens.length, kvCacheTokens: tokens.length + 16, int8Activations });
   const seq = engine.createSequence();
   const [r] = await engine.step([{ sequence: seq, tokens, logits: 'all', sample: false }]);
   engine.releaseSequence(seq);
@@ -178,8 +178,10 @@ async function converted(cacheDir: string, s: Sources, precision: 'FP32' | 'INT8
 export interface AgreementResult {
   model: string;
   tokens: number;
-  /** npuserve INT8 against npuserve FP32. */
+  /** npuserve INT8 (int16 activations, the default) against npuserve FP32. */
   npuserveInt8: Agreement;
+  /** npuserve INT8 with int8 activations (--int8-activations int8) against npuserve FP32. */
+  npuserveInt8A8: Agreement;
   /** llama.cpp Q8_0 against llama.cpp F32 (absent without a Q8_0 file). */
   llamaQ8_0: Agreement;
   /** npuserve FP32 against llama.cpp F32: same weights, so this should be ~1 and ~0. */
@@ -193,7 +195,8 @@ export function formatAgreement(r: AgreementResult): string {
     '',
     '| comparison | positions | top-1 agreement | mean KL(ref, q) nats |',
     '|------------|----------:|----------------:|-----------------------:|',
-    row('npuserve INT8 vs npuserve FP32', r.npuserveInt8),
+    row('npuserve INT8 (int16 activations) vs npuserve FP32', r.npuserveInt8),
+    row('npuserve INT8 (int8 activations) vs npuserve FP32', r.npuserveInt8A8),
     row('llama.cpp Q8_0 vs llama.cpp F32', r.llamaQ8_0),
     row('npuserve FP32 vs llama.cpp F32 (same weights)', r.fp32VsLlamaF32),
   ];
@@ -232,12 +235,15 @@ async function main(argv: string[]): Promise<void> {
   const q8 = await llamaLogProbs(s.llamaQ8, threads, tokenCount, f32.tokens);
   console.error('bench:agreement: npuserve FP32 and INT8');
   const ours32 = await npuserveLogProbs(await converted(cacheDir, s, 'FP32'), f32.tokens, threads);
-  const ours8 = await npuserveLogProbs(await converted(cacheDir, s, 'INT8'), f32.tokens, threads);
+  const int8 = await converted(cacheDir, s, 'INT8');
+  const ours8 = await npuserveLogProbs(int8, f32.tokens, threads, 'int16');
+  const ours8a8 = await npuserveLogProbs(int8, f32.tokens, threads, 'int8');
   if (ours32.length !== f32.logProbs.length) throw new Error(`vocabulary sizes differ: npuserve ${ours32.length / f32.tokens.length}, llama.cpp ${vocab}`);
   const result: AgreementResult = {
     model: s.label,
     tokens: f32.tokens.length,
     npuserveInt8: agreement(ours32, ours8, vocab),
+    npuserveInt8A8: agreement(ours32, ours8a8, vocab),
     llamaQ8_0: agreement(f32.logProbs, q8.logProbs, vocab),
     fp32VsLlamaF32: agreement(f32.logProbs, ours32, vocab),
   };
