@@ -5,7 +5,7 @@
 // request, and requests still open at the drain deadline get an error before their connection closes.
 import { randomInt, randomUUID } from 'node:crypto';
 
-import express, { type Response, Router } from 'express';
+import { type Response, Router } from 'express';
 
 import { ChatTemplateError, type ChatMessage } from '../chat.js';
 import { RenderedTooLongError, TemplateLimitError, type SandboxedChatTemplate } from '../chat-sandbox.js';
@@ -13,6 +13,7 @@ import { QueueFullError, type GenerationResult, type Scheduler } from '../schedu
 import type { Tokenizer } from '../tokenizer.js';
 import type { PromptEncoder } from '../tokenizer/encoder.js';
 import { ApiError, badRequest, contextLengthExceeded, modelNotFound, promptTooLong, queueFull, unavailable } from './errors.js';
+import { jsonBody } from './json-body.js';
 import { parseChatRequest, parseCompletionRequest, type SamplingRequest } from './requests.js';
 import { StopTextAssembler } from './text.js';
 
@@ -58,7 +59,7 @@ export function openaiRouter(state: ServingState, bodyLimitBytes: number): Route
     if (req.params.id !== state.servedModelName) throw modelNotFound(req.params.id, state.servedModelName);
     res.json({ id: state.servedModelName, object: 'model', created: state.createdSeconds, owned_by: 'npuserve' });
   });
-  router.use(express.json({ limit: bodyLimitBytes }));
+  router.use(jsonBody(bodyLimitBytes));
   router.post('/completions', async (req, res) => {
     const m = servingModel(state);
     const params = parseCompletionRequest(req.body, m.vocabSize);

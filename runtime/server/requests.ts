@@ -160,7 +160,7 @@ const ROLES: Record<string, ChatRole> = { system: 'system', developer: 'system',
 
 function chatMessage(m: unknown, i: number): ChatMessage {
   const param = `messages[${i}]`;
-  if (typeof m !== 'object' || m === null) throw badRequest(`'${param}' must be an object with 'role' and 'content'.`, param);
+  if (typeof m !== 'object' || m === null || Array.isArray(m)) throw badRequest(`'${param}' must be an object with 'role' and 'content'.`, param);
   const { role, content } = m as Body;
   // Own keys only: `role in ROLES` would take 'constructor' or '__proto__' from Object's prototype.
   if (typeof role !== 'string' || !Object.hasOwn(ROLES, role)) {
