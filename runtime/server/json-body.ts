@@ -11,8 +11,8 @@ import { badRequest } from './errors.js';
 
 /** Deeper than any OpenAI request (content parts sit at depth 4). */
 export const MAX_JSON_DEPTH = 32;
-/** Objects and arrays in one body: room for thousands of messages with content parts. */
-export const MAX_JSON_CONTAINERS = 65_536;
+/** Objects and arrays in one body: room for 4096 messages with content parts; more costs the event loop tens of ms to clone and check. */
+export const MAX_JSON_CONTAINERS = 16_384;
 /** Bodies up to this size are parsed on the event loop (well under a millisecond). */
 const INLINE_PARSE_BYTES = 64 * 1024;
 
