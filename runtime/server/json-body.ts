@@ -1,8 +1,9 @@
 // Request bodies as JSON without holding the event loop: express reads (and inflates) the bytes up to
-// the body limit; a small body is parsed here, a large one on a worker thread, and either is refused
-// when nested too deep or made of too many objects and arrays. JSON.parse of an 8 MiB body of tiny
-// objects takes over 100 ms, and cloning such a value across threads as long again, so the worker
-// sends back only values within those bounds.
+// the body limit; a small body, or a large one that is mostly a long string, is parsed here, one of
+// many objects and arrays on a worker thread; either is refused when nested too deep or made of too
+// many objects and arrays. JSON.parse of an 8 MiB body of tiny objects takes over 100 ms, and
+// cloning such a value across threads as long again, so the worker sends back only values within
+// those bounds.
 import { Worker } from 'node:worker_threads';
 
 import express, { type RequestHandler } from 'express';
@@ -15,6 +16,17 @@ export const MAX_JSON_DEPTH = 32;
 export const MAX_JSON_CONTAINERS = 16_384;
 /** Bodies up to this size are parsed on the event loop (well under a millisecond). */
 const INLINE_PARSE_BYTES = 64 * 1024;
+/** Larger bodies with at most this many '{' and '[' bytes are too: a long string parses at memory speed. */
+const INLINE_PARSE_BRACKETS = 4096;
+
+/** Whether the body has at most `limit` '{' and '[' bytes (counted natively, stopping at the limit). */
+function fewBrackets(bytes: Buffer, limit: number): boolean {
+  let count = 0;
+  for (const byte of [0x7b, 0x5b]) {
+    for (let at = bytes.indexOf(byte); at >= 0; at = bytes.indexOf(byte, at + 1)) if (++count > limit) return false;
+  }
+  return true;
+}
 
 /** Why the value is refused, or null: an iterative walk, so depth costs no stack. */
 export function jsonShapeProblem(value: unknown): string | null {
@@ -99,8 +111,9 @@ export function jsonBody(limitBytes: number): RequestHandler[] {
   const parse: RequestHandler = (req, _res, next) => {
     if (!Buffer.isBuffer(req.body)) return next();
     const bytes = req.body;
-    // A copy the worker owns: the request's buffer may be a view into a shared pool.
-    const reply = bytes.length <= INLINE_PARSE_BYTES ? Promise.resolve({ id: -1, ...parseJson(bytes.toString('utf8')) }) : worker.parse(Buffer.from(bytes));
+    const inline = bytes.length <= INLINE_PARSE_BYTES || fewBrackets(bytes, INLINE_PARSE_BRACKETS);
+    // The worker gets a copy it owns: the request's buffer may be a view into a shared pool.
+    const reply = inline ? Promise.resolve({ id: -1, ...parseJson(bytes.toString('utf8')) }) : worker.parse(Buffer.from(bytes));
     reply.then((r) => {
       if ('error' in r) return next(badRequest(r.error, null, r.invalidJson ? 'invalid_json' : 'request_too_complex'));
       req.body = r.value;

@@ -86,6 +86,10 @@ export function openaiRouter(state: ServingState, bodyLimitBytes: number): Route
 /** The chat prompt's text; the template's failures become 400 (its refusal) or 500 (its limits). */
 async function renderChat(m: ServingModel, messages: ChatMessage[]): Promise<string> {
   const maxLength = (m.maxSeqLen - 1) * m.tokenizer.maxTokenBytes;
+  // Templates write every message's text (and more) into the prompt: messages too long to fit are
+  // refused before they cross to the renderer, as a text prompt is before tokenizing.
+  const textLength = messages.reduce((n, msg) => n + msg.content.length, 0);
+  if (textLength > maxLength) throw promptTooLong(textLength, m.tokenizer.maxTokenBytes, m.maxSeqLen, 'messages');
   try {
     return await m.chatTemplate.render(messages, maxLength);
   } catch (e) {
