@@ -2,8 +2,9 @@
 // gzip bombs, deep nesting and huge message arrays, a template that loops or allocates without
 // bound, prototype-named roles, Node's own protocol errors, the API key, and the drain deadline. In
 // each case the request gets a clear OpenAI error and /healthz keeps answering within 100 ms.
+import { spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { connect } from 'node:net';
+import { connect, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 
@@ -11,6 +12,8 @@ import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { convert } from '../../runtime/convert/convert.js';
+import { ServerMetrics } from '../../runtime/metrics.js';
+import { createApp } from '../../runtime/server/app.js';
 import { MISTRAL_CHAT_TEMPLATE } from '../../runtime/testmodel.js';
 import { convertedModel, testModel } from './helpers.js';
 import { eventually, metricValue, startServer, type ServerProcess } from './server-process.js';
@@ -220,5 +223,35 @@ describe('npuserve convert and chat templates', () => {
     await expect(convert({ input: model.dir, output, precision: 'FP32', optimizeLevel: 0 })).rejects.toThrow(
       /the chat template fails a 1-message probe conversation: the model's chat template did not finish rendering within 1000 ms/,
     );
+  });
+});
+
+describe('npuserve serve --protect-metrics', () => {
+  it('puts /metrics behind the key too, never the probes', async () => {
+    const app = createApp({ state: { servedModelName: MODEL, createdSeconds: 0, phase: 'loading', inFlight: new Set() }, metrics: new ServerMetrics(MODEL), bodyLimitBytes: 1024, apiKey: API_KEY, protectMetrics: true, log: () => {} });
+    const listener = app.listen(0, '127.0.0.1');
+    await new Promise((resolve) => listener.once('listening', resolve));
+    const url = `http://127.0.0.1:${(listener.address() as AddressInfo).port}`;
+    const status = async (path: string, key?: string) => (await fetch(`${url}${path}`, { headers: key ? { authorization: `Bearer ${key}` } : {} })).status;
+    try {
+      expect(await status('/metrics')).toBe(401);
+      expect(await status('/metrics', 'sk-wrong')).toBe(401);
+      expect(await status('/metrics', API_KEY)).toBe(200);
+      expect(await status('/healthz')).toBe(200);
+      expect(await status('/readyz')).toBe(503);
+    } finally {
+      listener.close();
+    }
+  });
+
+  it.each([
+    [['--api-key', '  '], {}, /--api-key \/ NPUSERVE_API_KEY is set but empty/],
+    [[], { NPUSERVE_API_KEY: '' }, /--api-key \/ NPUSERVE_API_KEY is set but empty/],
+    [['--protect-metrics'], {}, /--protect-metrics needs an API key/],
+  ])('%j %j exits 2 naming the problem', (args, env, message) => {
+    const bin = join(import.meta.dirname, '..', '..', 'bin', 'npuserve.js');
+    const r = spawnSync(process.execPath, [bin, 'serve', '--model', 'x.npu', ...args], { encoding: 'utf8', timeout: 30_000, env: { ...process.env, NPUSERVE_API_KEY: undefined, ...env } });
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(message);
   });
 });
