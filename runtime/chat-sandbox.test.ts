@@ -32,6 +32,10 @@ describe('SandboxedChatTemplate', () => {
       expect((err as TemplateLimitError).message).toMatch(/did not finish rendering within 300 ms/);
       expect(ms).toBeLessThan(2000);
       expect(await sandbox.render(hi)).toContain('Hi');
+      // Renders queued behind a looping one go to the fresh renderer.
+      const [looped, queued] = await Promise.allSettled([sandbox.render([{ role: 'user', content: 'loop' }]), sandbox.render(hi)]);
+      expect(looped.status === 'rejected' && looped.reason).toBeInstanceOf(TemplateLimitError);
+      expect(queued.status === 'fulfilled' && queued.value).toContain('Hi');
     } finally {
       await sandbox.close();
     }

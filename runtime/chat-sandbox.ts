@@ -132,7 +132,8 @@ export class SandboxedChatTemplate {
         reject(err);
         this.lost(live, err);
       });
-      child.on('exit', (code, signal) => {
+      // 'close' rather than 'exit': by then stderr (V8's out-of-memory report) has been read.
+      child.on('close', (code, signal) => {
         const err = /heap out of memory|Reached heap limit/.test(stderr)
           ? new TemplateLimitError(`the model's chat template needed more than the ${this.limits.heapMb} MiB heap its renderer may use (a template that builds huge lists or strings); the server refuses chat requests it cannot render within that limit`, 'memory')
           : new Error(`the chat template renderer exited (${signal ?? `code ${code}`}): ${stderr.trim().split('\n').at(-1) ?? ''}`);
@@ -176,10 +177,11 @@ export class SandboxedChatTemplate {
 
   private timeout(live: Live, job: Job): void {
     if (this.running !== job) return;
+    // Discarded first, so the next job (started by finish) gets a fresh renderer.
+    this.discard(live);
     this.finish(job, () =>
       job.reject(new TemplateLimitError(`the model's chat template did not finish rendering within ${this.limits.timeoutMs} ms (a template that loops too long, e.g. over a huge range()); the server stopped it`, 'timeout')),
     );
-    this.discard(live);
   }
 
   /** The renderer died (heap limit, crash): the running job fails with the reason, the next starts a new one. */
