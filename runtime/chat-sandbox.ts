@@ -59,6 +59,20 @@ function startChild(limits: TemplateLimits): ChildProcess {
   return fork(path, [], { execArgv, serialization: 'advanced', stdio: ['ignore', 'ignore', 'pipe', 'ipc'] });
 }
 
+/**
+ * Keeps the process alive while the renderer works for it (a CLI awaiting a render has nothing else
+ * pending) and lets it exit while the renderer idles (a server's shutdown does not wait for it).
+ */
+function hold(live: Live, busy: boolean): void {
+  if (busy) {
+    live.child.ref();
+    live.child.channel?.ref();
+  } else {
+    live.child.unref();
+    live.child.channel?.unref();
+  }
+}
+
 /** One live renderer and whether it has parsed its template. */
 interface Live {
   child: ChildProcess;
@@ -82,7 +96,9 @@ export class SandboxedChatTemplate {
   static async start(spec: TemplateSpec, limits: TemplateLimits = DEFAULT_TEMPLATE_LIMITS): Promise<SandboxedChatTemplate> {
     const sandbox = new SandboxedChatTemplate(spec, limits);
     try {
-      await sandbox.renderer().ready;
+      const live = sandbox.renderer();
+      await live.ready;
+      hold(live, false);
     } catch (e) {
       await sandbox.close();
       throw e;
@@ -114,9 +130,7 @@ export class SandboxedChatTemplate {
   private renderer(): Live {
     if (this.live) return this.live;
     const child = startChild(this.limits);
-    // The renderer never keeps the server alive, and its crash report is read only to name the cause.
-    child.unref();
-    child.channel?.unref();
+    // Its crash report is read only to name the cause: the pipe never keeps the process alive.
     let stderr = '';
     child.stderr!.on('data', (b: Buffer) => (stderr = (stderr + b.toString()).slice(-4096)));
     (child.stderr as unknown as { unref?: () => void }).unref?.();
@@ -154,6 +168,7 @@ export class SandboxedChatTemplate {
     const job = this.queue.shift()!;
     this.running = job;
     const live = this.renderer();
+    hold(live, true);
     live.ready.then(
       () => {
         if (this.running !== job || this.live !== live) return;
@@ -204,5 +219,6 @@ export class SandboxedChatTemplate {
     if (this.running === job) this.running = null;
     settle();
     this.pump();
+    if (!this.running && this.live) hold(this.live, false);
   }
 }

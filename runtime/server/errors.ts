@@ -100,7 +100,9 @@ export const refuseOptions: RequestHandler = (req, res, next) => {
  */
 export function answerClientErrors(server: Server): Server {
   server.on('clientError', (err: Error & { code?: string }, socket: Duplex) => {
-    if (err.code === 'ECONNRESET' || !socket.writable) return void socket.destroy();
+    // A response already under way on this connection (pipelining) cannot be followed by another.
+    const answering = (socket as Duplex & { _httpMessage?: { headersSent?: boolean } })._httpMessage?.headersSent === true;
+    if (err.code === 'ECONNRESET' || !socket.writable || answering) return void socket.destroy();
     const [status, message, code] =
       err.code === 'HPE_HEADER_OVERFLOW'
         ? [431, 'The request headers are larger than this server accepts.', 'request_header_fields_too_large']
