@@ -106,6 +106,11 @@ describe('operator', () => {
     for (const p of pods.items) expect(npuNodes.has(p.spec.nodeName ?? '')).toBe(true);
     // The Job's termination message carried the accuracy report into status.
     expect(m.status?.revisions?.[0].accuracy?.cosineSimilarity).toBeGreaterThan(0.99);
+    // The serving pods' NetworkPolicy, owned by the model like its other children.
+    const policies = await client.list<KubeObject & { spec: { podSelector: { matchLabels: Record<string, string> } } }>(`/apis/networking.k8s.io/v1/namespaces/${ns}/networkpolicies`);
+    expect(policies.items.map((p) => p.metadata.name)).toEqual(['tiny']);
+    expect(policies.items[0].metadata.ownerReferences?.[0]).toMatchObject({ kind: 'NPUModel', name: 'tiny', controller: true });
+    expect(policies.items[0].spec.podSelector.matchLabels).toEqual({ 'app.kubernetes.io/instance': 'tiny', 'app.kubernetes.io/component': 'server' });
   }, 300_000);
 
   it('rolls FP16 -> INT8 -> FP16 with no failed request, converting INT8 once and reusing FP16', async () => {
@@ -223,6 +228,7 @@ describe('operator resilience', () => {
     expect((await client.list(`/apis/batch/v1/namespaces/${ns}/jobs`, { labelSelector: 'app.kubernetes.io/component=converter' })).items).toHaveLength(1);
     expect((await client.list(`/apis/apps/v1/namespaces/${ns}/deployments`)).items).toHaveLength(1);
     expect((await client.list(`/api/v1/namespaces/${ns}/services`)).items).toHaveLength(1);
+    expect((await client.list(`/apis/networking.k8s.io/v1/namespaces/${ns}/networkpolicies`)).items).toHaveLength(1);
     await second.stop();
   }, 300_000);
 
