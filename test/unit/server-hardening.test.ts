@@ -4,6 +4,7 @@
 // each case the request gets a clear OpenAI error and /healthz keeps answering within 100 ms.
 import { spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
 import { connect, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
@@ -14,6 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { convert } from '../../runtime/convert/convert.js';
 import { ServerMetrics } from '../../runtime/metrics.js';
 import { createApp } from '../../runtime/server/app.js';
+import { answerClientErrors } from '../../runtime/server/errors.js';
 import { MISTRAL_CHAT_TEMPLATE } from '../../runtime/testmodel.js';
 import { convertedModel, testModel } from './helpers.js';
 import { eventually, metricValue, startServer, type ServerProcess } from './server-process.js';
@@ -253,5 +255,29 @@ describe('npuserve serve --protect-metrics', () => {
     const r = spawnSync(process.execPath, [bin, 'serve', '--model', 'x.npu', ...args], { encoding: 'utf8', timeout: 30_000, env: { ...process.env, NPUSERVE_API_KEY: undefined, ...env } });
     expect(r.status).toBe(2);
     expect(r.stderr).toMatch(message);
+  });
+});
+
+describe("Node's request timeout", () => {
+  it('answers a request whose headers never finish with a 408 OpenAI error', async () => {
+    // The serving server keeps Node's timeouts (headers 60 s); shortened here to see the answer.
+    const server = answerClientErrors(createServer({ headersTimeout: 300, requestTimeout: 600, connectionsCheckingInterval: 100 }, (_req, res) => res.end()));
+    server.listen(0, '127.0.0.1');
+    await new Promise((resolve) => server.once('listening', resolve));
+    const port = (server.address() as AddressInfo).port;
+    try {
+      const answer = await new Promise<string>((resolve, reject) => {
+        const socket = connect(port, '127.0.0.1', () => socket.write('POST /v1/completions HTTP/1.1\r\nHost: x\r\n'));
+        let text = '';
+        socket.on('data', (b) => (text += b));
+        socket.on('error', reject);
+        socket.on('close', () => resolve(text));
+      });
+      const [head, body] = answer.split('\r\n\r\n');
+      expect(head).toMatch(/^HTTP\/1\.1 408 Request Timeout/);
+      expect(JSON.parse(body)).toEqual({ error: { message: 'The request did not arrive in time.', type: 'invalid_request_error', param: null, code: 'request_timeout' } });
+    } finally {
+      server.close();
+    }
   });
 });
