@@ -32,6 +32,8 @@ export interface OperatorConfig {
   workers: number;
   scrapeIntervalSeconds: number;
   sources: SourcePolicy;
+  /** A NetworkPolicy per model admitting its namespace, the operator's pods and these namespaces. */
+  networkPolicy: { enabled: boolean; operatorNamespace: string; ingressNamespaces: string[] };
 }
 
 function list(v: string): string[] {
@@ -95,10 +97,14 @@ export function parseOperatorConfig(argv: string[], env: NodeJS.ProcessEnv = pro
       'source-host-paths': { type: 'string' },
       'source-allowed-hosts': { type: 'string' },
       'source-max-download-size': { type: 'string' },
+      'network-policy': { type: 'string' },
+      'network-policy-namespaces': { type: 'string' },
     },
   });
   const pullPolicy = f['image-pull-policy'] ?? env.NPUSERVE_IMAGE_PULL_POLICY ?? 'IfNotPresent';
   if (pullPolicy !== 'Always' && pullPolicy !== 'IfNotPresent' && pullPolicy !== 'Never') throw new Error(`--image-pull-policy must be Always, IfNotPresent or Never, got '${pullPolicy}'`);
+  const networkPolicy = f['network-policy'] ?? 'true';
+  if (networkPolicy !== 'true' && networkPolicy !== 'false') throw new Error(`--network-policy must be true or false, got '${networkPolicy}'`);
   const leaseDuration = int('lease-duration-seconds', f['lease-duration-seconds'], 15, 2);
   return {
     namespaces: (f.namespaces ?? env.NPUSERVE_NAMESPACES ?? '').split(',').map((s) => s.trim()).filter(Boolean),
@@ -122,5 +128,10 @@ export function parseOperatorConfig(argv: string[], env: NodeJS.ProcessEnv = pro
     workers: int('workers', f.workers, 4, 1),
     scrapeIntervalSeconds: int('scrape-interval-seconds', f['scrape-interval-seconds'], 5, 1),
     sources: sourcePolicy(f, env),
+    networkPolicy: {
+      enabled: networkPolicy === 'true',
+      operatorNamespace: env.POD_NAMESPACE ?? f['leader-election-namespace'] ?? 'default',
+      ingressNamespaces: (f['network-policy-namespaces'] ?? '').split(',').map((s) => s.trim()).filter(Boolean),
+    },
   };
 }

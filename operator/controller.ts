@@ -54,8 +54,9 @@ export class Controller {
     const jobs = make<KubeObject>('/apis/batch/v1', 'jobs', managed);
     const deployments = make<KubeObject>('/apis/apps/v1', 'deployments', managed);
     const services = make<KubeObject>('/api/v1', 'services', managed);
+    const networkPolicies = make<KubeObject>('/apis/networking.k8s.io/v1', 'networkpolicies', managed);
     const pods = make<KubeObject>('/api/v1', 'pods', 'app.kubernetes.io/name=npuserve');
-    this.world = { models, jobs, deployments, services, pods } as unknown as World;
+    this.world = { models, jobs, deployments, services, networkPolicies, pods } as unknown as World;
 
     const enqueue = (o: KubeObject) => this.queue.add(objectKey(o));
     models.on({ add: enqueue, update: (o, old) => o.metadata.resourceVersion !== old?.metadata.resourceVersion && enqueue(o), delete: enqueue });
@@ -64,7 +65,7 @@ export class Controller {
       const name = ref?.name ?? o.metadata.labels?.[LABEL_INSTANCE];
       if (name && o.metadata.namespace) this.queue.add(`${o.metadata.namespace}/${name}`);
     };
-    for (const inf of [jobs, deployments, services, pods]) inf.on({ add: enqueueOwner, update: enqueueOwner, delete: enqueueOwner });
+    for (const inf of [jobs, deployments, services, networkPolicies, pods]) inf.on({ add: enqueueOwner, update: enqueueOwner, delete: enqueueOwner });
     this.reconciler = new Reconciler(kube, this.world, cfg, new EventRecorder(kube, 'npuserve-operator', log), log);
   }
 

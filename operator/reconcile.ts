@@ -1,5 +1,6 @@
 // One NPUModel, level-triggered: read the model and its children from the informer caches,
-// converge the children (conversion Job, Deployment, Service, cleanup Jobs), write status last.
+// converge the children (conversion Job, Deployment, Service, NetworkPolicy, cleanup Jobs), write
+// status last.
 // Running it twice changes nothing; no state lives only in memory.
 import { createHash } from 'node:crypto';
 
@@ -10,6 +11,7 @@ import { isConflict, isNotFound, type Kube } from './kube.js';
 import { cleanupJob, conversionJob, conversionJobName } from './resources/job.js';
 import { LABEL_INSTANCE, LABEL_REVISION, placement, selectorString, serverSelector } from './resources/common.js';
 import { deployment, endpoint, service, type RolloutStrategy } from './resources/deployment.js';
+import { networkPolicy } from './resources/network-policy.js';
 import { desiredRevision, type Revision } from './revision.js';
 import { conversionOutcome, planRollout, rolloutComplete, unschedulable, type ConversionOutcome, type DeploymentView, type JobView, type PodView } from './rollout.js';
 import { setCondition, statusEqual } from './status.js';
@@ -24,6 +26,7 @@ export interface World {
   jobs: Informer<KubeObject & JobView>;
   deployments: Informer<KubeObject & DeploymentView>;
   services: Informer<KubeObject>;
+  networkPolicies: Informer<KubeObject>;
   pods: Informer<KubeObject & PodView>;
 }
 
@@ -34,6 +37,13 @@ export interface ReconcileResult {
 type Log = (msg: string, fields?: Record<string, unknown>) => void;
 
 const hashOf = (v: unknown) => createHash('sha256').update(JSON.stringify(v)).digest('hex').slice(0, 16);
+
+/** The value with object keys in sorted order: the API server returns fields in its own order. */
+function sortedKeys(v: unknown): unknown {
+  if (Array.isArray(v)) return v.map(sortedKeys);
+  if (typeof v !== 'object' || v === null) return v;
+  return Object.fromEntries(Object.entries(v).sort(([a], [b]) => (a < b ? -1 : 1)).map(([k, x]) => [k, sortedKeys(x)]));
+}
 
 function ownedBy(o: KubeObject, m: NPUModel): boolean {
   return (o.metadata.ownerReferences ?? []).some((r) => r.controller && r.uid === m.metadata.uid);
@@ -82,6 +92,7 @@ export class Reconciler {
       const servingRev: Revision = recorded ? rev : { ...rev, name: serving.name, precision: serving.precision as Revision['precision'], artifact: serving.artifact, prebuilt: false };
       d = await this.ensureDeployment(m, servingRev, d);
       await this.ensureService(m);
+      if (this.cfg.networkPolicy.enabled) await this.ensureNetworkPolicy(m);
     }
     const status = this.status(m, rev, revisions, recorded, conversion, d);
     if (status.currentRevision?.name && status.currentRevision.name !== m.status?.currentRevision?.name) {
@@ -176,6 +187,26 @@ export class Reconciler {
     const updated = { ...obj, metadata: { ...obj.metadata, resourceVersion: d.metadata.resourceVersion, annotations: { ...d.metadata.annotations, [SPEC_HASH]: templateHash } } };
     if (!templateChanged) updated.spec.strategy = { type: 'RollingUpdate', rollingUpdate: strategy };
     return this.kube.replace<KubeObject & DeploymentView>(`/apis/apps/v1/namespaces/${ns}/deployments/${m.metadata.name}`, updated);
+  }
+
+  /** The serving pods' NetworkPolicy: created, or its spec patched back when it drifted. */
+  private async ensureNetworkPolicy(m: NPUModel): Promise<void> {
+    const ns = m.metadata.namespace;
+    const want = networkPolicy(m, this.cfg);
+    const have = this.world.networkPolicies.get(`${ns}/${m.metadata.name}`);
+    if (!have) {
+      try {
+        await this.kube.create(`/apis/networking.k8s.io/v1/namespaces/${ns}/networkpolicies`, want);
+      } catch (e) {
+        if (!isConflict(e)) throw e;
+      }
+      return;
+    }
+    if (!ownedBy(have, m)) {
+      await this.events.record(m, 'Warning', 'ConflictingObject', `NetworkPolicy ${m.metadata.name} exists and is not controlled by this NPUModel; leaving it alone`);
+      return;
+    }
+    if (hashOf(sortedKeys(have.spec)) !== hashOf(sortedKeys(want.spec))) await this.kube.mergePatch(`/apis/networking.k8s.io/v1/namespaces/${ns}/networkpolicies/${m.metadata.name}`, { spec: want.spec });
   }
 
   private async ensureService(m: NPUModel): Promise<void> {

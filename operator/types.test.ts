@@ -16,7 +16,7 @@ const spec = {
   replicas: 1,
   autoscaling: { minReplicas: 1, maxReplicas: 8, targetTokensPerSecondPerReplica: 400, ttftP95TargetMs: 800, scaleDownStabilizationSeconds: 300 },
   placement: { npuResourceName: 'huawei.com/Ascend910', npusPerReplica: 1, nodeSelector: { a: 'b' }, tolerations: [{ key: 'k', operator: 'Equal', value: 'v', effect: 'NoSchedule', tolerationSeconds: 1 }] },
-  service: { port: 8000 },
+  service: { port: 8000, apiKeySecretRef: { name: 'model-api-key', key: 'api-key' } },
 } satisfies Required<NPUModelSpec>;
 
 const revision = { name: 'r1', precision: 'INT8', artifact: '/a', accuracy: { cosineSimilarity: 1, top1Agreement: 1 } };

@@ -54,7 +54,7 @@ export interface NPUModelSpec {
     scaleDownStabilizationSeconds?: number;
   };
   placement?: { npuResourceName?: string; npusPerReplica?: number; nodeSelector?: Record<string, string>; tolerations?: Toleration[] };
-  service?: { port?: number };
+  service?: { port?: number; apiKeySecretRef?: { name: string; key?: string } };
 }
 
 export interface Condition {

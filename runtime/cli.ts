@@ -41,7 +41,9 @@ commands:
                    [--max-waiting-requests 256] [--max-num-batched-tokens 256] [--kv-cache-tokens N]
                    [--memory-budget-bytes N (KV cache + RoPE tables; default half the RAM or cgroup limit)]
                    [--threads N] [--drain-timeout-seconds 30] [--scheduler continuous|fixed]
-                   [--batch-timeout-ms 100 (fixed only)] [--int8-activations int16|int8]
+                   [--batch-timeout-ms 100 (fixed only)] [--int8-activations int16|int8] [--max-body-bytes 8388608]
+                   [--api-key KEY (default $NPUSERVE_API_KEY; none: no key)] [--protect-metrics]
+                   [--chat-template-timeout-ms 1000] [--chat-template-heap-mb 64]
   bench            (--model X.npu [--baseline BEFORE.npu] | --url http://HOST:PORT [--model X.npu])
                    [--reference X.fp32.npu] [--out DIR (bench-results)] [--prompt-tokens 512] [--output-tokens 64]
                    [--latency-requests 5] [--max-concurrency 16] [--min-gain 0.05] [--threads N]
@@ -378,6 +380,11 @@ async function cmdServe(argv: string[]): Promise<number> {
     'drain-timeout-seconds': { type: 'string' },
     scheduler: { type: 'string' },
     'batch-timeout-ms': { type: 'string' },
+    'max-body-bytes': { type: 'string' },
+    'api-key': { type: 'string' },
+    'protect-metrics': { type: 'boolean' },
+    'chat-template-timeout-ms': { type: 'string' },
+    'chat-template-heap-mb': { type: 'string' },
   });
   const modelPath = required(f, 'model');
   const maxBatchSize = int(f, 'max-batch-size', 16, 1)!;
@@ -390,6 +397,10 @@ async function cmdServe(argv: string[]): Promise<number> {
   if (scheduler !== 'continuous' && scheduler !== 'fixed') throw new UsageError(`--scheduler must be continuous or fixed, got '${scheduler}'`);
   const port = int(f, 'port', 8000, 0)!;
   if (port > 65535) throw new UsageError(`--port must be at most 65535, got ${port}`);
+  // The environment is how a Secret reaches the pod (a flag would show the key in the process list).
+  const apiKey = (f['api-key'] as string | undefined) ?? process.env.NPUSERVE_API_KEY;
+  if (apiKey !== undefined && apiKey.trim() === '') throw new UsageError(`--api-key / NPUSERVE_API_KEY is set but empty; set a key or unset it to serve without one`);
+  if (f['protect-metrics'] && apiKey === undefined) throw new UsageError('--protect-metrics needs an API key (--api-key or NPUSERVE_API_KEY)');
   return serve(
     {
       modelPath,
@@ -409,7 +420,11 @@ async function cmdServe(argv: string[]): Promise<number> {
       batchTimeoutMs: int(f, 'batch-timeout-ms', 100, 0)!,
       drainTimeoutSeconds: int(f, 'drain-timeout-seconds', 30, 0)!,
       // A 4 MiB prompt fits in its JSON body, so it gets its context-length 400 rather than a 413.
-      bodyLimitBytes: 8 * 2 ** 20,
+      // The limit applies to the body as inflated (Content-Encoding: gzip, deflate, br).
+      bodyLimitBytes: int(f, 'max-body-bytes', 8 * 2 ** 20, 1024)!,
+      apiKey: apiKey?.trim(),
+      protectMetrics: (f['protect-metrics'] as boolean | undefined) ?? false,
+      templateLimits: { timeoutMs: int(f, 'chat-template-timeout-ms', 1000, 10)!, heapMb: int(f, 'chat-template-heap-mb', 64, 16)! },
     },
     (line) => console.log(`npuserve serve: ${line}`),
   );

@@ -1,6 +1,6 @@
 // The serving Deployment and its Service: `npuserve serve` on the revision's artifact, probes for a
-// slow model load and draining, NPU placement, a restricted security context, and the rolling
-// update strategy the rollout planner chose.
+// slow model load and draining, NPU placement, a restricted security context, the API key from the
+// model's Secret, and the rolling update strategy the rollout planner chose.
 import type { OperatorConfig } from '../config.js';
 import { ARTIFACT_MOUNT, type Revision } from '../revision.js';
 import type { NPUModel } from '../types.js';
@@ -31,6 +31,13 @@ function modelVolumes(cfg: OperatorConfig, rev: Revision) {
     volumes: [{ name: 'artifacts', persistentVolumeClaim: { claimName: cfg.artifactClaim, readOnly: true } }, { name: 'tmp', emptyDir: {} }],
     mounts: [{ name: 'artifacts', mountPath: ARTIFACT_MOUNT, readOnly: true }, { name: 'tmp', mountPath: '/tmp' }],
   };
+}
+
+/** NPUSERVE_API_KEY from the Secret the model names; the server then requires it (probes and /metrics stay open). */
+function apiKeyEnv(m: NPUModel) {
+  const ref = m.spec.service?.apiKeySecretRef;
+  if (!ref) return [];
+  return [{ name: 'NPUSERVE_API_KEY', valueFrom: { secretKeyRef: { name: ref.name, key: ref.key ?? 'api-key' } } }];
 }
 
 export function deployment(m: NPUModel, rev: Revision, cfg: OperatorConfig, replicas: number, strategy: RolloutStrategy) {
@@ -70,6 +77,7 @@ export function deployment(m: NPUModel, rev: Revision, cfg: OperatorConfig, repl
                 '--max-waiting-requests', String(rt.maxWaitingRequests ?? 256),
                 '--drain-timeout-seconds', '45',
               ],
+              env: apiKeyEnv(m),
               ports: [{ name: 'http', containerPort: port, protocol: 'TCP' }],
               // A 7B model maps and warms for minutes: the startup probe allows 30 minutes.
               startupProbe: { ...probe('/healthz'), periodSeconds: 5, failureThreshold: 360 },

@@ -9,6 +9,7 @@ import type { NPUModel } from '../types.js';
 import { childName } from './common.js';
 import { deployment, endpoint, service } from './deployment.js';
 import { conversionJob } from './job.js';
+import { networkPolicy } from './network-policy.js';
 
 const cfg = parseOperatorConfig([], {});
 
@@ -101,6 +102,50 @@ describe('serving Deployment and Service', () => {
 
   it('keeps child names within 63 characters', () => {
     expect(childName('a'.repeat(80), 'convert-r0123456789')).toHaveLength(63);
+  });
+});
+
+describe('API key and NetworkPolicy', () => {
+  const rev = desiredRevision(model(), cfg.sources) as Revision;
+  const container = (m: NPUModel) => deployment(m, rev, cfg, 1, { maxSurge: 1, maxUnavailable: 0 }).spec.template.spec.containers[0];
+
+  it("gives serving pods NPUSERVE_API_KEY from the model's Secret (default key api-key), and no key without one", () => {
+    expect(container(model({ service: { apiKeySecretRef: { name: 'mistral-key', key: 'token' } } })).env).toEqual([
+      { name: 'NPUSERVE_API_KEY', valueFrom: { secretKeyRef: { name: 'mistral-key', key: 'token' } } },
+    ]);
+    expect(container(model({ service: { apiKeySecretRef: { name: 'mistral-key' } } })).env).toEqual([{ name: 'NPUSERVE_API_KEY', valueFrom: { secretKeyRef: { name: 'mistral-key', key: 'api-key' } } }]);
+    expect(container(model()).env).toEqual([]);
+    // The key never appears in the arguments (they show in the process list and the pod spec).
+    expect(container(model({ service: { apiKeySecretRef: { name: 'mistral-key' } } })).args.join(' ')).not.toMatch(/api-key|mistral-key/);
+    // Probes stay unauthenticated paths.
+    expect([container(model()).readinessProbe.httpGet.path, container(model()).livenessProbe.httpGet.path]).toEqual(['/readyz', '/healthz']);
+  });
+
+  it("admits to the serving pods' API port only the model's namespace, the operator's pods and the allowed namespaces", () => {
+    const c = parseOperatorConfig(['--network-policy-namespaces', 'gateway, ingress-nginx'], { POD_NAMESPACE: 'npuserve-system' });
+    const np = networkPolicy(model({ service: { port: 9000 } }), c);
+    expect(np.metadata).toMatchObject({ name: 'mistral-7b', namespace: 'ml', ownerReferences: [{ kind: 'NPUModel', name: 'mistral-7b', uid: 'uid-1', controller: true }] });
+    expect(np.spec.podSelector.matchLabels).toEqual({ 'app.kubernetes.io/instance': 'mistral-7b', 'app.kubernetes.io/component': 'server' });
+    expect(np.spec.policyTypes).toEqual(['Ingress']);
+    expect(np.spec.ingress).toEqual([
+      {
+        ports: [{ protocol: 'TCP', port: 9000 }],
+        from: [
+          { podSelector: {} },
+          { namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'npuserve-system' } }, podSelector: { matchLabels: { 'app.kubernetes.io/name': 'npuserve-operator' } } },
+          { namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'gateway' } } },
+          { namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'ingress-nginx' } } },
+        ],
+      },
+    ]);
+    // The port it admits is the one the Deployment's container listens on.
+    expect(container(model({ service: { port: 9000 } })).ports[0].containerPort).toBe(9000);
+  });
+
+  it('is on by default and refuses a --network-policy that is not true or false', () => {
+    expect(cfg.networkPolicy.enabled).toBe(true);
+    expect(parseOperatorConfig(['--network-policy', 'false'], {}).networkPolicy.enabled).toBe(false);
+    expect(() => parseOperatorConfig(['--network-policy', 'off'], {})).toThrow(/--network-policy must be true or false, got 'off'/);
   });
 });
 

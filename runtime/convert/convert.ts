@@ -6,10 +6,12 @@ import { closeSync, mkdtempSync, openSync, readSync, renameSync, rmSync, statSyn
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 
+import { templateSpec, type ChatMessage } from '../chat.js';
+import { DEFAULT_TEMPLATE_LIMITS, SandboxedChatTemplate, TemplateLimitError } from '../chat-sandbox.js';
 import { FormatError, UsageError } from '../errors.js';
 import { INT8_QUANTIZATION, type AccuracyReport, type NpuMetadata, type Precision, type TensorDType, type TensorLayout } from '../format.js';
 import { hasOutputProjectionBias, type ModelConfig } from '../model-config.js';
-import { tokenizerVocabSize } from '../tokenizer.js';
+import { Tokenizer, tokenizerVocabSize } from '../tokenizer.js';
 import { CONVERTER_VERSION, ENGINE_VERSION } from '../version.js';
 import { gateFailure, measureAccuracy } from './accuracy.js';
 import { openCheckpoint, type Checkpoint, type SourceFormat } from './checkpoint.js';
@@ -163,6 +165,44 @@ function checkTokenizerFits(ck: Checkpoint): void {
     throw new UsageError(`${ck.source.path}: the tokenizer has ${tokens} tokens (ids 0..${tokens - 1}); the model's vocabulary (embedding rows) has only ${ck.config.vocabSize}`);
 }
 
+/** Conversations a chat template must render within the serving limits (it may refuse any of them). */
+const PROBE_CONVERSATIONS: ChatMessage[][] = [
+  [{ role: 'user', content: 'Hello!' }],
+  [
+    { role: 'system', content: 'You are a helpful assistant.' },
+    { role: 'user', content: 'What is 2 + 2?' },
+    { role: 'assistant', content: '4.' },
+    { role: 'user', content: 'And 3 + 3?' },
+  ],
+];
+
+/**
+ * The chat template travels into the .npu and is rendered for every chat request: one that does not
+ * parse, or does not render a short conversation within the server's default deadline and heap
+ * limit, is refused here rather than at every request.
+ */
+async function checkChatTemplate(ck: Checkpoint): Promise<void> {
+  if (ck.tokenizer.chatTemplate === null) return;
+  const limits = DEFAULT_TEMPLATE_LIMITS;
+  let sandbox: SandboxedChatTemplate;
+  try {
+    sandbox = await SandboxedChatTemplate.start(templateSpec(new Tokenizer(ck.tokenizer)), limits);
+  } catch (e) {
+    throw new UsageError(`${ck.source.path}: ${(e as Error).message}`);
+  }
+  try {
+    for (const messages of PROBE_CONVERSATIONS) {
+      // A refusal (raise_exception for roles it does not support) is the template's right; a limit is not.
+      const err = await sandbox.render(messages).then(() => null, (e: Error) => e);
+      if (err instanceof TemplateLimitError) {
+        throw new UsageError(`${ck.source.path}: the chat template fails a ${messages.length}-message probe conversation: ${err.message}; the server could not render it for chat requests (limits: ${limits.timeoutMs} ms, ${limits.heapMb} MiB)`);
+      }
+    }
+  } finally {
+    await sandbox.close();
+  }
+}
+
 function baseMetadata(ck: Checkpoint, config: ModelConfig, precision: Precision, optimizeLevel: number, digest: { digest: string; bytes: number }) {
   return {
     format: 'npuserve-model' as const,
@@ -209,6 +249,7 @@ export async function convert(opts: ConvertOptions): Promise<ConvertSummary> {
   const ck = openCheckpoint(opts.input, opts.format ?? 'auto');
   try {
     checkTokenizerFits(ck);
+    await checkChatTemplate(ck);
     opts.onProgress?.('hashing source', 0, 1);
     const digest = digestFiles(ck.files);
     const writer = writeModel(ck, tmp, opts.precision, opts.optimizeLevel, digest, opts.onProgress);

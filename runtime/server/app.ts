@@ -1,15 +1,20 @@
-// The HTTP application: health, readiness and metrics routes beside the OpenAI routes, and the error
-// handlers that answer everything else with OpenAI's error object.
+// The HTTP application: health, readiness and metrics routes beside the OpenAI routes, the API key
+// check in front of them when one is set, and the error handlers that answer everything else with
+// OpenAI's error object.
 import express, { type Express, Router } from 'express';
 
 import type { ServerMetrics } from '../metrics.js';
-import { errorHandler, notFound, sendError, unavailable } from './errors.js';
+import { requireApiKey } from './auth.js';
+import { errorHandler, notFound, refuseOptions, sendError, unavailable } from './errors.js';
 import { openaiRouter, type ServingState } from './openai.js';
 
 export interface AppOptions {
   state: ServingState;
   metrics: ServerMetrics;
   bodyLimitBytes: number;
+  /** When set, every route but /healthz and /readyz (and /metrics unless protectMetrics) needs `Authorization: Bearer apiKey`. */
+  apiKey?: string;
+  protectMetrics?: boolean;
   log: (line: string) => void;
 }
 
@@ -17,6 +22,8 @@ export function createApp(o: AppOptions): Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
+  app.use(refuseOptions);
+  if (o.apiKey) app.use(requireApiKey({ apiKey: o.apiKey, protectMetrics: o.protectMetrics ?? false }));
   app.use(healthRouter(o));
   app.use('/v1', openaiRouter(o.state, o.bodyLimitBytes));
   app.use(notFound);

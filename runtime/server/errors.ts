@@ -1,6 +1,11 @@
 // Every failure the API returns, as OpenAI's error object ({error: {message, type, param, code}})
 // with its HTTP status, and the express handlers that turn anything thrown (our errors, the JSON
-// body parser's, unexpected ones) into it. The server never answers with an HTML error page.
+// body parser's, unexpected ones) into it. The server never answers with an HTML error page, nor
+// with Node's own bodiless 400/408/431 for requests it cannot parse.
+import type { Server } from 'node:http';
+import { STATUS_CODES } from 'node:http';
+import type { Duplex } from 'node:stream';
+
 import type { ErrorRequestHandler, RequestHandler } from 'express';
 
 export interface ErrorBody {
@@ -67,9 +72,48 @@ export function sendError(res: Parameters<RequestHandler>[1], err: ApiError): vo
   res.status(err.status).set(err.headers).json(err.body());
 }
 
+/** The routes the server has and their methods: a known path with another method is a 405, not a 404. */
+const ROUTES: ReadonlyArray<[path: RegExp, methods: string]> = [
+  [/^\/(healthz|readyz|metrics)$/, 'GET, HEAD'],
+  [/^\/v1\/models(\/[^/]+)?$/, 'GET, HEAD'],
+  [/^\/v1\/(chat\/)?completions$/, 'POST'],
+];
+
 export const notFound: RequestHandler = (req, res) => {
+  const allow = ROUTES.find(([path]) => path.test(req.path))?.[1];
+  if (allow) {
+    const err = new ApiError(405, `${req.method} is not allowed on ${req.path}; it answers ${allow}.`, 'invalid_request_error', null, 'method_not_allowed', { Allow: allow });
+    return sendError(res, err);
+  }
   sendError(res, new ApiError(404, `No route ${req.method} ${req.path}.`, 'invalid_request_error', null, 'not_found'));
 };
+
+/** This server answers no cross-origin preflight: OPTIONS is a 405 (with Allow) or a 404 like any other method. */
+export const refuseOptions: RequestHandler = (req, res, next) => {
+  if (req.method === 'OPTIONS') return notFound(req, res, next);
+  next();
+};
+
+/**
+ * Requests Node's HTTP parser refuses before express sees them (a header section too large, a bad
+ * request line, a request or header timeout) get OpenAI's error object too, then the connection closes.
+ */
+export function answerClientErrors(server: Server): Server {
+  server.on('clientError', (err: Error & { code?: string }, socket: Duplex) => {
+    // A response already under way on this connection (pipelining) cannot be followed by another.
+    const answering = (socket as Duplex & { _httpMessage?: { headersSent?: boolean } })._httpMessage?.headersSent === true;
+    if (err.code === 'ECONNRESET' || !socket.writable || answering) return void socket.destroy();
+    const [status, message, code] =
+      err.code === 'HPE_HEADER_OVERFLOW'
+        ? [431, 'The request headers are larger than this server accepts.', 'request_header_fields_too_large']
+        : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+          ? [408, 'The request did not arrive in time.', 'request_timeout']
+          : [400, `The request is not valid HTTP (${err.code ?? err.message}).`, 'bad_request'];
+    const body = JSON.stringify(new ApiError(status, message, 'invalid_request_error', null, code).body());
+    socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+  });
+  return server;
+}
 
 /** Errors express's JSON parser raises carry a `type` and a `status`. */
 interface BodyParserError extends Error {

@@ -5,14 +5,16 @@ import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-import { ChatTemplate } from '../chat.js';
+import { templateSpec } from '../chat.js';
+import { SandboxedChatTemplate, type TemplateLimits } from '../chat-sandbox.js';
 import { Engine, type Int8Activations } from '../engine.js';
 import { ServerMetrics } from '../metrics.js';
 import { Scheduler, type SchedulerPolicy } from '../scheduler.js';
 import { Tokenizer } from '../tokenizer.js';
 import { PromptEncoder } from '../tokenizer/encoder.js';
 import { createApp } from './app.js';
-import type { ServingState } from './openai.js';
+import { ApiError, answerClientErrors } from './errors.js';
+import { failInFlight, type ServingState } from './openai.js';
 
 export interface ServeConfig {
   modelPath: string;
@@ -34,15 +36,20 @@ export interface ServeConfig {
   batchTimeoutMs: number;
   drainTimeoutSeconds: number;
   bodyLimitBytes: number;
+  /** Bearer key every route but health (and metrics, unless protectMetrics) requires; none: open. */
+  apiKey?: string;
+  protectMetrics: boolean;
+  templateLimits: TemplateLimits;
 }
 
 export async function serve(config: ServeConfig, log: (line: string) => void): Promise<number> {
-  const state: ServingState = { servedModelName: config.servedModelName, createdSeconds: Math.floor(Date.now() / 1000), phase: 'loading' };
+  const state: ServingState = { servedModelName: config.servedModelName, createdSeconds: Math.floor(Date.now() / 1000), phase: 'loading', inFlight: new Set() };
   const metrics = new ServerMetrics(config.servedModelName);
-  const server = createApp({ state, metrics, bodyLimitBytes: config.bodyLimitBytes, log }).listen(config.port, config.host);
+  const app = createApp({ state, metrics, bodyLimitBytes: config.bodyLimitBytes, apiKey: config.apiKey, protectMetrics: config.protectMetrics, log });
+  const server = answerClientErrors(app.listen(config.port, config.host));
   await new Promise<void>((resolve, reject) => server.once('listening', resolve).once('error', reject));
   const { address, port } = server.address() as AddressInfo;
-  log(`listening on http://${address.includes(':') ? `[${address}]` : address}:${port} (loading ${config.modelPath})`);
+  log(`listening on http://${address.includes(':') ? `[${address}]` : address}:${port} (loading ${config.modelPath}; ${config.apiKey ? `API key required${config.protectMetrics ? ', /metrics too' : ''}` : 'no API key'})`);
 
   let stopSignal: (signal: string) => void = () => {};
   const stopped = new Promise<string>((resolve) => (stopSignal = resolve));
@@ -56,11 +63,12 @@ export async function serve(config: ServeConfig, log: (line: string) => void): P
   try {
     const scheduler = await load(config, state, metrics, log);
     await stopped;
-    await drain(scheduler, config.drainTimeoutSeconds, log);
+    await drain(scheduler, state, config.drainTimeoutSeconds, log);
   } finally {
     process.off('SIGTERM', onSignal).off('SIGINT', onSignal);
     await close(server);
     await state.model?.encoder.close();
+    await state.model?.chatTemplate.close();
   }
   log('stopped');
   return 0;
@@ -81,7 +89,7 @@ async function load(config: ServeConfig, state: ServingState, metrics: ServerMet
     throw new Error(`--max-seq-len ${config.maxSeqLen} is longer than the model's ${meta.config.maxPositionEmbeddings} positions`);
   }
   const tokenizer = new Tokenizer(meta.tokenizer);
-  const chatTemplate = new ChatTemplate(tokenizer);
+  const chatTemplate = await SandboxedChatTemplate.start(templateSpec(tokenizer), config.templateLimits);
   const encoder = new PromptEncoder(meta.tokenizer);
   await encoder.ready;
   const warmup = engine.createSequence();
@@ -114,11 +122,15 @@ async function load(config: ServeConfig, state: ServingState, metrics: ServerMet
   return scheduler;
 }
 
-async function drain(scheduler: Scheduler, timeoutSeconds: number, log: (line: string) => void): Promise<void> {
+/** Waits for the requests in flight; those still open at the deadline get a 503 error (streams as their last event). */
+async function drain(scheduler: Scheduler, state: ServingState, timeoutSeconds: number, log: (line: string) => void): Promise<void> {
   const inFlight = scheduler.runningCount + scheduler.waitingCount;
   if (inFlight > 0) log(`waiting up to ${timeoutSeconds} s for ${inFlight} requests in flight`);
   const finished = await Promise.race([scheduler.idle().then(() => true), sleep(timeoutSeconds * 1000, false, { ref: false })]);
-  if (!finished) log(`drain timeout: closing ${scheduler.runningCount + scheduler.waitingCount} unfinished requests`);
+  if (finished) return;
+  log(`drain timeout: closing ${state.inFlight.size} unfinished requests with an error`);
+  const err = new ApiError(503, `The server shut down before this request finished (it waited ${timeoutSeconds} s for requests in flight).`, 'service_unavailable', null, 'drain_timeout');
+  await Promise.race([failInFlight(state, err), sleep(2000, undefined, { ref: false })]);
 }
 
 /** Stops listening and closes every connection (an unfinished response aborts its request). */

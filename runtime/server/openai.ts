@@ -1,16 +1,19 @@
 // The OpenAI-compatible routes: /v1/models, /v1/completions and /v1/chat/completions, answered in
 // one piece or streamed as server-sent events in OpenAI's chunk shapes. Requests are validated here,
-// tokenized off the event loop (a prompt too long to fit is refused before any tokenizing), and
-// handed to the scheduler; a client that goes away aborts its request.
+// chat templates rendered and prompts tokenized off the event loop (a prompt too long to fit is
+// refused before any tokenizing), and handed to the scheduler; a client that goes away aborts its
+// request, and requests still open at the drain deadline get an error before their connection closes.
 import { randomInt, randomUUID } from 'node:crypto';
 
-import express, { type Response, Router } from 'express';
+import { type Response, Router } from 'express';
 
-import { ChatTemplateError, type ChatTemplate } from '../chat.js';
+import { ChatTemplateError, type ChatMessage } from '../chat.js';
+import { RenderedTooLongError, TemplateLimitError, type SandboxedChatTemplate } from '../chat-sandbox.js';
 import { QueueFullError, type GenerationResult, type Scheduler } from '../scheduler.js';
 import type { Tokenizer } from '../tokenizer.js';
 import type { PromptEncoder } from '../tokenizer/encoder.js';
 import { ApiError, badRequest, contextLengthExceeded, modelNotFound, promptTooLong, queueFull, unavailable } from './errors.js';
+import { jsonBody } from './json-body.js';
 import { parseChatRequest, parseCompletionRequest, type SamplingRequest } from './requests.js';
 import { StopTextAssembler } from './text.js';
 
@@ -20,7 +23,8 @@ export interface ServingModel {
   tokenizer: Tokenizer;
   /** Encodes prompts on a worker thread. */
   encoder: PromptEncoder;
-  chatTemplate: ChatTemplate;
+  /** Renders chat messages off the event loop, under a deadline and a heap limit. */
+  chatTemplate: SandboxedChatTemplate;
   maxSeqLen: number;
   vocabSize: number;
 }
@@ -31,6 +35,13 @@ export interface ServingState {
   createdSeconds: number;
   phase: 'loading' | 'ready' | 'draining';
   model?: ServingModel;
+  /** How to end each request still being answered (resolves once the answer is written), for the drain deadline. */
+  inFlight: Set<(err: ApiError) => Promise<void>>;
+}
+
+/** At the drain deadline: every open request gets the error (a streamed one as its last event), written before this resolves. */
+export async function failInFlight(state: ServingState, err: ApiError): Promise<void> {
+  await Promise.all([...state.inFlight].map((end) => end(err)));
 }
 
 /** OpenAI's default for the legacy completions route; chat defaults to the rest of the context. */
@@ -48,7 +59,7 @@ export function openaiRouter(state: ServingState, bodyLimitBytes: number): Route
     if (req.params.id !== state.servedModelName) throw modelNotFound(req.params.id, state.servedModelName);
     res.json({ id: state.servedModelName, object: 'model', created: state.createdSeconds, owned_by: 'npuserve' });
   });
-  router.use(express.json({ limit: bodyLimitBytes }));
+  router.use(jsonBody(bodyLimitBytes));
   router.post('/completions', async (req, res) => {
     const m = servingModel(state);
     const params = parseCompletionRequest(req.body, m.vocabSize);
@@ -56,25 +67,38 @@ export function openaiRouter(state: ServingState, bodyLimitBytes: number): Route
     const prompt = typeof params.prompt === 'string' ? await encodePrompt(m, params.prompt, 'prompt') : params.prompt;
     if (clientGone(res)) return;
     const maxTokens = resolveMaxTokens(prompt.length, params, m.maxSeqLen, COMPLETIONS_DEFAULT_MAX_TOKENS);
-    run(res, m, state.servedModelName, params, prompt, maxTokens, completionShape());
+    run(res, state, m, state.servedModelName, params, prompt, maxTokens, completionShape());
   });
   router.post('/chat/completions', async (req, res) => {
     const m = servingModel(state);
     const params = parseChatRequest(req.body);
     checkModel(params.model, state.servedModelName);
-    let text: string;
-    try {
-      text = m.chatTemplate.render(params.messages);
-    } catch (e) {
-      if (e instanceof ChatTemplateError) throw badRequest(e.message, 'messages');
-      throw e;
-    }
+    const text = await renderChat(m, params.messages);
+    if (clientGone(res)) return;
     const prompt = await encodePrompt(m, text, 'messages');
     if (clientGone(res)) return;
     const maxTokens = resolveMaxTokens(prompt.length, params, m.maxSeqLen);
-    run(res, m, state.servedModelName, params, prompt, maxTokens, chatShape());
+    run(res, state, m, state.servedModelName, params, prompt, maxTokens, chatShape());
   });
   return router;
+}
+
+/** The chat prompt's text; the template's failures become 400 (its refusal) or 500 (its limits). */
+async function renderChat(m: ServingModel, messages: ChatMessage[]): Promise<string> {
+  const maxLength = (m.maxSeqLen - 1) * m.tokenizer.maxTokenBytes;
+  // Templates write every message's text (and more) into the prompt: messages too long to fit are
+  // refused before they cross to the renderer, as a text prompt is before tokenizing.
+  const textLength = messages.reduce((n, msg) => n + msg.content.length, 0);
+  if (textLength > maxLength) throw promptTooLong(textLength, m.tokenizer.maxTokenBytes, m.maxSeqLen, 'messages');
+  try {
+    return await m.chatTemplate.render(messages, maxLength);
+  } catch (e) {
+    if (e instanceof ChatTemplateError) throw badRequest(e.message, 'messages');
+    // Each UTF-16 unit is at least one UTF-8 byte: the length is a lower bound of the bytes.
+    if (e instanceof RenderedTooLongError) throw promptTooLong(e.length, m.tokenizer.maxTokenBytes, m.maxSeqLen, 'messages');
+    if (e instanceof TemplateLimitError) throw new ApiError(500, e.message, 'server_error', 'messages', e.limit === 'timeout' ? 'chat_template_timeout' : 'chat_template_out_of_memory');
+    throw e;
+  }
 }
 
 /**
@@ -160,7 +184,7 @@ function chatShape(): ResponseShape {
 }
 
 /** Submits the request and answers it, streamed or whole, as its tokens arrive. */
-function run(res: Response, m: ServingModel, model: string, params: SamplingRequest, prompt: number[], maxTokens: number, shape: ResponseShape): void {
+function run(res: Response, state: ServingState, m: ServingModel, model: string, params: SamplingRequest, prompt: number[], maxTokens: number, shape: ResponseShape): void {
   const id = `${shape.idPrefix}${randomUUID().replaceAll('-', '')}`;
   const created = Math.floor(Date.now() / 1000);
   const text = new StopTextAssembler(m.tokenizer, params.stop);
@@ -204,8 +228,20 @@ function run(res: Response, m: ServingModel, model: string, params: SamplingRequ
   // Tokens arrive only after an engine step, so the stream opens before the first one; a refused
   // request (429 above) still gets its JSON error.
   output?.open(shape.opening);
+  const end = (err: ApiError): Promise<void> => {
+    const written = new Promise<void>((resolve) => {
+      if (res.writableFinished || res.destroyed) return resolve();
+      res.once('finish', resolve).once('close', resolve);
+    });
+    if (output) output.fail(err);
+    else if (!res.headersSent) res.status(err.status).set(err.headers).json(err.body());
+    aborter.abort();
+    return written;
+  };
+  state.inFlight.add(end);
   // The client went away before the answer was complete: free its batch slot.
   res.on('close', () => {
+    state.inFlight.delete(end);
     if (!res.writableFinished) aborter.abort();
   });
 }
@@ -248,6 +284,7 @@ class EventStream {
   }
 
   fail(err: ApiError): void {
+    if (this.res.writableEnded) return;
     this.res.end(`${this.take()}data: ${JSON.stringify(err.body())}\n\ndata: [DONE]\n\n`);
   }
 

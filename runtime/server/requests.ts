@@ -149,6 +149,8 @@ export function parseChatRequest(raw: unknown): ChatRequest {
   const body = asBody(raw);
   const param = field(body, 'max_completion_tokens') !== undefined ? 'max_completion_tokens' : 'max_tokens';
   const sampling = samplingFields(body, param);
+  // max_completion_tokens wins over the deprecated max_tokens, but a bad max_tokens is still refused.
+  if (param === 'max_completion_tokens') integerField(body, 'max_tokens', 1);
   const messages = field(body, 'messages');
   if (!Array.isArray(messages) || messages.length === 0) throw badRequest("'messages' must be a non-empty array.", 'messages');
   return { ...sampling, messages: messages.map((m, i) => chatMessage(m, i)) };
@@ -158,9 +160,10 @@ const ROLES: Record<string, ChatRole> = { system: 'system', developer: 'system',
 
 function chatMessage(m: unknown, i: number): ChatMessage {
   const param = `messages[${i}]`;
-  if (typeof m !== 'object' || m === null) throw badRequest(`'${param}' must be an object with 'role' and 'content'.`, param);
+  if (typeof m !== 'object' || m === null || Array.isArray(m)) throw badRequest(`'${param}' must be an object with 'role' and 'content'.`, param);
   const { role, content } = m as Body;
-  if (typeof role !== 'string' || !(role in ROLES)) {
+  // Own keys only: `role in ROLES` would take 'constructor' or '__proto__' from Object's prototype.
+  if (typeof role !== 'string' || !Object.hasOwn(ROLES, role)) {
     throw badRequest(`'${param}.role' must be one of system, developer, user or assistant, got ${JSON.stringify(role)}.`, `${param}.role`);
   }
   return { role: ROLES[role], content: messageText(content, `${param}.content`) };

@@ -1,6 +1,7 @@
 // The operator against the real control plane of the local cluster: CRD validation by the API
 // server, a model converted by a real Job and served by real pods on the local NPU node, precision
-// rollouts under load, a failed accuracy gate, NPU exhaustion, and deletion.
+// rollouts under load, a failed accuracy gate, NPU exhaustion, the API key from a Secret, the
+// serving pods' NetworkPolicy, and deletion.
 import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -106,6 +107,11 @@ describe('operator', () => {
     for (const p of pods.items) expect(npuNodes.has(p.spec.nodeName ?? '')).toBe(true);
     // The Job's termination message carried the accuracy report into status.
     expect(m.status?.revisions?.[0].accuracy?.cosineSimilarity).toBeGreaterThan(0.99);
+    // The serving pods' NetworkPolicy, owned by the model like its other children.
+    const policies = await client.list<KubeObject & { spec: { podSelector: { matchLabels: Record<string, string> } } }>(`/apis/networking.k8s.io/v1/namespaces/${ns}/networkpolicies`);
+    expect(policies.items.map((p) => p.metadata.name)).toEqual(['tiny']);
+    expect(policies.items[0].metadata.ownerReferences?.[0]).toMatchObject({ kind: 'NPUModel', name: 'tiny', controller: true });
+    expect(policies.items[0].spec.podSelector.matchLabels).toEqual({ 'app.kubernetes.io/instance': 'tiny', 'app.kubernetes.io/component': 'server' });
   }, 300_000);
 
   it('rolls FP16 -> INT8 -> FP16 with no failed request, converting INT8 once and reusing FP16', async () => {
@@ -177,6 +183,22 @@ describe('operator', () => {
     await client.delete(`/apis/npuserve.io/v1alpha1/namespaces/${ns}/npumodels/greedy`);
   }, 300_000);
 
+  it("requires the key from spec.service.apiKeySecretRef's Secret, while /metrics (the autoscaler's scrape) stays open", async () => {
+    const key = 'sk-cluster-test-7d41';
+    await client.create(`/api/v1/namespaces/${ns}/secrets`, { apiVersion: 'v1', kind: 'Secret', metadata: { name: 'tiny-key' }, stringData: { token: key } });
+    await patchSpec(ns, 'tiny', { service: { apiKeySecretRef: { name: 'tiny-key', key: 'token' } } });
+    // Rolled out once every answer without the key is a 401.
+    await waitFor('the keyed pods serve alone', async () => {
+      const r = await Promise.all([0, 1, 2].map(() => complete(proxyUrl)));
+      return r.every((x) => x.status === 401) ? true : undefined;
+    }, 240_000, 500);
+    const openai = new OpenAI({ baseURL: `${proxyUrl}/v1`, apiKey: key, maxRetries: 0, timeout: 20_000 });
+    expect((await openai.completions.create({ model: 'tiny', prompt: 'Hello', max_tokens: 2 })).choices).toHaveLength(1);
+    const wrong = new OpenAI({ baseURL: `${proxyUrl}/v1`, apiKey: 'sk-wrong', maxRetries: 0, timeout: 20_000 });
+    await expect(wrong.models.list()).rejects.toMatchObject({ status: 401, code: 'invalid_api_key' });
+    expect((await fetch(`${proxyUrl}/metrics`)).status).toBe(200);
+  }, 300_000);
+
   it('deletes everything it made, artifacts included, when the model is deleted', async () => {
     const artifacts = await claimDir(client, ns, 'npuserve-artifacts');
     expect(readdirSync(join(artifacts, 'tiny')).filter((f) => f.endsWith('.npu')).length).toBeGreaterThanOrEqual(2);
@@ -223,6 +245,7 @@ describe('operator resilience', () => {
     expect((await client.list(`/apis/batch/v1/namespaces/${ns}/jobs`, { labelSelector: 'app.kubernetes.io/component=converter' })).items).toHaveLength(1);
     expect((await client.list(`/apis/apps/v1/namespaces/${ns}/deployments`)).items).toHaveLength(1);
     expect((await client.list(`/api/v1/namespaces/${ns}/services`)).items).toHaveLength(1);
+    expect((await client.list(`/apis/networking.k8s.io/v1/namespaces/${ns}/networkpolicies`)).items).toHaveLength(1);
     await second.stop();
   }, 300_000);
 

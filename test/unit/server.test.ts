@@ -344,7 +344,7 @@ describe('npuserve serve on SIGTERM', () => {
 describe('npuserve serve while the model loads', () => {
   it('answers liveness, refuses readiness and generation with 503 not_ready, and lists the model', async () => {
     // The app as `serve` builds it before the engine is loaded (a real load is too quick to catch).
-    const app = createApp({ state: { servedModelName: MODEL, createdSeconds: 0, phase: 'loading' }, metrics: new ServerMetrics(MODEL), bodyLimitBytes: 1024, log: () => {} });
+    const app = createApp({ state: { servedModelName: MODEL, createdSeconds: 0, phase: 'loading', inFlight: new Set() }, metrics: new ServerMetrics(MODEL), bodyLimitBytes: 1024, log: () => {} });
     const listener = app.listen(0, '127.0.0.1');
     await new Promise((resolve) => listener.once('listening', resolve));
     const url = `http://127.0.0.1:${(listener.address() as AddressInfo).port}`;
