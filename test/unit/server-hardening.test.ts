@@ -18,7 +18,7 @@ import { createApp } from '../../runtime/server/app.js';
 import { answerClientErrors } from '../../runtime/server/errors.js';
 import { MISTRAL_CHAT_TEMPLATE } from '../../runtime/testmodel.js';
 import { convertedModel, testModel } from './helpers.js';
-import { eventually, metricValue, startServer, type ServerProcess } from './server-process.js';
+import { eventually, metricValue, startServer, whileHealthy, type ServerProcess } from './server-process.js';
 
 const MODEL = 'tiny-chat';
 const API_KEY = 'sk-npuserve-test-3f9a1c';
@@ -43,26 +43,6 @@ async function post(server: ServerProcess, path: string, body: string | Buffer, 
   const t0 = performance.now();
   const res = await fetch(`${server.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${API_KEY}`, ...headers }, body: body as BodyInit });
   return { status: res.status, body: (await res.json()) as ErrorJson, ms: performance.now() - t0 };
-}
-
-/** Polls /healthz every 5 ms while `work` runs; returns its result and the slowest health answer. */
-async function whileHealthy<T>(server: ServerProcess, work: () => Promise<T>): Promise<{ result: T; healthMaxMs: number; polls: number }> {
-  let polling = true;
-  const healthMs: number[] = [];
-  const poll = (async () => {
-    while (polling) {
-      const t0 = performance.now();
-      expect((await fetch(`${server.url}/healthz`)).status).toBe(200);
-      healthMs.push(performance.now() - t0);
-      await new Promise((r) => setTimeout(r, 5));
-    }
-  })();
-  try {
-    return { result: await work(), healthMaxMs: Math.max(...healthMs), polls: healthMs.length };
-  } finally {
-    polling = false;
-    await poll;
-  }
 }
 
 /** A raw HTTP exchange (for requests fetch would not send): the status and the JSON body. */

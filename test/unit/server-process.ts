@@ -4,6 +4,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
+import { expect } from 'vitest';
+
 const bin = join(import.meta.dirname, '..', '..', 'bin', 'npuserve.js');
 
 export interface ServerProcess {
@@ -67,5 +69,25 @@ export async function eventually(what: string, check: () => Promise<boolean>, ti
   while (!(await check())) {
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting until ${what}`);
     await sleep(20);
+  }
+}
+
+/** Polls /healthz every 5 ms while `work` runs; returns its result and the slowest health answer. */
+export async function whileHealthy<T>(server: ServerProcess, work: () => Promise<T>): Promise<{ result: T; healthMaxMs: number; polls: number }> {
+  let polling = true;
+  const healthMs: number[] = [];
+  const poll = (async () => {
+    while (polling) {
+      const t0 = performance.now();
+      expect((await fetch(`${server.url}/healthz`)).status).toBe(200);
+      healthMs.push(performance.now() - t0);
+      await new Promise((r) => setTimeout(r, 5));
+    }
+  })();
+  try {
+    return { result: await work(), healthMaxMs: Math.max(...healthMs), polls: healthMs.length };
+  } finally {
+    polling = false;
+    await poll;
   }
 }

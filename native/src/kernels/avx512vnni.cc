@@ -27,16 +27,12 @@ template <int TB>
 static inline void a16_group(const int8_t* wg, const uint16_t* sg, int G, const QuantizedActs16& x, int t0, float* y, int ldy,
                              int g0, int valid) {
   const __m512i evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-  const int sld = x.scales_ld();
   __m512 facc[TB];
-  const int16_t* xr[TB];
-  const float* xs[TB];
 #pragma GCC unroll 4
-  for (int j = 0; j < TB; j++) {
-    facc[j] = _mm512_setzero_ps();
-    xr[j] = x.q + (size_t)(t0 + j) * x.ld;
-    xs[j] = x.scale + (size_t)(t0 + j) * sld;
-  }
+  for (int j = 0; j < TB; j++) facc[j] = _mm512_setzero_ps();
+  const TokenRows<int16_t, TB> rows(x, t0);
+  const int16_t* const* xr = rows.q;
+  const float* const* xs = rows.scale;
   for (int g = 0; g < G; g++) {
     const int8_t* wk = wg + (size_t)g * kQuantGroup * kPackRows;
     // Even and odd k4 blocks in separate accumulators when few tokens leave few dependency chains.
@@ -83,16 +79,12 @@ template <int TB>
 static inline void a8_group(const int8_t* wg, const uint16_t* sg, int G, const QuantizedActs& x, int t0, float* y, int ldy,
                             int g0, int valid) {
   const __m512i ones = _mm512_set1_epi8(1);
-  const int sld = x.scales_ld();
   __m512 facc[TB];
-  const int8_t* xr[TB];
-  const float* xs[TB];
 #pragma GCC unroll 4
-  for (int j = 0; j < TB; j++) {
-    facc[j] = _mm512_setzero_ps();
-    xr[j] = x.q + (size_t)(t0 + j) * x.ld;
-    xs[j] = x.scale + (size_t)(t0 + j) * sld;
-  }
+  for (int j = 0; j < TB; j++) facc[j] = _mm512_setzero_ps();
+  const TokenRows<int8_t, TB> rows(x, t0);
+  const int8_t* const* xr = rows.q;
+  const float* const* xs = rows.scale;
   for (int g = 0; g < G; g++) {
     const int8_t* wk = wg + (size_t)g * kQuantGroup * kPackRows;
     // Even and odd k4 blocks in separate accumulators when few tokens leave few dependency chains.

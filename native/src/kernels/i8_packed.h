@@ -15,6 +15,19 @@
 namespace npu {
 namespace {
 
+// The activation rows and group scales of tokens t0 .. t0 + TB - 1.
+template <class Q, int TB>
+struct TokenRows {
+  const Q* q[TB];
+  const float* scale[TB];
+  TokenRows(const QuantizedActsOf<Q>& x, int t0) {
+    for (int j = 0; j < TB; j++) {
+      q[j] = x.q + (size_t)(t0 + j) * x.ld;
+      scale[j] = x.scale + (size_t)(t0 + j) * x.scales_ld();
+    }
+  }
+};
+
 // One group of 16 channels against TB tokens; TB is a template argument so the accumulators stay
 // in registers (a runtime token count made the compiler keep them in memory). Per k group of 32:
 // exact int32 dot products, converted once to float, times the weight scales (16 f16, one load)
@@ -22,16 +35,12 @@ namespace {
 template <class Dot, int TB>
 inline void i8_group(const int8_t* wg, const uint16_t* sg, int G, const QuantizedActs& x, int t0, float* y, int ldy,
                             int g0, int valid) {
-  const int sld = x.scales_ld();
   __m256 facc[TB][2];
 #pragma GCC unroll 8
   for (int j = 0; j < TB; j++) facc[j][0] = facc[j][1] = _mm256_setzero_ps();
-  const int8_t* xr[TB];
-  const float* xs[TB];
-  for (int j = 0; j < TB; j++) {
-    xr[j] = x.q + (size_t)(t0 + j) * x.ld;
-    xs[j] = x.scale + (size_t)(t0 + j) * sld;
-  }
+  const TokenRows<int8_t, TB> rows(x, t0);
+  const int8_t* const* xr = rows.q;
+  const float* const* xs = rows.scale;
   for (int g = 0; g < G; g++) {
     const int8_t* wk = wg + (size_t)g * kQuantGroup * kPackRows;
     __m256i acc[TB][2];
@@ -114,16 +123,12 @@ template <class Dot16, int TB>
 inline void i8_a16_group(const int8_t* wg, const uint16_t* sg, int G, const QuantizedActs16& x, int t0, float* y, int ldy,
                          int g0, int valid) {
   const __m256i order = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);  // its own inverse
-  const int sld = x.scales_ld();
   __m256 facc[TB][2];
 #pragma GCC unroll 8
   for (int j = 0; j < TB; j++) facc[j][0] = facc[j][1] = _mm256_setzero_ps();
-  const int16_t* xr[TB];
-  const float* xs[TB];
-  for (int j = 0; j < TB; j++) {
-    xr[j] = x.q + (size_t)(t0 + j) * x.ld;
-    xs[j] = x.scale + (size_t)(t0 + j) * sld;
-  }
+  const TokenRows<int16_t, TB> rows(x, t0);
+  const int16_t* const* xr = rows.q;
+  const float* const* xs = rows.scale;
   for (int g = 0; g < G; g++) {
     const int8_t* wk = wg + (size_t)g * kQuantGroup * kPackRows;
     __m256i acc[TB][4];
