@@ -5,6 +5,7 @@
 // process that runs out of heap: a worker thread's resourceLimits did not always contain that, so the
 // renderer is a process), the request gets a clear error, and the next render starts a fresh child.
 import { fork, type ChildProcess } from 'node:child_process';
+import { setPriority } from 'node:os';
 import { fileURLToPath } from 'node:url';
 
 import { ChatTemplateError, type ChatMessage, type TemplateSpec } from './chat.js';
@@ -56,7 +57,15 @@ function startChild(limits: TemplateLimits): ChildProcess {
   const fromSource = import.meta.url.endsWith('.ts');
   const path = fileURLToPath(new URL(fromSource ? './chat-render-child.ts' : './chat-render-child.js', import.meta.url));
   const execArgv = [...(fromSource ? ['--import', 'tsx'] : []), `--max-old-space-size=${limits.heapMb}`, '--max-semi-space-size=4'];
-  return fork(path, [], { execArgv, serialization: 'advanced', stdio: ['ignore', 'ignore', 'pipe', 'ipc'] });
+  const child = fork(path, [], { execArgv, serialization: 'advanced', stdio: ['ignore', 'ignore', 'pipe', 'ipc'] });
+  // At the lowest CPU priority: a template that loops until its deadline must not take the core the
+  // server's event loop (health probes, other requests) needs.
+  try {
+    if (child.pid !== undefined) setPriority(child.pid, 19);
+  } catch {
+    // Lowering one's own child's priority is always allowed on Linux; elsewhere it is best effort.
+  }
+  return child;
 }
 
 /**
