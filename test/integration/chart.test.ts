@@ -137,10 +137,10 @@ describe('chart files', () => {
     const docs = await render('operator.npuResourceName=example.com/npu', 'operator.scrapeIntervalSeconds=7', 'operator.runtimeImage=registry.example/npuserve:1.2.3');
     const dep = docs.find((d) => d.kind === 'Deployment')!;
     const c = dep.spec.template.spec.containers[0];
-    expect(c.args).toEqual(expect.arrayContaining(['operator', '--npu-resource-name=example.com/npu', '--scrape-interval-seconds=7', '--image=registry.example/npuserve:1.2.3', '--leader-elect=true', '--leader-election-namespace=npuserve-system', '--artifact-claim=npuserve-artifacts', '--npu-node-selector=accelerator=huawei-Ascend910']));
+    expect(c.args).toEqual(expect.arrayContaining(['operator', '--npu-resource-name=example.com/npu', '--scrape-interval-seconds=7', '--image=registry.example/npuserve:1.2.3', '--leader-elect=true', '--leader-election-namespace=npuserve-system', '--artifact-claim=npuserve-artifacts', '--npu-node-selector=accelerator=huawei-Ascend910', '--network-policy=true', '--source-host-paths=/models', '--source-max-download-size=64Gi']));
     expect(dep.spec.template.spec.serviceAccountName).toBe('npuserve');
     expect(dep.spec.template.spec.securityContext).toMatchObject({ runAsNonRoot: true, runAsUser: 10001 });
-    expect(docs.map((d) => d.kind).sort()).toEqual(['ClusterRole', 'ClusterRoleBinding', 'Deployment', 'Role', 'RoleBinding', 'Service', 'ServiceAccount']);
+    expect(docs.map((d) => d.kind).sort()).toEqual(['ClusterRole', 'ClusterRoleBinding', 'Deployment', 'NetworkPolicy', 'Role', 'RoleBinding', 'Service', 'ServiceAccount']);
   });
 
   it('optional objects: the artifact PVC and the ServiceMonitor', async () => {
