@@ -91,3 +91,19 @@ export async function whileHealthy<T>(server: ServerProcess, work: () => Promise
     await poll;
   }
 }
+
+/**
+ * whileHealthy up to `attempts` times, stopping at the first whose slowest /healthz answer is under
+ * `boundMs`, and returning the best: on the shared 2-core machine one attempt can lose the CPU to
+ * other test files for a while, whereas a blocked event loop fails every attempt.
+ */
+export async function whileHealthyBestOf<T>(server: ServerProcess, attempts: number, boundMs: number, work: () => Promise<T>): Promise<{ result: T; healthMaxMs: number; polls: number; attempts: number[] }> {
+  let best: { result: T; healthMaxMs: number; polls: number } | undefined;
+  const maxima: number[] = [];
+  for (let i = 0; i < attempts && !(best && best.healthMaxMs < boundMs); i++) {
+    const r = await whileHealthy(server, work);
+    maxima.push(r.healthMaxMs);
+    if (!best || r.healthMaxMs < best.healthMaxMs) best = r;
+  }
+  return { ...best!, attempts: maxima };
+}
