@@ -6,6 +6,7 @@
 #include <immintrin.h>
 
 #include "i8_packed.h"
+#include "quantize_groups.h"
 
 #include <algorithm>
 #include <cmath>
@@ -299,15 +300,8 @@ static void avx2_quantize_groups(const float* x, int k, int ld, Q* q, float* sca
     }
     scales[g] = amax / levels;
   }
-  for (int g = full; g < ld / kQuantGroup; g++) {
-    int i0 = g * kQuantGroup, i1 = std::min(k, i0 + kQuantGroup);
-    float amax = 0.f;
-    for (int i = i0; i < i1; i++) amax = std::max(amax, std::fabs(x[i]));
-    float inv = amax > 0.f ? levels / amax : 0.f;
-    for (int i = i0; i < i1; i++) q[i] = (Q)std::nearbyint(x[i] * inv);
-    scales[g] = amax / levels;
-  }
-  for (int i = k; i < ld; i++) q[i] = 0;
+  const int done = full * kQuantGroup;
+  quantize_groups_scalar(x + done, k - done, ld - done, q + done, scales + full, levels);
 }
 
 static void avx2_quantize_row(const float* x, int k, int ld, int8_t* q, float* scales) { avx2_quantize_groups(x, k, ld, q, scales); }

@@ -6,6 +6,7 @@
 
 #include "backend.h"
 #include "half.h"
+#include "quantize_groups.h"
 
 namespace npu {
 
@@ -70,23 +71,9 @@ static void ref_gemm_i8_a16(const Weight& w, const QuantizedActs16& x, int T, fl
   ref_gemm_i8_groups(w, x, T, y, ldy, n0, n1);
 }
 
-// Q is int8_t (levels 127) or int16_t (levels 32767).
-template <class Q>
-static void ref_quantize_groups(const float* x, int k, int ld, Q* q, float* scales, float levels) {
-  for (int g = 0; g < ld / kQuantGroup; g++) {
-    int i0 = g * kQuantGroup, i1 = std::min(k, i0 + kQuantGroup);
-    float amax = 0.f;
-    for (int i = i0; i < i1; i++) amax = std::max(amax, std::fabs(x[i]));
-    float inv = amax > 0.f ? levels / amax : 0.f;
-    for (int i = i0; i < i1; i++) q[i] = (Q)std::nearbyint(x[i] * inv);
-    scales[g] = amax / levels;
-  }
-  for (int i = k; i < ld; i++) q[i] = 0;
-}
+static void ref_quantize_row(const float* x, int k, int ld, int8_t* q, float* scales) { quantize_groups_scalar(x, k, ld, q, scales, 127.f); }
 
-static void ref_quantize_row(const float* x, int k, int ld, int8_t* q, float* scales) { ref_quantize_groups(x, k, ld, q, scales, 127.f); }
-
-static void ref_quantize_row_i16(const float* x, int k, int ld, int16_t* q, float* scales) { ref_quantize_groups(x, k, ld, q, scales, 32767.f); }
+static void ref_quantize_row_i16(const float* x, int k, int ld, int16_t* q, float* scales) { quantize_groups_scalar(x, k, ld, q, scales, 32767.f); }
 
 static inline float kv_at(const void* p, bool f16, size_t i) {
   return f16 ? half_to_float(static_cast<const uint16_t*>(p)[i]) : static_cast<const float*>(p)[i];
