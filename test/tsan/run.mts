@@ -1,6 +1,8 @@
 // `npm run test:tsan`: builds the ThreadSanitizer addon (native/build-tsan), converts a tiny test model,
 // then runs stress.mts in node with gcc's libtsan preloaded and that addon loaded. Fails on any
-// ThreadSanitizer report; tsan.supp silences only reports inside node, V8 and libuv themselves.
+// ThreadSanitizer report with a frame in the addon. The node binary is not instrumented, so TSan cannot
+// see V8's and libuv's own synchronisation: tsan.supp silences the known patterns, and any other report
+// whose stacks lie wholly inside node is printed and counted apart, never as a failure.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -29,20 +31,33 @@ try {
       ...process.env,
       LD_PRELOAD: libtsan,
       NPUSERVE_ADDON: join(root, 'native', 'build-tsan', 'npuserve.node'),
-      TSAN_OPTIONS: `suppressions=${join(here, 'tsan.supp')} halt_on_error=0 history_size=4`,
+      TSAN_OPTIONS: `suppressions=${join(here, 'tsan.supp')} halt_on_error=0 history_size=4 exitcode=0`,
     },
     timeout: 10 * 60 * 1000,
   });
   process.stdout.write(run.stdout);
   process.stderr.write(run.stderr);
-  const reports = (run.stderr.match(/WARNING: ThreadSanitizer/g) ?? []).length;
+  const { inAddon, insideNode } = classifyReports(run.stderr);
   const seconds = ((performance.now() - started) / 1000).toFixed(1);
-  if (run.status !== 0 || reports > 0) {
-    console.error(`test:tsan: FAILED in ${seconds} s (exit ${run.status ?? run.signal}, ${reports} ThreadSanitizer reports)`);
+  const nodeOnly = insideNode > 0 ? ` (${insideNode} reports wholly inside the uninstrumented node binary ignored)` : '';
+  if (run.status !== 0 || inAddon > 0) {
+    console.error(`test:tsan: FAILED in ${seconds} s (exit ${run.status ?? run.signal}, ${inAddon} ThreadSanitizer reports in the addon)${nodeOnly}`);
     process.exitCode = 1;
   } else {
-    console.log(`test:tsan: clean in ${seconds} s (no ThreadSanitizer reports)`);
+    console.log(`test:tsan: clean in ${seconds} s (no ThreadSanitizer report in the addon)${nodeOnly}`);
   }
 } finally {
   rmSync(dir, { recursive: true, force: true });
+}
+
+/** Splits TSan's output into reports; one counts against the addon if any of its frames lies in it. */
+function classifyReports(stderr: string): { inAddon: number; insideNode: number } {
+  let inAddon = 0;
+  let insideNode = 0;
+  for (const report of stderr.split(/^WARNING: ThreadSanitizer/m).slice(1)) {
+    const body = report.split(/^==================$/m)[0] ?? report;
+    if (/npuserve\.node|native\/src\//.test(body)) inAddon++;
+    else insideNode++;
+  }
+  return { inAddon, insideNode };
 }
