@@ -7,7 +7,8 @@ import { Autoscaler } from './autoscaler/autoscaler.js';
 import { parseOperatorConfig } from './config.js';
 import { Controller } from './controller.js';
 import { EventRecorder } from './events.js';
-import { Kube } from './kube.js';
+import { KubeApi } from './kube/client.js';
+import { OperatorApi } from './kube/operator-api.js';
 import { LeaderElector } from './leader.js';
 import { isLeader, registry } from './metrics.js';
 
@@ -21,7 +22,7 @@ export async function runOperator(argv: string[]): Promise<number> {
   const rest = kubeconfigIdx >= 0 ? [...argv.slice(0, kubeconfigIdx), ...argv.slice(kubeconfigIdx + 2)] : argv;
   const cfg = parseOperatorConfig(rest);
   const log = logger({ component: 'operator', identity: cfg.leaderElection.identity });
-  const kube = Kube.fromEnvironment(kubeconfig);
+  const kube = new OperatorApi(KubeApi.fromEnvironment({ kubeconfig }));
   const controller = new Controller(kube, cfg, log);
   const stop = new AbortController();
   // Every informer's watch and the leader's timers listen on this signal.
