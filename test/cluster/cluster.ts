@@ -7,7 +7,7 @@ import path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import { startControlPlane } from './control-plane.js';
-import { KubeClient } from './kube-client.js';
+import { KubeApi } from './kube.js';
 import { createSimulatedNodes, startKwok, waitNodesReady } from './kwok-nodes.js';
 import { removePodNetwork } from './node-agent/pod-network.js';
 import { binDir, checkBinaries, clusterSourceDir, kwokStagesFile, readVersions, repoRoot, stateFile } from './paths.js';
@@ -101,7 +101,7 @@ export async function up(options: UpOptions = defaultUpOptions): Promise<Cluster
     record(await startKwok(bin, dir, cp.kubeconfig, kwokStagesFile(versions)));
     state.nodes.local = Array.from({ length: options.localNodes }, (_, i) => localNodeName(i));
     if (state.nodes.local.length > 0) record(startNodeAgent(dir, cp.kubeconfig, state.networkId, state.nodes.local));
-    const client = KubeClient.fromKubeconfig(cp.kubeconfig);
+    const client = KubeApi.fromFile(cp.kubeconfig);
     try {
       state.nodes.npu = await createSimulatedNodes(client, 'kwok-npu', 0, options.npuNodes, true);
       state.nodes.cpu = await createSimulatedNodes(client, 'kwok-cpu', 0, options.cpuNodes, false);
@@ -109,7 +109,6 @@ export async function up(options: UpOptions = defaultUpOptions): Promise<Cluster
       const all = [...state.nodes.npu, ...state.nodes.cpu, ...state.nodes.local];
       await waitNodesReady(client, all, 120_000 + 100 * all.length);
     } finally {
-      client.close();
     }
     log(
       `cluster up in ${((Date.now() - started) / 1000).toFixed(1)} s: ${state.nodes.npu.length} simulated NPU, ` +
@@ -188,7 +187,7 @@ export function runningState(): ClusterState {
 
 export async function addNpuNodes(count: number): Promise<{ names: string[]; seconds: number }> {
   const state = runningState();
-  const client = KubeClient.fromKubeconfig(state.kubeconfig);
+  const client = KubeApi.fromFile(state.kubeconfig);
   try {
     const from = state.nodes.npu.length;
     const started = Date.now();
@@ -198,6 +197,5 @@ export async function addNpuNodes(count: number): Promise<{ names: string[]; sec
     writeState(state);
     return { names, seconds: (Date.now() - started) / 1000 };
   } finally {
-    client.close();
   }
 }

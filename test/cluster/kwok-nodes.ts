@@ -2,7 +2,7 @@
 // heartbeats) and plays the pods bound to them through kwok's default stages (Running, Succeeded,
 // deleted). Here: its process and the Node objects for NPU and CPU-only nodes.
 import path from 'node:path';
-import { isConflict, KubeClient, waitFor, type KubeObject } from './kube-client.js';
+import { isConflict, KubeApi, waitFor, type KubeObject } from './kube.js';
 import { simulatedPodCidr } from './node-agent/pod-network.js';
 import { startProcess, type ManagedProcess } from './processes.js';
 
@@ -53,7 +53,7 @@ export function simulatedNode(name: string, npu: boolean): KubeObject {
 }
 
 /** Creates nodes `${prefix}-${from}` .. `${prefix}-${to - 1}` (existing ones are kept), `concurrency` at a time. */
-export async function createSimulatedNodes(client: KubeClient, prefix: string, from: number, to: number, npu: boolean, concurrency = 16): Promise<string[]> {
+export async function createSimulatedNodes(client: KubeApi, prefix: string, from: number, to: number, npu: boolean, concurrency = 16): Promise<string[]> {
   const names: string[] = [];
   for (let i = from; i < to; i++) names.push(`${prefix}-${i}`);
   let next = 0;
@@ -82,12 +82,12 @@ function isSchedulable(node: KubeObject): boolean {
 }
 
 /** Waits until every named node is Ready and schedulable. */
-export async function waitNodesReady(client: KubeClient, names: string[], timeoutMs: number): Promise<void> {
+export async function waitNodesReady(client: KubeApi, names: string[], timeoutMs: number): Promise<void> {
   const wanted = new Set(names);
   await waitFor(
     `${names.length} nodes Ready`,
     async () => {
-      const list = await client.list('/api/v1/nodes');
+      const list = await client.list<KubeObject>('/api/v1/nodes');
       const ready = list.items.filter((n) => wanted.has(n.metadata.name ?? '') && isSchedulable(n)).length;
       return ready === wanted.size ? true : undefined;
     },

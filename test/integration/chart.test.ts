@@ -13,7 +13,7 @@ import { operatorGrants } from '../../operator/kube/operator-api.js';
 import type { Scope } from '../../operator/kube/resources.js';
 import { renderCrdReference } from '../../scripts/crd-docs.js';
 import { localNodeLabel, startServiceProxy } from '../cluster/helpers.js';
-import type { KubeClient } from '../cluster/kube-client.js';
+import type { KubeApi } from '../cluster/kube.js';
 import { applyCrd, cluster, crdPath, kubeClient, kubectl, modelNamespace, npuModel, repoRoot, waitFor, waitForPhase } from './operator-harness.js';
 
 const chartDir = join(repoRoot, 'charts', 'npuserve');
@@ -159,7 +159,7 @@ describe('examples/', () => {
 });
 
 describe('helm install on the local cluster', () => {
-  let client: KubeClient;
+  let client: KubeApi;
   let ns: string;
   const release = `npuserve-${Math.random().toString(36).slice(2, 7)}`;
 
@@ -172,7 +172,6 @@ describe('helm install on the local cluster', () => {
     await kubectl('delete', 'npum', '--all', '-n', ns, '--wait=true', '--timeout=60s').catch(() => undefined);
     await helm('uninstall', release, '--kubeconfig', cluster().kubeconfig, '--namespace', ns, '--wait', '--timeout', '60s');
     await kubectl('delete', 'namespace', ns, '--wait=false').catch(() => undefined);
-    client.close();
   });
 
   it('the operator runs as a pod under the chart ServiceAccount and brings a model to Ready', async () => {

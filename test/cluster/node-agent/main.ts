@@ -6,7 +6,7 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { informer, isNotFound, KubeClient } from '../kube-client.js';
+import { informer, isNotFound, KubeApi } from '../kube.js';
 import { readVersions, repoRoot } from '../paths.js';
 import { startKubeletServer } from './kubelet-server.js';
 import { heartbeat, registerNode } from './node.js';
@@ -41,14 +41,14 @@ const log = (message: string) => console.log(`${new Date().toISOString()} ${mess
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
   const version = readVersions().K8S_VERSION;
-  const client = KubeClient.fromKubeconfig(args.kubeconfig);
+  const client = KubeApi.fromFile(args.kubeconfig);
   const pidDir = path.join(args.dir, 'node-agent', 'pids');
   fs.mkdirSync(pidDir, { recursive: true });
   const ctx: AgentContext = {
     client,
     clusterDir: args.dir,
     repoRoot,
-    apiserverPort: Number(new URL(client.credentials.server).port),
+    apiserverPort: Number(new URL(client.server).port),
     pidDir,
     log,
   };
@@ -106,7 +106,6 @@ async function main(): Promise<void> {
     await Promise.all([...runners.values()].map((r) => r.kill(5)));
     network.teardown();
     apiForwarder.close();
-    client.close();
     process.exit(0);
   };
   process.on('SIGTERM', () => void shutdown('SIGTERM'));

@@ -2,7 +2,7 @@
 // labels, then keep its Lease renewed and its Ready condition fresh, so the node lifecycle
 // controller keeps it schedulable.
 import os from 'node:os';
-import { isConflict, isNotFound, sleep, type KubeClient, type KubeObject } from '../kube-client.js';
+import { isConflict, isNotFound, sleep, type KubeApi, type KubeObject } from '../kube.js';
 import { gatewayAddress } from './pod-network.js';
 
 export const localNodeLabel = 'npuserve.io/local-node';
@@ -72,7 +72,7 @@ function nodeStatus(node: LocalNode) {
   };
 }
 
-export async function registerNode(client: KubeClient, local: LocalNode): Promise<void> {
+export async function registerNode(client: KubeApi, local: LocalNode): Promise<void> {
   const name = local.name;
   const node = {
     apiVersion: 'v1',
@@ -100,7 +100,7 @@ export async function registerNode(client: KubeClient, local: LocalNode): Promis
   await client.patch(`/api/v1/nodes/${name}/status`, { status: node.status }, 'strategic');
 }
 
-async function renewLease(client: KubeClient, name: string, nodeUid: string): Promise<void> {
+async function renewLease(client: KubeApi, name: string, nodeUid: string): Promise<void> {
   const path = `/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/${name}`;
   try {
     await client.patch(path, { spec: { holderIdentity: name, leaseDurationSeconds, renewTime: microNow() } });
@@ -117,11 +117,11 @@ async function renewLease(client: KubeClient, name: string, nodeUid: string): Pr
 }
 
 /** Renews the lease and posts node status every 10 s until the signal aborts. */
-export async function heartbeat(client: KubeClient, local: LocalNode, signal: AbortSignal, log: (m: string) => void): Promise<void> {
+export async function heartbeat(client: KubeApi, local: LocalNode, signal: AbortSignal, log: (m: string) => void): Promise<void> {
   const name = local.name;
   while (!signal.aborted) {
     try {
-      const node = await client.get(`/api/v1/nodes/${name}`);
+      const node = await client.get<KubeObject>(`/api/v1/nodes/${name}`);
       await renewLease(client, name, node.metadata.uid ?? '');
       await client.patch(`/api/v1/nodes/${name}/status`, { status: nodeStatus(local) }, 'strategic');
     } catch (err) {

@@ -6,7 +6,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { isNotFound, sleep, type KubeClient } from '../kube-client.js';
+import { isNotFound, sleep, type KubeApi } from '../kube.js';
 import { signalGroup } from '../processes.js';
 import { ContainerConfigError, expandReferences, resolveCommand, rewritePaths, type MountMap } from './container.js';
 import { gatewayAddress, type PodAttachment } from './pod-network.js';
@@ -15,7 +15,7 @@ import type { Container, ContainerStatus, EnvVar, Pod, PodCondition, PodStatus, 
 import { containerMounts, fieldValue, nodeRootDir, prepareVolumes, VolumeNotReady } from './volumes.js';
 
 export interface AgentContext {
-  client: KubeClient;
+  client: KubeApi;
   clusterDir: string;
   repoRoot: string;
   apiserverPort: number;

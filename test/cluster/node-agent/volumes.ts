@@ -4,13 +4,13 @@
 // projected (service-account token, CA, namespace) volumes as files written from the API objects.
 import fs from 'node:fs';
 import path from 'node:path';
-import { isNotFound, type KubeClient, type KubeObject } from '../kube-client.js';
+import { isNotFound, type KubeApi, type KubeObject } from '../kube.js';
 import type { MountMap } from './container.js';
 import { gatewayAddress } from './pod-network.js';
 import type { Pod, Volume } from './types.js';
 
 export interface VolumeContext {
-  client: KubeClient;
+  client: KubeApi;
   clusterDir: string;
   nodeName: string;
   podDir: string;
