@@ -33,10 +33,10 @@ function etcdHealthy(port: number): Promise<boolean> {
  * Starts the control plane; each process is recorded in `onStarted` as soon as it runs, so a failure
  * half-way still lets the caller stop what was started.
  */
-export async function startControlPlane(dir: string, bin: string, onStarted: (p: ManagedProcess) => void): Promise<ControlPlane> {
+export async function startControlPlane(dir: string, bin: string, podGateway: string, onStarted: (p: ManagedProcess) => void): Promise<ControlPlane> {
   const logs = path.join(dir, 'logs');
   fs.mkdirSync(logs, { recursive: true });
-  const pki = generatePki(path.join(dir, 'pki'));
+  const pki = generatePki(path.join(dir, 'pki'), podGateway);
   const ports = { etcd: await freePort(), etcdPeer: await freePort(), apiserver: await freePort() };
   const server = `https://127.0.0.1:${ports.apiserver}`;
   const kubeconfig = path.join(dir, 'kubeconfig');

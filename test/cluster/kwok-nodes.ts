@@ -3,7 +3,6 @@
 // deleted). Here: its process and the Node objects for NPU and CPU-only nodes.
 import path from 'node:path';
 import { isConflict, KubeApi, waitFor, type KubeObject } from './kube.js';
-import { simulatedPodCidr } from './node-agent/pod-network.js';
 import { startProcess, type ManagedProcess } from './processes.js';
 
 export const kwokAnnotation = 'kwok.x-k8s.io/node';
@@ -13,7 +12,7 @@ export const npuResourceName = 'huawei.com/Ascend910';
 export const npuLabels = { accelerator: 'huawei-Ascend910' };
 export const npusPerNode = 8;
 
-export async function startKwok(bin: string, dir: string, kubeconfig: string, stagesFile: string): Promise<ManagedProcess> {
+export async function startKwok(bin: string, dir: string, kubeconfig: string, stagesFile: string, simulatedPodCidr: string): Promise<ManagedProcess> {
   const p = startProcess('kwok', path.join(bin, 'kwok'), [
     `--kubeconfig=${kubeconfig}`,
     `--config=${stagesFile}`,

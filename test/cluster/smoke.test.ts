@@ -6,6 +6,7 @@ import http from 'node:http';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { KubeApi, KubeObject } from './kube.js';
+import { parsePodSubnet } from './node-agent/pod-network.js';
 import type { Pod } from './node-agent/types.js';
 import {
   claimDir,
@@ -105,7 +106,7 @@ describe('local cluster', () => {
     for (const pod of running) {
       expect(pod.metadata.ownerReferences?.[0]).toMatchObject({ kind: 'ReplicaSet', uid: replicaSets.items[0].metadata.uid });
       expect(pod.status?.phase).toBe('Running');
-      expect(pod.status?.podIP).toMatch(/^10\.244\./);
+      expect(pod.status?.podIP?.startsWith(`10.${parsePodSubnet(cluster().podSubnet).octet}.`)).toBe(true);
     }
     expect(new Set(running.map((p) => p.status?.podIP)).size).toBe(3);
   });

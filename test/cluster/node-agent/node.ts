@@ -3,7 +3,6 @@
 // controller keeps it schedulable.
 import os from 'node:os';
 import { isConflict, isNotFound, sleep, type KubeApi, type KubeObject } from '../kube.js';
-import { gatewayAddress } from './pod-network.js';
 
 export const localNodeLabel = 'npuserve.io/local-node';
 export const npuResourceName = 'huawei.com/Ascend910';
@@ -29,6 +28,8 @@ export interface LocalNode {
   kubernetesVersion: string;
   /** Port of the agent's kubelet API (container logs) on the gateway address. */
   kubeletPort: number;
+  /** InternalIP: the pod network's gateway, reachable from its pods and from this machine. */
+  address: string;
   registeredAt: string;
 }
 
@@ -53,7 +54,7 @@ function nodeStatus(node: LocalNode) {
     ],
     // The node is the host side of the pod network: reachable from its pods and from this machine.
     addresses: [
-      { type: 'InternalIP', address: gatewayAddress },
+      { type: 'InternalIP', address: node.address },
       { type: 'Hostname', address: node.name },
     ],
     daemonEndpoints: { kubeletEndpoint: { Port: node.kubeletPort } },
