@@ -10,13 +10,13 @@ import type { Informer } from './informer.js';
 import { isConflict, isNotFound } from './kube/client.js';
 import type { OperatorApi } from './kube/operator-api.js';
 import { cleanupJob, conversionJob, conversionJobName } from './resources/job.js';
-import { LABEL_INSTANCE, LABEL_REVISION, placement, selectorString, serverSelector } from './resources/common.js';
-import { deployment, endpoint, service, type RolloutStrategy } from './resources/deployment.js';
+import { LABEL_COMPONENT, LABEL_INSTANCE, LABEL_REVISION, modelNameProblem, placement, selectorString } from './resources/common.js';
+import { deployment, service, type RolloutStrategy } from './resources/deployment.js';
 import { networkPolicy } from './resources/network-policy.js';
 import { desiredRevision, type Revision } from './revision.js';
-import { conversionOutcome, planRollout, rolloutComplete, unschedulable, type ConversionOutcome, type DeploymentView, type JobView, type PodView } from './rollout.js';
-import { setCondition, statusEqual } from './status.js';
-import type { KubeObject, NPUModel, NPUModelStatus, Phase, RevisionStatus } from './types.js';
+import { conversionOutcome, planRollout, STUCK_ANNOTATION, type ConversionOutcome, type DeploymentView, type JobView, type PodView } from './rollout.js';
+import { condition, modelStatus, setCondition, statusEqual } from './status.js';
+import type { KubeObject, NPUModel, NPUModelStatus, RevisionStatus } from './types.js';
 
 export const FINALIZER = 'npuserve.io/artifacts';
 const SPEC_HASH = 'npuserve.io/template-hash';
@@ -32,6 +32,15 @@ export interface World {
 
 export interface ReconcileResult {
   requeueAfterMs?: number;
+}
+
+/** A conversion pod placed on a node but not started after this long is stuck (a mount or image that fails). */
+export const DEFAULT_STUCK_AFTER_MS = 5 * 60_000;
+
+export interface ReconcilerOptions {
+  stuckAfterMs?: number;
+  /** The clock (ms since the epoch); tests pass their own. */
+  now?: () => number;
 }
 
 type Log = (msg: string, fields?: Record<string, unknown>) => void;
@@ -50,36 +59,44 @@ function ownedBy(o: KubeObject, m: NPUModel): boolean {
 }
 
 export class Reconciler {
+  private readonly stuckAfterMs: number;
+  private readonly now: () => number;
+
   constructor(
     private readonly kube: OperatorApi,
     private readonly world: World,
     private readonly cfg: OperatorConfig,
     private readonly events: EventRecorder,
     private readonly log: Log,
-  ) {}
+    opts: ReconcilerOptions = {},
+  ) {
+    this.stuckAfterMs = opts.stuckAfterMs ?? DEFAULT_STUCK_AFTER_MS;
+    this.now = opts.now ?? Date.now;
+  }
 
   async reconcile(key: string): Promise<ReconcileResult> {
     const cached = this.world.models.get(key);
     if (!cached) return {};
     const m = structuredClone(cached);
     if (m.metadata.deletionTimestamp) return this.finalize(m);
+    const badName = modelNameProblem(m.metadata.name);
+    if (badName) return this.refuse(m, 'InvalidName', badName);
     const rev = desiredRevision(m, this.cfg.sources);
-    if (typeof rev === 'string') return this.invalidSource(m, rev);
+    if (typeof rev === 'string') return this.refuse(m, 'InvalidSource', rev);
     if (!rev.prebuilt && !(m.metadata.finalizers ?? []).includes(FINALIZER)) {
       await this.kube.npumodels.mergePatch(m.metadata.namespace, m.metadata.name, { metadata: { finalizers: [...(m.metadata.finalizers ?? []), FINALIZER], resourceVersion: m.metadata.resourceVersion } });
       return {}; // the update event brings us back with the finalizer in place
     }
 
     let revisions = [...(m.status?.revisions ?? [])];
-    let recorded: RevisionStatus | undefined = rev.prebuilt ? { name: rev.name, precision: rev.precision, artifact: rev.artifact } : revisions.find((r) => r.name === rev.name);
+    let recorded = revisions.find((r) => r.name === rev.name);
     let conversion: ConversionOutcome | undefined;
     if (!recorded) {
       conversion = await this.convert(m, rev);
       if (conversion.state === 'succeeded') {
-        recorded = { name: rev.name, precision: rev.precision, artifact: rev.artifact, accuracy: conversion.accuracy, convertedAt: new Date().toISOString() };
+        // A prebuilt file's precision is what its header says (the inspection reports it), not the spec's.
+        recorded = { name: rev.name, precision: conversion.precision ?? rev.precision, artifact: rev.artifact, accuracy: conversion.accuracy, convertedAt: new Date(this.now()).toISOString() };
         revisions = [recorded, ...revisions];
-        const cos = conversion.accuracy?.cosineSimilarity;
-        await this.events.record(m, 'Normal', 'Converted', `revision ${rev.name} converted to ${rev.precision}${cos !== undefined ? `, cosine similarity vs FP32 ${cos.toFixed(5)}` : ''}`);
       }
     }
     const serving = recorded ?? m.status?.currentRevision;
@@ -90,45 +107,69 @@ export class Reconciler {
       await this.ensureService(m);
       if (this.cfg.networkPolicy.enabled) await this.ensureNetworkPolicy(m);
     }
-    const status = this.status(m, rev, revisions, recorded, conversion, d);
-    if (status.currentRevision?.name && status.currentRevision.name !== m.status?.currentRevision?.name) {
-      await this.events.record(m, 'Normal', 'RolloutComplete', `revision ${status.currentRevision.name} (${status.currentRevision.precision}) serves all ${status.readyReplicas} replicas`);
-      status.revisions = await this.prune(m, status.revisions ?? [], status.currentRevision.name);
-    }
+    const serverPods = this.world.pods.list((p) => p.metadata.namespace === m.metadata.namespace && p.metadata.labels?.[LABEL_INSTANCE] === m.metadata.name && p.metadata.labels?.[LABEL_COMPONENT] === 'server');
+    const status = modelStatus({ model: m, revision: rev, revisions, recorded, conversion, deployment: d, serverPods, desiredReplicas: this.desiredReplicas(m), now: new Date(this.now()).toISOString() });
+    const rolledOut = status.currentRevision?.name && status.currentRevision.name !== m.status?.currentRevision?.name;
+    if (rolledOut) status.revisions = await this.prune(m, status.revisions ?? [], status.currentRevision!.name);
     await this.writeStatus(m, status);
+    // Events follow the status write that records them: a write lost to a conflict records nothing,
+    // and the retry records each once.
+    await this.recordTransitions(m, rev, status, conversion);
     if (status.phase !== m.status?.phase) this.log('phase', { model: `${m.metadata.namespace}/${m.metadata.name}`, from: m.status?.phase, to: status.phase });
+    return conversion?.state === 'running' && !conversion.pending && Number.isFinite(this.stuckAfterMs) ? { requeueAfterMs: this.stuckAfterMs } : {};
+  }
+
+  /** Events for what changed between the stored status and the one just written. */
+  private async recordTransitions(m: NPUModel, rev: Revision, status: NPUModelStatus, conversion: ConversionOutcome | undefined): Promise<void> {
+    const before = condition(m.status?.conditions, 'Converted');
+    const after = condition(status.conditions, 'Converted');
+    if (conversion?.state === 'succeeded') {
+      const r = status.revisions?.find((x) => x.name === rev.name);
+      const cos = r?.accuracy?.cosineSimilarity;
+      if (rev.prebuilt) await this.events.record(m, 'Normal', 'Inspected', `revision ${rev.name}: prebuilt ${rev.artifact} is ${r?.precision}`);
+      else await this.events.record(m, 'Normal', 'Converted', `revision ${rev.name} converted to ${rev.precision}${cos !== undefined ? `, cosine similarity vs FP32 ${cos.toFixed(5)}` : ''}`);
+      if (rev.prebuilt && r && r.precision !== rev.precision) await this.events.record(m, 'Warning', 'PrecisionMismatch', `spec.precision is ${rev.precision} but the prebuilt ${rev.artifact} is ${r.precision}; it serves as ${r.precision} (a prebuilt .npu is not converted)`);
+    }
+    if (after?.status === 'False' && after.reason !== 'Converting' && (before?.reason !== after.reason || before?.message !== after.message)) await this.events.record(m, 'Warning', after.reason ?? 'ConversionFailed', after.message ?? '');
+    const current = status.currentRevision;
+    if (current?.name && current.name !== m.status?.currentRevision?.name) await this.events.record(m, 'Normal', 'RolloutComplete', `revision ${current.name} (${current.precision}) serves ${status.readyReplicas} of ${this.desiredReplicas(m)} replicas; no pod of another revision is left`);
+  }
+
+  /** A model the operator cannot act on: a condition and an event saying why, phase Failed, no children. */
+  private async refuse(m: NPUModel, reason: 'InvalidName' | 'InvalidSource', message: string): Promise<ReconcileResult> {
+    const now = new Date(this.now()).toISOString();
+    const conditions = setCondition(m.status?.conditions ?? [], { type: 'Converted', status: 'False', reason, message, observedGeneration: m.metadata.generation }, now);
+    const status = { ...m.status, observedGeneration: m.metadata.generation, phase: 'Failed' as const, conditions };
+    if (statusEqual(m.status, JSON.parse(JSON.stringify(status)))) return {};
+    await this.writeStatus(m, status);
+    await this.events.record(m, 'Warning', reason, message);
     return {};
   }
 
-  private async invalidSource(m: NPUModel, message: string): Promise<ReconcileResult> {
-    const now = new Date().toISOString();
-    await this.events.record(m, 'Warning', 'InvalidSource', message);
-    const conditions = setCondition(m.status?.conditions ?? [], { type: 'Converted', status: 'False', reason: 'InvalidSource', message, observedGeneration: m.metadata.generation }, now);
-    await this.writeStatus(m, { ...m.status, observedGeneration: m.metadata.generation, phase: 'Failed', conditions });
-    return {};
-  }
-
-  /** Creates the revision's conversion Job if needed and reads where it stands. */
+  /** Creates the revision's conversion (or inspection) Job if needed and reads where it stands. */
   private async convert(m: NPUModel, rev: Revision): Promise<ConversionOutcome> {
     const name = conversionJobName(m, rev);
     const job = this.world.jobs.get(`${m.metadata.namespace}/${name}`);
     if (!job) {
       try {
         await this.kube.jobs.create(m.metadata.namespace, conversionJob(m, rev, this.cfg));
-        await this.events.record(m, 'Normal', 'ConversionStarted', `converting ${m.spec.source.uri} to ${rev.precision} (revision ${rev.name}) in Job ${name}`);
+        await this.events.record(m, 'Normal', 'ConversionStarted', rev.prebuilt ? `inspecting prebuilt ${rev.artifact} (revision ${rev.name}) in Job ${name}` : `converting ${m.spec.source.uri} to ${rev.precision} (revision ${rev.name}) in Job ${name}`);
       } catch (e) {
         if (!isConflict(e)) throw e; // already created (cache lag): read it next time
       }
-      return { state: 'running', message: `conversion Job ${name} created` };
+      return { state: 'running', message: `${rev.prebuilt ? 'inspection' : 'conversion'} Job ${name} created` };
     }
     if (!ownedBy(job, m)) {
       await this.events.record(m, 'Warning', 'ConflictingObject', `Job ${name} exists and is not controlled by this NPUModel; leaving it alone`);
       return { state: 'failed', reason: 'ConversionFailed', message: `Job ${name} exists and is not controlled by this NPUModel` };
     }
     const pods = this.world.pods.list((p) => p.metadata.namespace === m.metadata.namespace && p.metadata.labels?.['job-name'] === name);
-    const outcome = conversionOutcome(job, pods);
-    if (outcome.state === 'failed') await this.events.record(m, 'Warning', outcome.reason, `revision ${rev.name}: ${outcome.message}`);
-    return outcome;
+    const outcome = conversionOutcome(job, pods, this.now(), this.stuckAfterMs);
+    if (outcome.state !== 'stuck') return outcome;
+    // Suspending the Job deletes its pod, which frees the NPU; the annotation keeps the reason.
+    const message = `${outcome.message}; Job ${name} is suspended to free its NPU: fix the cause, then delete the Job to retry`;
+    await this.kube.jobs.mergePatch(m.metadata.namespace, name, { metadata: { annotations: { [STUCK_ANNOTATION]: message } }, spec: { suspend: true } });
+    return { state: 'failed', reason: 'ConversionStuck', message };
   }
 
   /** Sum of free NPU allotments on nodes the model may use. */
@@ -228,66 +269,6 @@ export class Reconciler {
     }
   }
 
-  private status(
-    m: NPUModel,
-    rev: Revision,
-    revisions: RevisionStatus[],
-    recorded: RevisionStatus | undefined,
-    conversion: ConversionOutcome | undefined,
-    d: (KubeObject & DeploymentView) | undefined,
-  ): NPUModelStatus {
-    const now = new Date().toISOString();
-    const gen = m.metadata.generation;
-    const desired = this.desiredReplicas(m);
-    const ready = d?.status?.readyReplicas ?? 0;
-    const servingName = d?.spec?.template?.metadata?.labels?.[LABEL_REVISION];
-    const complete = !!d && !!recorded && servingName === recorded.name && rolloutComplete(d);
-    const current = complete ? recorded : m.status?.currentRevision;
-    const target = current?.name === rev.name ? undefined : { name: rev.name, precision: rev.precision, artifact: rev.artifact };
-    const serverPods = this.world.pods.list((p) => p.metadata.namespace === m.metadata.namespace && p.metadata.labels?.[LABEL_INSTANCE] === m.metadata.name && !p.metadata.labels?.['job-name']);
-    const pendingReason = serverPods.map(unschedulable).find(Boolean);
-    const failed = conversion?.state === 'failed' ? conversion : undefined;
-
-    let conditions = m.status?.conditions ?? [];
-    conditions = setCondition(conditions, recorded
-      ? { type: 'Converted', status: 'True', reason: rev.prebuilt ? 'Prebuilt' : 'Converted', message: `revision ${rev.name} (${rev.precision}) at ${rev.artifact}`, observedGeneration: gen }
-      : failed
-        ? { type: 'Converted', status: 'False', reason: failed.reason, message: `revision ${rev.name}: ${failed.message}${current ? `; revision ${current.name} keeps serving` : ''}`, observedGeneration: gen }
-        : { type: 'Converted', status: 'False', reason: 'Converting', message: conversion?.state === 'running' ? conversion.message : 'waiting for conversion', observedGeneration: gen }, now);
-    conditions = setCondition(conditions, ready > 0
-      ? { type: 'Available', status: 'True', reason: 'MinimumReplicasAvailable', message: `${ready} of ${desired} replicas ready`, observedGeneration: gen }
-      : { type: 'Available', status: 'False', reason: pendingReason ? 'Unschedulable' : 'NoReadyReplicas', message: pendingReason ?? (d ? 'no serving pod is ready yet' : 'nothing to serve until a revision is converted'), observedGeneration: gen }, now);
-    const rolling = !!d && !!recorded && !complete;
-    conditions = setCondition(conditions, !recorded && !failed
-      ? { type: 'Progressing', status: 'True', reason: 'Converting', message: `converting revision ${rev.name}`, observedGeneration: gen }
-      : rolling
-        ? { type: 'Progressing', status: 'True', reason: 'RollingOut', message: `rolling out revision ${recorded!.name}: ${d!.status?.updatedReplicas ?? 0} of ${desired} updated`, observedGeneration: gen }
-        : { type: 'Progressing', status: 'False', reason: failed ? failed.reason : 'RolloutComplete', message: failed ? 'the new revision failed; nothing rolls' : `revision ${current?.name} is rolled out`, observedGeneration: gen }, now);
-    const degraded = failed ? failed.message : ready > 0 && ready < desired && !rolling ? `${ready} of ${desired} replicas ready` : '';
-    conditions = setCondition(conditions, degraded
-      ? { type: 'Degraded', status: 'True', reason: failed ? failed.reason : 'ReplicasUnavailable', message: degraded, observedGeneration: gen }
-      : { type: 'Degraded', status: 'False', reason: 'AsExpected', message: '', observedGeneration: gen }, now);
-
-    let phase: Phase;
-    if (!current && !recorded) phase = failed ? 'Failed' : conversion?.state === 'running' && conversion.message.includes('pending') ? 'Pending' : 'Converting';
-    else if (ready === 0) phase = pendingReason ? 'Pending' : 'Deploying';
-    else phase = degraded ? 'Degraded' : 'Ready';
-
-    return {
-      observedGeneration: gen,
-      phase,
-      conditions,
-      currentRevision: current,
-      targetRevision: target,
-      revisions,
-      replicas: d?.status?.replicas ?? 0,
-      readyReplicas: ready,
-      selector: selectorString(serverSelector(m)),
-      endpoint: d ? endpoint(m) : undefined,
-      autoscaler: m.status?.autoscaler,
-    };
-  }
-
   /** Keeps the current revision and the newest `revisionHistoryLimit` others; deletes the rest's artifacts. */
   private async prune(m: NPUModel, revisions: RevisionStatus[], current: string): Promise<RevisionStatus[]> {
     const others = revisions.filter((r) => r.name !== current);
@@ -310,7 +291,8 @@ export class Reconciler {
     const ns = m.metadata.namespace;
     const converted = (m.status?.revisions ?? []).length > 0;
     if (converted) {
-      const job = cleanupJob(m, this.cfg, [], 'all');
+      // The model's uid in the name: a model deleted and created again under its name gets its own Job.
+      const job = cleanupJob(m, this.cfg, [], `all-${(m.metadata.uid ?? '').slice(0, 8)}`);
       const existing = this.world.jobs.get(`${ns}/${job.metadata.name}`) as (KubeObject & JobView) | undefined;
       if (!existing) {
         try {

@@ -16,6 +16,8 @@ export interface SourceVolume {
   volume: Record<string, unknown> | null;
   /** The path (or URL) `npuserve convert --input` reads. */
   input: string;
+  /** Where the volume is mounted in the container; SOURCE_MOUNT when absent. */
+  mountPath?: string;
 }
 
 export interface Revision {
@@ -47,19 +49,32 @@ function pathProblem(path: string): string | null {
   return null;
 }
 
-function underPrefix(path: string, prefixes: readonly string[]): boolean {
-  return prefixes.some((p) => p === '/' || path === p || path.startsWith(`${p}/`));
+function underPrefix(path: string, prefix: string): boolean {
+  return prefix === '/' || path === prefix || path.startsWith(`${prefix}/`);
+}
+
+/**
+ * A file:// source mounts the admin's prefix that holds it (a directory that exists on every NPU
+ * node), not the path itself: a path that is a single file (GGUF, .npu) mounts as well as a folder,
+ * and a missing path is reported by `convert` as missing instead of being created empty by the
+ * container runtime. The pod sees no more than the admin lets any model name. Under the prefix `/`
+ * the path's parent folder is mounted instead.
+ */
+function hostMount(path: string, prefixes: readonly string[]): string {
+  const prefix = prefixes.filter((p) => underPrefix(path, p)).sort((a, b) => b.length - a.length)[0];
+  return prefix === '/' ? posix.dirname(path) : prefix;
 }
 
 function fileSource(uri: string, rawPath: string, policy: SourcePolicy): SourceVolume | string {
   const problem = pathProblem(rawPath);
   if (problem) return `source.uri ${uri}: ${problem}`;
   const path = posix.normalize(rawPath).replace(/(.)\/$/, '$1');
-  if (!underPrefix(path, policy.hostPathPrefixes))
+  if (!policy.hostPathPrefixes.some((p) => underPrefix(path, p)))
     return policy.hostPathPrefixes.length === 0
       ? `source.uri ${uri}: file:// sources are disabled on this cluster (the admin allows no node path); use pvc:// or http(s)://`
       : `source.uri ${uri}: node path ${path} is not under a prefix the cluster admin allows (${policy.hostPathPrefixes.join(', ')})`;
-  return { volume: { name: 'source', hostPath: { path } }, input: posix.join(SOURCE_MOUNT, posix.basename(path) || 'root') };
+  const root = hostMount(path, policy.hostPathPrefixes);
+  return { volume: { name: 'source', hostPath: { path: root, type: 'Directory' } }, mountPath: posix.join(SOURCE_MOUNT, root), input: posix.join(SOURCE_MOUNT, path) };
 }
 
 function httpSource(uri: string, policy: SourcePolicy): SourceVolume | string {

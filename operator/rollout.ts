@@ -1,25 +1,41 @@
-// Pure decisions of a revision's life: what a finished conversion Job says, how to roll the
-// Deployment given spare NPUs, and whether a rollout is complete.
+// Pure decisions of a revision's life: what a conversion Job and its pod say (done, failed, pending,
+// stuck), why a serving pod fails, and how to roll the Deployment given spare NPUs.
 import type { RolloutStrategy } from './resources/deployment.js';
 
 export interface JobView {
+  metadata?: { annotations?: Record<string, string> };
+  spec?: { suspend?: boolean };
   status?: { succeeded?: number; failed?: number; active?: number; conditions?: Array<{ type: string; status: string; reason?: string; message?: string }> };
 }
 
+interface ContainerState {
+  waiting?: { reason?: string; message?: string };
+  running?: { startedAt?: string };
+  terminated?: { exitCode?: number; reason?: string; message?: string };
+}
+
 export interface PodView {
-  metadata: { name: string; labels?: Record<string, string>; deletionTimestamp?: string };
+  metadata: { name: string; labels?: Record<string, string>; deletionTimestamp?: string; creationTimestamp?: string };
   spec?: { nodeName?: string };
   status?: {
     phase?: string;
-    conditions?: Array<{ type: string; status: string; reason?: string; message?: string }>;
-    containerStatuses?: Array<{ ready?: boolean; state?: { waiting?: { reason?: string; message?: string }; terminated?: { exitCode?: number; reason?: string; message?: string } } }>;
+    reason?: string;
+    message?: string;
+    conditions?: Array<{ type: string; status: string; reason?: string; message?: string; lastTransitionTime?: string }>;
+    containerStatuses?: Array<{ ready?: boolean; state?: ContainerState; lastState?: ContainerState }>;
   };
 }
 
+/** Annotation on a conversion Job the operator suspended because its pod could not start; the value says why. */
+export const STUCK_ANNOTATION = 'npuserve.io/stuck';
+
 export type ConversionOutcome =
-  | { state: 'running'; message: string }
-  | { state: 'succeeded'; accuracy?: { cosineSimilarity?: number; top1Agreement?: number } }
-  | { state: 'failed'; reason: 'AccuracyGateFailed' | 'ConversionFailed'; message: string };
+  /** `pending`: the scheduler cannot place the pod (it may once NPUs free up). */
+  | { state: 'running'; message: string; pending?: boolean }
+  /** The pod is placed but has not started for longer than the operator waits: the Job is to be suspended. */
+  | { state: 'stuck'; message: string }
+  | { state: 'succeeded'; accuracy?: { cosineSimilarity?: number; top1Agreement?: number }; precision?: string }
+  | { state: 'failed'; reason: 'AccuracyGateFailed' | 'ConversionFailed' | 'ConversionStuck'; message: string };
 
 /** The scheduler's reason a pod is not running, if it is unschedulable. */
 export function unschedulable(pod: PodView): string | undefined {
@@ -35,14 +51,49 @@ function terminationMessage(pods: PodView[]): { exitCode?: number; message?: str
   return {};
 }
 
-/** Exit code 3 of `npuserve convert` is the accuracy gate; its JSON summary is the termination message. */
-export function conversionOutcome(job: JobView, pods: PodView[]): ConversionOutcome {
+/** Container states of a pod that will not resolve by waiting. */
+const FAILING_REASONS = new Set(['CrashLoopBackOff', 'ErrImagePull', 'ImagePullBackOff', 'InvalidImageName', 'CreateContainerConfigError', 'CreateContainerError', 'RunContainerError']);
+
+/** Why a serving pod's container cannot run (crash loop, image, config), with its last exit message. */
+export function failing(pod: PodView): string | undefined {
+  for (const s of pod.status?.containerStatuses ?? []) {
+    const w = s.state?.waiting;
+    if (!w?.reason || !FAILING_REASONS.has(w.reason)) continue;
+    const last = s.lastState?.terminated;
+    const exit = last ? `; last exit code ${last.exitCode ?? '?'}${last.message ? `: ${last.message.trim().slice(0, 500)}` : ''}` : '';
+    return `pod ${pod.metadata.name}: ${w.reason}${w.message ? `: ${w.message}` : ''}${exit}`;
+  }
+  return undefined;
+}
+
+/**
+ * A placed pod whose containers have not started for longer than `stuckAfterMs` (a mount that
+ * fails, an image that cannot be pulled): what it waits on, or undefined.
+ */
+export function stuckPod(pod: PodView, nowMs: number, stuckAfterMs: number): string | undefined {
+  if (pod.status?.phase !== 'Pending' || pod.metadata.deletionTimestamp) return undefined;
+  const scheduled = pod.status.conditions?.find((c) => c.type === 'PodScheduled' && c.status === 'True');
+  if (!scheduled && !pod.spec?.nodeName) return undefined;
+  const since = Date.parse(scheduled?.lastTransitionTime ?? pod.metadata.creationTimestamp ?? '');
+  if (!Number.isFinite(since) || nowMs - since < stuckAfterMs) return undefined;
+  const waiting = pod.status.containerStatuses?.map((s) => s.state?.waiting).find((w) => w?.reason);
+  const why = waiting ? `${waiting.reason}${waiting.message ? `: ${waiting.message}` : ''}` : `${pod.status.reason ?? 'ContainerCreating'}${pod.status.message ? `: ${pod.status.message}` : ''}`;
+  return `pod ${pod.metadata.name} on node ${pod.spec?.nodeName ?? '?'} has not started in ${Math.round((nowMs - since) / 1000)} s (${why})`;
+}
+
+/**
+ * Exit code 3 of `npuserve convert` is the accuracy gate; its JSON summary is the termination
+ * message. A Job the operator suspended as stuck stays failed with the reason it recorded.
+ */
+export function conversionOutcome(job: JobView, pods: PodView[], nowMs = Date.now(), stuckAfterMs = Infinity): ConversionOutcome {
+  const stuck = job.metadata?.annotations?.[STUCK_ANNOTATION];
+  if (stuck && job.spec?.suspend) return { state: 'failed', reason: 'ConversionStuck', message: stuck };
   const done = job.status?.conditions?.find((c) => (c.type === 'Complete' || c.type === 'Failed') && c.status === 'True');
   if (job.status?.succeeded && done?.type !== 'Failed') {
     const { message } = terminationMessage(pods);
     try {
       const summary = JSON.parse(message ?? '');
-      return { state: 'succeeded', accuracy: { cosineSimilarity: summary.accuracy?.cosineSimilarity, top1Agreement: summary.accuracy?.top1Agreement } };
+      return { state: 'succeeded', accuracy: { cosineSimilarity: summary.accuracy?.cosineSimilarity, top1Agreement: summary.accuracy?.top1Agreement }, precision: summary.precision };
     } catch {
       return { state: 'succeeded' };
     }
@@ -60,7 +111,10 @@ export function conversionOutcome(job: JobView, pods: PodView[]): ConversionOutc
     return { state: 'failed', reason: exitCode === 3 ? 'AccuracyGateFailed' : 'ConversionFailed', message: detail.slice(0, 1000) };
   }
   const pending = pods.map(unschedulable).find(Boolean);
-  return { state: 'running', message: pending ? `conversion pod pending: ${pending}` : 'conversion Job running' };
+  if (pending) return { state: 'running', message: `conversion pod pending: ${pending}`, pending: true };
+  const notStarting = pods.map((p) => stuckPod(p, nowMs, stuckAfterMs)).find(Boolean);
+  if (notStarting) return { state: 'stuck', message: notStarting };
+  return { state: 'running', message: 'conversion Job running' };
 }
 
 export interface RolloutPlan {
@@ -84,11 +138,4 @@ export interface DeploymentView {
   metadata: { generation?: number };
   spec?: { replicas?: number; template?: { metadata?: { labels?: Record<string, string> } } };
   status?: { observedGeneration?: number; replicas?: number; updatedReplicas?: number; readyReplicas?: number; availableReplicas?: number };
-}
-
-/** All pods run the current template and are available, and no old pod is left. */
-export function rolloutComplete(d: DeploymentView): boolean {
-  const want = d.spec?.replicas ?? 1;
-  const s = d.status ?? {};
-  return (s.observedGeneration ?? 0) >= (d.metadata.generation ?? 0) && (s.updatedReplicas ?? 0) === want && (s.availableReplicas ?? 0) === want && (s.replicas ?? 0) === want;
 }

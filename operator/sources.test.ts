@@ -34,18 +34,21 @@ describe('file:// sources', () => {
     expect(sourceVolume(uri, cfg.sources)).toMatch(message);
   });
 
-  it('mounts a path under an allowed prefix, normalised and read-only', () => {
+  it('mounts the allowed prefix holding the path read-only, so a single file mounts and a missing path stays missing', () => {
     const rev = desiredRevision(model({ uri: 'file:///models//smollm2/./' }), cfg.sources) as Revision;
-    expect(rev.source).toEqual({ volume: { name: 'source', hostPath: { path: '/models/smollm2' } }, input: '/source/smollm2' });
+    expect(rev.source).toEqual({ volume: { name: 'source', hostPath: { path: '/models', type: 'Directory' } }, mountPath: '/source/models', input: '/source/models/smollm2' });
     const job = conversionJob(model({ uri: 'file:///models/smollm2' }), rev, cfg);
-    expect(job.spec.template.spec.containers[0].volumeMounts).toContainEqual({ name: 'source', mountPath: '/source/smollm2', readOnly: true });
-    expect(sourceVolume('file:///models', cfg.sources)).toMatchObject({ volume: { hostPath: { path: '/models' } } });
+    expect(job.spec.template.spec.containers[0].volumeMounts).toContainEqual({ name: 'source', mountPath: '/source/models', readOnly: true });
+    expect(sourceVolume('file:///models/gguf/smollm2.Q8_0.gguf', cfg.sources)).toEqual({ volume: { name: 'source', hostPath: { path: '/models', type: 'Directory' } }, mountPath: '/source/models', input: '/source/models/gguf/smollm2.Q8_0.gguf' });
+    expect(sourceVolume('file:///models', cfg.sources)).toMatchObject({ volume: { hostPath: { path: '/models' } }, input: '/source/models' });
+    const root = parseOperatorConfig(['--source-host-paths', '/'], {}).sources;
+    expect(sourceVolume('file:///data/m.gguf', root)).toMatchObject({ volume: { hostPath: { path: '/data', type: 'Directory' } }, input: '/source/data/m.gguf' });
   });
 
   it('takes its prefixes from the admin: several, or none (file:// off)', () => {
     const two = parseOperatorConfig(['--source-host-paths', '/data/llm/,/mnt/models'], {}).sources;
     expect(two.hostPathPrefixes).toEqual(['/data/llm', '/mnt/models']);
-    expect(sourceVolume('file:///mnt/models/x', two)).toMatchObject({ volume: { hostPath: { path: '/mnt/models/x' } } });
+    expect(sourceVolume('file:///mnt/models/x', two)).toMatchObject({ volume: { hostPath: { path: '/mnt/models' } }, input: '/source/mnt/models/x' });
     expect(sourceVolume('file:///models/x', two)).toMatch(/not under a prefix the cluster admin allows \(\/data\/llm, \/mnt\/models\)/);
     const none = parseOperatorConfig([], { NPUSERVE_SOURCE_HOST_PATHS: '' }).sources;
     expect(sourceVolume('file:///models/x', none)).toMatch(/file:\/\/ sources are disabled on this cluster/);

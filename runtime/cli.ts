@@ -7,6 +7,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { bench } from './bench/bench.js';
 import { chatInTerminal } from './chat-terminal.js';
 import { AccuracyGateError, convert, type ConvertOptions } from './convert/convert.js';
+import { inspectNpu } from './convert/inspect.js';
 import { Engine, type Int8Activations } from './engine.js';
 import { FormatError, UsageError } from './errors.js';
 import { readNpuFile, type Precision } from './format.js';
@@ -26,6 +27,7 @@ commands:
   convert          --input DIR|FILE --precision INT8|FP16|FP32 --output X.npu
                    [--optimize-level 0|1|2] [--format auto|safetensors|gguf] [--min-cosine 0.99] [--json]
                    [--termination-log PATH]
+                   --input X.npu --format npu: validate a converted file and print its precision (no output)
                    http(s) inputs: [--allow-host HOST (repeatable; or $NPUSERVE_ALLOW_HOSTS a,b)]
                    [--max-download-size 64Gi] [--header-env NAME (default NPUSERVE_SOURCE_AUTHORIZATION)]
   generate         --model X.npu (--prompt TEXT | --prompt-tokens 1,2,3) [--max-tokens 32]
@@ -135,7 +137,8 @@ async function cmdConvert(argv: string[]): Promise<number> {
     if (terminationLog) writeFileSync(terminationLog, JSON.stringify(body).slice(0, 4000));
   };
   const format = (f.format as string | undefined) ?? 'auto';
-  if (!['auto', 'safetensors', 'gguf'].includes(format)) throw new UsageError(`--format must be auto, safetensors or gguf, got '${format}'`);
+  if (format === 'npu') return inspectCommand(required(f, 'input'), report);
+  if (!['auto', 'safetensors', 'gguf'].includes(format)) throw new UsageError(`--format must be auto, safetensors, gguf or npu, got '${format}'`);
   const level = int(f, 'optimize-level', 2)!;
   if (level > 2) throw new UsageError(`--optimize-level must be 0, 1 or 2, got ${level}`);
   const progress = new Progress();
@@ -171,6 +174,18 @@ async function cmdConvert(argv: string[]): Promise<number> {
       console.error(`npuserve convert: ${e.message}; no output written`);
       return EXIT.accuracyGate;
     }
+    throw e;
+  }
+}
+
+function inspectCommand(input: string, report: (body: unknown) => void): number {
+  try {
+    const summary = inspectNpu(input);
+    report(summary);
+    console.log(JSON.stringify(summary, null, 2));
+    return EXIT.ok;
+  } catch (e) {
+    report({ error: (e as Error).message });
     throw e;
   }
 }

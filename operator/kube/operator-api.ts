@@ -28,6 +28,7 @@ export class OperatorApi {
   readonly npumodelStatus;
   /** The autoscaler's writes go through the scale subresource, as kubectl scale's do. */
   readonly npumodelScale;
+  /** Conversion, inspection and cleanup Jobs; a stuck conversion is suspended (patch). */
   readonly jobs;
   readonly deployments;
   readonly services;
@@ -44,7 +45,7 @@ export class OperatorApi {
     this.npumodels = this.use<NPUModel, 'list' | 'watch' | 'patch'>(TYPES.npumodels, 'namespaced', ['list', 'watch', 'patch']);
     this.npumodelStatus = this.use<NPUModel, 'update' | 'patch'>(TYPES.npumodels, 'namespaced', ['update', 'patch'], 'status');
     this.npumodelScale = this.use<KubeObject, 'patch'>(TYPES.npumodels, 'namespaced', ['patch'], 'scale');
-    this.jobs = this.use<KubeObject, 'create' | 'list' | 'watch'>(TYPES.jobs, 'namespaced', ['create', 'list', 'watch']);
+    this.jobs = this.use<KubeObject, 'create' | 'patch' | 'list' | 'watch'>(TYPES.jobs, 'namespaced', ['create', 'patch', 'list', 'watch']);
     this.deployments = this.use<KubeObject, 'create' | 'update' | 'list' | 'watch'>(TYPES.deployments, 'namespaced', ['create', 'update', 'list', 'watch']);
     this.services = this.use<KubeObject, 'create' | 'patch' | 'list' | 'watch'>(TYPES.services, 'namespaced', ['create', 'patch', 'list', 'watch']);
     this.networkpolicies = this.use<KubeObject, 'create' | 'patch' | 'list' | 'watch'>(TYPES.networkpolicies, 'namespaced', ['create', 'patch', 'list', 'watch']);

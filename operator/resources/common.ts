@@ -1,4 +1,6 @@
 // Pieces shared by the builders: names, labels, the owner reference, and pod placement on NPU nodes.
+import { createHash } from 'node:crypto';
+
 import type { OperatorConfig } from '../config.js';
 import { API_VERSION, KIND, type NPUModel, type OwnerReference, type Toleration } from '../types.js';
 
@@ -33,10 +35,30 @@ export function ownerReference(m: NPUModel): OwnerReference {
   return { apiVersion: API_VERSION, kind: KIND, name: m.metadata.name, uid: m.metadata.uid ?? '', controller: true, blockOwnerDeletion: true };
 }
 
-/** A DNS-1123 label: `base-suffix`, with `base` shortened so the whole fits in 63 characters. */
+/** Longest DNS-1123 label (object names of Jobs and Services, label values). */
+export const MAX_LABEL = 63;
+
+/**
+ * A DNS-1123 label `base-suffix`. When that is longer than 63 characters, `base` is cut and a hash
+ * of the whole `base` follows it (`base[:n]-h8-suffix`), so two bases that share their first
+ * characters still get different names.
+ */
 export function childName(base: string, suffix: string): string {
-  const room = 63 - suffix.length - 1;
-  return `${base.slice(0, room).replace(/-+$/, '')}-${suffix}`;
+  const whole = `${base}-${suffix}`;
+  if (whole.length <= MAX_LABEL) return whole;
+  const hash = createHash('sha256').update(base).digest('hex').slice(0, 8);
+  const room = MAX_LABEL - suffix.length - hash.length - 2;
+  return `${base.slice(0, room).replace(/-+$/, '')}-${hash}-${suffix}`;
+}
+
+/**
+ * Why a model name cannot name its children, or null: the Service (and the endpoint's host) take
+ * the model's name, and a Service name is a DNS-1035 label. The CRD refuses such names at
+ * `kubectl apply`; this catches models created before that rule was installed.
+ */
+export function modelNameProblem(name: string): string | null {
+  if (name.length <= MAX_LABEL && /^[a-z]([-a-z0-9]*[a-z0-9])?$/.test(name)) return null;
+  return `metadata.name '${name}' (${name.length} characters) cannot name the model's Service and labels: it must be at most ${MAX_LABEL} characters of lowercase letters, digits and '-', starting with a letter and ending with a letter or digit; recreate the model under such a name`;
 }
 
 export interface Placement {

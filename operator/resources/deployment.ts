@@ -2,7 +2,7 @@
 // slow model load and draining, NPU placement, a restricted security context, the API key from the
 // model's Secret, and the rolling update strategy the rollout planner chose.
 import type { OperatorConfig } from '../config.js';
-import { ARTIFACT_MOUNT, type Revision } from '../revision.js';
+import { ARTIFACT_MOUNT, SOURCE_MOUNT, type Revision } from '../revision.js';
 import type { NPUModel } from '../types.js';
 import { labels, npuResources, npuScheduling, ownerReference, placement, RESTRICTED_CONTAINER_SECURITY, serverSelector } from './common.js';
 
@@ -21,10 +21,9 @@ export function endpoint(m: NPUModel): string {
 
 function modelVolumes(cfg: OperatorConfig, rev: Revision) {
   if (rev.prebuilt) {
-    const hostPath = (rev.source.volume as { hostPath?: unknown }).hostPath;
     return {
       volumes: [rev.source.volume!, { name: 'tmp', emptyDir: {} }],
-      mounts: [{ name: 'source', mountPath: hostPath ? rev.source.input : '/source', readOnly: true }, { name: 'tmp', mountPath: '/tmp' }],
+      mounts: [{ name: 'source', mountPath: rev.source.mountPath ?? SOURCE_MOUNT, readOnly: true }, { name: 'tmp', mountPath: '/tmp' }],
     };
   }
   return {

@@ -1,6 +1,7 @@
 // The conversion Job of one revision: `npuserve convert` from the mounted (or downloaded) source to
-// the revision's artifact on the artifact claim, gated on accuracy, on an NPU node; and the cleanup
-// Job that deletes artifacts no longer kept.
+// the revision's artifact on the artifact claim, gated on accuracy, on an NPU node; for a prebuilt
+// .npu the same Job only inspects the file (`convert --format npu`: its real precision, no NPU
+// held); and the cleanup Job that deletes artifacts no longer kept.
 import type { OperatorConfig } from '../config.js';
 import { ARTIFACT_MOUNT, SOURCE_MOUNT, type Revision } from '../revision.js';
 import type { NPUModel } from '../types.js';
@@ -9,24 +10,38 @@ import { childName, labels, npuResources, npuScheduling, ownerReference, placeme
 export const TERMINATION_LOG = '/dev/termination-log';
 
 export function conversionJobName(m: NPUModel, rev: Revision): string {
-  return childName(m.metadata.name, `convert-${rev.name}`);
+  return childName(m.metadata.name, `${rev.prebuilt ? 'inspect' : 'convert'}-${rev.name}`);
 }
 
 function podVolumes(cfg: OperatorConfig, rev: Revision) {
-  const volumes: Record<string, unknown>[] = [
-    { name: 'artifacts', persistentVolumeClaim: { claimName: cfg.artifactClaim } },
-    { name: 'tmp', emptyDir: {} },
-  ];
-  const mounts: Record<string, unknown>[] = [
-    { name: 'artifacts', mountPath: ARTIFACT_MOUNT },
-    { name: 'tmp', mountPath: '/tmp' },
-  ];
+  const volumes: Record<string, unknown>[] = [{ name: 'tmp', emptyDir: {} }];
+  const mounts: Record<string, unknown>[] = [{ name: 'tmp', mountPath: '/tmp' }];
+  if (!rev.prebuilt) {
+    volumes.push({ name: 'artifacts', persistentVolumeClaim: { claimName: cfg.artifactClaim } });
+    mounts.push({ name: 'artifacts', mountPath: ARTIFACT_MOUNT });
+  }
   if (rev.source.volume) {
     volumes.push(rev.source.volume);
-    const hostPath = (rev.source.volume as { hostPath?: unknown }).hostPath;
-    mounts.push({ name: 'source', mountPath: hostPath ? rev.source.input : SOURCE_MOUNT, readOnly: true });
+    mounts.push({ name: 'source', mountPath: rev.source.mountPath ?? SOURCE_MOUNT, readOnly: true });
   }
   return { volumes, mounts };
+}
+
+function convertArgs(m: NPUModel, rev: Revision, extra: string[]): string[] {
+  const report = ['--json', '--termination-log', TERMINATION_LOG];
+  if (rev.prebuilt) return ['convert', '--input', rev.source.input, '--format', 'npu', ...report];
+  const gate = m.spec.conversion?.accuracyGate?.minCosineSimilarity ?? 0.99;
+  return [
+    'convert',
+    '--input', rev.source.input,
+    '--format', m.spec.source.format ?? 'auto',
+    '--precision', rev.precision,
+    '--optimize-level', String(rev.optimizeLevel),
+    '--output', rev.artifact,
+    '--min-cosine', String(gate),
+    ...report,
+    ...extra,
+  ];
 }
 
 /**
@@ -46,8 +61,6 @@ function downloadSettings(m: NPUModel, rev: Revision, cfg: OperatorConfig) {
 export function conversionJob(m: NPUModel, rev: Revision, cfg: OperatorConfig) {
   const { volumes, mounts } = podVolumes(cfg, rev);
   const lbl = labels(m, 'converter', rev.name);
-  const gate = m.spec.conversion?.accuracyGate?.minCosineSimilarity ?? 0.99;
-  const format = m.spec.source.format ?? 'auto';
   const pl = placement(m, cfg);
   const download = downloadSettings(m, rev, cfg);
   return {
@@ -69,23 +82,13 @@ export function conversionJob(m: NPUModel, rev: Revision, cfg: OperatorConfig) {
               name: 'convert',
               image: cfg.image,
               imagePullPolicy: cfg.imagePullPolicy,
-              args: [
-                'convert',
-                '--input', rev.source.input,
-                '--format', format,
-                '--precision', rev.precision,
-                '--optimize-level', String(rev.optimizeLevel),
-                '--output', rev.artifact,
-                '--min-cosine', String(gate),
-                '--json',
-                '--termination-log', TERMINATION_LOG,
-                ...download.args,
-              ],
+              args: convertArgs(m, rev, download.args),
               ...(download.env.length ? { env: download.env } : {}),
               terminationMessagePath: TERMINATION_LOG,
               terminationMessagePolicy: 'FallbackToLogsOnError',
               securityContext: RESTRICTED_CONTAINER_SECURITY,
-              resources: npuResources(pl),
+              // Inspecting a prebuilt file needs no NPU; it runs where the file is (the NPU nodes).
+              resources: rev.prebuilt ? { requests: { cpu: '100m' }, limits: {} } : npuResources(pl),
               volumeMounts: mounts,
             },
           ],

@@ -4,9 +4,9 @@ import { describe, expect, it } from 'vitest';
 
 import { parseOperatorConfig } from '../config.js';
 import { desiredRevision, revisionName, sourceVolume, type Revision } from '../revision.js';
-import { conversionOutcome, planRollout, rolloutComplete } from '../rollout.js';
+import { conversionOutcome, planRollout, STUCK_ANNOTATION } from '../rollout.js';
 import type { NPUModel } from '../types.js';
-import { childName } from './common.js';
+import { childName, modelNameProblem } from './common.js';
 import { deployment, endpoint, service } from './deployment.js';
 import { conversionJob } from './job.js';
 import { networkPolicy } from './network-policy.js';
@@ -35,7 +35,7 @@ describe('revisions', () => {
   it('mount each source scheme read-only, and name what is wrong with a bad one', () => {
     const policy = cfg.sources;
     expect(sourceVolume('pvc://store/dir/model', policy)).toEqual({ volume: { name: 'source', persistentVolumeClaim: { claimName: 'store', readOnly: true } }, input: '/source/dir/model' });
-    expect(sourceVolume('file:///models/tiny', policy)).toEqual({ volume: { name: 'source', hostPath: { path: '/models/tiny' } }, input: '/source/tiny' });
+    expect(sourceVolume('file:///models/tiny', policy)).toEqual({ volume: { name: 'source', hostPath: { path: '/models', type: 'Directory' } }, mountPath: '/source/models', input: '/source/models/tiny' });
     expect(sourceVolume('https://example.org/m.gguf', policy)).toEqual({ volume: null, input: 'https://example.org/m.gguf' });
     expect(sourceVolume('pvc://store/../../etc', policy)).toMatch(/'\.\.' segments are not allowed \(the path could leave the volume\)/);
     expect(sourceVolume('s3://bucket/m', policy)).toMatch(/expected pvc:\/\/CLAIM\/PATH/);
@@ -100,8 +100,24 @@ describe('serving Deployment and Service', () => {
     expect(endpoint(m)).toBe('http://mistral-7b.ml.svc:8000/v1');
   });
 
-  it('keeps child names within 63 characters', () => {
+  it('keeps child names within 63 characters, and names that share a long prefix apart', () => {
+    expect(childName('tiny', 'convert-r0123456789')).toBe('tiny-convert-r0123456789');
     expect(childName('a'.repeat(80), 'convert-r0123456789')).toHaveLength(63);
+    // Two valid 50-character model names that differ only in their last character.
+    const a = childName(`${'m'.repeat(49)}a`, 'convert-r0123456789');
+    const b = childName(`${'m'.repeat(49)}b`, 'convert-r0123456789');
+    expect(a).toHaveLength(63);
+    expect(b).toHaveLength(63);
+    expect(a).not.toBe(b);
+    expect(a).toMatch(/^m+-[0-9a-f]{8}-convert-r0123456789$/);
+  });
+
+  it('refuses model names a Service or a label value cannot hold, naming the rule', () => {
+    expect(modelNameProblem('mistral-7b')).toBeNull();
+    expect(modelNameProblem('m'.repeat(63))).toBeNull();
+    expect(modelNameProblem('m'.repeat(64))).toMatch(/metadata.name 'm{64}' \(64 characters\) cannot name the model's Service and labels: it must be at most 63 characters/);
+    expect(modelNameProblem('llama.3')).toMatch(/lowercase letters, digits and '-', starting with a letter/);
+    expect(modelNameProblem('7b')).toMatch(/starting with a letter/);
   });
 });
 
@@ -156,20 +172,27 @@ describe('rollout decisions', () => {
     expect(planRollout(0, 1, 1)).toEqual({ strategy: { maxSurge: 0, maxUnavailable: 1 }, pausesServing: true });
   });
 
-  it('is complete only when every replica runs the new template and no old pod is left', () => {
-    const d = (s: object) => ({ metadata: { generation: 2 }, spec: { replicas: 2 }, status: { observedGeneration: 2, ...s } });
-    expect(rolloutComplete(d({ replicas: 2, updatedReplicas: 2, availableReplicas: 2 }))).toBe(true);
-    expect(rolloutComplete(d({ replicas: 3, updatedReplicas: 2, availableReplicas: 2 }))).toBe(false);
-    expect(rolloutComplete(d({ replicas: 2, updatedReplicas: 1, availableReplicas: 2 }))).toBe(false);
-    expect(rolloutComplete({ ...d({ replicas: 2, updatedReplicas: 2, availableReplicas: 2 }), status: { observedGeneration: 1, replicas: 2, updatedReplicas: 2, availableReplicas: 2 } })).toBe(false);
-  });
-
   it('reads a conversion result from the Job and its pod termination message', () => {
     const pod = (exitCode: number, message: string) => ({ metadata: { name: 'p' }, status: { containerStatuses: [{ state: { terminated: { exitCode, message } } }] } });
-    expect(conversionOutcome({ status: { succeeded: 1 } }, [pod(0, JSON.stringify({ accuracy: { cosineSimilarity: 0.995, top1Agreement: 0.9 } }))])).toEqual({ state: 'succeeded', accuracy: { cosineSimilarity: 0.995, top1Agreement: 0.9 } });
+    expect(conversionOutcome({ status: { succeeded: 1 } }, [pod(0, JSON.stringify({ accuracy: { cosineSimilarity: 0.995, top1Agreement: 0.9 } }))])).toEqual({ state: 'succeeded', accuracy: { cosineSimilarity: 0.995, top1Agreement: 0.9 }, precision: undefined });
     expect(conversionOutcome({ status: { failed: 1 } }, [pod(3, JSON.stringify({ error: 'accuracy gate failed: cosine similarity 0.95' }))])).toEqual({ state: 'failed', reason: 'AccuracyGateFailed', message: 'accuracy gate failed: cosine similarity 0.95' });
     expect(conversionOutcome({ status: { failed: 1 } }, [pod(1, 'download of https://x failed: HTTP 404')])).toMatchObject({ state: 'failed', reason: 'ConversionFailed', message: 'download of https://x failed: HTTP 404' });
     const pending = { metadata: { name: 'p' }, status: { conditions: [{ type: 'PodScheduled', status: 'False', reason: 'Unschedulable', message: '0/3 nodes are available: 3 Insufficient huawei.com/Ascend910.' }] } };
-    expect(conversionOutcome({ status: { active: 1 } }, [pending])).toEqual({ state: 'running', message: 'conversion pod pending: Unschedulable: 0/3 nodes are available: 3 Insufficient huawei.com/Ascend910.' });
+    expect(conversionOutcome({ status: { active: 1 } }, [pending])).toEqual({ state: 'running', pending: true, message: 'conversion pod pending: Unschedulable: 0/3 nodes are available: 3 Insufficient huawei.com/Ascend910.' });
+  });
+
+  it('calls a placed pod that has not started within the limit stuck, with what it waits on, and keeps a suspended Job failed', () => {
+    const placed = (waiting?: object) => ({
+      metadata: { name: 'tiny-convert-r1-x7k2p', creationTimestamp: '2026-01-01T00:00:00Z' },
+      spec: { nodeName: 'npu-0' },
+      status: { phase: 'Pending', conditions: [{ type: 'PodScheduled', status: 'True', lastTransitionTime: '2026-01-01T00:00:00Z' }], ...(waiting ? { containerStatuses: [{ state: { waiting } }] } : {}) },
+    });
+    const t0 = Date.parse('2026-01-01T00:00:00Z');
+    const pull = { reason: 'ImagePullBackOff', message: 'Back-off pulling image "npuserve:nope"' };
+    expect(conversionOutcome({ status: { active: 1 } }, [placed(pull)], t0 + 299_000, 300_000)).toEqual({ state: 'running', message: 'conversion Job running' });
+    expect(conversionOutcome({ status: { active: 1 } }, [placed(pull)], t0 + 301_000, 300_000)).toEqual({ state: 'stuck', message: 'pod tiny-convert-r1-x7k2p on node npu-0 has not started in 301 s (ImagePullBackOff: Back-off pulling image "npuserve:nope")' });
+    expect(conversionOutcome({ status: { active: 1 } }, [placed()], t0 + 400_000, 300_000)).toMatchObject({ state: 'stuck', message: expect.stringMatching(/has not started in 400 s \(ContainerCreating\)$/) });
+    const suspended = { metadata: { annotations: { [STUCK_ANNOTATION]: 'pod p has not started in 301 s (ContainerCreating)' } }, spec: { suspend: true }, status: {} };
+    expect(conversionOutcome(suspended, [], t0, 300_000)).toEqual({ state: 'failed', reason: 'ConversionStuck', message: 'pod p has not started in 301 s (ContainerCreating)' });
   });
 });

@@ -40,7 +40,7 @@ exactly these verbs; test/integration/chart.test.ts checks them against the sour
   verbs: [patch]
 - apiGroups: [batch]
   resources: [jobs]
-  verbs: [create, list, watch]
+  verbs: [create, patch, list, watch]
 - apiGroups: [apps]
   resources: [deployments]
   verbs: [create, update, list, watch]

@@ -1,0 +1,32 @@
+// What a prebuilt .npu file holds, read from its validated header and metadata: the operator runs
+// `npuserve convert --format npu` on a prebuilt source so the model's status reports the file's own
+// precision, not the one its spec names.
+import { existsSync, statSync } from 'node:fs';
+
+import { UsageError } from '../errors.js';
+import { readNpuFile, type NpuMetadata, type Precision } from '../format.js';
+
+export interface InspectSummary {
+  input: string;
+  precision: Precision;
+  optimizeLevel: number;
+  architecture: NpuMetadata['architecture'];
+  engineVersion: string;
+  fileBytes: number;
+  accuracy: NpuMetadata['accuracy'];
+}
+
+export function inspectNpu(input: string): InspectSummary {
+  if (!existsSync(input)) throw new UsageError(`input ${input} does not exist`);
+  if (statSync(input).isDirectory()) throw new UsageError(`input ${input} is a directory; --format npu takes one .npu file`);
+  const { header, metadata } = readNpuFile(input);
+  return {
+    input,
+    precision: metadata.precision,
+    optimizeLevel: metadata.optimizeLevel,
+    architecture: metadata.architecture,
+    engineVersion: metadata.engineVersion,
+    fileBytes: header.fileBytes,
+    accuracy: metadata.accuracy,
+  };
+}
