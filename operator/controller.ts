@@ -3,6 +3,7 @@
 import type { OperatorConfig } from './config.js';
 import { EventRecorder } from './events.js';
 import { Informer, objectKey } from './informer.js';
+import { isConflict } from './kube/client.js';
 import type { OperatorApi } from './kube/operator-api.js';
 import type { Resource } from './kube/resources.js';
 import { queueDepth, reconcileDuration, reconcileTotal } from './metrics.js';
@@ -74,7 +75,8 @@ export class Controller {
   async startInformers(signal: AbortSignal): Promise<void> {
     for (const inf of this.informers) void inf.run(signal);
     await Promise.all(this.informers.map((i) => i.waitForSync()));
-    this.log('caches synced', { informers: this.informers.map((i) => i.path) });
+    // The operator reads and writes only these namespaces: an NPUModel elsewhere gets no status at all.
+    this.log('caches synced', { watchedNamespaces: this.cfg.namespaces.length ? this.cfg.namespaces : 'all', informers: this.informers.map((i) => i.path) });
   }
 
   private async worker(): Promise<void> {
@@ -86,8 +88,15 @@ export class Controller {
         reconcileTotal.inc({ result: 'success' });
         if (r.requeueAfterMs) this.queue.addAfter(key, r.requeueAfterMs);
       } catch (e) {
-        reconcileTotal.inc({ result: 'error' });
-        this.log('reconcile failed; will retry', { key, error: (e as Error).message });
+        if (isConflict(e)) {
+          // Someone (often our own previous write) changed the object after the cache's copy: the
+          // watch event of that change enqueues the key again at once; the backoff is a fallback.
+          reconcileTotal.inc({ result: 'conflict' });
+          this.log('conflict; requeued', { level: 'debug', key, error: (e as Error).message });
+        } else {
+          reconcileTotal.inc({ result: 'error' });
+          this.log('reconcile failed; will retry', { key, error: (e as Error).message });
+        }
         this.queue.addRateLimited(key);
       } finally {
         end();

@@ -45,16 +45,15 @@ export interface StatusInputs {
   now: string;
 }
 
-/** No pod of another revision is left and at least one serves (or none is wanted). */
-function rolledOut(d: DeploymentView, revision: string): boolean {
+/** The Deployment runs `revision` only: its template is observed and no pod of another revision is left. */
+function onlyRevision(d: DeploymentView, revision: string): boolean {
   const s = d.status ?? {};
-  const want = d.spec?.replicas ?? 1;
-  return (
-    d.spec?.template?.metadata?.labels?.[LABEL_REVISION] === revision &&
-    (s.observedGeneration ?? 0) >= (d.metadata.generation ?? 0) &&
-    (s.updatedReplicas ?? 0) === (s.replicas ?? 0) &&
-    ((s.availableReplicas ?? 0) > 0 || want === 0)
-  );
+  return d.spec?.template?.metadata?.labels?.[LABEL_REVISION] === revision && (s.observedGeneration ?? 0) >= (d.metadata.generation ?? 0) && (s.updatedReplicas ?? 0) === (s.replicas ?? 0);
+}
+
+/** `revision` serves: only its pods are left and one is available (or none is wanted). */
+function rolledOut(d: DeploymentView, revision: string): boolean {
+  return onlyRevision(d, revision) && ((d.status?.availableReplicas ?? 0) > 0 || (d.spec?.replicas ?? 1) === 0);
 }
 
 type NewCondition = Omit<Condition, 'lastTransitionTime' | 'observedGeneration'>;
@@ -98,7 +97,8 @@ export function modelStatus(i: StatusInputs): NPUModelStatus {
     : rolling
       ? { type: 'Progressing', status: 'True', reason: pending.length ? 'Unschedulable' : 'RollingOut', message: `rolling out revision ${recorded!.name}: ${updated}${pending.length ? `; ${unplaced}` : ''}` }
       : { type: 'Progressing', status: 'False', reason: failed ? failed.reason : 'RolloutComplete', message: failed ? 'the new revision failed; nothing rolls' : `revision ${current?.name} is rolled out` });
-  const short = !rolling && ready < desired && (ready > 0 || !!current);
+  const replacing = !!d && !!recorded && !onlyRevision(d, recorded.name);
+  const short = !replacing && ready < desired && (ready > 0 || !!current);
   const degraded: NewCondition | undefined = failed
     ? { type: 'Degraded', status: 'True', reason: failed.reason, message: failed.message }
     : !short

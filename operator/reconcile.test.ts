@@ -1,0 +1,211 @@
+// The reconcile loop against a recording API client: what it creates and writes for a model as the
+// world moves (finalizer, conversion Job, then Deployment/Service/NetworkPolicy once converted), and
+// what a user reads when something is wrong (a name too long, a stuck pod, a prebuilt file's real
+// precision, a 409 on the status write: requeued without a second event).
+import { describe, expect, it } from 'vitest';
+
+import { RecordingKube } from '../test/unit/recording-kube.js';
+import { parseOperatorConfig } from './config.js';
+import { Controller } from './controller.js';
+import { EventRecorder } from './events.js';
+import { ApiError } from './kube/client.js';
+import { FINALIZER, Reconciler, type World } from './reconcile.js';
+import type { KubeObject, NPUModel } from './types.js';
+
+const NS = 'ml';
+const MODELS = `/apis/npuserve.io/v1alpha1/namespaces/${NS}/npumodels`;
+const JOBS = `/apis/batch/v1/namespaces/${NS}/jobs`;
+const EVENTS = `/api/v1/namespaces/${NS}/events`;
+const T0 = Date.parse('2026-03-01T12:00:00Z');
+
+function model(name = 'tiny', spec: Partial<NPUModel['spec']> = {}, finalizers = [FINALIZER]): NPUModel {
+  return {
+    apiVersion: 'npuserve.io/v1alpha1',
+    kind: 'NPUModel',
+    metadata: { name, namespace: NS, uid: `uid-${name}`, generation: 1, resourceVersion: '7', finalizers },
+    spec: { source: { uri: 'file:///models/tiny' }, precision: 'INT8', replicas: 1, ...spec },
+  };
+}
+
+/** Informer stand-ins over arrays the test changes between reconciles. */
+function world() {
+  const items: Record<keyof World, KubeObject[]> = { models: [], jobs: [], deployments: [], services: [], networkPolicies: [], pods: [] };
+  const informer = (list: KubeObject[]) => ({
+    get: (key: string) => list.find((o) => `${o.metadata.namespace}/${o.metadata.name}` === key),
+    list: (filter?: (o: KubeObject) => boolean) => (filter ? list.filter(filter) : list),
+  });
+  const w = Object.fromEntries(Object.entries(items).map(([k, v]) => [k, informer(v)])) as unknown as World;
+  return { items, w };
+}
+
+function setup(opts: { stuckAfterMs?: number } = {}) {
+  const rec = new RecordingKube();
+  const kube = rec.operatorApi();
+  const { items, w } = world();
+  const cfg = parseOperatorConfig(['--leader-elect', 'false'], {});
+  const logs: Array<{ msg: string; fields?: Record<string, unknown> }> = [];
+  const log = (msg: string, fields?: Record<string, unknown>) => logs.push({ msg, fields });
+  const reconciler = new Reconciler(kube, w, cfg, new EventRecorder(kube, 'test', log), log, { stuckAfterMs: opts.stuckAfterMs ?? 300_000, now: () => T0 + 600_000 });
+  return { rec, items, reconciler, logs };
+}
+
+const events = (rec: RecordingKube) => rec.bodies('create', '/events').map((e) => `${e.type} ${e.reason}: ${e.message}`);
+const lastStatus = (rec: RecordingKube) => rec.bodies('update', '/status').at(-1)?.status;
+
+/** The Job the operator created, as the API server would show it once it has run. */
+function finishedJob(rec: RecordingKube, terminationMessage: object) {
+  const job = rec.bodies('create', '/jobs')[0];
+  return {
+    job: { ...job, status: { succeeded: 1, conditions: [{ type: 'Complete', status: 'True' }] } },
+    pod: { metadata: { name: `${job.metadata.name}-x7k2p`, namespace: NS, labels: { 'job-name': job.metadata.name } }, status: { phase: 'Succeeded', containerStatuses: [{ state: { terminated: { exitCode: 0, message: JSON.stringify(terminationMessage) } } }] } },
+  };
+}
+
+describe('Reconciler', () => {
+  it('adds the finalizer first, then converts, then deploys the converted revision', async () => {
+    const { rec, items, reconciler } = setup();
+    items.models.push(model('tiny', {}, []));
+    await reconciler.reconcile(`${NS}/tiny`);
+    expect(rec.lines()).toEqual([`patch ${MODELS}/tiny`]);
+    expect(rec.calls[0].body).toEqual({ metadata: { finalizers: [FINALIZER], resourceVersion: '7' } });
+
+    items.models[0] = model();
+    rec.calls.splice(0);
+    await reconciler.reconcile(`${NS}/tiny`);
+    expect(rec.lines()).toEqual([`create ${JOBS}`, `create ${EVENTS}`, `update ${MODELS}/tiny/status`]);
+    expect(events(rec)).toEqual([expect.stringMatching(/^Normal ConversionStarted: converting file:\/\/\/models\/tiny to INT8 \(revision r[0-9a-f]{10}\) in Job tiny-convert-r[0-9a-f]{10}$/)]);
+    expect(lastStatus(rec)).toMatchObject({ phase: 'Converting' });
+
+    const { job, pod } = finishedJob(rec, { precision: 'INT8', accuracy: { cosineSimilarity: 0.9951, top1Agreement: 0.9 } });
+    items.jobs.push(job);
+    items.pods.push(pod);
+    rec.calls.splice(0);
+    await reconciler.reconcile(`${NS}/tiny`);
+    expect(rec.lines()).toEqual([
+      `create /apis/apps/v1/namespaces/${NS}/deployments`,
+      `create /api/v1/namespaces/${NS}/services`,
+      `create /apis/networking.k8s.io/v1/namespaces/${NS}/networkpolicies`,
+      `update ${MODELS}/tiny/status`,
+      `create ${EVENTS}`,
+    ]);
+    expect(events(rec)).toEqual([expect.stringMatching(/^Normal Converted: revision r[0-9a-f]{10} converted to INT8, cosine similarity vs FP32 0.99510$/)]);
+    expect(lastStatus(rec)).toMatchObject({ phase: 'Deploying', revisions: [{ precision: 'INT8', accuracy: { cosineSimilarity: 0.9951 } }] });
+  });
+
+  it('records Converted once when the status write that records the revision first meets a 409', async () => {
+    const { rec, items, reconciler } = setup();
+    items.models.push(model());
+    await reconciler.reconcile(`${NS}/tiny`);
+    const { job, pod } = finishedJob(rec, { precision: 'INT8' });
+    items.jobs.push(job);
+    items.pods.push(pod);
+    let conflicts = 1;
+    rec.failWith = (c) => (c.verb === 'update' && c.path.endsWith('/status') && conflicts-- > 0 ? new ApiError(409, 'Conflict', 'PUT status: 409 the object has been modified') : undefined);
+    rec.calls.splice(0);
+    await expect(reconciler.reconcile(`${NS}/tiny`)).rejects.toThrow(/409/);
+    expect(events(rec)).toEqual([]);
+    // The Deployment created before the failed write is in the cache on the retry.
+    items.deployments.push({ ...rec.bodies('create', '/deployments')[0], status: {} });
+    await reconciler.reconcile(`${NS}/tiny`);
+    expect(events(rec).filter((e) => e.includes('Converted'))).toHaveLength(1);
+  });
+
+  it('gives two 50-character names that differ in their last character their own Jobs', async () => {
+    const { rec, items, reconciler } = setup();
+    const a = `${'m'.repeat(49)}a`;
+    const b = `${'m'.repeat(49)}b`;
+    items.models.push(model(a), model(b));
+    await reconciler.reconcile(`${NS}/${a}`);
+    await reconciler.reconcile(`${NS}/${b}`);
+    const names = rec.bodies('create', '/jobs').map((j) => j.metadata.name);
+    expect(names).toHaveLength(2);
+    expect(names[0]).not.toBe(names[1]);
+    for (const n of names) expect(n.length).toBeLessThanOrEqual(63);
+    expect(rec.bodies('update', '/status').map((s) => s.status.phase)).toEqual(['Converting', 'Converting']);
+  });
+
+  it('refuses a name over 63 characters with a condition and an event, creating nothing', async () => {
+    const { rec, items, reconciler } = setup();
+    const long = 'm'.repeat(64);
+    items.models.push(model(long));
+    await reconciler.reconcile(`${NS}/${long}`);
+    expect(rec.lines()).toEqual([`update ${MODELS}/${long}/status`, `create ${EVENTS}`]);
+    const status = lastStatus(rec);
+    expect(status.phase).toBe('Failed');
+    expect(status.conditions).toContainEqual(expect.objectContaining({ type: 'Converted', status: 'False', reason: 'InvalidName', message: expect.stringMatching(/\(64 characters\) cannot name the model's Service and labels: it must be at most 63 characters/) }));
+    expect(events(rec)).toEqual([expect.stringMatching(/^Warning InvalidName: metadata.name 'm{64}'/)]);
+  });
+
+  it('suspends a conversion Job whose pod does not start and says why (ConversionStuck)', async () => {
+    const { rec, items, reconciler } = setup({ stuckAfterMs: 300_000 });
+    items.models.push(model());
+    await reconciler.reconcile(`${NS}/tiny`);
+    const job = rec.bodies('create', '/jobs')[0];
+    items.jobs.push({ ...job, status: { active: 1 } });
+    items.pods.push({
+      metadata: { name: `${job.metadata.name}-x7k2p`, namespace: NS, labels: { 'job-name': job.metadata.name } },
+      spec: { nodeName: 'local-npu-0' },
+      status: { phase: 'Pending', conditions: [{ type: 'PodScheduled', status: 'True', lastTransitionTime: new Date(T0).toISOString() }], containerStatuses: [{ state: { waiting: { reason: 'ContainerCreating' } } }] },
+    } as KubeObject);
+    rec.calls.splice(0);
+    await reconciler.reconcile(`${NS}/tiny`);
+    const patch = rec.bodies('patch', `/jobs/${job.metadata.name}`)[0];
+    expect(patch.spec).toEqual({ suspend: true });
+    const status = lastStatus(rec);
+    expect(status.phase).toBe('Failed');
+    const converted = status.conditions.find((c: { type: string }) => c.type === 'Converted');
+    expect(converted).toMatchObject({ status: 'False', reason: 'ConversionStuck' });
+    expect(converted.message).toMatch(/pod tiny-convert-r\w+-x7k2p on node local-npu-0 has not started in 600 s \(ContainerCreating\); Job tiny-convert-r\w+ is suspended to free its NPU: fix the cause, then delete the Job to retry/);
+    expect(events(rec)).toEqual([`Warning ConversionStuck: ${converted.message}`]);
+  });
+
+  it('inspects a prebuilt .npu without an NPU and reports the precision the file holds', async () => {
+    const { rec, items, reconciler } = setup();
+    items.models.push(model('pre', { source: { uri: 'file:///models/tiny.int8.npu', format: 'npu' }, precision: 'FP16' }, []));
+    await reconciler.reconcile(`${NS}/pre`);
+    const job = rec.bodies('create', '/jobs')[0];
+    expect(job.metadata.name).toMatch(/^pre-inspect-r[0-9a-f]{10}$/);
+    const c = job.spec.template.spec.containers[0];
+    expect(c.args).toEqual(['convert', '--input', '/source/models/tiny.int8.npu', '--format', 'npu', '--json', '--termination-log', '/dev/termination-log']);
+    expect(c.resources).toEqual({ requests: { cpu: '100m' }, limits: {} });
+
+    const { job: done, pod } = finishedJob(rec, { input: '/source/models/tiny.int8.npu', precision: 'INT8' });
+    items.jobs.push(done);
+    items.pods.push(pod);
+    rec.calls.splice(0);
+    await reconciler.reconcile(`${NS}/pre`);
+    const status = lastStatus(rec);
+    expect(status.revisions).toEqual([expect.objectContaining({ precision: 'INT8', artifact: '/source/models/tiny.int8.npu' })]);
+    expect(status.conditions.find((x: { type: string }) => x.type === 'Converted')).toMatchObject({ status: 'True', reason: 'Prebuilt', message: expect.stringMatching(/\(INT8\) .*spec.precision FP16 does not apply to a prebuilt .npu/) });
+    expect(events(rec)).toEqual([
+      expect.stringMatching(/^Normal Inspected: revision r\w+: prebuilt \/source\/models\/tiny.int8.npu is INT8$/),
+      expect.stringMatching(/^Warning PrecisionMismatch: spec.precision is FP16 but the prebuilt \/source\/models\/tiny.int8.npu is INT8/),
+    ]);
+  });
+});
+
+describe('Controller', () => {
+  it('requeues a 409 on the status write as a conflict, not a failure, and records ConversionStarted once', async () => {
+    const rec = new RecordingKube();
+    const m = model();
+    rec.objects.set(`${MODELS}/tiny`, m);
+    const cfg = parseOperatorConfig(['--leader-elect', 'false', '--namespaces', NS, '--workers', '1'], {});
+    const logs: string[] = [];
+    const controller = new Controller(rec.operatorApi(), cfg, (msg, fields) => logs.push(`${msg} ${JSON.stringify(fields ?? {})}`));
+    const stop = new AbortController();
+    await controller.startInformers(stop.signal);
+    expect(logs.find((l) => l.startsWith('caches synced'))).toMatch(/"watchedNamespaces":\["ml"\]/);
+
+    let conflicts = 1;
+    rec.failWith = (c) => (c.verb === 'update' && c.path.endsWith('/status') && conflicts-- > 0 ? new ApiError(409, 'Conflict', 'PUT status: 409 the object has been modified') : undefined);
+    const run = controller.runWorkers(stop.signal);
+    const deadline = Date.now() + 5000;
+    while (rec.bodies('update', '/status').length < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    stop.abort();
+    await run;
+    expect(logs.filter((l) => l.startsWith('conflict; requeued'))).toHaveLength(1);
+    expect(logs.filter((l) => l.startsWith('reconcile failed'))).toEqual([]);
+    expect(rec.bodies('update', '/status')).toHaveLength(2);
+    expect(events(rec).filter((e) => e.includes('ConversionStarted'))).toHaveLength(1);
+  });
+});
