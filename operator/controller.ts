@@ -1,5 +1,7 @@
 // Wires informers to the work queue and runs reconcile workers: NPUModel events enqueue the model,
 // events of owned objects (Jobs, Deployments, Services, pods) enqueue their owner.
+import { getMaxListeners, setMaxListeners } from 'node:events';
+
 import type { OperatorConfig } from './config.js';
 import { EventRecorder } from './events.js';
 import { Informer, objectKey } from './informer.js';
@@ -73,6 +75,8 @@ export class Controller {
 
   /** Starts the informers (reading is safe before leadership) and waits for their first list. */
   async startInformers(signal: AbortSignal): Promise<void> {
+    // Each informer's watch listens on the stop signal while it runs (6 per watched namespace).
+    setMaxListeners(Math.max(getMaxListeners(signal), this.informers.length + 10), signal);
     for (const inf of this.informers) void inf.run(signal);
     await Promise.all(this.informers.map((i) => i.waitForSync()));
     // The operator reads and writes only these namespaces: an NPUModel elsewhere gets no status at all.

@@ -5,6 +5,7 @@
 // never by the holder's renewTime, so clock skew between machines cannot steal a live lease.
 import { ApiError, isConflict, isNotFound } from './kube/client.js';
 import type { Lease, OperatorApi } from './kube/operator-api.js';
+import { sleep } from './sleep.js';
 
 
 export interface LeaderOptions {
@@ -104,14 +105,4 @@ export class LeaderElector {
       if (!(e instanceof ApiError)) throw e;
     }
   }
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const t = setTimeout(resolve, ms);
-    signal.addEventListener('abort', () => {
-      clearTimeout(t);
-      resolve();
-    }, { once: true });
-  });
 }

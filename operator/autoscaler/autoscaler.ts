@@ -9,6 +9,7 @@ import { autoscalerDesiredReplicas, autoscalerScrapeFailures, autoscalerTokensPe
 import type { World } from '../reconcile.js';
 import { LABEL_COMPONENT, LABEL_INSTANCE } from '../resources/common.js';
 import { servicePort } from '../resources/deployment.js';
+import { sleep } from '../sleep.js';
 import { type AutoscalerStatus, type KubeObject, type NPUModel } from '../types.js';
 import { decide, STABLE_WINDOW_MS, type AutoscalingTargets, type Decision, type ScrapeRound } from './policy.js';
 import { scrapeRound, type ServingPod } from './scrape.js';
@@ -69,10 +70,7 @@ export class Autoscaler {
       const started = Date.now();
       await this.pass();
       const waitMs = Math.max(0, intervalMs - (Date.now() - started));
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, waitMs);
-        signal.addEventListener('abort', () => (clearTimeout(t), resolve()), { once: true });
-      });
+      await sleep(waitMs, signal);
     }
   }
 

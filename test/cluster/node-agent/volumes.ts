@@ -147,6 +147,9 @@ async function volumeDir(ctx: VolumeContext, pod: Pod, volume: Volume): Promise<
   const own = path.join(ctx.podDir, 'volumes', volume.name);
   if (volume.hostPath) {
     const dir = path.join(nodeRootDir(ctx.clusterDir, ctx.nodeName), volume.hostPath.path);
+    // An existing path (a file too) is used as it is, as the kubelet bind-mounts it; a missing one
+    // is created as a directory, as containerd does for hostPath type "".
+    if (fs.existsSync(dir)) return dir;
     const isFile = volume.hostPath.type === 'File' || volume.hostPath.type === 'FileOrCreate';
     fs.mkdirSync(isFile ? path.dirname(dir) : dir, { recursive: true });
     return dir;
