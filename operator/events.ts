@@ -32,7 +32,8 @@ export class EventRecorder {
         await this.kube.events.mergePatch(ns, prev.name, { count: prev.count, lastTimestamp: now.toISOString() });
         return;
       }
-      const name = `${m.metadata.name}.${now.getTime().toString(16)}${Math.floor(Math.random() * 0xfff).toString(16)}`;
+      // An Event's name is at most 253 characters; a model's name may be that long (InvalidName is recorded for it).
+      const name = `${m.metadata.name.slice(0, 200)}.${now.getTime().toString(16)}${Math.floor(Math.random() * 0xfff).toString(16)}`;
       await this.kube.events.create(ns, {
         apiVersion: 'v1',
         kind: 'Event',

@@ -108,7 +108,7 @@ export class Reconciler {
       if (this.cfg.networkPolicy.enabled) await this.ensureNetworkPolicy(m);
     }
     const serverPods = this.world.pods.list((p) => p.metadata.namespace === m.metadata.namespace && p.metadata.labels?.[LABEL_INSTANCE] === m.metadata.name && p.metadata.labels?.[LABEL_COMPONENT] === 'server');
-    const status = modelStatus({ model: m, revision: rev, revisions, recorded, conversion, deployment: d, serverPods, desiredReplicas: this.desiredReplicas(m), now: new Date(this.now()).toISOString() });
+    const status = modelStatus({ model: m, revision: rev, revisions, recorded, conversion, deployment: d, serverPods, desiredReplicas: this.desiredReplicas(m), now: new Date(this.now()).toISOString(), stuckAfterMs: this.stuckAfterMs });
     const rolledOut = status.currentRevision?.name && status.currentRevision.name !== m.status?.currentRevision?.name;
     if (rolledOut) status.revisions = await this.prune(m, status.revisions ?? [], status.currentRevision!.name);
     await this.writeStatus(m, status);

@@ -158,6 +158,21 @@ const rows: Row[] = [
     current: r2.name,
   },
   {
+    situation: 'serving pod placed but not started for 10 minutes (a mount that fails)',
+    in: {
+      model: model({ currentRevision: r2, revisions: [r2] }),
+      revisions: [r2],
+      recorded: r2,
+      deployment: deployment(r2.name, { replicas: 1, updated: 1, ready: 0 }, 1),
+      desiredReplicas: 1,
+      stuckAfterMs: 300_000,
+      serverPods: [{ metadata: { name: 'tiny-5d8f-abcde', creationTimestamp: '2026-03-01T11:50:00.000Z' }, spec: { nodeName: 'npu-0' }, status: { phase: 'Pending', conditions: [{ type: 'PodScheduled', status: 'True', lastTransitionTime: '2026-03-01T11:50:00.000Z' }] } }],
+    },
+    phase: 'Deploying',
+    conditions: { Available: ['False', 'ServerFailing', /^pod tiny-5d8f-abcde on node npu-0 has not started in 600 s \(ContainerCreating\)$/] },
+    current: r2.name,
+  },
+  {
     situation: 'prebuilt INT8 file while the spec says FP16',
     in: {
       revision: { name: 'r3333333333', precision: 'FP16', artifact: '/source/models/tiny.npu', prebuilt: true },

@@ -4,7 +4,7 @@
 // condition helpers and the comparison that keeps status writes to real changes.
 import { LABEL_REVISION, selectorString, serverSelector } from './resources/common.js';
 import { endpoint } from './resources/deployment.js';
-import { failing, unschedulable, type ConversionOutcome, type DeploymentView, type PodView } from './rollout.js';
+import { failing, stuckPod, unschedulable, type ConversionOutcome, type DeploymentView, type PodView } from './rollout.js';
 import type { Condition, NPUModel, NPUModelStatus, Phase, RevisionStatus } from './types.js';
 
 export type ConditionType = 'Converted' | 'Available' | 'Progressing' | 'Degraded';
@@ -43,6 +43,8 @@ export interface StatusInputs {
   serverPods: PodView[];
   desiredReplicas: number;
   now: string;
+  /** A placed serving pod not started after this long is reported (ServerFailing); default never. */
+  stuckAfterMs?: number;
 }
 
 /** The Deployment runs `revision` only: its template is observed and no pod of another revision is left. */
@@ -79,7 +81,7 @@ export function modelStatus(i: StatusInputs): NPUModelStatus {
   const converting = !recorded && !failed;
   const rolling = !!d && !!recorded && !complete;
   const pending = i.serverPods.filter((p) => !p.metadata.deletionTimestamp).map(unschedulable).filter((x): x is string => !!x);
-  const crashing = i.serverPods.map(failing).find(Boolean);
+  const crashing = i.serverPods.map(failing).find(Boolean) ?? i.serverPods.map((p) => stuckPod(p, Date.parse(now), i.stuckAfterMs ?? Infinity)).find(Boolean);
   const unplaced = pending.length ? `${pending.length} of ${desired} replicas cannot be scheduled: ${pending[0]}` : '';
 
   const set = (cs: Condition[], c: NewCondition) => setCondition(cs, { ...c, observedGeneration: gen }, now);
