@@ -119,7 +119,7 @@ describe('RBAC is exactly what the operator can call', () => {
       '/pods list', '/pods watch',
       '/services create', '/services list', '/services patch', '/services watch',
       'apps/deployments create', 'apps/deployments list', 'apps/deployments update', 'apps/deployments watch',
-      'batch/jobs create', 'batch/jobs list', 'batch/jobs watch',
+      'batch/jobs create', 'batch/jobs list', 'batch/jobs patch', 'batch/jobs watch',
       'coordination.k8s.io/leases create', 'coordination.k8s.io/leases get', 'coordination.k8s.io/leases update',
       'networking.k8s.io/networkpolicies create', 'networking.k8s.io/networkpolicies list', 'networking.k8s.io/networkpolicies patch', 'networking.k8s.io/networkpolicies watch',
       'npuserve.io/npumodels list', 'npuserve.io/npumodels patch', 'npuserve.io/npumodels watch',
