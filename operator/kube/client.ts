@@ -9,7 +9,7 @@
 import { existsSync } from 'node:fs';
 import { isIPv6 } from 'node:net';
 import { homedir } from 'node:os';
-import { delimiter, join } from 'node:path';
+import { delimiter, dirname, isAbsolute, join, resolve } from 'node:path';
 
 import { HttpMethod, IsomorphicFetchHttpLibrary, KubeConfig, RequestContext, Watch } from '@kubernetes/client-node';
 
@@ -231,7 +231,12 @@ function mergeKubeconfigs(files: string[]): KubeConfig {
       continue; // kubectl skips missing entries of KUBECONFIG
     }
     const kc = new KubeConfig();
-    kc.loadFromFile(file); // resolves the file's relative paths against its folder
+    kc.loadFromFile(file); // resolves the file's relative certificate paths against its folder
+    // As kubectl: an exec plugin's relative command with a '/' is relative to the kubeconfig's folder.
+    for (const u of kc.getUsers()) {
+      const command = u.exec?.command as string | undefined;
+      if (command?.includes('/') && !isAbsolute(command)) u.exec.command = resolve(dirname(file), command);
+    }
     for (const c of kc.getClusters()) if (!merged.getCluster(c.name)) merged.addCluster(c);
     for (const u of kc.getUsers()) if (!merged.getUser(u.name)) merged.addUser(u);
     for (const c of kc.getContexts()) if (!merged.getContextObject(c.name)) merged.addContext(c);
