@@ -1,3 +1,5 @@
+import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
+import { connect, type AddressInfo, type Socket } from 'node:net';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -71,5 +73,59 @@ describe('KubeApi.fromEnvironment', () => {
     expect(api.server).toBe('https://[fd00::1]:6443');
     expect(api.config.getCurrentCluster()?.caFile).toBe(join(dir, 'sa', 'ca.crt'));
     expect(api.config.getCurrentUser()?.authProvider).toEqual({ name: 'tokenFile', config: { tokenFile: join(dir, 'sa', 'token') } });
+  });
+});
+
+/** A plain HTTP server that records each request's URL and headers and answers an empty list. */
+async function recorder(): Promise<{ server: Server; url: string; seen: Array<{ url: string; headers: IncomingHttpHeaders }> }> {
+  const seen: Array<{ url: string; headers: IncomingHttpHeaders }> = [];
+  const server = createServer((req, res) => {
+    seen.push({ url: req.url ?? '', headers: req.headers });
+    res.setHeader('content-type', 'application/json');
+    res.end(JSON.stringify({ kind: 'NamespaceList', metadata: { resourceVersion: '7' }, items: [{ metadata: { name: 'default' } }] }));
+  });
+  // As a proxy: CONNECT tunnels to the target, recorded like a request.
+  server.on('connect', (req, client: Socket) => {
+    seen.push({ url: `CONNECT ${req.url}`, headers: req.headers });
+    const [host, port] = (req.url ?? '').split(':');
+    const upstream = connect(Number(port), host, () => {
+      client.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+      upstream.pipe(client).pipe(upstream);
+    });
+    upstream.on('error', () => client.destroy());
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return { server, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, seen };
+}
+
+describe('KubeApi requests carry what the kubeconfig says', () => {
+  it("a tokenFile relative to the kubeconfig, impersonation (as:), and the cluster's proxy-url", async () => {
+    const api = await recorder();
+    const proxy = await recorder();
+    try {
+      mkdirSync(join(dir, 'k'));
+      writeFileSync(join(dir, 'k', 'token'), 'sa-token-1');
+      const path = kubeconfig('k', {
+        clusters: [
+          { name: 'direct', cluster: { server: api.url, 'insecure-skip-tls-verify': true } },
+          { name: 'proxied', cluster: { server: api.url, 'insecure-skip-tls-verify': true, 'proxy-url': proxy.url } },
+        ],
+        users: [{ name: 'u', user: { tokenFile: 'token', as: 'jane' } }],
+        contexts: [{ name: 'direct', context: { cluster: 'direct', user: 'u' } }, { name: 'proxied', context: { cluster: 'proxied', user: 'u' } }],
+        'current-context': 'direct',
+      });
+      const list = await KubeApi.fromEnvironment({ kubeconfig: path }).list<{ metadata: { name: string } }>('/api/v1/namespaces', { labelSelector: 'a=b' });
+      expect(list.items.map((n) => n.metadata.name)).toEqual(['default']);
+      expect(api.seen[0].url).toBe('/api/v1/namespaces?labelSelector=a%3Db&limit=500');
+      expect(api.seen[0].headers.authorization).toBe('Bearer sa-token-1');
+      expect(api.seen[0].headers['impersonate-user']).toBe('jane');
+
+      await KubeApi.fromEnvironment({ kubeconfig: path, context: 'proxied' }).get('/api/v1/namespaces');
+      expect(proxy.seen.map((r) => r.url)).toEqual([`CONNECT ${api.url.slice('http://'.length)}`]);
+      expect(api.seen.at(-1)?.url).toBe('/api/v1/namespaces');
+    } finally {
+      api.server.close();
+      proxy.server.close();
+    }
   });
 });
