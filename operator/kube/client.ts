@@ -6,11 +6,12 @@
 // generated models would turn timestamps into Dates, drop fields they do not know and rename some
 // (a NetworkPolicy rule's `from` is `_from` there, so a plain object's `from` would be dropped and
 // the policy would admit everyone).
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { isIPv6 } from 'node:net';
 import { homedir } from 'node:os';
-import { delimiter, join } from 'node:path';
+import { delimiter, dirname, isAbsolute, join, resolve } from 'node:path';
 
+import { load as loadYaml } from 'js-yaml';
 import { HttpMethod, IsomorphicFetchHttpLibrary, KubeConfig, RequestContext, Watch } from '@kubernetes/client-node';
 
 export class ApiError extends Error {
@@ -231,7 +232,16 @@ function mergeKubeconfigs(files: string[]): KubeConfig {
       continue; // kubectl skips missing entries of KUBECONFIG
     }
     const kc = new KubeConfig();
-    kc.loadFromFile(file); // resolves the file's relative paths against its folder
+    kc.loadFromFile(file); // resolves the file's relative certificate paths against its folder
+    const raw = (loadYaml(readFileSync(file, 'utf8')) ?? {}) as { users?: Array<{ name: string; user?: { tokenFile?: string } }> };
+    for (const u of kc.getUsers()) {
+      // As kubectl: an exec plugin's relative command with a '/' is relative to the kubeconfig's folder.
+      const command = u.exec?.command as string | undefined;
+      if (command?.includes('/') && !isAbsolute(command)) u.exec.command = resolve(dirname(file), command);
+      // kubectl's `tokenFile` (client-node reads only `token-file`, once): re-read every minute, as client-go does.
+      const tokenFile = raw.users?.find((r) => r.name === u.name)?.user?.tokenFile;
+      if (tokenFile && !u.token && !u.authProvider) Object.assign(u, { authProvider: { name: 'tokenFile', config: { tokenFile: resolve(dirname(file), tokenFile) } } });
+    }
     for (const c of kc.getClusters()) if (!merged.getCluster(c.name)) merged.addCluster(c);
     for (const u of kc.getUsers()) if (!merged.getUser(u.name)) merged.addUser(u);
     for (const c of kc.getContexts()) if (!merged.getContextObject(c.name)) merged.addContext(c);
