@@ -160,6 +160,29 @@ describe('Reconciler', () => {
     expect(events(rec)).toEqual([`Warning ConversionStuck: ${converted.message}`]);
   });
 
+  it('tells a foreign Service of the model name (invisible to its label-filtered cache) from its own Deployment not yet in the cache', async () => {
+    const { rec, items, reconciler } = setup();
+    const m = model();
+    const r = { name: 'r0123456789', precision: 'INT8', artifact: '/artifacts/tiny/r0123456789.npu' };
+    items.models.push({ ...m, status: { revisions: [r], currentRevision: r } });
+    const ours = { metadata: { name: 'tiny', namespace: NS, ownerReferences: [{ apiVersion: 'npuserve.io/v1alpha1', kind: 'NPUModel', name: 'tiny', uid: 'uid-tiny', controller: true }] }, status: { readyReplicas: 1 } };
+    rec.objects.set(`/apis/apps/v1/namespaces/${NS}/deployments/tiny`, ours);
+    rec.objects.set(`/api/v1/namespaces/${NS}/services/tiny`, { metadata: { name: 'tiny', namespace: NS, labels: { app: 'someone-else' } } });
+    // The revision in status is not the desired one's name: serve it, converting the desired one.
+    await reconciler.reconcile(`${NS}/tiny`);
+    expect(rec.lines(true).filter((l) => l.includes('/deployments') || l.includes('/services'))).toEqual([
+      `create /apis/apps/v1/namespaces/${NS}/deployments`,
+      `get /apis/apps/v1/namespaces/${NS}/deployments/tiny`,
+      `create /api/v1/namespaces/${NS}/services`,
+      `get /api/v1/namespaces/${NS}/services/tiny`,
+    ]);
+    expect(events(rec).filter((e) => e.includes('ConflictingObject'))).toEqual(['Warning ConflictingObject: Service tiny exists and is not controlled by this NPUModel; leaving it alone']);
+    const status = lastStatus(rec);
+    expect(status.phase).toBe('Failed');
+    expect(status.conditions.find((c: { type: string }) => c.type === 'Degraded')).toMatchObject({ status: 'True', reason: 'ConflictingObject', message: 'Service tiny exists and is not controlled by this NPUModel; leaving it alone' });
+    expect(status.readyReplicas).toBe(1);
+  });
+
   it('inspects a prebuilt .npu without an NPU and reports the precision the file holds', async () => {
     const { rec, items, reconciler } = setup();
     items.models.push(model('pre', { source: { uri: 'file:///models/tiny.int8.npu', format: 'npu' }, precision: 'FP16' }, []));

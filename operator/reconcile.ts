@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import type { OperatorConfig } from './config.js';
 import type { EventRecorder } from './events.js';
 import type { Informer } from './informer.js';
-import { isConflict, isNotFound } from './kube/client.js';
+import { isAlreadyExists, isConflict, isNotFound } from './kube/client.js';
 import type { OperatorApi } from './kube/operator-api.js';
 import { cleanupJob, conversionJob, conversionJobName } from './resources/job.js';
 import { LABEL_COMPONENT, LABEL_INSTANCE, LABEL_REVISION, modelNameProblem, placement, selectorString } from './resources/common.js';
@@ -100,15 +100,16 @@ export class Reconciler {
       }
     }
     const serving = recorded ?? m.status?.currentRevision;
-    let d = this.world.deployments.get(`${m.metadata.namespace}/${m.metadata.name}`);
+    const conflicts: string[] = [];
+    let d: (KubeObject & DeploymentView) | undefined;
     if (serving) {
       const servingRev: Revision = recorded ? rev : { ...rev, name: serving.name, precision: serving.precision as Revision['precision'], artifact: serving.artifact, prebuilt: false };
-      d = await this.ensureDeployment(m, servingRev, d);
-      await this.ensureService(m);
-      if (this.cfg.networkPolicy.enabled) await this.ensureNetworkPolicy(m);
+      d = await this.ensureDeployment(m, servingRev, conflicts);
+      await this.ensureService(m, conflicts);
+      if (this.cfg.networkPolicy.enabled) await this.ensureNetworkPolicy(m, conflicts);
     }
     const serverPods = this.world.pods.list((p) => p.metadata.namespace === m.metadata.namespace && p.metadata.labels?.[LABEL_INSTANCE] === m.metadata.name && p.metadata.labels?.[LABEL_COMPONENT] === 'server');
-    const status = modelStatus({ model: m, revision: rev, revisions, recorded, conversion, deployment: d, serverPods, desiredReplicas: this.desiredReplicas(m), now: new Date(this.now()).toISOString(), stuckAfterMs: this.stuckAfterMs });
+    const status = modelStatus({ model: m, revision: rev, revisions, recorded, conversion, deployment: d, serverPods, desiredReplicas: this.desiredReplicas(m), now: new Date(this.now()).toISOString(), stuckAfterMs: this.stuckAfterMs, conflicts });
     const rolledOut = status.currentRevision?.name && status.currentRevision.name !== m.status?.currentRevision?.name;
     if (rolledOut) status.revisions = await this.prune(m, status.revisions ?? [], status.currentRevision!.name);
     await this.writeStatus(m, status);
@@ -150,19 +151,17 @@ export class Reconciler {
   private async convert(m: NPUModel, rev: Revision): Promise<ConversionOutcome> {
     const name = conversionJobName(m, rev);
     const job = this.world.jobs.get(`${m.metadata.namespace}/${name}`);
-    if (!job) {
-      try {
-        await this.kube.jobs.create(m.metadata.namespace, conversionJob(m, rev, this.cfg));
-        await this.events.record(m, 'Normal', 'ConversionStarted', rev.prebuilt ? `inspecting prebuilt ${rev.artifact} (revision ${rev.name}) in Job ${name}` : `converting ${m.spec.source.uri} to ${rev.precision} (revision ${rev.name}) in Job ${name}`);
-      } catch (e) {
-        if (!isConflict(e)) throw e; // already created (cache lag): read it next time
-      }
-      return { state: 'running', message: `${rev.prebuilt ? 'inspection' : 'conversion'} Job ${name} created` };
-    }
-    if (!ownedBy(job, m)) {
+    const foreignJob = async (): Promise<ConversionOutcome> => {
       await this.events.record(m, 'Warning', 'ConflictingObject', `Job ${name} exists and is not controlled by this NPUModel; leaving it alone`);
       return { state: 'failed', reason: 'ConversionFailed', message: `Job ${name} exists and is not controlled by this NPUModel` };
+    };
+    if (!job) {
+      const created = await this.createChild(this.kube.jobs, m, conversionJob(m, rev, this.cfg));
+      if (!created) return foreignJob();
+      if (created.fresh) await this.events.record(m, 'Normal', 'ConversionStarted', rev.prebuilt ? `inspecting prebuilt ${rev.artifact} (revision ${rev.name}) in Job ${name}` : `converting ${m.spec.source.uri} to ${rev.precision} (revision ${rev.name}) in Job ${name}`);
+      return { state: 'running', message: `${rev.prebuilt ? 'inspection' : 'conversion'} Job ${name} created` };
     }
+    if (!ownedBy(job, m)) return foreignJob();
     const pods = this.world.pods.list((p) => p.metadata.namespace === m.metadata.namespace && p.metadata.labels?.['job-name'] === name);
     const outcome = conversionOutcome(job, pods, this.now(), this.stuckAfterMs);
     if (outcome.state !== 'stuck') return outcome;
@@ -192,8 +191,32 @@ export class Reconciler {
     return m.spec.replicas ?? m.spec.autoscaling?.minReplicas ?? 1;
   }
 
-  private async ensureDeployment(m: NPUModel, rev: Revision, d: (KubeObject & DeploymentView) | undefined) {
+  /**
+   * Creates a child. When one of its name exists that the cache has not shown (a create racing the
+   * watch, or a foreign object without our labels), reads it: ours is returned, a foreign one is
+   * undefined (the caller reports it).
+   */
+  private async createChild<T extends KubeObject>(res: { create(ns: string | undefined, obj: object): Promise<KubeObject>; get(ns: string | undefined, name: string): Promise<KubeObject> }, m: NPUModel, obj: { metadata: { name: string } }): Promise<{ obj: T; fresh: boolean } | undefined> {
+    try {
+      return { obj: (await res.create(m.metadata.namespace, obj)) as T, fresh: true };
+    } catch (e) {
+      if (!isAlreadyExists(e)) throw e;
+      const existing = (await res.get(m.metadata.namespace, obj.metadata.name)) as T;
+      return ownedBy(existing, m) ? { obj: existing, fresh: false } : undefined;
+    }
+  }
+
+  /** A child of the model's name that another owner controls: left alone, reported as an event and in the status. */
+  private async foreign(m: NPUModel, kind: string, conflicts: string[]): Promise<undefined> {
+    const message = `${kind} ${m.metadata.name} exists and is not controlled by this NPUModel; leaving it alone`;
+    conflicts.push(message);
+    await this.events.record(m, 'Warning', 'ConflictingObject', message);
+    return undefined;
+  }
+
+  private async ensureDeployment(m: NPUModel, rev: Revision, conflicts: string[]): Promise<(KubeObject & DeploymentView) | undefined> {
     const ns = m.metadata.namespace;
+    const d = this.world.deployments.get(`${ns}/${m.metadata.name}`);
     const replicas = this.desiredReplicas(m);
     const currentStrategy = (d?.spec as { strategy?: { rollingUpdate?: RolloutStrategy } } | undefined)?.strategy?.rollingUpdate;
     const build = (strategy: RolloutStrategy) => deployment(m, rev, this.cfg, replicas, strategy);
@@ -201,12 +224,10 @@ export class Reconciler {
     if (!d) {
       const obj = build({ maxSurge: 1, maxUnavailable: 0 });
       (obj.metadata as Record<string, unknown>).annotations = { [SPEC_HASH]: templateHash };
-      return (await this.kube.deployments.create(ns, obj as KubeObject)) as KubeObject & DeploymentView;
+      const created = await this.createChild<KubeObject & DeploymentView>(this.kube.deployments, m, obj);
+      return created ? created.obj : this.foreign(m, 'Deployment', conflicts);
     }
-    if (!ownedBy(d, m)) {
-      await this.events.record(m, 'Warning', 'ConflictingObject', `Deployment ${m.metadata.name} exists and is not controlled by this NPUModel; leaving it alone`);
-      return d;
-    }
+    if (!ownedBy(d, m)) return this.foreign(m, 'Deployment', conflicts);
     const templateChanged = d.metadata.annotations?.[SPEC_HASH] !== templateHash;
     if (!templateChanged && d.spec?.replicas === replicas) return d;
     let strategy: RolloutStrategy = { maxSurge: currentStrategy?.maxSurge ?? 1, maxUnavailable: currentStrategy?.maxUnavailable ?? 0 };
@@ -227,41 +248,27 @@ export class Reconciler {
   }
 
   /** The serving pods' NetworkPolicy: created, or its spec patched back when it drifted. */
-  private async ensureNetworkPolicy(m: NPUModel): Promise<void> {
+  private async ensureNetworkPolicy(m: NPUModel, conflicts: string[]): Promise<void> {
     const ns = m.metadata.namespace;
     const want = networkPolicy(m, this.cfg);
     const have = this.world.networkPolicies.get(`${ns}/${m.metadata.name}`);
     if (!have) {
-      try {
-        await this.kube.networkpolicies.create(ns, want as KubeObject);
-      } catch (e) {
-        if (!isConflict(e)) throw e;
-      }
+      if (!(await this.createChild(this.kube.networkpolicies, m, want))) await this.foreign(m, 'NetworkPolicy', conflicts);
       return;
     }
-    if (!ownedBy(have, m)) {
-      await this.events.record(m, 'Warning', 'ConflictingObject', `NetworkPolicy ${m.metadata.name} exists and is not controlled by this NPUModel; leaving it alone`);
-      return;
-    }
+    if (!ownedBy(have, m)) return void (await this.foreign(m, 'NetworkPolicy', conflicts));
     if (hashOf(sortedKeys(have.spec)) !== hashOf(sortedKeys(want.spec))) await this.kube.networkpolicies.mergePatch(ns, m.metadata.name, { spec: want.spec });
   }
 
-  private async ensureService(m: NPUModel): Promise<void> {
+  private async ensureService(m: NPUModel, conflicts: string[]): Promise<void> {
     const ns = m.metadata.namespace;
     const want = service(m);
     const s = this.world.services.get(`${ns}/${m.metadata.name}`);
     if (!s) {
-      try {
-        await this.kube.services.create(ns, want as KubeObject);
-      } catch (e) {
-        if (!isConflict(e)) throw e;
-      }
+      if (!(await this.createChild(this.kube.services, m, want))) await this.foreign(m, 'Service', conflicts);
       return;
     }
-    if (!ownedBy(s, m)) {
-      await this.events.record(m, 'Warning', 'ConflictingObject', `Service ${m.metadata.name} exists and is not controlled by this NPUModel; leaving it alone`);
-      return;
-    }
+    if (!ownedBy(s, m)) return void (await this.foreign(m, 'Service', conflicts));
     const spec = s.spec as { ports?: unknown; selector?: unknown };
     if (hashOf({ p: spec.ports, s: spec.selector }) !== hashOf({ p: want.spec.ports, s: want.spec.selector })) {
       const ports = want.spec.ports.map((p) => ({ ...p }));

@@ -173,6 +173,19 @@ const rows: Row[] = [
     current: r2.name,
   },
   {
+    situation: 'a foreign Service holds the model name',
+    in: { model: model({ currentRevision: r2, revisions: [r2] }), revisions: [r2], recorded: r2, deployment: deployment(r2.name, { replicas: 2, updated: 2, ready: 2 }), conflicts: ['Service tiny exists and is not controlled by this NPUModel; leaving it alone'] },
+    phase: 'Failed',
+    conditions: { Degraded: ['True', 'ConflictingObject', /^Service tiny exists and is not controlled by this NPUModel; leaving it alone$/], Available: ['True', 'MinimumReplicasAvailable'] },
+    current: r2.name,
+  },
+  {
+    situation: 'a foreign Deployment holds the model name',
+    in: { revisions: [r2], recorded: r2, conflicts: ['Deployment tiny exists and is not controlled by this NPUModel; leaving it alone'] },
+    phase: 'Failed',
+    conditions: { Available: ['False', 'ConflictingObject', /^Deployment tiny exists/], Degraded: ['True', 'ConflictingObject'] },
+  },
+  {
     situation: 'prebuilt INT8 file while the spec says FP16',
     in: {
       revision: { name: 'r3333333333', precision: 'FP16', artifact: '/source/models/tiny.npu', prebuilt: true },

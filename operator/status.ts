@@ -45,6 +45,8 @@ export interface StatusInputs {
   now: string;
   /** A placed serving pod not started after this long is reported (ServerFailing); default never. */
   stuckAfterMs?: number;
+  /** Children of the model's name that another owner controls (`Service tiny exists and is not controlled ...`). */
+  conflicts?: string[];
 }
 
 /** The Deployment runs `revision` only: its template is observed and no pod of another revision is left. */
@@ -70,64 +72,103 @@ function convertedCondition(i: StatusInputs, current: RevisionStatus | undefined
   return { type: 'Converted', status: 'False', reason: 'Converting', message: conversion?.state === 'running' ? conversion.message : 'waiting for conversion' };
 }
 
-/** The status the observed world implies; `i.model.status` supplies the previous conditions and current revision. */
-export function modelStatus(i: StatusInputs): NPUModelStatus {
-  const { model: m, revision: rev, recorded, conversion, deployment: d, desiredReplicas: desired, now } = i;
-  const gen = m.metadata.generation;
+/** What the conditions and the phase are decided from, computed once from the inputs. */
+interface Seen {
+  ready: number;
+  desired: number;
+  current?: RevisionStatus;
+  failed?: Extract<ConversionOutcome, { state: 'failed' }>;
+  /** A rollout replaces pods of another revision. */
+  rolling: boolean;
+  /** Serving replicas are missing with no rollout to explain it. */
+  short: boolean;
+  /** `N of M replicas cannot be scheduled: <the scheduler's reason>`, or ''. */
+  unplaced: string;
+  /** A serving pod that cannot run, or ''. */
+  crashing: string;
+  /** Children held by another owner, or ''. */
+  conflict: string;
+}
+
+function observe(i: StatusInputs): Seen {
+  const { recorded, deployment: d, desiredReplicas: desired } = i;
   const ready = d?.status?.readyReplicas ?? 0;
   const complete = !!d && !!recorded && rolledOut(d, recorded.name);
-  const current = complete ? recorded : m.status?.currentRevision;
-  const failed = conversion?.state === 'failed' ? conversion : undefined;
-  const converting = !recorded && !failed;
-  const rolling = !!d && !!recorded && !complete;
+  const current = complete ? recorded : i.model.status?.currentRevision;
   const pending = i.serverPods.filter((p) => !p.metadata.deletionTimestamp).map(unschedulable).filter((x): x is string => !!x);
-  const crashing = i.serverPods.map(failing).find(Boolean) ?? i.serverPods.map((p) => stuckPod(p, Date.parse(now), i.stuckAfterMs ?? Infinity)).find(Boolean);
-  const unplaced = pending.length ? `${pending.length} of ${desired} replicas cannot be scheduled: ${pending[0]}` : '';
-
-  const set = (cs: Condition[], c: NewCondition) => setCondition(cs, { ...c, observedGeneration: gen }, now);
-  let conditions = set(m.status?.conditions ?? [], convertedCondition(i, current));
-  conditions = set(conditions, ready > 0
-    ? { type: 'Available', status: 'True', reason: 'MinimumReplicasAvailable', message: `${ready} of ${desired} replicas ready` }
-    : pending.length
-      ? { type: 'Available', status: 'False', reason: 'Unschedulable', message: unplaced }
-      : crashing
-        ? { type: 'Available', status: 'False', reason: 'ServerFailing', message: crashing }
-        : { type: 'Available', status: 'False', reason: 'NoReadyReplicas', message: d ? 'no serving pod is ready yet' : 'nothing to serve until a revision is converted' });
-  const updated = `${d?.status?.updatedReplicas ?? 0} of ${desired} updated`;
-  conditions = set(conditions, converting
-    ? { type: 'Progressing', status: 'True', reason: 'Converting', message: `converting revision ${rev.name}` }
-    : rolling
-      ? { type: 'Progressing', status: 'True', reason: pending.length ? 'Unschedulable' : 'RollingOut', message: `rolling out revision ${recorded!.name}: ${updated}${pending.length ? `; ${unplaced}` : ''}` }
-      : { type: 'Progressing', status: 'False', reason: failed ? failed.reason : 'RolloutComplete', message: failed ? 'the new revision failed; nothing rolls' : `revision ${current?.name} is rolled out` });
+  const stuck = (p: PodView) => stuckPod(p, Date.parse(i.now), i.stuckAfterMs ?? Infinity);
   const replacing = !!d && !!recorded && !onlyRevision(d, recorded.name);
-  const short = !replacing && ready < desired && (ready > 0 || !!current);
-  const degraded: NewCondition | undefined = failed
-    ? { type: 'Degraded', status: 'True', reason: failed.reason, message: failed.message }
-    : !short
-      ? undefined
-      : pending.length
-        ? { type: 'Degraded', status: 'True', reason: 'Unschedulable', message: unplaced }
-        : crashing
-          ? { type: 'Degraded', status: 'True', reason: 'ServerFailing', message: `${ready} of ${desired} replicas ready; ${crashing}` }
-          : ready > 0
-            ? { type: 'Degraded', status: 'True', reason: 'ReplicasUnavailable', message: `${ready} of ${desired} replicas ready` }
-            : undefined;
-  conditions = set(conditions, degraded ?? { type: 'Degraded', status: 'False', reason: 'AsExpected', message: '' });
-
-  let phase: Phase;
-  if (!current && !recorded) phase = failed ? 'Failed' : conversion?.state === 'running' && conversion.pending ? 'Pending' : 'Converting';
-  else if (ready === 0) phase = pending.length ? 'Pending' : 'Deploying';
-  else phase = degraded ? 'Degraded' : 'Ready';
-
   return {
-    observedGeneration: gen,
-    phase,
+    ready,
+    desired,
+    current,
+    failed: i.conversion?.state === 'failed' ? i.conversion : undefined,
+    rolling: !!d && !!recorded && !complete,
+    short: !replacing && ready < desired && (ready > 0 || !!current),
+    unplaced: pending.length ? `${pending.length} of ${desired} replicas cannot be scheduled: ${pending[0]}` : '',
+    crashing: i.serverPods.map(failing).find(Boolean) ?? i.serverPods.map(stuck).find(Boolean) ?? '',
+    conflict: (i.conflicts ?? []).join('; '),
+  };
+}
+
+function availableCondition(i: StatusInputs, o: Seen): NewCondition {
+  const no = (reason: string, message: string): NewCondition => ({ type: 'Available', status: 'False', reason, message });
+  if (o.ready > 0) return { type: 'Available', status: 'True', reason: 'MinimumReplicasAvailable', message: `${o.ready} of ${o.desired} replicas ready` };
+  if (o.conflict) return no('ConflictingObject', o.conflict);
+  if (o.unplaced) return no('Unschedulable', o.unplaced);
+  if (o.crashing) return no('ServerFailing', o.crashing);
+  return no('NoReadyReplicas', i.deployment ? 'no serving pod is ready yet' : 'nothing to serve until a revision is converted');
+}
+
+function progressingCondition(i: StatusInputs, o: Seen): NewCondition {
+  if (!i.recorded && !o.failed) return { type: 'Progressing', status: 'True', reason: 'Converting', message: `converting revision ${i.revision.name}` };
+  if (o.rolling) {
+    const updated = `${i.deployment?.status?.updatedReplicas ?? 0} of ${o.desired} updated`;
+    return { type: 'Progressing', status: 'True', reason: o.unplaced ? 'Unschedulable' : 'RollingOut', message: `rolling out revision ${i.recorded!.name}: ${updated}${o.unplaced ? `; ${o.unplaced}` : ''}` };
+  }
+  if (o.failed) return { type: 'Progressing', status: 'False', reason: o.failed.reason, message: 'the new revision failed; nothing rolls' };
+  return { type: 'Progressing', status: 'False', reason: 'RolloutComplete', message: `revision ${o.current?.name} is rolled out` };
+}
+
+/** Degraded=True with the most pressing reason, or undefined when nothing is wrong. */
+function degradedCondition(o: Seen): NewCondition | undefined {
+  const yes = (reason: string, message: string): NewCondition => ({ type: 'Degraded', status: 'True', reason, message });
+  if (o.conflict) return yes('ConflictingObject', o.conflict);
+  if (o.failed) return yes(o.failed.reason, o.failed.message);
+  if (!o.short) return undefined;
+  if (o.unplaced) return yes('Unschedulable', o.unplaced);
+  if (o.crashing) return yes('ServerFailing', `${o.ready} of ${o.desired} replicas ready; ${o.crashing}`);
+  if (o.ready > 0) return yes('ReplicasUnavailable', `${o.ready} of ${o.desired} replicas ready`);
+  return undefined;
+}
+
+function phaseOf(i: StatusInputs, o: Seen, degraded: boolean): Phase {
+  if (o.conflict) return 'Failed';
+  if (!o.current && !i.recorded) return o.failed ? 'Failed' : i.conversion?.state === 'running' && i.conversion.pending ? 'Pending' : 'Converting';
+  if (o.ready === 0) return o.unplaced ? 'Pending' : 'Deploying';
+  return degraded ? 'Degraded' : 'Ready';
+}
+
+/** The status the observed world implies; `i.model.status` supplies the previous conditions and current revision. */
+export function modelStatus(i: StatusInputs): NPUModelStatus {
+  const { model: m, revision: rev, recorded, deployment: d } = i;
+  const o = observe(i);
+  const set = (cs: Condition[], c: NewCondition) => setCondition(cs, { ...c, observedGeneration: m.metadata.generation }, i.now);
+  const degraded = degradedCondition(o);
+  let conditions = set(m.status?.conditions ?? [], convertedCondition(i, o.current));
+  conditions = set(conditions, availableCondition(i, o));
+  conditions = set(conditions, progressingCondition(i, o));
+  conditions = set(conditions, degraded ?? { type: 'Degraded', status: 'False', reason: 'AsExpected', message: '' });
+  return {
+    observedGeneration: m.metadata.generation,
+    phase: phaseOf(i, o, !!degraded),
     conditions,
-    currentRevision: current,
-    targetRevision: current?.name === rev.name ? undefined : (recorded ?? { name: rev.name, precision: rev.prebuilt ? 'unknown' : rev.precision, artifact: rev.artifact }),
+    currentRevision: o.current,
+    // A prebuilt file's precision is known once inspected, never from the spec.
+    targetRevision: o.current?.name === rev.name ? undefined : (recorded ?? { name: rev.name, precision: rev.prebuilt ? 'unknown' : rev.precision, artifact: rev.artifact }),
     revisions: i.revisions,
     replicas: d?.status?.replicas ?? 0,
-    readyReplicas: ready,
+    readyReplicas: o.ready,
     selector: selectorString(serverSelector(m)),
     endpoint: d ? endpoint(m) : undefined,
     autoscaler: m.status?.autoscaler,

@@ -28,7 +28,11 @@ export class OperatorApi {
   readonly npumodelStatus;
   /** The autoscaler's writes go through the scale subresource, as kubectl scale's do. */
   readonly npumodelScale;
-  /** Conversion, inspection and cleanup Jobs; a stuck conversion is suspended (patch). */
+  /**
+   * Children (Jobs, Deployments, Services, NetworkPolicies): informers, creates and updates; a get
+   * when a create meets an object the label-filtered cache does not show (ours or foreign?); a
+   * stuck conversion Job is suspended (patch).
+   */
   readonly jobs;
   readonly deployments;
   readonly services;
@@ -45,10 +49,10 @@ export class OperatorApi {
     this.npumodels = this.use<NPUModel, 'list' | 'watch' | 'patch'>(TYPES.npumodels, 'namespaced', ['list', 'watch', 'patch']);
     this.npumodelStatus = this.use<NPUModel, 'update' | 'patch'>(TYPES.npumodels, 'namespaced', ['update', 'patch'], 'status');
     this.npumodelScale = this.use<KubeObject, 'patch'>(TYPES.npumodels, 'namespaced', ['patch'], 'scale');
-    this.jobs = this.use<KubeObject, 'create' | 'patch' | 'list' | 'watch'>(TYPES.jobs, 'namespaced', ['create', 'patch', 'list', 'watch']);
-    this.deployments = this.use<KubeObject, 'create' | 'update' | 'list' | 'watch'>(TYPES.deployments, 'namespaced', ['create', 'update', 'list', 'watch']);
-    this.services = this.use<KubeObject, 'create' | 'patch' | 'list' | 'watch'>(TYPES.services, 'namespaced', ['create', 'patch', 'list', 'watch']);
-    this.networkpolicies = this.use<KubeObject, 'create' | 'patch' | 'list' | 'watch'>(TYPES.networkpolicies, 'namespaced', ['create', 'patch', 'list', 'watch']);
+    this.jobs = this.use<KubeObject, 'get' | 'create' | 'patch' | 'list' | 'watch'>(TYPES.jobs, 'namespaced', ['get', 'create', 'patch', 'list', 'watch']);
+    this.deployments = this.use<KubeObject, 'get' | 'create' | 'update' | 'list' | 'watch'>(TYPES.deployments, 'namespaced', ['get', 'create', 'update', 'list', 'watch']);
+    this.services = this.use<KubeObject, 'get' | 'create' | 'patch' | 'list' | 'watch'>(TYPES.services, 'namespaced', ['get', 'create', 'patch', 'list', 'watch']);
+    this.networkpolicies = this.use<KubeObject, 'get' | 'create' | 'patch' | 'list' | 'watch'>(TYPES.networkpolicies, 'namespaced', ['get', 'create', 'patch', 'list', 'watch']);
     this.pods = this.use<KubeObject, 'list' | 'watch'>(TYPES.pods, 'namespaced', ['list', 'watch']);
     this.events = this.use<KubeObject, 'create' | 'patch'>(TYPES.events, 'namespaced', ['create', 'patch']);
     this.nodes = this.use<NodeView, 'list'>(TYPES.nodes, 'cluster', ['list']);

@@ -1,7 +1,7 @@
 // What a user sees (`kubectl apply`, `kubectl describe npum`, events) when an NPUModel cannot go the
 // happy path, on the local cluster: a name a Service cannot hold, two long names sharing a prefix, a
-// single-file source and a missing one, a prebuilt .npu of another precision than the spec's,
-// replicas that do not all fit, a namespace the operator does not watch, and no error noise from
+// single-file source and a missing one, a prebuilt .npu of another precision than the spec's, a
+// foreign Service of the model's name, replicas that do not all fit, a namespace the operator does not watch, and no error noise from
 // ordinary 409 conflicts.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -128,6 +128,18 @@ describe('operator failures a user can see', () => {
     expect(conditionOf(m, 'Converted')!.message).toMatch(/spec.precision FP16 does not apply to a prebuilt .npu, it serves as converted \(INT8\)/);
     expect((await eventsOf('prebuilt')).map((e) => e.reason)).toEqual(expect.arrayContaining(['Inspected', 'PrecisionMismatch']));
   }, 300_000);
+
+  it('reports a foreign Service holding the model name, which its label-filtered cache cannot see', async () => {
+    await client.create(`/api/v1/namespaces/${ns}/services`, { apiVersion: 'v1', kind: 'Service', metadata: { name: 'taken' }, spec: { ports: [{ port: 80 }], selector: { app: 'someone-else' } } });
+    await apply(ns, npuModel('taken', { source: { uri: `file:///models/${ns}-prebuilt/tiny.int8.npu`, format: 'npu' }, precision: 'INT8' }));
+    const m = await waitFor('ConflictingObject reported', async () => {
+      const x = await getModel(client, ns, 'taken');
+      return conditionOf(x, 'Degraded')?.reason === 'ConflictingObject' ? x : undefined;
+    }, 180_000, 500);
+    expect(m.status?.phase).toBe('Failed');
+    expect(conditionOf(m, 'Degraded')!.message).toBe('Service taken exists and is not controlled by this NPUModel; leaving it alone');
+    expect((await eventsOf('taken')).map((e) => e.reason)).toContain('ConflictingObject');
+  }, 240_000);
 
   it('says Unschedulable while the replicas that fit serve', async () => {
     await deleteModels();
