@@ -133,7 +133,11 @@ export class Reconciler {
     }
     if (after?.status === 'False' && after.reason !== 'Converting' && (before?.reason !== after.reason || before?.message !== after.message)) await this.events.record(m, 'Warning', after.reason ?? 'ConversionFailed', after.message ?? '');
     const current = status.currentRevision;
-    if (current?.name && current.name !== m.status?.currentRevision?.name) await this.events.record(m, 'Normal', 'RolloutComplete', `revision ${current.name} (${current.precision}) serves ${status.readyReplicas} of ${this.desiredReplicas(m)} replicas; no pod of another revision is left`);
+    if (current?.name && current.name !== m.status?.currentRevision?.name) {
+      const ready = status.readyReplicas ?? 0;
+      const desired = this.desiredReplicas(m);
+      await this.events.record(m, 'Normal', 'RolloutComplete', `revision ${current.name} (${current.precision}) serves ${ready === desired ? `all ${desired}` : `${ready} of ${desired}`} replicas`);
+    }
   }
 
   /** A model the operator cannot act on: a condition and an event saying why, phase Failed, no children. */
