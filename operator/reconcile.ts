@@ -15,7 +15,7 @@ import { deployment, service, type RolloutStrategy } from './resources/deploymen
 import { networkPolicy } from './resources/network-policy.js';
 import { desiredRevision, type Revision } from './revision.js';
 import { conversionOutcome, planRollout, STUCK_ANNOTATION, type ConversionOutcome, type DeploymentView, type JobView, type PodView } from './rollout.js';
-import { condition, modelStatus, setCondition, statusEqual } from './status.js';
+import { condition, modelStatus, setCondition, statusEqual, UNKNOWN_PRECISION } from './status.js';
 import type { KubeObject, NPUModel, NPUModelStatus, RevisionStatus } from './types.js';
 
 export const FINALIZER = 'npuserve.io/artifacts';
@@ -94,8 +94,8 @@ export class Reconciler {
     if (!recorded) {
       conversion = await this.convert(m, rev);
       if (conversion.state === 'succeeded') {
-        // A prebuilt file's precision is what its header says (the inspection reports it), not the spec's.
-        recorded = { name: rev.name, precision: conversion.precision ?? rev.precision, artifact: rev.artifact, accuracy: conversion.accuracy, convertedAt: new Date(this.now()).toISOString() };
+        // A prebuilt file's precision is what its header says (the inspection reports it), never the spec's.
+        recorded = { name: rev.name, precision: conversion.precision ?? (rev.prebuilt ? UNKNOWN_PRECISION : rev.precision), artifact: rev.artifact, accuracy: conversion.accuracy, convertedAt: new Date(this.now()).toISOString() };
         revisions = [recorded, ...revisions];
       }
     }
@@ -129,7 +129,7 @@ export class Reconciler {
       const cos = r?.accuracy?.cosineSimilarity;
       if (rev.prebuilt) await this.events.record(m, 'Normal', 'Inspected', `revision ${rev.name}: prebuilt ${rev.artifact} is ${r?.precision}`);
       else await this.events.record(m, 'Normal', 'Converted', `revision ${rev.name} converted to ${rev.precision}${cos !== undefined ? `, cosine similarity vs FP32 ${cos.toFixed(5)}` : ''}`);
-      if (rev.prebuilt && r && r.precision !== rev.precision) await this.events.record(m, 'Warning', 'PrecisionMismatch', `spec.precision is ${rev.precision} but the prebuilt ${rev.artifact} is ${r.precision}; it serves as ${r.precision} (a prebuilt .npu is not converted)`);
+      if (rev.prebuilt && r && r.precision !== rev.precision && r.precision !== UNKNOWN_PRECISION) await this.events.record(m, 'Warning', 'PrecisionMismatch', `spec.precision is ${rev.precision} but the prebuilt ${rev.artifact} is ${r.precision}; it serves as ${r.precision} (a prebuilt .npu is not converted)`);
     }
     if (after?.status === 'False' && after.reason !== 'Converting' && (before?.reason !== after.reason || before?.message !== after.message)) await this.events.record(m, 'Warning', after.reason ?? 'ConversionFailed', after.message ?? '');
     const current = status.currentRevision;

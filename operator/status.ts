@@ -27,6 +27,9 @@ export function statusEqual(a: NPUModelStatus | undefined, b: NPUModelStatus): b
   return stable(a ?? {}) === stable(b);
 }
 
+/** A prebuilt file's precision before (or without) an inspection that read it. */
+export const UNKNOWN_PRECISION = 'unknown';
+
 /** What the reconciler observed; everything the status is computed from. */
 export interface StatusInputs {
   model: NPUModel;
@@ -65,7 +68,7 @@ type NewCondition = Omit<Condition, 'lastTransitionTime' | 'observedGeneration'>
 function convertedCondition(i: StatusInputs, current: RevisionStatus | undefined): NewCondition {
   const { revision: rev, recorded, conversion } = i;
   if (recorded) {
-    const mismatch = rev.prebuilt && recorded.precision !== rev.precision ? `; spec.precision ${rev.precision} does not apply to a prebuilt .npu, it serves as converted (${recorded.precision})` : '';
+    const mismatch = rev.prebuilt && recorded.precision !== rev.precision && recorded.precision !== UNKNOWN_PRECISION ? `; spec.precision ${rev.precision} does not apply to a prebuilt .npu, it serves as converted (${recorded.precision})` : '';
     return { type: 'Converted', status: 'True', reason: rev.prebuilt ? 'Prebuilt' : 'Converted', message: `revision ${rev.name} (${recorded.precision}) at ${recorded.artifact}${mismatch}` };
   }
   if (conversion?.state === 'failed') return { type: 'Converted', status: 'False', reason: conversion.reason, message: `revision ${rev.name}: ${conversion.message}${current ? `; revision ${current.name} keeps serving` : ''}` };
@@ -165,7 +168,7 @@ export function modelStatus(i: StatusInputs): NPUModelStatus {
     conditions,
     currentRevision: o.current,
     // A prebuilt file's precision is known once inspected, never from the spec.
-    targetRevision: o.current?.name === rev.name ? undefined : (recorded ?? { name: rev.name, precision: rev.prebuilt ? 'unknown' : rev.precision, artifact: rev.artifact }),
+    targetRevision: o.current?.name === rev.name ? undefined : (recorded ?? { name: rev.name, precision: rev.prebuilt ? UNKNOWN_PRECISION : rev.precision, artifact: rev.artifact }),
     revisions: i.revisions,
     replicas: d?.status?.replicas ?? 0,
     readyReplicas: o.ready,
