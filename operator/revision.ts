@@ -3,8 +3,8 @@
 import { createHash } from 'node:crypto';
 import { posix } from 'node:path';
 
-import { refusedHost } from '../runtime/source-policy.js';
-import { ENGINE_VERSION } from '../runtime/version.js';
+import { refusedHost } from '../common/source-policy.js';
+import { ENGINE_VERSION } from '../common/version.js';
 import type { SourcePolicy } from './config.js';
 import type { NPUModel, Precision } from './types.js';
 

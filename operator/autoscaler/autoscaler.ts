@@ -2,6 +2,7 @@
 // scrape its ready serving pods, run the policy, write replicas through the scale subresource (the
 // path `kubectl scale` and an HPA use), status.autoscaler (with the recommendation history, so a
 // restarted operator neither scales down early nor forgets a spike) and an Event per scale decision.
+import { SPEC_DEFAULTS } from '../../common/defaults.js';
 import type { OperatorConfig } from '../config.js';
 import type { EventRecorder } from '../events.js';
 import type { Kube } from '../kube.js';
@@ -27,12 +28,12 @@ export function autoscalingTargets(m: NPUModel): AutoscalingTargets | null {
   const a = m.spec.autoscaling;
   if (!a) return null;
   return {
-    minReplicas: a.minReplicas ?? 1,
+    minReplicas: a.minReplicas ?? SPEC_DEFAULTS.autoscaling.minReplicas,
     maxReplicas: a.maxReplicas,
-    targetTokensPerSecondPerReplica: a.targetTokensPerSecondPerReplica ?? 400,
-    ttftP95TargetMs: a.ttftP95TargetMs ?? 800,
-    scaleDownStabilizationSeconds: a.scaleDownStabilizationSeconds ?? 300,
-    maxBatchSize: m.spec.runtime?.maxBatchSize ?? 16,
+    targetTokensPerSecondPerReplica: a.targetTokensPerSecondPerReplica ?? SPEC_DEFAULTS.autoscaling.targetTokensPerSecondPerReplica,
+    ttftP95TargetMs: a.ttftP95TargetMs ?? SPEC_DEFAULTS.autoscaling.ttftP95TargetMs,
+    scaleDownStabilizationSeconds: a.scaleDownStabilizationSeconds ?? SPEC_DEFAULTS.autoscaling.scaleDownStabilizationSeconds,
+    maxBatchSize: m.spec.runtime?.maxBatchSize ?? SPEC_DEFAULTS.runtime.maxBatchSize,
   };
 }
 
