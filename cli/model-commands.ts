@@ -86,7 +86,7 @@ export const convert: Command = {
       { name: 'json', description: 'print the summary as JSON' },
       { name: 'termination-log', value: 'PATH', description: "also write the summary (or the error) to this file (a Kubernetes container's termination message)" },
       { name: 'allow-host', value: 'HOST', multiple: true, defaultText: '$NPUSERVE_ALLOW_HOSTS (a,b)', description: 'http(s) inputs: an internal host the download may reach nevertheless' },
-      { name: 'max-download-size', value: 'SIZE', defaultText: '64Gi', description: 'http(s) inputs: largest download (bytes, or with Ki, Mi, Gi, Ti)' },
+      { name: 'max-download-size', value: 'SIZE', defaultText: `${DEFAULT_MAX_DOWNLOAD_BYTES / 2 ** 30}Gi`, description: 'http(s) inputs: largest download (bytes, or with Ki, Mi, Gi, Ti)' },
       { name: 'header-env', value: 'NAME', defaultText: DEFAULT_HEADER_ENV, description: 'http(s) inputs: environment variable holding the Authorization header (a bare token is sent as Bearer)' },
     ],
   },

@@ -144,24 +144,35 @@ export function helpText(spec: CommandSpec): string {
 /** The docs' table of a command's flags (markdown), generated so docs cannot drift from help. */
 export function flagTable(spec: CommandSpec): string {
   const cell = (s: string) => s.replace(/\|/g, '\\|');
-  const rows = spec.flags.map((f) => `| \`${flagLabel(f)}\` | ${cell(defaultNote(f).replace(/\$(\w+)/g, '`$$$1`'))} | ${cell(f.description)}${f.multiple ? ' (repeatable)' : ''} |`);
+  const rows = spec.flags.map((f) => `| \`${cell(flagLabel(f))}\` | ${cell(defaultNote(f).replace(/\$(\w+)/g, '`$$$1`'))} | ${cell(f.description)}${f.multiple ? ' (repeatable)' : ''} |`);
   return ['| flag | default | meaning |', '| --- | --- | --- |', ...rows].join('\n');
 }
 
-/**
- * Runs a script's `main` with its flags: --help prints the help, a usage error prints one line
- * (and the usage when a flag cannot be parsed) and exits 2, any other error prints its message and exits 1.
- */
-export async function runScript(spec: CommandSpec, main: (values: FlagValues) => unknown, argv: readonly string[] = process.argv.slice(2)): Promise<void> {
+function usageFailure(spec: CommandSpec, e: unknown): number {
+  const message = e instanceof Error ? e.message : String(e);
+  process.stderr.write(`${spec.name.replace(/ --$/, '')}: ${message}\n${e instanceof FlagError ? `\n${helpText(spec)}` : ''}`);
+  return e instanceof UsageError ? 2 : 1;
+}
+
+/** A script's flags: --help prints the help and exits 0; a usage error prints one line (and the usage when a flag cannot be parsed) and exits 2. */
+export function scriptFlags(spec: CommandSpec, argv: readonly string[] = process.argv.slice(2)): FlagValues {
   if (wantsHelp(argv)) {
     process.stdout.write(helpText(spec));
-    return;
+    process.exit(0);
   }
   try {
-    await main(parseFlags(spec, argv));
+    return parseFlags(spec, argv);
   } catch (e) {
-    const message = e instanceof Error ? e.message : String(e);
-    process.stderr.write(`${spec.name}: ${message}\n${e instanceof FlagError ? `\n${helpText(spec)}` : ''}`);
-    process.exitCode = e instanceof UsageError ? 2 : 1;
+    process.exit(usageFailure(spec, e));
+  }
+}
+
+/** Runs a script's `main` with its flags (scriptFlags); a usage error in main exits 2, any other error prints its message and exits 1. */
+export async function runScript(spec: CommandSpec, main: (values: FlagValues) => unknown, argv: readonly string[] = process.argv.slice(2)): Promise<void> {
+  const values = scriptFlags(spec, argv);
+  try {
+    await main(values);
+  } catch (e) {
+    process.exitCode = usageFailure(spec, e);
   }
 }

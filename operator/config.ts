@@ -5,7 +5,7 @@ import { posix } from 'node:path';
 import { UsageError } from '../common/errors.js';
 import { choiceFlag, type CommandSpec, type FlagValues, intFlag, parseFlags, stringFlag } from '../common/flags.js';
 import { logFlags, logFormatOf, type LogFormat, type LogLevel, logLevelOf } from '../common/log.js';
-import { parseByteSize } from '../common/source-policy.js';
+import { DEFAULT_MAX_DOWNLOAD_BYTES, parseByteSize } from '../common/source-policy.js';
 
 /** What the cluster admin lets an NPUModel's spec.source reach. */
 export interface SourcePolicy {
@@ -67,7 +67,7 @@ export const OPERATOR_COMMAND: CommandSpec = {
     { name: 'scrape-interval-seconds', value: 'N', default: '5', description: "how often the autoscaler reads the serving pods' /metrics" },
     { name: 'source-host-paths', value: 'P,Q', env: 'NPUSERVE_SOURCE_HOST_PATHS', default: '/models', description: 'node path prefixes a file:// source may name (empty: none)' },
     { name: 'source-allowed-hosts', value: 'H,I', env: 'NPUSERVE_SOURCE_ALLOWED_HOSTS', defaultText: 'none', description: 'internal hosts an http(s) source may name nevertheless' },
-    { name: 'source-max-download-size', value: 'SIZE', env: 'NPUSERVE_SOURCE_MAX_DOWNLOAD_SIZE', defaultText: "convert's 64Gi", description: 'largest http(s) download of a conversion Job (bytes, or with Ki, Mi, Gi, Ti)' },
+    { name: 'source-max-download-size', value: 'SIZE', env: 'NPUSERVE_SOURCE_MAX_DOWNLOAD_SIZE', defaultText: `convert's ${DEFAULT_MAX_DOWNLOAD_BYTES / 2 ** 30}Gi`, description: 'largest http(s) download of a conversion Job (bytes, or with Ki, Mi, Gi, Ti)' },
     { name: 'network-policy', value: 'true|false', default: 'true', description: "a NetworkPolicy per model admitting its namespace, the operator's pods and --network-policy-namespaces" },
     { name: 'network-policy-namespaces', value: 'A,B', defaultText: 'none', description: "namespaces besides a model's own whose pods may call it" },
     ...logFlags('json'),
