@@ -72,10 +72,9 @@ export function parseFlags(spec: CommandSpec, argv: readonly string[], env: Node
     throw new FlagError(flagProblem(e as Error));
   }
   for (const f of spec.flags) {
-    if (values[f.name] !== undefined) continue;
     const fromEnv = f.env === undefined ? undefined : env[f.env];
-    if (fromEnv !== undefined) values[f.name] = f.multiple ? fromEnv.split(',') : fromEnv;
-    else if (f.default !== undefined) values[f.name] = f.default;
+    if (values[f.name] === undefined && fromEnv !== undefined) values[f.name] = f.multiple ? fromEnv.split(',') : fromEnv;
+    if (values[f.name] === undefined) values[f.name] = f.default;
     if (f.required && (values[f.name] === undefined || values[f.name] === '')) throw new UsageError(`--${f.name} is required`);
   }
   return values;

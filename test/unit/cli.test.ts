@@ -175,7 +175,7 @@ describe('npuserve CLI conventions', () => {
     expect(kubeconfig.stderr).not.toMatch(/unknown option/);
   });
 
-  it.each(['serve', 'convert', 'operator'])('%s: an unknown option exits 2 with one line naming it, then the command's usage, no stack trace', (command) => {
+  it.each(['serve', 'convert', 'operator'])('%s: an unknown option exits 2 with one line naming it, then the usage of that command, no stack trace', (command) => {
     const r = npuserve(command, '--bogus-flag=1');
     expect(r.code).toBe(2);
     const [first, blank, usage] = r.stderr.split('\n');
