@@ -3,6 +3,7 @@
 import { createHash } from 'node:crypto';
 import { posix } from 'node:path';
 
+import { SPEC_DEFAULTS } from '../common/defaults.js';
 import { refusedHost } from '../common/source-policy.js';
 import { ENGINE_VERSION } from '../common/version.js';
 import type { SourcePolicy } from './config.js';
@@ -30,11 +31,11 @@ export interface Revision {
 }
 
 export function specPrecision(m: NPUModel): Precision {
-  return m.spec.precision ?? 'INT8';
+  return m.spec.precision ?? SPEC_DEFAULTS.precision;
 }
 
 export function specOptimizeLevel(m: NPUModel): number {
-  return m.spec.conversion?.optimizeLevel ?? 2;
+  return m.spec.conversion?.optimizeLevel ?? SPEC_DEFAULTS.conversion.optimizeLevel;
 }
 
 /**
@@ -92,7 +93,7 @@ export function sourceVolume(uri: string, policy: SourcePolicy): SourceVolume | 
 export function revisionName(m: NPUModel): string {
   const key = JSON.stringify({
     uri: m.spec.source.uri,
-    format: m.spec.source.format ?? 'auto',
+    format: m.spec.source.format ?? SPEC_DEFAULTS.source.format,
     precision: specPrecision(m),
     optimizeLevel: specOptimizeLevel(m),
     engineVersion: ENGINE_VERSION,
