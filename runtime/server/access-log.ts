@@ -1,11 +1,14 @@
 // One log line per HTTP request when its response ends: method, path (no query string), status,
 // duration, body bytes sent, the requested model and a request id (the client's X-Request-Id, else
-// a new one, echoed in the response). Never the prompt or any other part of the body.
+// a new one, echoed in the response). Never the prompt or any other part of the body. Probes and
+// scrapes (/healthz, /readyz, /metrics), which arrive every few seconds, are logged at debug.
 import { randomUUID } from 'node:crypto';
 
 import type { RequestHandler } from 'express';
 
 import type { Logger } from '../../common/log.js';
+
+const PROBE_PATHS = new Set(['/healthz', '/readyz', '/metrics']);
 
 /** A client's request id is kept when it is short and plain (it goes into logs), else replaced. */
 function requestIdOf(header: string | string[] | undefined): string {
@@ -29,9 +32,10 @@ export function accessLog(log: Logger): RequestHandler {
     res.end = ((chunk?: unknown, ...rest: unknown[]) => (typeof chunk !== 'function' && count(chunk), end(chunk, ...rest))) as typeof res.end;
     res.once('close', () => {
       const model = (req.body as { model?: unknown } | undefined)?.model;
-      log.info('request', {
+      const path = req.originalUrl.split('?')[0].slice(0, 512);
+      (PROBE_PATHS.has(path) ? log.debug : log.info)('request', {
         method: req.method,
-        path: req.originalUrl.split('?')[0].slice(0, 512),
+        path,
         status: res.statusCode,
         durationMs: Number((process.hrtime.bigint() - started) / 1000n) / 1000,
         bytes,

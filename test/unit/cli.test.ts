@@ -219,7 +219,7 @@ describe('npuserve CLI conventions', () => {
         expect(typeof l.msg).toBe('string');
         expect(Number.isNaN(Date.parse(l.time as string))).toBe(false);
       }
-      const requests = lines.filter((l) => l.msg === 'request' && l.path !== '/readyz');
+      const requests = lines.filter((l) => l.msg === 'request');
       expect(requests).toHaveLength(3);
       expect(requests[0]).toMatchObject({ level: 'info', method: 'POST', path: '/v1/completions', status: 200, bytes: Buffer.byteLength(body), model: 'test', requestId: 'req-42' });
       expect(requests[1]).toMatchObject({ method: 'POST', path: '/v1/completions', status: 200, bytes: Buffer.byteLength(streamedBody), model: 'test' });
