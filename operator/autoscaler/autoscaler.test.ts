@@ -4,6 +4,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
+import { createLogger } from '../../common/log.js';
 import { parseOperatorConfig } from '../config.js';
 import { EventRecorder } from '../events.js';
 import type { Kube } from '../kube.js';
@@ -59,7 +60,7 @@ describe('Autoscaler', () => {
       create: async (path: string, body: unknown) => calls.push({ path, body }),
     } as unknown as Kube;
     const cfg = parseOperatorConfig(['--scrape-interval-seconds', '1']);
-    const autoscaler = new Autoscaler(kube, world, cfg, new EventRecorder(kube, 'test', () => {}), () => {});
+    const autoscaler = new Autoscaler(kube, world, cfg, new EventRecorder(kube, 'test', () => {}), createLogger({ format: 'json', level: 'error', write: () => {} }));
 
     await autoscaler.pass();
     expect(calls.map((c) => c.path)).toEqual(['/apis/npuserve.io/v1alpha1/namespaces/ns/npumodels/tiny/status']);

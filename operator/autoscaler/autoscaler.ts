@@ -3,6 +3,7 @@
 // path `kubectl scale` and an HPA use), status.autoscaler (with the recommendation history, so a
 // restarted operator neither scales down early nor forgets a spike) and an Event per scale decision.
 import { SPEC_DEFAULTS } from '../../common/defaults.js';
+import type { Logger } from '../../common/log.js';
 import type { OperatorConfig } from '../config.js';
 import type { EventRecorder } from '../events.js';
 import type { Kube } from '../kube.js';
@@ -13,8 +14,6 @@ import { servicePort } from '../resources/deployment.js';
 import { API_VERSION, PLURAL, type AutoscalerStatus, type KubeObject, type NPUModel } from '../types.js';
 import { decide, STABLE_WINDOW_MS, type AutoscalingTargets, type Decision, type ScrapeRound } from './policy.js';
 import { scrapeRound, type ServingPod } from './scrape.js';
-
-type Log = (msg: string, fields?: Record<string, unknown>) => void;
 
 interface PodObject extends KubeObject {
   status?: {
@@ -59,7 +58,7 @@ export class Autoscaler {
     private readonly world: World,
     private readonly cfg: OperatorConfig,
     private readonly events: EventRecorder,
-    private readonly log: Log,
+    private readonly log: Logger,
   ) {}
 
   /** Runs one pass every scrapeIntervalSeconds until `signal` aborts. */
@@ -86,7 +85,7 @@ export class Autoscaler {
       try {
         await this.step(m);
       } catch (e) {
-        this.log('autoscaling failed; next pass retries', { model: `${m.metadata.namespace}/${m.metadata.name}`, error: (e as Error).message });
+        this.log.warn('autoscaling failed; next pass retries', { model: `${m.metadata.namespace}/${m.metadata.name}`, error: (e as Error).message });
       }
     }));
   }
@@ -101,7 +100,7 @@ export class Autoscaler {
     const timeoutMs = Math.min(2000, this.cfg.scrapeIntervalSeconds * 500);
     const round = await scrapeRound(pods, servicePort(cached), timeoutMs, (pod, error) => {
       autoscalerScrapeFailures.inc({ model: key });
-      this.log('scrape failed; pod skipped this round', { model: key, pod, error });
+      this.log.warn('scrape failed; pod skipped this round', { model: key, pod, error });
     });
     // The model may have changed while we scraped (kubectl scale, a spec edit): decide on the newest.
     const m = this.world.models.get(key);
