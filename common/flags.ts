@@ -50,7 +50,7 @@ export function wantsHelp(argv: readonly string[]): boolean {
 }
 
 /** node:util's messages, shortened to the one line a user needs (its hint about positionals does not apply: none are taken). */
-function flagProblem(e: Error & { code?: string }): string {
+function flagProblem(e: Error): string {
   const unknown = /Unknown option '([^']+)'/.exec(e.message);
   if (unknown) return `unknown option '${unknown[1]}'`;
   const positional = /Unexpected argument '([^']*)'/.exec(e.message);
@@ -130,9 +130,10 @@ function synopsis(spec: CommandSpec): string {
 /** A command's --help: usage line, summary, and every flag with its default. */
 export function helpText(spec: CommandSpec): string {
   const flags = [...spec.flags, HELP_FLAG];
-  const width = Math.min(34, Math.max(...flags.map((f) => flagLabel(f).length + (f === HELP_FLAG ? 4 : 0))) + 2);
+  const labelOf = (f: Flag) => (f === HELP_FLAG ? '-h, --help' : flagLabel(f));
+  const width = Math.min(34, Math.max(...flags.map((f) => labelOf(f).length)) + 2);
   const lines = flags.map((f) => {
-    const label = f === HELP_FLAG ? '-h, --help' : flagLabel(f);
+    const label = labelOf(f);
     const note = defaultNote(f);
     const text = `${f.description}${f.multiple ? ' (repeatable)' : ''}${note ? ` (${note === 'required' ? note : `default: ${note}`})` : ''}`;
     return label.length + 2 > width ? `  ${label}\n  ${' '.repeat(width)}${text}` : `  ${label.padEnd(width)}${text}`;
