@@ -18,7 +18,7 @@ export interface SourcePolicy {
 }
 
 export interface OperatorConfig {
-  /** Kubeconfig file; absent: $KUBECONFIG, ~/.kube/config or the in-cluster service account. */
+  /** Kubeconfig file; absent: $KUBECONFIG, else the in-cluster service account, else ~/.kube/config. */
   kubeconfig?: string;
   /** Kubeconfig context; absent: the file's current context. */
   context?: string;
@@ -48,7 +48,7 @@ export const OPERATOR_COMMAND: CommandSpec = {
   name: 'npuserve operator',
   summary: 'Runs the NPUModel operator: converts models, rolls out serving pods, autoscales them, serves /metrics, /healthz and /readyz.',
   flags: [
-    { name: 'kubeconfig', value: 'PATH', defaultText: '$KUBECONFIG, ~/.kube/config or in-cluster', description: 'kubeconfig file of the cluster to manage' },
+    { name: 'kubeconfig', value: 'PATH', defaultText: '$KUBECONFIG, else in-cluster, else ~/.kube/config', description: 'kubeconfig file of the cluster to manage' },
     { name: 'context', value: 'NAME', defaultText: "the kubeconfig's current context", description: 'kubeconfig context to use' },
     { name: 'namespaces', value: 'A,B', env: 'NPUSERVE_NAMESPACES', defaultText: 'all', description: 'namespaces whose NPUModels the operator manages' },
     { name: 'image', value: 'IMAGE', env: 'NPUSERVE_IMAGE', default: 'npuserve:0.1.0', description: 'image of conversion Jobs and serving pods' },

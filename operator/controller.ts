@@ -3,12 +3,13 @@
 import type { OperatorConfig } from './config.js';
 import { EventRecorder } from './events.js';
 import { Informer, objectKey } from './informer.js';
-import type { Kube } from './kube.js';
+import type { OperatorApi } from './kube/operator-api.js';
+import type { Resource } from './kube/resources.js';
 import { queueDepth, reconcileDuration, reconcileTotal } from './metrics.js';
 import { WorkQueue } from './queue.js';
 import { Reconciler, type World } from './reconcile.js';
 import { LABEL_INSTANCE } from './resources/common.js';
-import { API_VERSION, KIND, PLURAL, type KubeObject, type NPUModel } from './types.js';
+import { KIND, type KubeObject, type NPUModel } from './types.js';
 
 type Log = (msg: string, fields?: Record<string, unknown>) => void;
 
@@ -38,24 +39,24 @@ export class Controller {
   private readonly resyncMs = 60_000;
 
   constructor(
-    private readonly kube: Kube,
+    private readonly kube: OperatorApi,
     private readonly cfg: OperatorConfig,
     private readonly log: Log,
   ) {
     const scopes = cfg.namespaces.length ? cfg.namespaces : [null];
-    const make = <T extends KubeObject>(group: string, resource: string, labelSelector?: string) =>
+    const make = <T extends KubeObject>(source: Resource<KubeObject, 'list' | 'watch'>, labelSelector?: string) =>
       new MultiInformer<T>(scopes.map((ns) => {
-        const inf = new Informer<T>(kube, `${group}${ns ? `/namespaces/${ns}` : ''}/${resource}`, labelSelector ? { labelSelector } : {}, log);
+        const inf = new Informer<T>(source as unknown as Resource<T, 'list' | 'watch'>, ns, labelSelector ? { labelSelector } : {}, log);
         this.informers.push(inf as unknown as Informer<KubeObject>);
         return inf;
       }));
     const managed = 'app.kubernetes.io/managed-by=npuserve-operator';
-    const models = make<NPUModel>(`/apis/${API_VERSION}`, PLURAL);
-    const jobs = make<KubeObject>('/apis/batch/v1', 'jobs', managed);
-    const deployments = make<KubeObject>('/apis/apps/v1', 'deployments', managed);
-    const services = make<KubeObject>('/api/v1', 'services', managed);
-    const networkPolicies = make<KubeObject>('/apis/networking.k8s.io/v1', 'networkpolicies', managed);
-    const pods = make<KubeObject>('/api/v1', 'pods', 'app.kubernetes.io/name=npuserve');
+    const models = make<NPUModel>(kube.npumodels as unknown as Resource<KubeObject, 'list' | 'watch'>);
+    const jobs = make<KubeObject>(kube.jobs, managed);
+    const deployments = make<KubeObject>(kube.deployments, managed);
+    const services = make<KubeObject>(kube.services, managed);
+    const networkPolicies = make<KubeObject>(kube.networkpolicies, managed);
+    const pods = make<KubeObject>(kube.pods, 'app.kubernetes.io/name=npuserve');
     this.world = { models, jobs, deployments, services, networkPolicies, pods } as unknown as World;
 
     const enqueue = (o: KubeObject) => this.queue.add(objectKey(o));
@@ -110,7 +111,7 @@ export class Controller {
     await Promise.all(Array.from({ length: this.cfg.workers }, () => this.worker()));
   }
 
-  get kubeClient(): Kube {
+  get kubeClient(): OperatorApi {
     return this.kube;
   }
 }

@@ -1,6 +1,6 @@
 // Kubernetes Events for the operator's decisions, aggregated like client-go's recorder: the same
 // (object, reason, message) within ten minutes bumps the count of one Event instead of a new one.
-import type { Kube } from './kube.js';
+import type { OperatorApi } from './kube/operator-api.js';
 import type { NPUModel } from './types.js';
 
 interface Seen {
@@ -14,7 +14,7 @@ export class EventRecorder {
   private readonly seen = new Map<string, Seen>();
 
   constructor(
-    private readonly kube: Kube,
+    private readonly kube: OperatorApi,
     private readonly component: string,
     private readonly log: (msg: string, fields?: Record<string, unknown>) => void,
   ) {}
@@ -29,11 +29,11 @@ export class EventRecorder {
       if (prev && now.getTime() - prev.at < 600_000) {
         prev.count++;
         prev.at = now.getTime();
-        await this.kube.mergePatch(`/api/v1/namespaces/${ns}/events/${prev.name}`, { count: prev.count, lastTimestamp: now.toISOString() });
+        await this.kube.events.mergePatch(ns, prev.name, { count: prev.count, lastTimestamp: now.toISOString() });
         return;
       }
       const name = `${m.metadata.name}.${now.getTime().toString(16)}${Math.floor(Math.random() * 0xfff).toString(16)}`;
-      await this.kube.create(`/api/v1/namespaces/${ns}/events`, {
+      await this.kube.events.create(ns, {
         apiVersion: 'v1',
         kind: 'Event',
         metadata: { name, namespace: ns },

@@ -1,7 +1,8 @@
 // List+watch cache of one resource type (optionally one namespace and a label selector): lists,
 // then watches from the list's resourceVersion; on 410 Gone it lists again, on other errors it
 // reconnects with capped exponential backoff. Handlers see every add, update and delete.
-import { isGone, isNotFound, type Kube, type WatchEvent } from './kube.js';
+import { isGone, isNotFound, type WatchEvent } from './kube/client.js';
+import type { Resource } from './kube/resources.js';
 import type { KubeObject } from './types.js';
 
 export type Handler<T> = (obj: T, old?: T) => void;
@@ -16,13 +17,18 @@ export class Informer<T extends KubeObject> {
   private synced = false;
   private syncWaiters: Array<() => void> = [];
 
+  /** Collection path, e.g. /apis/apps/v1/deployments or /api/v1/namespaces/ns/pods. */
+  readonly path: string;
+
   constructor(
-    private readonly kube: Kube,
-    /** Collection path, e.g. /apis/apps/v1/deployments or /api/v1/namespaces/ns/pods. */
-    readonly path: string,
+    private readonly source: Resource<T, 'list' | 'watch'>,
+    /** null: all namespaces. */
+    private readonly namespace: string | null,
     private readonly query: Record<string, string> = {},
     private readonly log: (msg: string, fields?: Record<string, unknown>) => void = () => {},
-  ) {}
+  ) {
+    this.path = source.path(namespace);
+  }
 
   on(h: { add?: Handler<T>; update?: Handler<T>; delete?: Handler<T> }): void {
     this.handlers.push(h);
@@ -58,7 +64,7 @@ export class Informer<T extends KubeObject> {
   }
 
   private async relist(): Promise<string> {
-    const list = await this.kube.list<T>(this.path, this.query);
+    const list = await this.source.list(this.namespace, this.query);
     const seen = new Set<string>();
     for (const o of list.items) {
       seen.add(objectKey(o));
@@ -79,7 +85,7 @@ export class Informer<T extends KubeObject> {
     while (!signal.aborted) {
       try {
         if (rv === null) rv = await this.relist();
-        await this.kube.watch<T>(this.path, rv, this.query, (ev) => {
+        await this.source.watch(this.namespace, rv, this.query, (ev) => {
           rv = ev.object.metadata.resourceVersion ?? rv;
           if (ev.type !== 'BOOKMARK') this.apply(ev);
         }, signal);

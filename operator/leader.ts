@@ -1,12 +1,11 @@
 // Leader election on a coordination.k8s.io/v1 Lease, as client-go's leaderelection: acquire when the
 // lease is free or expired, renew every retry period, and give up leadership (the process exits)
-// when renewals fail for longer than the renew deadline, so two replicas never both act.
-import { ApiError, isConflict, isNotFound, type Kube } from './kube.js';
+// when renewals fail for longer than the renew deadline, so two replicas never both act. Expiry is
+// judged by this process's own clock: the lease counts as renewed when we last saw its record change,
+// never by the holder's renewTime, so clock skew between machines cannot steal a live lease.
+import { ApiError, isConflict, isNotFound } from './kube/client.js';
+import type { Lease, OperatorApi } from './kube/operator-api.js';
 
-interface Lease {
-  metadata: { name: string; namespace: string; resourceVersion?: string };
-  spec: { holderIdentity?: string; leaseDurationSeconds?: number; acquireTime?: string; renewTime?: string; leaseTransitions?: number };
-}
 
 export interface LeaderOptions {
   namespace: string;
@@ -20,36 +19,38 @@ export interface LeaderOptions {
 const microTime = (d: Date) => d.toISOString().replace('Z', '000Z');
 
 export class LeaderElector {
-  private readonly path: string;
+  /** The lease record as last read and when (local monotonic clock) it last changed. */
+  private observed: { record: string; at: number } | undefined;
 
   constructor(
-    private readonly kube: Kube,
+    private readonly kube: Pick<OperatorApi, 'leases'>,
     private readonly o: LeaderOptions,
     private readonly log: (msg: string, fields?: Record<string, unknown>) => void,
-  ) {
-    this.path = `/apis/coordination.k8s.io/v1/namespaces/${o.namespace}/leases`;
-  }
+    private readonly clock: () => number = () => performance.now(),
+  ) {}
 
   /** One attempt to take or renew the lease; true when we hold it. */
   private async tryAcquireOrRenew(): Promise<boolean> {
     const now = new Date();
     let lease: Lease | undefined;
     try {
-      lease = await this.kube.request<Lease>('GET', `${this.path}/${this.o.name}`);
+      lease = await this.kube.leases.get(this.o.namespace, this.o.name);
     } catch (e) {
       if (!isNotFound(e)) throw e;
     }
     const spec = { holderIdentity: this.o.identity, leaseDurationSeconds: this.o.leaseDurationSeconds, renewTime: microTime(now) };
     if (!lease) {
-      await this.kube.create(this.path, { apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', metadata: { name: this.o.name, namespace: this.o.namespace }, spec: { ...spec, acquireTime: microTime(now), leaseTransitions: 0 } });
+      await this.kube.leases.create(this.o.namespace, { apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', metadata: { name: this.o.name, namespace: this.o.namespace }, spec: { ...spec, acquireTime: microTime(now), leaseTransitions: 0 } });
       return true;
     }
     const holder = lease.spec.holderIdentity;
-    const renewed = lease.spec.renewTime ? Date.parse(lease.spec.renewTime) : 0;
-    const expired = renewed + (lease.spec.leaseDurationSeconds ?? this.o.leaseDurationSeconds) * 1000 < now.getTime();
+    const record = JSON.stringify([holder, lease.spec.renewTime, lease.spec.acquireTime, lease.spec.leaseTransitions]);
+    const local = this.clock();
+    if (record !== this.observed?.record) this.observed = { record, at: local };
+    const expired = this.observed.at + (lease.spec.leaseDurationSeconds ?? this.o.leaseDurationSeconds) * 1000 < local;
     if (holder && holder !== this.o.identity && !expired) return false;
     const taking = holder !== this.o.identity;
-    await this.kube.replace(`${this.path}/${this.o.name}`, {
+    await this.kube.leases.replace(this.o.namespace, this.o.name, {
       ...lease,
       spec: {
         ...lease.spec,
@@ -96,9 +97,9 @@ export class LeaderElector {
   /** Releases the lease on shutdown so a standby takes over at once. */
   async release(): Promise<void> {
     try {
-      const lease = await this.kube.request<Lease>('GET', `${this.path}/${this.o.name}`);
+      const lease = await this.kube.leases.get(this.o.namespace, this.o.name);
       if (lease.spec.holderIdentity !== this.o.identity) return;
-      await this.kube.replace(`${this.path}/${this.o.name}`, { ...lease, spec: { ...lease.spec, holderIdentity: '', leaseDurationSeconds: 1, renewTime: microTime(new Date()) } });
+      await this.kube.leases.replace(this.o.namespace, this.o.name, { ...lease, spec: { ...lease.spec, holderIdentity: '', leaseDurationSeconds: 1, renewTime: microTime(new Date()) } });
     } catch (e) {
       if (!(e instanceof ApiError)) throw e;
     }

@@ -8,13 +8,14 @@ import { Autoscaler } from './autoscaler/autoscaler.js';
 import type { OperatorConfig } from './config.js';
 import { Controller } from './controller.js';
 import { EventRecorder } from './events.js';
-import { Kube } from './kube.js';
+import { KubeApi } from './kube/client.js';
+import { OperatorApi } from './kube/operator-api.js';
 import { LeaderElector } from './leader.js';
 import { isLeader, registry } from './metrics.js';
 
 export async function runOperator(cfg: OperatorConfig): Promise<number> {
   const log = createLogger({ ...cfg.log, base: { component: 'operator', identity: cfg.leaderElection.identity } });
-  const kube = Kube.fromEnvironment(cfg.kubeconfig);
+  const kube = new OperatorApi(KubeApi.fromEnvironment({ kubeconfig: cfg.kubeconfig, context: cfg.context }));
   const controller = new Controller(kube, cfg, log);
   const stop = new AbortController();
   // Every informer's watch and the leader's timers listen on this signal.

@@ -7,7 +7,8 @@ import { createHash } from 'node:crypto';
 import type { OperatorConfig } from './config.js';
 import type { EventRecorder } from './events.js';
 import type { Informer } from './informer.js';
-import { isConflict, isNotFound, type Kube } from './kube.js';
+import { isConflict, isNotFound } from './kube/client.js';
+import type { OperatorApi } from './kube/operator-api.js';
 import { cleanupJob, conversionJob, conversionJobName } from './resources/job.js';
 import { LABEL_INSTANCE, LABEL_REVISION, placement, selectorString, serverSelector } from './resources/common.js';
 import { deployment, endpoint, service, type RolloutStrategy } from './resources/deployment.js';
@@ -16,7 +17,6 @@ import { desiredRevision, type Revision } from './revision.js';
 import { conversionOutcome, planRollout, rolloutComplete, unschedulable, type ConversionOutcome, type DeploymentView, type JobView, type PodView } from './rollout.js';
 import { setCondition, statusEqual } from './status.js';
 import type { KubeObject, NPUModel, NPUModelStatus, Phase, RevisionStatus } from './types.js';
-import { PLURAL, API_VERSION } from './types.js';
 
 export const FINALIZER = 'npuserve.io/artifacts';
 const SPEC_HASH = 'npuserve.io/template-hash';
@@ -51,16 +51,12 @@ function ownedBy(o: KubeObject, m: NPUModel): boolean {
 
 export class Reconciler {
   constructor(
-    private readonly kube: Kube,
+    private readonly kube: OperatorApi,
     private readonly world: World,
     private readonly cfg: OperatorConfig,
     private readonly events: EventRecorder,
     private readonly log: Log,
   ) {}
-
-  private modelPath(m: NPUModel, sub = ''): string {
-    return `/apis/${API_VERSION}/namespaces/${m.metadata.namespace}/${PLURAL}/${m.metadata.name}${sub}`;
-  }
 
   async reconcile(key: string): Promise<ReconcileResult> {
     const cached = this.world.models.get(key);
@@ -70,7 +66,7 @@ export class Reconciler {
     const rev = desiredRevision(m, this.cfg.sources);
     if (typeof rev === 'string') return this.invalidSource(m, rev);
     if (!rev.prebuilt && !(m.metadata.finalizers ?? []).includes(FINALIZER)) {
-      await this.kube.mergePatch(this.modelPath(m), { metadata: { finalizers: [...(m.metadata.finalizers ?? []), FINALIZER], resourceVersion: m.metadata.resourceVersion } });
+      await this.kube.npumodels.mergePatch(m.metadata.namespace, m.metadata.name, { metadata: { finalizers: [...(m.metadata.finalizers ?? []), FINALIZER], resourceVersion: m.metadata.resourceVersion } });
       return {}; // the update event brings us back with the finalizer in place
     }
 
@@ -118,7 +114,7 @@ export class Reconciler {
     const job = this.world.jobs.get(`${m.metadata.namespace}/${name}`);
     if (!job) {
       try {
-        await this.kube.create(`/apis/batch/v1/namespaces/${m.metadata.namespace}/jobs`, conversionJob(m, rev, this.cfg));
+        await this.kube.jobs.create(m.metadata.namespace, conversionJob(m, rev, this.cfg));
         await this.events.record(m, 'Normal', 'ConversionStarted', `converting ${m.spec.source.uri} to ${rev.precision} (revision ${rev.name}) in Job ${name}`);
       } catch (e) {
         if (!isConflict(e)) throw e; // already created (cache lag): read it next time
@@ -138,14 +134,14 @@ export class Reconciler {
   /** Sum of free NPU allotments on nodes the model may use. */
   private async spareNpus(m: NPUModel): Promise<number> {
     const pl = placement(m, this.cfg);
-    const nodes = await this.kube.list<KubeObject & { spec?: { unschedulable?: boolean }; status?: { allocatable?: Record<string, string> } }>('/api/v1/nodes', { labelSelector: selectorString(pl.nodeSelector) });
+    const nodes = await this.kube.nodes.list(null, { labelSelector: selectorString(pl.nodeSelector) });
     const names = new Set(nodes.items.filter((n) => !n.spec?.unschedulable).map((n) => n.metadata.name));
     let free = nodes.items.filter((n) => names.has(n.metadata.name)).reduce((s, n) => s + Number(n.status?.allocatable?.[pl.npuResourceName] ?? 0), 0);
-    const pods = await this.kube.list<KubeObject & { spec: { nodeName?: string; containers: Array<{ resources?: { requests?: Record<string, string> } }> } }>('/api/v1/pods', {
+    const pods = await this.kube.allPods.list(null, {
       fieldSelector: 'status.phase!=Succeeded,status.phase!=Failed',
     });
     for (const p of pods.items) {
-      if (!p.spec.nodeName || !names.has(p.spec.nodeName)) continue;
+      if (!p.spec?.nodeName || !names.has(p.spec.nodeName)) continue;
       for (const c of p.spec.containers) free -= Number(c.resources?.requests?.[pl.npuResourceName] ?? 0);
     }
     return free;
@@ -164,7 +160,7 @@ export class Reconciler {
     if (!d) {
       const obj = build({ maxSurge: 1, maxUnavailable: 0 });
       (obj.metadata as Record<string, unknown>).annotations = { [SPEC_HASH]: templateHash };
-      return this.kube.create<KubeObject & DeploymentView>(`/apis/apps/v1/namespaces/${ns}/deployments`, obj);
+      return (await this.kube.deployments.create(ns, obj as KubeObject)) as KubeObject & DeploymentView;
     }
     if (!ownedBy(d, m)) {
       await this.events.record(m, 'Warning', 'ConflictingObject', `Deployment ${m.metadata.name} exists and is not controlled by this NPUModel; leaving it alone`);
@@ -186,7 +182,7 @@ export class Reconciler {
     const obj = build(strategy);
     const updated = { ...obj, metadata: { ...obj.metadata, resourceVersion: d.metadata.resourceVersion, annotations: { ...d.metadata.annotations, [SPEC_HASH]: templateHash } } };
     if (!templateChanged) updated.spec.strategy = { type: 'RollingUpdate', rollingUpdate: strategy };
-    return this.kube.replace<KubeObject & DeploymentView>(`/apis/apps/v1/namespaces/${ns}/deployments/${m.metadata.name}`, updated);
+    return (await this.kube.deployments.replace(ns, m.metadata.name, updated as KubeObject)) as KubeObject & DeploymentView;
   }
 
   /** The serving pods' NetworkPolicy: created, or its spec patched back when it drifted. */
@@ -196,7 +192,7 @@ export class Reconciler {
     const have = this.world.networkPolicies.get(`${ns}/${m.metadata.name}`);
     if (!have) {
       try {
-        await this.kube.create(`/apis/networking.k8s.io/v1/namespaces/${ns}/networkpolicies`, want);
+        await this.kube.networkpolicies.create(ns, want as KubeObject);
       } catch (e) {
         if (!isConflict(e)) throw e;
       }
@@ -206,7 +202,7 @@ export class Reconciler {
       await this.events.record(m, 'Warning', 'ConflictingObject', `NetworkPolicy ${m.metadata.name} exists and is not controlled by this NPUModel; leaving it alone`);
       return;
     }
-    if (hashOf(sortedKeys(have.spec)) !== hashOf(sortedKeys(want.spec))) await this.kube.mergePatch(`/apis/networking.k8s.io/v1/namespaces/${ns}/networkpolicies/${m.metadata.name}`, { spec: want.spec });
+    if (hashOf(sortedKeys(have.spec)) !== hashOf(sortedKeys(want.spec))) await this.kube.networkpolicies.mergePatch(ns, m.metadata.name, { spec: want.spec });
   }
 
   private async ensureService(m: NPUModel): Promise<void> {
@@ -215,7 +211,7 @@ export class Reconciler {
     const s = this.world.services.get(`${ns}/${m.metadata.name}`);
     if (!s) {
       try {
-        await this.kube.create(`/api/v1/namespaces/${ns}/services`, want);
+        await this.kube.services.create(ns, want as KubeObject);
       } catch (e) {
         if (!isConflict(e)) throw e;
       }
@@ -228,7 +224,7 @@ export class Reconciler {
     const spec = s.spec as { ports?: unknown; selector?: unknown };
     if (hashOf({ p: spec.ports, s: spec.selector }) !== hashOf({ p: want.spec.ports, s: want.spec.selector })) {
       const ports = want.spec.ports.map((p) => ({ ...p }));
-      await this.kube.mergePatch(`/api/v1/namespaces/${ns}/services/${m.metadata.name}`, { spec: { selector: want.spec.selector, ports } });
+      await this.kube.services.mergePatch(ns, m.metadata.name, { spec: { selector: want.spec.selector, ports } });
     }
   }
 
@@ -300,7 +296,7 @@ export class Reconciler {
     const names = keep.map((r) => r.name);
     const job = cleanupJob(m, this.cfg, names, hashOf(names).slice(0, 8));
     try {
-      await this.kube.create(`/apis/batch/v1/namespaces/${m.metadata.namespace}/jobs`, job);
+      await this.kube.jobs.create(m.metadata.namespace, job as KubeObject);
       await this.events.record(m, 'Normal', 'ArtifactsPruned', `deleting artifacts of revisions ${revisions.filter((r) => !names.includes(r.name)).map((r) => r.name).join(', ')}`);
     } catch (e) {
       if (!isConflict(e)) throw e;
@@ -318,7 +314,7 @@ export class Reconciler {
       const existing = this.world.jobs.get(`${ns}/${job.metadata.name}`) as (KubeObject & JobView) | undefined;
       if (!existing) {
         try {
-          await this.kube.create(`/apis/batch/v1/namespaces/${ns}/jobs`, job);
+          await this.kube.jobs.create(ns, job as KubeObject);
         } catch (e) {
           if (!isConflict(e)) throw e;
         }
@@ -329,7 +325,7 @@ export class Reconciler {
       if (!s.succeeded) await this.events.record(m, 'Warning', 'CleanupFailed', `could not delete the artifacts of ${m.metadata.name}; remove them from claim ${this.cfg.artifactClaim} by hand`);
     }
     try {
-      await this.kube.mergePatch(this.modelPath(m), { metadata: { finalizers: (m.metadata.finalizers ?? []).filter((f) => f !== FINALIZER), resourceVersion: m.metadata.resourceVersion } });
+      await this.kube.npumodels.mergePatch(m.metadata.namespace, m.metadata.name, { metadata: { finalizers: (m.metadata.finalizers ?? []).filter((f) => f !== FINALIZER), resourceVersion: m.metadata.resourceVersion } });
     } catch (e) {
       if (!isNotFound(e)) throw e;
     }
@@ -339,7 +335,7 @@ export class Reconciler {
   private async writeStatus(m: NPUModel, status: NPUModelStatus): Promise<void> {
     const clean = JSON.parse(JSON.stringify(status)) as NPUModelStatus;
     if (statusEqual(m.status, clean)) return;
-    await this.kube.replace(this.modelPath(m, '/status'), { ...m, status: clean });
+    await this.kube.npumodelStatus.replace(m.metadata.namespace, m.metadata.name, { ...m, status: clean });
   }
 }
 

@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 
 import { parseOperatorConfig } from './config.js';
 import type { EventRecorder } from './events.js';
-import type { Kube } from './kube.js';
+import { RecordingKube } from '../test/unit/recording-kube.js';
 import { Reconciler, type World } from './reconcile.js';
 import { conversionJob } from './resources/job.js';
 import { desiredRevision, sourceVolume, type Revision } from './revision.js';
@@ -104,18 +104,14 @@ describe('http(s) sources', () => {
 describe('a refused source at reconcile', () => {
   it('sets Converted=False (InvalidSource), phase Failed and a Warning event, and creates nothing', async () => {
     const m = model({ uri: 'file:///var/run/docker.sock' });
-    const calls: string[] = [];
-    const statuses: NPUModel[] = [];
+    const api = new RecordingKube();
     const events: string[] = [];
-    const kube = {
-      create: async (path: string) => calls.push(`create ${path}`),
-      replace: async (path: string, obj: NPUModel) => (calls.push(`replace ${path}`), statuses.push(obj)),
-      mergePatch: async (path: string) => calls.push(`patch ${path}`),
-    } as unknown as Kube;
+    const kube = api.operatorApi();
     const world = { models: { get: () => m } } as unknown as World;
     const recorder = { record: async (_m: NPUModel, type: string, reason: string, message: string) => events.push(`${type} ${reason}: ${message}`) } as unknown as EventRecorder;
     await new Reconciler(kube, world, cfg, recorder, () => {}).reconcile('tenant/m');
-    expect(calls).toEqual(['replace /apis/npuserve.io/v1alpha1/namespaces/tenant/npumodels/m/status']);
+    expect(api.lines()).toEqual(['update /apis/npuserve.io/v1alpha1/namespaces/tenant/npumodels/m/status']);
+    const statuses = api.bodies('update', '/status') as NPUModel[];
     const message = 'source.uri file:///var/run/docker.sock: node path /var/run/docker.sock is not under a prefix the cluster admin allows (/models)';
     expect(events).toEqual([`Warning InvalidSource: ${message}`]);
     expect(statuses[0].status).toMatchObject({ phase: 'Failed', observedGeneration: 2, conditions: [{ type: 'Converted', status: 'False', reason: 'InvalidSource', message }] });

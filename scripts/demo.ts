@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 
 import { isRunning, localNodeName, readState, up, type ClusterState } from '../test/cluster/cluster.js';
-import { KubeClient, type KubeObject } from '../test/cluster/kube-client.js';
+import { KubeApi, type KubeObject } from '../test/cluster/kube.js';
 import { nodeRootDir } from '../test/cluster/node-agent/volumes.js';
 import { startServiceProxy } from '../test/cluster/proxy.js';
 import { SMOLLM2_GGUF, smolLM2Gguf } from './smollm2.js';
@@ -72,7 +72,7 @@ interface Model extends KubeObject {
   status?: { phase?: string; observedGeneration?: number; currentRevision?: { precision: string }; readyReplicas?: number; endpoint?: string; conditions?: Array<{ type: string; status: string; reason?: string; message?: string }> };
 }
 
-async function waitReady(client: KubeClient): Promise<Model> {
+async function waitReady(client: KubeApi): Promise<Model> {
   const deadline = Date.now() + readyTimeoutMs;
   let last = '';
   for (;;) {
@@ -92,7 +92,7 @@ async function waitReady(client: KubeClient): Promise<Model> {
   }
 }
 
-async function chat(client: KubeClient): Promise<void> {
+async function chat(client: KubeApi): Promise<void> {
   const proxy = await startServiceProxy(client, { namespace, service: modelName, port: 8000 });
   try {
     console.log(`POST ${proxy.url}/v1/chat/completions (forwarded to Service ${namespace}/${modelName}:8000, endpoints ${proxy.endpoints().join(', ')})`);
@@ -132,7 +132,7 @@ Stop everything:
 async function main(): Promise<void> {
   step('local cluster');
   const state = await cluster();
-  const client = KubeClient.fromKubeconfig(state.kubeconfig);
+  const client = KubeApi.fromFile(state.kubeconfig);
   try {
     step(`helm chart charts/npuserve -> namespace ${namespace} (the operator runs as a pod)`);
     await installChart(state);
@@ -155,7 +155,6 @@ async function main(): Promise<void> {
     howTo(state);
     console.log(`\ndemo finished in ${seconds().trim()}`);
   } finally {
-    client.close();
   }
 }
 

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../../common/log.js';
 import { parseOperatorConfig } from '../config.js';
 import { EventRecorder } from '../events.js';
-import type { Kube } from '../kube.js';
+import { RecordingKube } from '../../test/unit/recording-kube.js';
 import type { World } from '../reconcile.js';
 import type { KubeObject, NPUModel } from '../types.js';
 import { Autoscaler } from './autoscaler.js';
@@ -54,11 +54,9 @@ describe('Autoscaler', () => {
       status: { podIP: '127.0.0.1', conditions: [{ type: 'Ready', status: 'True' }] },
     };
     const world = { models: fakeInformer([model]), pods: fakeInformer([pod]) } as unknown as World;
-    const calls: Array<{ path: string; body: any }> = [];
-    const kube = {
-      mergePatch: async (path: string, body: unknown) => calls.push({ path, body }),
-      create: async (path: string, body: unknown) => calls.push({ path, body }),
-    } as unknown as Kube;
+    const recorder = new RecordingKube();
+    const calls = recorder.calls;
+    const kube = recorder.operatorApi();
     const cfg = parseOperatorConfig(['--scrape-interval-seconds', '1']);
     const autoscaler = new Autoscaler(kube, world, cfg, new EventRecorder(kube, 'test', () => {}), createLogger({ format: 'json', level: 'error', write: () => {} }));
 
@@ -69,7 +67,7 @@ describe('Autoscaler', () => {
     // ~4000 tokens/s for 0.5 s: 10 x the 400 target of the one replica -> panic, up to maxReplicas at once
     tokens += 2000;
     await new Promise((r) => setTimeout(r, 500));
-    calls.length = 0;
+    calls.splice(0);
     await autoscaler.pass();
     const scale = calls.find((c) => c.path.endsWith('/scale'));
     expect(scale?.path).toBe('/apis/npuserve.io/v1alpha1/namespaces/ns/npumodels/tiny/scale');

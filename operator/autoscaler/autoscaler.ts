@@ -6,12 +6,12 @@ import { SPEC_DEFAULTS } from '../../common/defaults.js';
 import type { Logger } from '../../common/log.js';
 import type { OperatorConfig } from '../config.js';
 import type { EventRecorder } from '../events.js';
-import type { Kube } from '../kube.js';
+import type { OperatorApi } from '../kube/operator-api.js';
 import { autoscalerDesiredReplicas, autoscalerScrapeFailures, autoscalerTokensPerSecond, autoscalerTtftP95 } from '../metrics.js';
 import type { World } from '../reconcile.js';
 import { LABEL_COMPONENT, LABEL_INSTANCE } from '../resources/common.js';
 import { servicePort } from '../resources/deployment.js';
-import { API_VERSION, PLURAL, type AutoscalerStatus, type KubeObject, type NPUModel } from '../types.js';
+import { type AutoscalerStatus, type KubeObject, type NPUModel } from '../types.js';
 import { decide, STABLE_WINDOW_MS, type AutoscalingTargets, type Decision, type ScrapeRound } from './policy.js';
 import { scrapeRound, type ServingPod } from './scrape.js';
 
@@ -54,7 +54,7 @@ export class Autoscaler {
   private readonly rounds = new Map<string, ScrapeRound[]>();
 
   constructor(
-    private readonly kube: Kube,
+    private readonly kube: OperatorApi,
     private readonly world: World,
     private readonly cfg: OperatorConfig,
     private readonly events: EventRecorder,
@@ -90,9 +90,6 @@ export class Autoscaler {
     }));
   }
 
-  private modelPath(m: NPUModel, sub: string): string {
-    return `/apis/${API_VERSION}/namespaces/${m.metadata.namespace}/${PLURAL}/${m.metadata.name}${sub}`;
-  }
 
   private async step(cached: NPUModel): Promise<void> {
     const key = `${cached.metadata.namespace}/${cached.metadata.name}`;
@@ -125,13 +122,13 @@ export class Autoscaler {
     if (d.inputs?.ttftP95Ms != null) autoscalerTtftP95.set({ model: key }, d.inputs.ttftP95Ms / 1000);
     let lastScaleTime = prev?.lastScaleTime;
     if (d.desiredReplicas !== current) {
-      await this.kube.mergePatch(this.modelPath(m, '/scale'), { spec: { replicas: d.desiredReplicas } });
+      await this.kube.npumodelScale.mergePatch(m.metadata.namespace, m.metadata.name, { spec: { replicas: d.desiredReplicas } });
       lastScaleTime = new Date(round.timeMs).toISOString();
       const up = d.desiredReplicas > current;
       this.log('scaled', { model: key, from: current, to: d.desiredReplicas, reason: d.reason });
       await this.events.record(m, 'Normal', up ? 'ScaledUp' : 'ScaledDown', `${current} -> ${d.desiredReplicas} replicas: ${d.reason}`);
     }
-    await this.kube.mergePatch(this.modelPath(m, '/status'), { status: { autoscaler: this.status(d, lastScaleTime) } });
+    await this.kube.npumodelStatus.mergePatch(m.metadata.namespace, m.metadata.name, { status: { autoscaler: this.status(d, lastScaleTime) } });
   }
 
   /** A merge patch of status.autoscaler: null removes a field an older decision had set. */

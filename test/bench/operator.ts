@@ -8,7 +8,7 @@ import { join } from 'node:path';
 
 import { type CommandSpec, intFlag, scriptFlags, stringFlag } from '../../common/flags.js';
 import { addNpuNodes, defaultUpOptions, down, isRunning, readState, up } from '../cluster/cluster.js';
-import { KubeClient } from '../cluster/kube-client.js';
+import { KubeApi } from '../cluster/kube.js';
 import { kwokTaint } from '../cluster/kwok-nodes.js';
 
 const repo = join(import.meta.dirname, '..', '..');
@@ -44,7 +44,7 @@ async function main(): Promise<void> {
     state = await up({ ...defaultUpOptions, localNodes: 0 });
     started = true;
   }
-  const client = KubeClient.fromKubeconfig(state.kubeconfig);
+  const client = KubeApi.fromFile(state.kubeconfig);
   const kubectl = join(state.binDir, 'kubectl');
   const missing = nodes - state.nodes.npu.length;
   if (missing > 0) {
@@ -112,7 +112,6 @@ async function main(): Promise<void> {
     clearInterval(rssTimer);
     op.kill('SIGTERM');
     await client.delete(`/api/v1/namespaces/${ns}`).catch(() => undefined);
-    client.close();
     if (started) await down({ quiet: true });
   }
 }

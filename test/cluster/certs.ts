@@ -39,7 +39,8 @@ function issue(dir: string, name: string, subject: string, extensions: string[])
   );
 }
 
-export function generatePki(dir: string): Pki {
+/** `podGateway`: the cluster's pod network gateway, where pods reach the API server. */
+export function generatePki(dir: string, podGateway: string): Pki {
   fs.mkdirSync(dir, { recursive: true });
   openssl(['ecparam', '-name', 'prime256v1', '-genkey', '-noout', '-out', 'ca.key'], dir);
   openssl(
@@ -54,7 +55,7 @@ export function generatePki(dir: string): Pki {
     'extendedKeyUsage=serverAuth',
     // 10.96.0.1 is the `kubernetes` Service's cluster IP (an API object value; no traffic goes there);
     // pods reach the API server through the node agent's forwarder on the pod network's gateway.
-    'subjectAltName=IP:127.0.0.1,IP:10.96.0.1,IP:10.244.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc',
+    `subjectAltName=IP:127.0.0.1,IP:10.96.0.1,IP:${podGateway},DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc`,
   ]);
   issue(dir, 'admin', '/O=system:masters/CN=kubernetes-admin', [
     'basicConstraints=CA:FALSE',

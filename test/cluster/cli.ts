@@ -5,7 +5,7 @@
 //   npm run cluster:nodes -- --npu N          add N simulated NPU nodes, print the time until Ready
 //   npm run cluster:proxy -- svc/NAME PORT [--namespace NS] [--local-port P]
 import { addNpuNodes, defaultUpOptions, down, isRunning, readState, runningState, up } from './cluster.js';
-import { KubeClient } from './kube-client.js';
+import { KubeApi } from './kube.js';
 import { startServiceProxy } from './proxy.js';
 
 function flag(args: string[], name: string): string | undefined {
@@ -38,7 +38,7 @@ async function proxy(args: string[]): Promise<void> {
   const [target, port] = positional(args);
   const service = target?.replace(/^(svc|service)\//, '');
   if (!service || !port) throw new Error('usage: npm run cluster:proxy -- svc/NAME PORT [--namespace NS] [--local-port P]');
-  const client = KubeClient.fromKubeconfig(runningState().kubeconfig);
+  const client = KubeApi.fromFile(runningState().kubeconfig);
   const p = await startServiceProxy(client, {
     service,
     port: /^\d+$/.test(port) ? Number(port) : port,
@@ -48,7 +48,6 @@ async function proxy(args: string[]): Promise<void> {
   console.log(`forwarding ${p.url} -> service ${service}:${port} (ready endpoints now: ${p.endpoints().join(', ') || 'none'}); Ctrl-C stops`);
   await new Promise<void>((resolve) => process.once('SIGINT', resolve));
   await p.close();
-  client.close();
 }
 
 async function main(argv: string[]): Promise<void> {

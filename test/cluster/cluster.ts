@@ -7,9 +7,9 @@ import path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import { startControlPlane } from './control-plane.js';
-import { KubeClient } from './kube-client.js';
+import { KubeApi } from './kube.js';
 import { createSimulatedNodes, startKwok, waitNodesReady } from './kwok-nodes.js';
-import { removePodNetwork } from './node-agent/pod-network.js';
+import { removePodNetwork, reservePodSubnet } from './node-agent/pod-network.js';
 import { binDir, checkBinaries, clusterSourceDir, kwokStagesFile, readVersions, repoRoot, stateFile } from './paths.js';
 import { isAlive, startProcess, stopProcessGroup, tail, type ManagedProcess } from './processes.js';
 
@@ -21,6 +21,8 @@ export interface ClusterState {
   kubernetesVersion: string;
   /** Names the local nodes' pod network (bridge nps<ID>br, namespaces nps-<ID>-N). */
   networkId: string;
+  /** 10.N.0.0/16, the lowest free one at start (node-agent/pod-network.ts), so clusters can run side by side. */
+  podSubnet: string;
   ports: { etcd: number; etcdPeer: number; apiserver: number };
   processes: ManagedProcess[];
   nodes: { npu: string[]; cpu: string[]; local: string[] };
@@ -32,6 +34,8 @@ export interface UpOptions {
   cpuNodes: number;
   localNodes: number;
   log?: (line: string) => void;
+  /** Where this cluster's state is kept (default: stateFile()); one file per cluster. */
+  stateFile?: string;
 }
 
 export const defaultUpOptions: UpOptions = { npuNodes: 4, cpuNodes: 2, localNodes: 1 };
@@ -57,13 +61,14 @@ export const localNodeName = (i: number) => `local-npu-${i}`;
 
 export async function up(options: UpOptions = defaultUpOptions): Promise<ClusterState> {
   const log = options.log ?? ((line: string) => console.log(line));
-  const existing = readState();
+  const file = options.stateFile ?? stateFile();
+  const existing = readState(file);
   if (existing && isRunning(existing)) {
-    throw new Error(`a local cluster is already running (API server ${existing.server}, state ${stateFile()}); run 'npm run cluster:down' first`);
+    throw new Error(`a local cluster is already running (API server ${existing.server}, state ${file}); run 'npm run cluster:down' first`);
   }
   if (existing) {
     log(`removing state of a cluster that is no longer running (${existing.dir})`);
-    await down({ quiet: true });
+    await down({ quiet: true, stateFile: file });
   }
   const bin = binDir();
   ensureBinaries(bin, log);
@@ -73,13 +78,15 @@ export async function up(options: UpOptions = defaultUpOptions): Promise<Cluster
   const versions = readVersions();
   const started = Date.now();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'npuserve-cluster-'));
+  const networkId = crypto.randomBytes(3).toString('hex');
   const state: ClusterState = {
     dir,
     kubeconfig: path.join(dir, 'kubeconfig'),
     server: '',
     binDir: bin,
     kubernetesVersion: versions.K8S_VERSION,
-    networkId: crypto.randomBytes(3).toString('hex'),
+    networkId,
+    podSubnet: '',
     ports: { etcd: 0, etcdPeer: 0, apiserver: 0 },
     processes: [],
     nodes: { npu: [], cpu: [], local: [] },
@@ -87,29 +94,31 @@ export async function up(options: UpOptions = defaultUpOptions): Promise<Cluster
   };
   const record = (p: ManagedProcess) => {
     state.processes.push(p);
-    writeState(state);
+    writeState(state, file);
   };
-  writeState(state);
+  writeState(state, file);
   try {
-    log(`starting control plane (Kubernetes ${versions.K8S_VERSION}) in ${dir}`);
-    const cp = await startControlPlane(dir, bin, record);
+    const subnet = reservePodSubnet(networkId, options.localNodes > 0);
+    state.podSubnet = subnet.cidr;
+    writeState(state, file);
+    log(`starting control plane (Kubernetes ${versions.K8S_VERSION}) in ${dir}, pod subnet ${subnet.cidr}`);
+    const cp = await startControlPlane(dir, bin, subnet.gateway, record);
     Object.assign(state, { server: cp.server, kubeconfig: cp.kubeconfig, ports: cp.ports });
-    writeState(state);
+    writeState(state, file);
     execFileSync(path.join(bin, 'kubectl'), ['--kubeconfig', cp.kubeconfig, 'get', '--raw', '/readyz'], { stdio: 'ignore' });
     log(`control plane ready at ${cp.server} after ${((Date.now() - started) / 1000).toFixed(1)} s`);
 
-    record(await startKwok(bin, dir, cp.kubeconfig, kwokStagesFile(versions)));
+    record(await startKwok(bin, dir, cp.kubeconfig, kwokStagesFile(versions), subnet.simulatedPodCidr));
     state.nodes.local = Array.from({ length: options.localNodes }, (_, i) => localNodeName(i));
-    if (state.nodes.local.length > 0) record(startNodeAgent(dir, cp.kubeconfig, state.networkId, state.nodes.local));
-    const client = KubeClient.fromKubeconfig(cp.kubeconfig);
+    if (state.nodes.local.length > 0) record(startNodeAgent(dir, cp.kubeconfig, state.networkId, state.podSubnet, state.nodes.local));
+    const client = KubeApi.fromFile(cp.kubeconfig);
     try {
       state.nodes.npu = await createSimulatedNodes(client, 'kwok-npu', 0, options.npuNodes, true);
       state.nodes.cpu = await createSimulatedNodes(client, 'kwok-cpu', 0, options.cpuNodes, false);
-      writeState(state);
+      writeState(state, file);
       const all = [...state.nodes.npu, ...state.nodes.cpu, ...state.nodes.local];
       await waitNodesReady(client, all, 120_000 + 100 * all.length);
     } finally {
-      client.close();
     }
     log(
       `cluster up in ${((Date.now() - started) / 1000).toFixed(1)} s: ${state.nodes.npu.length} simulated NPU, ` +
@@ -119,7 +128,7 @@ export async function up(options: UpOptions = defaultUpOptions): Promise<Cluster
   } catch (err) {
     const agent = state.processes.find((p) => p.name === 'node-agent');
     const agentLog = agent ? `\nnode agent log:\n${tail(agent.log, 20)}` : '';
-    await down({ quiet: true, keepDir: true });
+    await down({ quiet: true, keepDir: true, stateFile: file });
     throw new Error(`${(err as Error).message}${agentLog}\n(logs kept in ${dir}/logs)`);
   }
 }
@@ -135,14 +144,14 @@ function ensureBinaries(bin: string, log: (line: string) => void): void {
   }
 }
 
-function startNodeAgent(dir: string, kubeconfig: string, networkId: string, nodes: string[]): ManagedProcess {
+function startNodeAgent(dir: string, kubeconfig: string, networkId: string, podSubnet: string, nodes: string[]): ManagedProcess {
   const agentDir = path.join(dir, 'node-agent');
   fs.mkdirSync(agentDir, { recursive: true });
   const p = startProcess(
     'node-agent',
     process.execPath,
     ['--import', 'tsx', path.join(clusterSourceDir, 'node-agent', 'main.ts'),
-      `--kubeconfig=${kubeconfig}`, `--dir=${dir}`, `--network-id=${networkId}`, `--nodes=${nodes.join(',')}`],
+      `--kubeconfig=${kubeconfig}`, `--dir=${dir}`, `--network-id=${networkId}`, `--pod-subnet=${podSubnet}`, `--nodes=${nodes.join(',')}`],
     path.join(dir, 'logs', 'node-agent.log'),
     process.env,
     repoRoot,
@@ -158,10 +167,11 @@ export function podProcessGroups(dir: string): number[] {
   return fs.readdirSync(pidDir).map(Number).filter((n) => Number.isInteger(n) && n > 0);
 }
 
-export async function down(options: { quiet?: boolean; keepDir?: boolean } = {}): Promise<boolean> {
-  const state = readState();
+export async function down(options: { quiet?: boolean; keepDir?: boolean; stateFile?: string } = {}): Promise<boolean> {
+  const file = options.stateFile ?? stateFile();
+  const state = readState(file);
   if (!state) {
-    if (!options.quiet) console.log(`no local cluster is running (no state file ${stateFile()})`);
+    if (!options.quiet) console.log(`no local cluster is running (no state file ${file})`);
     return false;
   }
   // Reverse start order: the node agent stops its pods first, etcd goes last.
@@ -173,7 +183,7 @@ export async function down(options: { quiet?: boolean; keepDir?: boolean } = {})
   for (const pgid of podProcessGroups(state.dir)) await stopProcessGroup(pgid, 2000);
   if (state.networkId) removePodNetwork(state.networkId);
   if (!options.keepDir) fs.rmSync(state.dir, { recursive: true, force: true });
-  fs.rmSync(stateFile(), { force: true });
+  fs.rmSync(file, { force: true });
   if (!options.quiet) console.log(`local cluster stopped${options.keepDir ? '' : `, ${state.dir} removed`}`);
   return true;
 }
@@ -188,7 +198,7 @@ export function runningState(): ClusterState {
 
 export async function addNpuNodes(count: number): Promise<{ names: string[]; seconds: number }> {
   const state = runningState();
-  const client = KubeClient.fromKubeconfig(state.kubeconfig);
+  const client = KubeApi.fromFile(state.kubeconfig);
   try {
     const from = state.nodes.npu.length;
     const started = Date.now();
@@ -198,6 +208,5 @@ export async function addNpuNodes(count: number): Promise<{ names: string[]; sec
     writeState(state);
     return { names, seconds: (Date.now() - started) / 1000 };
   } finally {
-    client.close();
   }
 }

@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { generatePki, writeKubeconfig, type Pki } from './certs.js';
-import { KubeClient, waitFor } from './kube-client.js';
+import { KubeApi, waitFor } from './kube.js';
 import { freePort, startProcess, type ManagedProcess } from './processes.js';
 
 export interface ControlPlane {
@@ -33,10 +33,10 @@ function etcdHealthy(port: number): Promise<boolean> {
  * Starts the control plane; each process is recorded in `onStarted` as soon as it runs, so a failure
  * half-way still lets the caller stop what was started.
  */
-export async function startControlPlane(dir: string, bin: string, onStarted: (p: ManagedProcess) => void): Promise<ControlPlane> {
+export async function startControlPlane(dir: string, bin: string, podGateway: string, onStarted: (p: ManagedProcess) => void): Promise<ControlPlane> {
   const logs = path.join(dir, 'logs');
   fs.mkdirSync(logs, { recursive: true });
-  const pki = generatePki(path.join(dir, 'pki'));
+  const pki = generatePki(path.join(dir, 'pki'), podGateway);
   const ports = { etcd: await freePort(), etcdPeer: await freePort(), apiserver: await freePort() };
   const server = `https://127.0.0.1:${ports.apiserver}`;
   const kubeconfig = path.join(dir, 'kubeconfig');
@@ -87,11 +87,11 @@ export async function startControlPlane(dir: string, bin: string, onStarted: (p:
     '--v=1',
   ], path.join(logs, 'kube-apiserver.log'));
   record(apiserver);
-  const client = KubeClient.fromKubeconfig(kubeconfig);
+  const client = KubeApi.fromFile(kubeconfig);
   try {
     await Promise.race([
       apiserver.exited,
-      waitFor('kube-apiserver /readyz', async () => ((await client.raw('/readyz')).trim() === 'ok' ? true : undefined), 120_000),
+      waitFor('kube-apiserver /readyz', async () => ((await client.requestText('GET', '/readyz')).trim() === 'ok' ? true : undefined), 120_000),
     ]);
     apiserver.stopWatching();
 
@@ -135,7 +135,6 @@ export async function startControlPlane(dir: string, bin: string, onStarted: (p:
     controllerManager.stopWatching();
     scheduler.stopWatching();
   } finally {
-    client.close();
   }
   return { server, kubeconfig, ports, processes, pki };
 }

@@ -5,10 +5,10 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { inject } from 'vitest';
 import type { ClusterState } from './cluster.js';
-import { KubeClient, waitFor, type KubeObject } from './kube-client.js';
+import { KubeApi, waitFor, type KubeObject } from './kube.js';
 import { nodeRootDir } from './node-agent/volumes.js';
 
-export { waitFor } from './kube-client.js';
+export { waitFor } from './kube.js';
 export { startServiceProxy, type ServiceProxy } from './proxy.js';
 export { kwokTaint, npuResourceName, npuLabels } from './kwok-nodes.js';
 export { localNodeLabel } from './node-agent/node.js';
@@ -17,8 +17,8 @@ export function cluster(): ClusterState {
   return inject('cluster');
 }
 
-export function kubeClient(): KubeClient {
-  return KubeClient.fromKubeconfig(cluster().kubeconfig);
+export function kubeClient(): KubeApi {
+  return KubeApi.fromFile(cluster().kubeconfig);
 }
 
 /** Runs the cluster's own kubectl against this cluster; resolves with stdout. */
@@ -31,7 +31,7 @@ export async function kubectl(...args: string[]): Promise<string> {
 }
 
 /** Creates a namespace named `${prefix}-<random>`; returns its name. */
-export async function createNamespace(client: KubeClient, prefix: string): Promise<string> {
+export async function createNamespace(client: KubeApi, prefix: string): Promise<string> {
   const name = `${prefix}-${Math.random().toString(36).slice(2, 8)}`;
   await client.create('/api/v1/namespaces', { apiVersion: 'v1', kind: 'Namespace', metadata: { name } });
   // Pods are refused until the service-account controller has made the namespace's default account.
@@ -45,7 +45,7 @@ export function hostPathDir(hostPath: string, nodeName = cluster().nodes.local[0
 }
 
 /** The host directory backing a bound PVC (its PV's hostPath, made by the local provisioner). */
-export async function claimDir(client: KubeClient, namespace: string, claim: string): Promise<string> {
+export async function claimDir(client: KubeApi, namespace: string, claim: string): Promise<string> {
   const pvc = await waitFor(`pvc ${namespace}/${claim} bound`, async () => {
     const c = await client.get<KubeObject & { spec: { volumeName?: string }; status?: { phase?: string } }>(
       `/api/v1/namespaces/${namespace}/persistentvolumeclaims/${claim}`,

@@ -2,8 +2,7 @@
 // heartbeats) and plays the pods bound to them through kwok's default stages (Running, Succeeded,
 // deleted). Here: its process and the Node objects for NPU and CPU-only nodes.
 import path from 'node:path';
-import { isConflict, KubeClient, waitFor, type KubeObject } from './kube-client.js';
-import { simulatedPodCidr } from './node-agent/pod-network.js';
+import { isConflict, KubeApi, waitFor, type KubeObject } from './kube.js';
 import { startProcess, type ManagedProcess } from './processes.js';
 
 export const kwokAnnotation = 'kwok.x-k8s.io/node';
@@ -13,7 +12,7 @@ export const npuResourceName = 'huawei.com/Ascend910';
 export const npuLabels = { accelerator: 'huawei-Ascend910' };
 export const npusPerNode = 8;
 
-export async function startKwok(bin: string, dir: string, kubeconfig: string, stagesFile: string): Promise<ManagedProcess> {
+export async function startKwok(bin: string, dir: string, kubeconfig: string, stagesFile: string, simulatedPodCidr: string): Promise<ManagedProcess> {
   const p = startProcess('kwok', path.join(bin, 'kwok'), [
     `--kubeconfig=${kubeconfig}`,
     `--config=${stagesFile}`,
@@ -53,7 +52,7 @@ export function simulatedNode(name: string, npu: boolean): KubeObject {
 }
 
 /** Creates nodes `${prefix}-${from}` .. `${prefix}-${to - 1}` (existing ones are kept), `concurrency` at a time. */
-export async function createSimulatedNodes(client: KubeClient, prefix: string, from: number, to: number, npu: boolean, concurrency = 16): Promise<string[]> {
+export async function createSimulatedNodes(client: KubeApi, prefix: string, from: number, to: number, npu: boolean, concurrency = 16): Promise<string[]> {
   const names: string[] = [];
   for (let i = from; i < to; i++) names.push(`${prefix}-${i}`);
   let next = 0;
@@ -82,12 +81,12 @@ function isSchedulable(node: KubeObject): boolean {
 }
 
 /** Waits until every named node is Ready and schedulable. */
-export async function waitNodesReady(client: KubeClient, names: string[], timeoutMs: number): Promise<void> {
+export async function waitNodesReady(client: KubeApi, names: string[], timeoutMs: number): Promise<void> {
   const wanted = new Set(names);
   await waitFor(
     `${names.length} nodes Ready`,
     async () => {
-      const list = await client.list('/api/v1/nodes');
+      const list = await client.list<KubeObject>('/api/v1/nodes');
       const ready = list.items.filter((n) => wanted.has(n.metadata.name ?? '') && isSchedulable(n)).length;
       return ready === wanted.size ? true : undefined;
     },

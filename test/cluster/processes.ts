@@ -3,7 +3,7 @@
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
-import { sleep } from './kube-client.js';
+import { sleep } from './kube.js';
 
 export interface ManagedProcess {
   name: string;

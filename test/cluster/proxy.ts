@@ -2,7 +2,7 @@
 // endpoints, read from its EndpointSlices (discovery.k8s.io/v1), round-robin per connection. Only
 // endpoints of pods on local nodes (see node-agent/pod-network.ts) are used; simulated pods' are skipped.
 import net from 'node:net';
-import { informer, type KubeClient, type KubeObject } from './kube-client.js';
+import { informer, type KubeApi, type KubeObject } from './kube.js';
 import { isLocalPodAddress } from './node-agent/pod-network.js';
 
 interface ServicePort {
@@ -36,7 +36,7 @@ export interface ServiceProxyOptions {
   localPort?: number;
 }
 
-export async function startServiceProxy(client: KubeClient, options: ServiceProxyOptions): Promise<ServiceProxy> {
+export async function startServiceProxy(client: KubeApi, options: ServiceProxyOptions): Promise<ServiceProxy> {
   const namespace = options.namespace ?? 'default';
   const service = await client.get<KubeObject & { spec: { ports?: ServicePort[] } }>(`/api/v1/namespaces/${namespace}/services/${options.service}`);
   const servicePort = service.spec.ports?.find((p) => p.port === Number(options.port) || p.name === options.port);

@@ -5,7 +5,8 @@ import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { KubeClient, KubeObject } from './kube-client.js';
+import type { KubeApi, KubeObject } from './kube.js';
+import { parsePodSubnet } from './node-agent/pod-network.js';
 import type { Pod } from './node-agent/types.js';
 import {
   claimDir,
@@ -22,7 +23,7 @@ import {
   waitFor,
 } from './helpers.js';
 
-let client: KubeClient;
+let client: KubeApi;
 let ns: string;
 
 beforeAll(async () => {
@@ -32,7 +33,6 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await client.delete(`/api/v1/namespaces/${ns}`).catch(() => undefined);
-  client.close();
 });
 
 const pods = (selector: string) => client.list<Pod>(`/api/v1/namespaces/${ns}/pods`, { labelSelector: selector }).then((l) => l.items);
@@ -98,7 +98,7 @@ describe('local cluster', () => {
       const d = await client.get<KubeObject & { status?: { availableReplicas?: number } }>(`/apis/apps/v1/namespaces/${ns}/deployments/sleeper`);
       return d.status?.availableReplicas === 3 ? d : undefined;
     });
-    const replicaSets = await client.list(`/apis/apps/v1/namespaces/${ns}/replicasets`, { labelSelector: 'app=sleeper' });
+    const replicaSets = await client.list<KubeObject>(`/apis/apps/v1/namespaces/${ns}/replicasets`, { labelSelector: 'app=sleeper' });
     expect(replicaSets.items).toHaveLength(1);
     expect(replicaSets.items[0].metadata.ownerReferences?.[0]).toMatchObject({ kind: 'Deployment', uid: available.metadata.uid });
     const running = await pods('app=sleeper');
@@ -106,7 +106,7 @@ describe('local cluster', () => {
     for (const pod of running) {
       expect(pod.metadata.ownerReferences?.[0]).toMatchObject({ kind: 'ReplicaSet', uid: replicaSets.items[0].metadata.uid });
       expect(pod.status?.phase).toBe('Running');
-      expect(pod.status?.podIP).toMatch(/^10\.244\./);
+      expect(pod.status?.podIP?.startsWith(`10.${parsePodSubnet(cluster().podSubnet).octet}.`)).toBe(true);
     }
     expect(new Set(running.map((p) => p.status?.podIP)).size).toBe(3);
   });
@@ -179,7 +179,7 @@ describe('local cluster', () => {
     const condition = pending[0].status?.conditions?.find((c) => c.type === 'PodScheduled');
     expect(condition).toMatchObject({ status: 'False', reason: 'Unschedulable' });
     expect(condition?.message).toContain(`${pool.length} Insufficient ${npuResourceName}`);
-    await client.request('DELETE', `/api/v1/namespaces/${ns}/pods?labelSelector=app%3Dnpu`, { gracePeriodSeconds: 1 });
+    await client.request('DELETE', `/api/v1/namespaces/${ns}/pods`, { query: { labelSelector: 'app=npu' }, body: { gracePeriodSeconds: 1 } });
     await waitFor('NPU pods deleted', async () => ((await pods('app=npu')).length === 0 ? true : undefined));
   }, 180_000);
 

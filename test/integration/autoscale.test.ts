@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { scrapePod } from '../../operator/autoscaler/scrape.js';
 import { cluster, startServiceProxy, type ServiceProxy } from '../cluster/helpers.js';
-import type { KubeClient, KubeObject } from '../cluster/kube-client.js';
+import type { KubeApi, KubeObject } from '../cluster/kube.js';
 import { applyCrd, getModel, kubeClient, kubectl, modelNamespace, npuModel, startOperator, waitFor, waitForPhase, type OperatorProcess } from './operator-harness.js';
 
 // The local node has 2 CPUs and each serving pod requests one: 2 replicas at most.
@@ -71,7 +71,7 @@ interface Pod extends KubeObject {
   status?: { podIP?: string; conditions?: Array<{ type: string; status: string }> };
 }
 
-async function readyServerPods(client: KubeClient, ns: string): Promise<Pod[]> {
+async function readyServerPods(client: KubeApi, ns: string): Promise<Pod[]> {
   const pods = await client.list<Pod>(`/api/v1/namespaces/${ns}/pods`, { labelSelector: 'app.kubernetes.io/instance=tiny,app.kubernetes.io/component=server' });
   return pods.items.filter((p) => !p.metadata.deletionTimestamp && p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'));
 }
@@ -80,7 +80,7 @@ async function readyServerPods(client: KubeClient, ns: string): Promise<Pod[]> {
  * Waits until the local node has room for two serving pods (each requests one CPU, the node has two);
  * pods of other tests or demos on it would keep the second replica Pending. Names them if not.
  */
-async function localNodeRoomForTwo(client: KubeClient): Promise<void> {
+async function localNodeRoomForTwo(client: KubeApi): Promise<void> {
   const node = cluster().nodes.local[0]!;
   const holders = async () => {
     const pods = await client.list<KubeObject & { spec: { containers: Array<{ resources?: { requests?: { cpu?: string } } }> }; status?: { phase?: string } }>('/api/v1/pods', { fieldSelector: `spec.nodeName=${node}` });
@@ -105,7 +105,7 @@ async function events(ns: string, reason: string): Promise<string[]> {
 }
 
 describe('autoscaling on the local cluster', () => {
-  let client: KubeClient;
+  let client: KubeApi;
   let ns: string;
   let op: OperatorProcess;
   let proxy: ServiceProxy;
@@ -122,7 +122,6 @@ describe('autoscaling on the local cluster', () => {
     const code = await op?.stop();
     if (code !== 0) console.log(op.logs().slice(-4000));
     await client.delete(`/api/v1/namespaces/${ns}`).catch(() => {});
-    client.close();
   });
 
   it('scales 1 -> 2 within the panic window under twice the capacity, spreads the load, and returns to 1 after the stabilization time with no failed request', async () => {

@@ -1,5 +1,5 @@
 // The Helm chart with the real helm and the local cluster: lint and template pass, the schema rejects
-// a wrongly typed value, the RBAC grants exactly the API calls the operator's source makes, and the
+// a wrongly typed value, the RBAC grants exactly the verbs the operator's facades declare, and the
 // operator installed by the chart runs as a pod under the chart's ServiceAccount and serves a model.
 import { execFile } from 'node:child_process';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -9,13 +9,14 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse as parseYaml, parseAllDocuments } from 'yaml';
 
+import { operatorGrants } from '../../operator/kube/operator-api.js';
+import type { Scope } from '../../operator/kube/resources.js';
 import { renderCrdReference } from '../../scripts/crd-docs.js';
 import { localNodeLabel, startServiceProxy } from '../cluster/helpers.js';
-import type { KubeClient } from '../cluster/kube-client.js';
+import type { KubeApi } from '../cluster/kube.js';
 import { applyCrd, cluster, crdPath, kubeClient, kubectl, modelNamespace, npuModel, repoRoot, waitFor, waitForPhase } from './operator-harness.js';
 
 const chartDir = join(repoRoot, 'charts', 'npuserve');
-const operatorDir = join(repoRoot, 'operator');
 
 interface HelmResult {
   code: number;
@@ -59,63 +60,9 @@ function grants(rules: Rule[]): Set<string> {
   return out;
 }
 
-// ---- the API calls in the operator's source ----
-
-const verbOfMethod: Record<string, string> = { create: 'create', replace: 'update', mergePatch: 'patch', list: 'list', watch: 'watch', get: 'get', delete: 'delete' };
-const verbOfHttp: Record<string, string> = { GET: 'get', POST: 'create', PUT: 'update', PATCH: 'patch', DELETE: 'delete' };
-
-/** "group/resource[/subresource]" of an API path such as /apis/apps/v1/namespaces/X/deployments/Y. */
-function resourceOfPath(path: string): string {
-  const parts = path.split('/').filter(Boolean);
-  let rest: string[];
-  let group: string;
-  if (parts[0] === 'api') [group, rest] = ['', parts.slice(2)];
-  else [group, rest] = [parts[1], parts.slice(3)];
-  if (rest[0] === 'namespaces' && rest.length > 2) rest = rest.slice(2);
-  const [resource, , sub] = rest;
-  return `${group}/${resource}${sub ? `/${sub}` : ''}`;
-}
-
-/**
- * Every `this.kube.<method>(path, ...)` call in the operator's sources (tests excluded) as "group/resource verb". Paths are
- * template literals, `this.path` (assigned in the same file, or for the informer the collections
- * controller.ts builds informers of) or a path helper method of the same file.
- */
-function operatorApiCalls(): Set<string> {
-  const types = readFileSync(join(operatorDir, 'types.ts'), 'utf8');
-  const constant = (name: string) => new RegExp(`export const ${name} = ['\`]([^'\`]+)['\`]`).exec(types)![1];
-  const consts: Record<string, string> = { GROUP: constant('GROUP'), VERSION: constant('VERSION'), PLURAL: constant('PLURAL') };
-  consts.API_VERSION = `${consts.GROUP}/${consts.VERSION}`;
-  const expand = (literal: string, sub = '') => literal.replace(/\$\{(\w+)\}/g, (_match, name: string) => (name === 'sub' ? sub : consts[name] ?? 'x'));
-
-  const controller = readFileSync(join(operatorDir, 'controller.ts'), 'utf8');
-  const informed = [...controller.matchAll(/make<\w+>\((`[^`]+`|'[^']+'), (?:'(\w+)'|(\w+))/g)].map((m) => `${expand(m[1].slice(1, -1))}/${m[2] ?? consts[m[3]]}`);
-  expect(informed.length).toBeGreaterThan(0);
-
-  const calls = new Set<string>();
-  const files = (readdirSync(operatorDir, { recursive: true }) as string[]).filter((f) => f.endsWith('.ts') && !f.endsWith('.test.ts'));
-  for (const file of files) {
-    const src = readFileSync(join(operatorDir, file), 'utf8');
-    const callRe = /this\.kube\.(\w+)[\s\S]*?\(\s*(?:'([A-Z]+)',\s*)?(`[^`]*`|'[^']*'|this\.\w+(?:\([^)]*\))?)/g;
-    for (const m of src.matchAll(callRe)) {
-      const [, method, httpMethod, arg] = m;
-      const verb = method === 'request' ? verbOfHttp[httpMethod] : verbOfMethod[method];
-      expect(verb, `${file}: kube.${method}`).toBeDefined();
-      let paths: string[];
-      if (arg.startsWith('this.path') || arg.includes('${this.path}')) {
-        const assigned = /this\.path = `([^`]+)`/.exec(src);
-        paths = assigned ? [arg.replace(/^`|`$/g, '').replace('${this.path}', assigned[1]).replace(/^this\.path$/, assigned[1])] : informed;
-      } else if (arg.startsWith('this.')) {
-        const helper = /^this\.(\w+)\((?:[^,)]*)(?:,\s*'([^']*)')?\)$/.exec(arg)!;
-        const body = new RegExp(`${helper[1]}\\([^)]*\\)[^{]*\\{\\s*return \`([^\`]+)\``).exec(src)!;
-        paths = [expand(body[1], helper[2] ?? '')];
-      } else {
-        paths = [arg.slice(1, -1)];
-      }
-      for (const p of paths) calls.add(`${resourceOfPath(expand(p))} ${verb}`);
-    }
-  }
-  return calls;
+/** "group/resource verb" for every verb the operator's facades declare (of one scope, or all). */
+function declared(scope?: Scope): Set<string> {
+  return new Set(operatorGrants().filter((g) => !scope || g.scope === scope).flatMap((g) => g.verbs.map((v) => `${g.group}/${g.resource} ${v}`)));
 }
 
 describe('chart files', () => {
@@ -162,10 +109,10 @@ describe('chart files', () => {
   });
 });
 
-describe('RBAC is exactly what the operator calls', () => {
-  const used = operatorApiCalls();
+describe('RBAC is exactly what the operator can call', () => {
+  const used = declared();
 
-  it('the table of calls found in operator/**/*.ts', () => {
+  it("the table of the operator's facades (operator/kube/operator-api.ts)", () => {
     expect([...used].sort()).toEqual([
       '/events create', '/events patch',
       '/nodes list',
@@ -186,13 +133,13 @@ describe('RBAC is exactly what the operator calls', () => {
     const rules = docs.filter((d) => d.kind === 'ClusterRole' || d.kind === 'Role').flatMap((d) => d.rules ?? []);
     expect([...grants(rules)].sort()).toEqual([...used].sort());
     const role = docs.find((d) => d.kind === 'Role')!;
-    expect([...grants(role.rules!)]).toEqual(['coordination.k8s.io/leases get', 'coordination.k8s.io/leases create', 'coordination.k8s.io/leases update']);
+    expect([...grants(role.rules!)].sort()).toEqual([...declared('leader')].sort());
   });
 
   it('watching listed namespaces: namespaced rules are Roles there, only node and pod lists stay cluster-wide', async () => {
     const docs = await render('operator.watchNamespaces={team-a,team-b}');
     const clusterRole = docs.find((d) => d.kind === 'ClusterRole')!;
-    expect([...grants(clusterRole.rules!)].sort()).toEqual(['/nodes list', '/pods list']);
+    expect([...grants(clusterRole.rules!)].sort()).toEqual([...declared('cluster')].sort());
     const roles = docs.filter((d) => d.kind === 'Role');
     expect(roles.map((r) => r.metadata.namespace).sort()).toEqual(['npuserve-system', 'team-a', 'team-b']);
     expect([...new Set([...grants(roles.flatMap((r) => r.rules!)), ...grants(clusterRole.rules!)])].sort()).toEqual([...used].sort());
@@ -212,7 +159,7 @@ describe('examples/', () => {
 });
 
 describe('helm install on the local cluster', () => {
-  let client: KubeClient;
+  let client: KubeApi;
   let ns: string;
   const release = `npuserve-${Math.random().toString(36).slice(2, 7)}`;
 
@@ -225,7 +172,6 @@ describe('helm install on the local cluster', () => {
     await kubectl('delete', 'npum', '--all', '-n', ns, '--wait=true', '--timeout=60s').catch(() => undefined);
     await helm('uninstall', release, '--kubeconfig', cluster().kubeconfig, '--namespace', ns, '--wait', '--timeout', '60s');
     await kubectl('delete', 'namespace', ns, '--wait=false').catch(() => undefined);
-    client.close();
   });
 
   it('the operator runs as a pod under the chart ServiceAccount and brings a model to Ready', async () => {

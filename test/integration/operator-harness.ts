@@ -8,7 +8,7 @@ import { makeTestModel } from '../../runtime/testmodel.js';
 import type { ClusterState } from '../cluster/cluster.js';
 import { stateFile } from '../cluster/paths.js';
 import { cluster, createNamespace, hostPathDir, kubeClient, kubectl, localNodeLabel, waitFor } from '../cluster/helpers.js';
-import type { KubeClient, KubeObject } from '../cluster/kube-client.js';
+import type { KubeApi, KubeObject } from '../cluster/kube.js';
 
 export const repoRoot = join(import.meta.dirname, '..', '..');
 export const crdPath = join(repoRoot, 'crds', 'npuserve.io_npumodels.yaml');
@@ -34,7 +34,7 @@ export async function applyCrd(): Promise<void> {
 }
 
 /** A namespace with the artifact claim, and the tiny test model on the local node at hostPath /models/<name>. */
-export async function modelNamespace(client: KubeClient, prefix: string, modelName = 'tiny'): Promise<string> {
+export async function modelNamespace(client: KubeApi, prefix: string, modelName = 'tiny'): Promise<string> {
   const ns = await createNamespace(client, prefix);
   await client.create(`/api/v1/namespaces/${ns}/persistentvolumeclaims`, {
     apiVersion: 'v1',
@@ -96,11 +96,11 @@ export function startOperator(namespace: string, extra: string[] = []): Operator
   };
 }
 
-export async function getModel(client: KubeClient, ns: string, name: string): Promise<Model> {
+export async function getModel(client: KubeApi, ns: string, name: string): Promise<Model> {
   return client.get<Model>(`/apis/npuserve.io/v1alpha1/namespaces/${ns}/npumodels/${name}`);
 }
 
-export function waitForPhase(client: KubeClient, ns: string, name: string, phase: string, timeoutMs = 180_000): Promise<Model> {
+export function waitForPhase(client: KubeApi, ns: string, name: string, phase: string, timeoutMs = 180_000): Promise<Model> {
   return waitFor(`npum ${ns}/${name} phase ${phase}`, async () => {
     const m = await getModel(client, ns, name);
     return m.status?.phase === phase && m.status.observedGeneration === m.metadata.generation ? m : undefined;
@@ -111,7 +111,7 @@ export function waitForPhase(client: KubeClient, ns: string, name: string, phase
  * Stops the running kube-apiserver, keeps it down for `downMs`, and starts it again with the same
  * command line (recorded in the cluster state, so cluster:down still stops it).
  */
-export async function restartApiServer(client: KubeClient, downMs = 3000): Promise<void> {
+export async function restartApiServer(client: KubeApi, downMs = 3000): Promise<void> {
   const state = JSON.parse(readFileSync(stateFile(), 'utf8')) as ClusterState;
   const proc = state.processes.find((p) => p.name === 'kube-apiserver');
   if (!proc) throw new Error('no kube-apiserver in the cluster state');

@@ -4,7 +4,7 @@
 import fs from 'node:fs';
 import https from 'node:https';
 import path from 'node:path';
-import { sleep } from '../kube-client.js';
+import { sleep } from '../kube.js';
 
 function latestPodDir(clusterDir: string, namespace: string, pod: string): string | undefined {
   const podsDir = path.join(clusterDir, 'pods');

@@ -2,8 +2,7 @@
 // labels, then keep its Lease renewed and its Ready condition fresh, so the node lifecycle
 // controller keeps it schedulable.
 import os from 'node:os';
-import { isConflict, isNotFound, sleep, type KubeClient, type KubeObject } from '../kube-client.js';
-import { gatewayAddress } from './pod-network.js';
+import { isConflict, isNotFound, sleep, type KubeApi, type KubeObject } from '../kube.js';
 
 export const localNodeLabel = 'npuserve.io/local-node';
 export const npuResourceName = 'huawei.com/Ascend910';
@@ -29,6 +28,8 @@ export interface LocalNode {
   kubernetesVersion: string;
   /** Port of the agent's kubelet API (container logs) on the gateway address. */
   kubeletPort: number;
+  /** InternalIP: the pod network's gateway, reachable from its pods and from this machine. */
+  address: string;
   registeredAt: string;
 }
 
@@ -53,7 +54,7 @@ function nodeStatus(node: LocalNode) {
     ],
     // The node is the host side of the pod network: reachable from its pods and from this machine.
     addresses: [
-      { type: 'InternalIP', address: gatewayAddress },
+      { type: 'InternalIP', address: node.address },
       { type: 'Hostname', address: node.name },
     ],
     daemonEndpoints: { kubeletEndpoint: { Port: node.kubeletPort } },
@@ -72,7 +73,7 @@ function nodeStatus(node: LocalNode) {
   };
 }
 
-export async function registerNode(client: KubeClient, local: LocalNode): Promise<void> {
+export async function registerNode(client: KubeApi, local: LocalNode): Promise<void> {
   const name = local.name;
   const node = {
     apiVersion: 'v1',
@@ -100,7 +101,7 @@ export async function registerNode(client: KubeClient, local: LocalNode): Promis
   await client.patch(`/api/v1/nodes/${name}/status`, { status: node.status }, 'strategic');
 }
 
-async function renewLease(client: KubeClient, name: string, nodeUid: string): Promise<void> {
+async function renewLease(client: KubeApi, name: string, nodeUid: string): Promise<void> {
   const path = `/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/${name}`;
   try {
     await client.patch(path, { spec: { holderIdentity: name, leaseDurationSeconds, renewTime: microNow() } });
@@ -117,11 +118,11 @@ async function renewLease(client: KubeClient, name: string, nodeUid: string): Pr
 }
 
 /** Renews the lease and posts node status every 10 s until the signal aborts. */
-export async function heartbeat(client: KubeClient, local: LocalNode, signal: AbortSignal, log: (m: string) => void): Promise<void> {
+export async function heartbeat(client: KubeApi, local: LocalNode, signal: AbortSignal, log: (m: string) => void): Promise<void> {
   const name = local.name;
   while (!signal.aborted) {
     try {
-      const node = await client.get(`/api/v1/nodes/${name}`);
+      const node = await client.get<KubeObject>(`/api/v1/nodes/${name}`);
       await renewLease(client, name, node.metadata.uid ?? '');
       await client.patch(`/api/v1/nodes/${name}/status`, { status: nodeStatus(local) }, 'strategic');
     } catch (err) {

@@ -6,19 +6,21 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { isNotFound, sleep, type KubeClient } from '../kube-client.js';
+import { isNotFound, sleep, type KubeApi } from '../kube.js';
 import { signalGroup } from '../processes.js';
 import { ContainerConfigError, expandReferences, resolveCommand, rewritePaths, type MountMap } from './container.js';
-import { gatewayAddress, type PodAttachment } from './pod-network.js';
+import type { PodAttachment } from './pod-network.js';
 import { runProbe, type ProbeTarget } from './probe.js';
 import type { Container, ContainerStatus, EnvVar, Pod, PodCondition, PodStatus, Probe } from './types.js';
 import { containerMounts, fieldValue, nodeRootDir, prepareVolumes, VolumeNotReady } from './volumes.js';
 
 export interface AgentContext {
-  client: KubeClient;
+  client: KubeApi;
   clusterDir: string;
   repoRoot: string;
   apiserverPort: number;
+  /** The pod network's gateway: the node's address, where the agent forwards to the API server. */
+  gateway: string;
   /** One empty file per running process group, named by its pid (read by `cluster:down`). */
   pidDir: string;
   log: (message: string) => void;
@@ -134,7 +136,7 @@ export class PodRunner {
   }
 
   private async prepareVolumes(): Promise<boolean> {
-    const ctx = { client: this.ctx.client, clusterDir: this.ctx.clusterDir, nodeName: this.nodeName, podDir: this.podDir };
+    const ctx = { client: this.ctx.client, clusterDir: this.ctx.clusterDir, nodeName: this.nodeName, podDir: this.podDir, hostIP: this.ctx.gateway };
     for (let attempt = 0; !this.stopping; attempt++) {
       try {
         this.volumeDirs = await prepareVolumes(ctx, this.pod);
@@ -187,7 +189,7 @@ export class PodRunner {
       HOME: process.env.HOME ?? '/root',
       HOSTNAME: this.pod.metadata.name ?? '',
       // The node agent forwards the gateway address to the API server on loopback.
-      KUBERNETES_SERVICE_HOST: gatewayAddress,
+      KUBERNETES_SERVICE_HOST: this.ctx.gateway,
       KUBERNETES_SERVICE_PORT: String(this.ctx.apiserverPort),
       POD_IP: this.podIP,
     };
@@ -222,7 +224,7 @@ export class PodRunner {
   ): Promise<string> {
     if (e.value !== undefined) return expandReferences(e.value, env);
     const from = e.valueFrom;
-    if (from?.fieldRef) return fieldValue(this.pod, from.fieldRef.fieldPath, this.podIP);
+    if (from?.fieldRef) return fieldValue(this.pod, from.fieldRef.fieldPath, this.podIP, this.ctx.gateway);
     if (from?.configMapKeyRef) return (await readData('configmaps', from.configMapKeyRef.name, from.configMapKeyRef.optional ?? false))[from.configMapKeyRef.key] ?? '';
     if (from?.secretKeyRef) return (await readData('secrets', from.secretKeyRef.name, from.secretKeyRef.optional ?? false))[from.secretKeyRef.key] ?? '';
     return '';
@@ -529,8 +531,8 @@ export class PodRunner {
     );
     return {
       phase: this.phase,
-      hostIP: gatewayAddress,
-      hostIPs: [{ ip: gatewayAddress }],
+      hostIP: this.ctx.gateway,
+      hostIPs: [{ ip: this.ctx.gateway }],
       podIP: this.podIP,
       podIPs: [{ ip: this.podIP }],
       startTime: this.startTime,

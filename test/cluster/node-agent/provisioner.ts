@@ -3,7 +3,7 @@
 // controller completes the binding); released PVs are deleted with their directory.
 import fs from 'node:fs';
 import path from 'node:path';
-import { informer, isConflict, isNotFound, type KubeClient, type KubeObject } from '../kube-client.js';
+import { informer, isConflict, isNotFound, type KubeApi, type KubeObject } from '../kube.js';
 
 export const storageClassName = 'standard';
 export const provisionerName = 'npuserve.io/local-dir';
@@ -18,7 +18,7 @@ interface Volume extends KubeObject {
   status?: { phase?: string };
 }
 
-export async function ensureStorageClass(client: KubeClient): Promise<void> {
+export async function ensureStorageClass(client: KubeApi): Promise<void> {
   try {
     await client.create('/apis/storage.k8s.io/v1/storageclasses', {
       apiVersion: 'storage.k8s.io/v1',
@@ -33,7 +33,7 @@ export async function ensureStorageClass(client: KubeClient): Promise<void> {
   }
 }
 
-async function provision(client: KubeClient, clusterDir: string, claim: Claim, log: (m: string) => void): Promise<void> {
+async function provision(client: KubeApi, clusterDir: string, claim: Claim, log: (m: string) => void): Promise<void> {
   const { namespace, name, uid } = claim.metadata;
   const dir = path.join(clusterDir, 'volumes', `${namespace}-${name}-${uid}`);
   fs.mkdirSync(dir, { recursive: true });
@@ -57,7 +57,7 @@ async function provision(client: KubeClient, clusterDir: string, claim: Claim, l
   }
 }
 
-async function reclaim(client: KubeClient, clusterDir: string, pv: Volume, log: (m: string) => void): Promise<void> {
+async function reclaim(client: KubeApi, clusterDir: string, pv: Volume, log: (m: string) => void): Promise<void> {
   try {
     await client.delete(`/api/v1/persistentvolumes/${pv.metadata.name}`);
   } catch (err) {
@@ -68,7 +68,7 @@ async function reclaim(client: KubeClient, clusterDir: string, pv: Volume, log: 
   log(`deleted released volume ${pv.metadata.name}`);
 }
 
-export function runProvisioner(client: KubeClient, clusterDir: string, signal: AbortSignal, log: (m: string) => void): Promise<void[]> {
+export function runProvisioner(client: KubeApi, clusterDir: string, signal: AbortSignal, log: (m: string) => void): Promise<void[]> {
   const onError = (what: string) => (err: Error) => log(`provisioner: ${what}: ${err.message}`);
   return Promise.all([
     informer<Claim>(client, '/api/v1/persistentvolumeclaims', {}, (type, claim) => {

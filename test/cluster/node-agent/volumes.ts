@@ -4,16 +4,17 @@
 // projected (service-account token, CA, namespace) volumes as files written from the API objects.
 import fs from 'node:fs';
 import path from 'node:path';
-import { isNotFound, type KubeClient, type KubeObject } from '../kube-client.js';
+import { isNotFound, type KubeApi, type KubeObject } from '../kube.js';
 import type { MountMap } from './container.js';
-import { gatewayAddress } from './pod-network.js';
 import type { Pod, Volume } from './types.js';
 
 export interface VolumeContext {
-  client: KubeClient;
+  client: KubeApi;
   clusterDir: string;
   nodeName: string;
   podDir: string;
+  /** The node's address (its pod network's gateway), for `status.hostIP`. */
+  hostIP: string;
 }
 
 /** A volume that is not ready yet (PVC not bound, ConfigMap missing); the agent retries. */
@@ -111,14 +112,14 @@ async function writeProjected(ctx: VolumeContext, pod: Pod, dir: string, sources
       writeFiles(dir, await readData(ctx, 'secrets', namespace, source.secret.name, source.secret.optional ?? false), source.secret.items);
     }
     for (const item of source.downwardAPI?.items ?? []) {
-      const value = item.fieldRef ? fieldValue(pod, item.fieldRef.fieldPath) : '';
+      const value = item.fieldRef ? fieldValue(pod, item.fieldRef.fieldPath, pod.status?.podIP ?? '', ctx.hostIP) : '';
       writeFiles(dir, new Map([[item.path, Buffer.from(value)]]));
     }
   }
 }
 
 /** Value of a downward-API field path (metadata.name, metadata.namespace, status.podIP, ...). */
-export function fieldValue(pod: Pod, fieldPath: string, podIP = pod.status?.podIP ?? ''): string {
+export function fieldValue(pod: Pod, fieldPath: string, podIP: string, hostIP: string): string {
   const labelMatch = /^metadata\.(labels|annotations)\['(.+)'\]$/.exec(fieldPath);
   if (labelMatch) return pod.metadata[labelMatch[1] as 'labels' | 'annotations']?.[labelMatch[2]] ?? '';
   switch (fieldPath) {
@@ -135,7 +136,7 @@ export function fieldValue(pod: Pod, fieldPath: string, podIP = pod.status?.podI
     case 'status.podIP':
       return podIP;
     case 'status.hostIP':
-      return gatewayAddress;
+      return hostIP;
     default:
       return '';
   }
