@@ -1,5 +1,6 @@
 // Wires informers to the work queue and runs reconcile workers: NPUModel events enqueue the model,
 // events of owned objects (Jobs, Deployments, Services, pods) enqueue their owner.
+import type { Logger } from '../common/log.js';
 import type { OperatorConfig } from './config.js';
 import { EventRecorder } from './events.js';
 import { Informer, objectKey } from './informer.js';
@@ -11,7 +12,7 @@ import { Reconciler, type World } from './reconcile.js';
 import { LABEL_INSTANCE } from './resources/common.js';
 import { KIND, type KubeObject, type NPUModel } from './types.js';
 
-type Log = (msg: string, fields?: Record<string, unknown>) => void;
+type Log = Logger;
 
 /** Informers of one kind over the configured namespaces, seen as one. */
 class MultiInformer<T extends KubeObject> {

@@ -41,6 +41,8 @@ const fakeInformer = <T extends KubeObject>(items: T[]) => ({
   list: (filter?: (o: T) => boolean) => (filter ? items.filter(filter) : items),
 });
 
+const silent = createLogger({ format: 'json', level: 'error', write: () => {} });
+
 describe('Autoscaler', () => {
   it('scales up through /scale, records the decision in status.autoscaler and a ScaledUp Event', async () => {
     const model: NPUModel = {
@@ -58,7 +60,7 @@ describe('Autoscaler', () => {
     const calls = recorder.calls;
     const kube = recorder.operatorApi();
     const cfg = parseOperatorConfig(['--scrape-interval-seconds', '1']);
-    const autoscaler = new Autoscaler(kube, world, cfg, new EventRecorder(kube, 'test', () => {}), createLogger({ format: 'json', level: 'error', write: () => {} }));
+    const autoscaler = new Autoscaler(kube, world, cfg, new EventRecorder(kube, 'test', silent), silent);
 
     await autoscaler.pass();
     expect(calls.map((c) => c.path)).toEqual(['/apis/npuserve.io/v1alpha1/namespaces/ns/npumodels/tiny/status']);
