@@ -15,6 +15,8 @@ COPY package.json package-lock.json ./
 RUN npm ci --ignore-scripts --no-audit --no-fund
 COPY tsconfig.json ./
 COPY native ./native
+COPY common ./common
+COPY cli ./cli
 COPY runtime ./runtime
 COPY operator ./operator
 COPY bin ./bin

@@ -2,6 +2,7 @@
 // events of owned objects (Jobs, Deployments, Services, pods) enqueue their owner.
 import { getMaxListeners, setMaxListeners } from 'node:events';
 
+import type { Logger } from '../common/log.js';
 import type { OperatorConfig } from './config.js';
 import { EventRecorder } from './events.js';
 import { Informer, objectKey } from './informer.js';
@@ -14,7 +15,7 @@ import { Reconciler, type World } from './reconcile.js';
 import { LABEL_INSTANCE } from './resources/common.js';
 import { KIND, type KubeObject, type NPUModel } from './types.js';
 
-type Log = (msg: string, fields?: Record<string, unknown>) => void;
+type Log = Logger;
 
 /** Informers of one kind over the configured namespaces, seen as one. */
 class MultiInformer<T extends KubeObject> {
@@ -96,7 +97,7 @@ export class Controller {
           // Someone (often our own previous write) changed the object after the cache's copy: the
           // watch event of that change enqueues the key again at once; the backoff is a fallback.
           reconcileTotal.inc({ result: 'conflict' });
-          this.log('conflict; requeued', { level: 'debug', key, error: (e as Error).message });
+          this.log.debug('conflict; requeued', { key, error: (e as Error).message });
         } else {
           reconcileTotal.inc({ result: 'error' });
           this.log('reconcile failed; will retry', { key, error: (e as Error).message });

@@ -1,5 +1,6 @@
 // Kubernetes Events for the operator's decisions, aggregated like client-go's recorder: the same
 // (object, reason, message) within ten minutes bumps the count of one Event instead of a new one.
+import type { Logger } from '../common/log.js';
 import type { OperatorApi } from './kube/operator-api.js';
 import type { NPUModel } from './types.js';
 
@@ -16,7 +17,7 @@ export class EventRecorder {
   constructor(
     private readonly kube: OperatorApi,
     private readonly component: string,
-    private readonly log: (msg: string, fields?: Record<string, unknown>) => void,
+    private readonly log: Logger,
   ) {}
 
   async record(m: NPUModel, type: 'Normal' | 'Warning', reason: string, message: string): Promise<void> {
@@ -24,7 +25,7 @@ export class EventRecorder {
     const key = `${m.metadata.uid}/${reason}/${message}`;
     const now = new Date();
     const prev = this.seen.get(key);
-    this.log('event', { model: `${ns}/${m.metadata.name}`, type, reason, message });
+    (type === 'Warning' ? this.log.warn : this.log.info)('event', { model: `${ns}/${m.metadata.name}`, type, reason, message });
     try {
       if (prev && now.getTime() - prev.at < 600_000) {
         prev.count++;
@@ -51,7 +52,7 @@ export class EventRecorder {
       this.seen.set(key, { name, count: 1, first: now.toISOString(), at: now.getTime() });
       if (this.seen.size > 5000) this.seen.delete(this.seen.keys().next().value!);
     } catch (e) {
-      this.log('event not recorded', { reason, error: (e as Error).message });
+      this.log.warn('event not recorded', { reason, error: (e as Error).message });
     }
   }
 }

@@ -1,6 +1,7 @@
 // List+watch cache of one resource type (optionally one namespace and a label selector): lists,
 // then watches from the list's resourceVersion; on 410 Gone it lists again, on other errors it
 // reconnects with capped exponential backoff. Handlers see every add, update and delete.
+import type { Logger } from '../common/log.js';
 import { isGone, isNotFound, type WatchEvent } from './kube/client.js';
 import type { Resource } from './kube/resources.js';
 import type { KubeObject } from './types.js';
@@ -25,7 +26,7 @@ export class Informer<T extends KubeObject> {
     /** null: all namespaces. */
     private readonly namespace: string | null,
     private readonly query: Record<string, string> = {},
-    private readonly log: (msg: string, fields?: Record<string, unknown>) => void = () => {},
+    private readonly log: Logger,
   ) {
     this.path = source.path(namespace);
   }
@@ -99,7 +100,7 @@ export class Informer<T extends KubeObject> {
         failures++;
         const delayMs = Math.min(30_000, 500 * 2 ** Math.min(failures, 6));
         const error = isNotFound(e) ? `${this.path} does not exist on the API server (for NPUModels: is the CRD installed? kubectl apply -f crds/)` : (e as Error).message;
-        this.log('watch failed; reconnecting', { path: this.path, error, delayMs });
+        this.log.warn('watch failed; reconnecting', { path: this.path, error, delayMs });
         if (failures > 3) rv = null;
         await new Promise((r) => setTimeout(r, delayMs));
       }

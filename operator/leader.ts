@@ -3,10 +3,10 @@
 // when renewals fail for longer than the renew deadline, so two replicas never both act. Expiry is
 // judged by this process's own clock: the lease counts as renewed when we last saw its record change,
 // never by the holder's renewTime, so clock skew between machines cannot steal a live lease.
+import type { Logger } from '../common/log.js';
 import { ApiError, isConflict, isNotFound } from './kube/client.js';
 import type { Lease, OperatorApi } from './kube/operator-api.js';
 import { sleep } from './sleep.js';
-
 
 export interface LeaderOptions {
   namespace: string;
@@ -26,7 +26,7 @@ export class LeaderElector {
   constructor(
     private readonly kube: Pick<OperatorApi, 'leases'>,
     private readonly o: LeaderOptions,
-    private readonly log: (msg: string, fields?: Record<string, unknown>) => void,
+    private readonly log: Logger,
     private readonly clock: () => number = () => performance.now(),
   ) {}
 
@@ -67,7 +67,7 @@ export class LeaderElector {
     try {
       return await this.tryAcquireOrRenew();
     } catch (e) {
-      if (!isConflict(e)) this.log('lease update failed', { error: (e as Error).message });
+      if (!isConflict(e)) this.log.warn('lease update failed', { error: (e as Error).message });
       return false;
     }
   }
@@ -88,7 +88,7 @@ export class LeaderElector {
       if (await this.attempt()) {
         lastRenew = Date.now();
       } else if (Date.now() - lastRenew > this.o.renewDeadlineSeconds * 1000) {
-        this.log('lost leadership', { lease: `${this.o.namespace}/${this.o.name}` });
+        this.log.warn('lost leadership', { lease: `${this.o.namespace}/${this.o.name}` });
         onLost();
         return;
       }

@@ -1,10 +1,11 @@
-// `npuserve operator`: parses the configuration, starts informers, waits for the leader lease,
+// `npuserve operator`: from its parsed configuration, starts informers, waits for the leader lease,
 // runs the reconcile workers and the autoscaler, serves /metrics and /healthz, and shuts down cleanly on SIGTERM.
 import { setMaxListeners } from 'node:events';
 import { createServer } from 'node:http';
 
+import { createLogger } from '../common/log.js';
 import { Autoscaler } from './autoscaler/autoscaler.js';
-import { parseOperatorConfig } from './config.js';
+import type { OperatorConfig } from './config.js';
 import { Controller } from './controller.js';
 import { EventRecorder } from './events.js';
 import { KubeApi } from './kube/client.js';
@@ -12,17 +13,9 @@ import { OperatorApi } from './kube/operator-api.js';
 import { LeaderElector } from './leader.js';
 import { isLeader, registry } from './metrics.js';
 
-function logger(base: Record<string, unknown>) {
-  return (msg: string, fields: Record<string, unknown> = {}) => process.stdout.write(`${JSON.stringify({ time: new Date().toISOString(), msg, ...base, ...fields })}\n`);
-}
-
-export async function runOperator(argv: string[]): Promise<number> {
-  const kubeconfigIdx = argv.indexOf('--kubeconfig');
-  const kubeconfig = kubeconfigIdx >= 0 ? argv[kubeconfigIdx + 1] : undefined;
-  const rest = kubeconfigIdx >= 0 ? [...argv.slice(0, kubeconfigIdx), ...argv.slice(kubeconfigIdx + 2)] : argv;
-  const cfg = parseOperatorConfig(rest);
-  const log = logger({ component: 'operator', identity: cfg.leaderElection.identity });
-  const kube = new OperatorApi(KubeApi.fromEnvironment({ kubeconfig }));
+export async function runOperator(cfg: OperatorConfig): Promise<number> {
+  const log = createLogger({ ...cfg.log, base: { component: 'operator', identity: cfg.leaderElection.identity } });
+  const kube = new OperatorApi(KubeApi.fromEnvironment({ kubeconfig: cfg.kubeconfig, context: cfg.context }));
   const controller = new Controller(kube, cfg, log);
   const stop = new AbortController();
   // Every informer's watch and the leader's timers listen on this signal.

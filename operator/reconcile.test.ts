@@ -4,6 +4,7 @@
 // precision, a 409 on the status write: requeued without a second event).
 import { describe, expect, it } from 'vitest';
 
+import { createLogger } from '../common/log.js';
 import { RecordingKube } from '../test/unit/recording-kube.js';
 import { parseOperatorConfig } from './config.js';
 import { Controller } from './controller.js';
@@ -43,8 +44,8 @@ function setup(opts: { stuckAfterMs?: number } = {}) {
   const kube = rec.operatorApi();
   const { items, w } = world();
   const cfg = parseOperatorConfig(['--leader-elect', 'false'], {});
-  const logs: Array<{ msg: string; fields?: Record<string, unknown> }> = [];
-  const log = (msg: string, fields?: Record<string, unknown>) => logs.push({ msg, fields });
+  const logs: string[] = [];
+  const log = createLogger({ format: 'json', level: 'debug', write: (line) => void logs.push(line) });
   const reconciler = new Reconciler(kube, w, cfg, new EventRecorder(kube, 'test', log), log, { stuckAfterMs: opts.stuckAfterMs ?? 300_000, now: () => T0 + 600_000 });
   return { rec, items, reconciler, logs };
 }
@@ -190,7 +191,7 @@ describe('Reconciler', () => {
     const job = rec.bodies('create', '/jobs')[0];
     expect(job.metadata.name).toMatch(/^pre-inspect-r[0-9a-f]{10}$/);
     const c = job.spec.template.spec.containers[0];
-    expect(c.args).toEqual(['convert', '--input', '/source/models/tiny.int8.npu', '--format', 'npu', '--json', '--termination-log', '/dev/termination-log']);
+    expect(c.args).toEqual(['inspect', '--model', '/source/models/tiny.int8.npu', '--json', '--termination-log', '/dev/termination-log']);
     expect(c.resources).toEqual({ requests: { cpu: '100m' }, limits: {} });
 
     const { job: done, pod } = finishedJob(rec, { input: '/source/models/tiny.int8.npu', precision: 'INT8' });
@@ -215,10 +216,10 @@ describe('Controller', () => {
     rec.objects.set(`${MODELS}/tiny`, m);
     const cfg = parseOperatorConfig(['--leader-elect', 'false', '--namespaces', NS, '--workers', '1'], {});
     const logs: string[] = [];
-    const controller = new Controller(rec.operatorApi(), cfg, (msg, fields) => logs.push(`${msg} ${JSON.stringify(fields ?? {})}`));
+    const controller = new Controller(rec.operatorApi(), cfg, createLogger({ format: 'json', level: 'debug', write: (line) => void logs.push(line) }));
     const stop = new AbortController();
     await controller.startInformers(stop.signal);
-    expect(logs.find((l) => l.startsWith('caches synced'))).toMatch(/"watchedNamespaces":\["ml"\]/);
+    expect(logs.find((l) => l.includes('"msg":"caches synced"'))).toMatch(/"watchedNamespaces":\["ml"\]/);
 
     let conflicts = 1;
     rec.failWith = (c) => (c.verb === 'update' && c.path.endsWith('/status') && conflicts-- > 0 ? new ApiError(409, 'Conflict', 'PUT status: 409 the object has been modified') : undefined);
@@ -227,8 +228,8 @@ describe('Controller', () => {
     while (rec.bodies('update', '/status').length < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     stop.abort();
     await run;
-    expect(logs.filter((l) => l.startsWith('conflict; requeued'))).toHaveLength(1);
-    expect(logs.filter((l) => l.startsWith('reconcile failed'))).toEqual([]);
+    expect(logs.filter((l) => l.includes('"msg":"conflict; requeued"'))).toEqual([expect.stringMatching(/"level":"debug".*409 the object has been modified/)]);
+    expect(logs.filter((l) => l.includes('reconcile failed'))).toEqual([]);
     expect(rec.bodies('update', '/status')).toHaveLength(2);
     expect(events(rec).filter((e) => e.includes('ConversionStarted'))).toHaveLength(1);
   });

@@ -4,6 +4,7 @@
 // Running it twice changes nothing; no state lives only in memory.
 import { createHash } from 'node:crypto';
 
+import type { Logger } from '../common/log.js';
 import type { OperatorConfig } from './config.js';
 import type { EventRecorder } from './events.js';
 import type { Informer } from './informer.js';
@@ -43,7 +44,6 @@ export interface ReconcilerOptions {
   now?: () => number;
 }
 
-type Log = (msg: string, fields?: Record<string, unknown>) => void;
 
 const hashOf = (v: unknown) => createHash('sha256').update(JSON.stringify(v)).digest('hex').slice(0, 16);
 
@@ -67,7 +67,7 @@ export class Reconciler {
     private readonly world: World,
     private readonly cfg: OperatorConfig,
     private readonly events: EventRecorder,
-    private readonly log: Log,
+    private readonly log: Logger,
     opts: ReconcilerOptions = {},
   ) {
     this.stuckAfterMs = opts.stuckAfterMs ?? DEFAULT_STUCK_AFTER_MS;

@@ -3,8 +3,9 @@
 import { createHash } from 'node:crypto';
 import { posix } from 'node:path';
 
-import { refusedHost } from '../runtime/source-policy.js';
-import { ENGINE_VERSION } from '../runtime/version.js';
+import { SPEC_DEFAULTS } from '../common/defaults.js';
+import { refusedHost } from '../common/source-policy.js';
+import { ENGINE_VERSION } from '../common/version.js';
 import type { SourcePolicy } from './config.js';
 import type { NPUModel, Precision } from './types.js';
 
@@ -32,11 +33,11 @@ export interface Revision {
 }
 
 export function specPrecision(m: NPUModel): Precision {
-  return m.spec.precision ?? 'INT8';
+  return m.spec.precision ?? SPEC_DEFAULTS.precision;
 }
 
 export function specOptimizeLevel(m: NPUModel): number {
-  return m.spec.conversion?.optimizeLevel ?? 2;
+  return m.spec.conversion?.optimizeLevel ?? SPEC_DEFAULTS.conversion.optimizeLevel;
 }
 
 /**
@@ -107,7 +108,7 @@ export function sourceVolume(uri: string, policy: SourcePolicy): SourceVolume | 
 export function revisionName(m: NPUModel): string {
   const key = JSON.stringify({
     uri: m.spec.source.uri,
-    format: m.spec.source.format ?? 'auto',
+    format: m.spec.source.format ?? SPEC_DEFAULTS.source.format,
     precision: specPrecision(m),
     optimizeLevel: specOptimizeLevel(m),
     engineVersion: ENGINE_VERSION,

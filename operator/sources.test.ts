@@ -4,6 +4,7 @@
 // and what an allowed http(s) source hands the conversion Job (allowed hosts, size cap, auth Secret).
 import { describe, expect, it } from 'vitest';
 
+import { createLogger } from '../common/log.js';
 import { parseOperatorConfig } from './config.js';
 import type { EventRecorder } from './events.js';
 import { RecordingKube } from '../test/unit/recording-kube.js';
@@ -112,7 +113,7 @@ describe('a refused source at reconcile', () => {
     const kube = api.operatorApi();
     const world = { models: { get: () => m } } as unknown as World;
     const recorder = { record: async (_m: NPUModel, type: string, reason: string, message: string) => events.push(`${type} ${reason}: ${message}`) } as unknown as EventRecorder;
-    await new Reconciler(kube, world, cfg, recorder, () => {}).reconcile('tenant/m');
+    await new Reconciler(kube, world, cfg, recorder, createLogger({ format: 'json', level: 'error', write: () => {} })).reconcile('tenant/m');
     expect(api.lines()).toEqual(['update /apis/npuserve.io/v1alpha1/namespaces/tenant/npumodels/m/status']);
     const statuses = api.bodies('update', '/status') as NPUModel[];
     const message = 'source.uri file:///var/run/docker.sock: node path /var/run/docker.sock is not under a prefix the cluster admin allows (/models)';

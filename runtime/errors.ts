@@ -11,13 +11,7 @@ export class FormatError extends Error {
   }
 }
 
-/** A problem with what the user asked for (flags, options, request fields). */
-export class UsageError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'UsageError';
-  }
-}
+export { UsageError } from '../common/errors.js';
 
 /** Why JSON.parse failed, without the excerpt of the input V8 puts in its message (a file may hold secrets). */
 export function jsonProblem(e: unknown): string {

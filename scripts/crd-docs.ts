@@ -4,6 +4,8 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parse } from 'yaml';
 
+import { runScript } from '../common/flags.js';
+
 interface Schema {
   type?: string;
   description?: string;
@@ -93,12 +95,13 @@ export function renderCrdReference(crdText: string): string {
   return `${out.join('\n')}\n`;
 }
 
-function main(): void {
+function main(check: boolean): void {
   const text = renderCrdReference(readFileSync(crdFile, 'utf8'));
-  if (process.argv.includes('--check')) {
+  if (check) {
     if (readFileSync(outFile, 'utf8') !== text) {
       console.error('docs/crd-reference.md is out of date with crds/; run npm run docs:crd');
-      process.exit(1);
+      process.exitCode = 1;
+      return;
     }
     console.log('docs/crd-reference.md is up to date');
     return;
@@ -107,4 +110,9 @@ function main(): void {
   console.log(`wrote ${outFile}`);
 }
 
-if (process.argv[1] && import.meta.filename === process.argv[1]) main();
+if (process.argv[1] && import.meta.filename === process.argv[1]) {
+  void runScript(
+    { name: 'npm run docs:crd --', summary: 'Writes docs/crd-reference.md from the NPUModel CRD.', flags: [{ name: 'check', description: 'write nothing; exit 1 when the reference is out of date' }] },
+    (f) => main(f.check === true),
+  );
+}

@@ -4,6 +4,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
+import { createLogger } from '../../common/log.js';
 import { parseOperatorConfig } from '../config.js';
 import { EventRecorder } from '../events.js';
 import { RecordingKube } from '../../test/unit/recording-kube.js';
@@ -40,6 +41,8 @@ const fakeInformer = <T extends KubeObject>(items: T[]) => ({
   list: (filter?: (o: T) => boolean) => (filter ? items.filter(filter) : items),
 });
 
+const silent = createLogger({ format: 'json', level: 'error', write: () => {} });
+
 describe('Autoscaler', () => {
   it('scales up through /scale, records the decision in status.autoscaler and a ScaledUp Event', async () => {
     const model: NPUModel = {
@@ -57,7 +60,7 @@ describe('Autoscaler', () => {
     const calls = recorder.calls;
     const kube = recorder.operatorApi();
     const cfg = parseOperatorConfig(['--scrape-interval-seconds', '1']);
-    const autoscaler = new Autoscaler(kube, world, cfg, new EventRecorder(kube, 'test', () => {}), () => {});
+    const autoscaler = new Autoscaler(kube, world, cfg, new EventRecorder(kube, 'test', silent), silent);
 
     await autoscaler.pass();
     expect(calls.map((c) => c.path)).toEqual(['/apis/npuserve.io/v1alpha1/namespaces/ns/npumodels/tiny/status']);

@@ -2,6 +2,8 @@
 // scrape its ready serving pods, run the policy, write replicas through the scale subresource (the
 // path `kubectl scale` and an HPA use), status.autoscaler (with the recommendation history, so a
 // restarted operator neither scales down early nor forgets a spike) and an Event per scale decision.
+import { SPEC_DEFAULTS } from '../../common/defaults.js';
+import type { Logger } from '../../common/log.js';
 import type { OperatorConfig } from '../config.js';
 import type { EventRecorder } from '../events.js';
 import type { OperatorApi } from '../kube/operator-api.js';
@@ -13,8 +15,6 @@ import { sleep } from '../sleep.js';
 import { type AutoscalerStatus, type KubeObject, type NPUModel } from '../types.js';
 import { decide, STABLE_WINDOW_MS, type AutoscalingTargets, type Decision, type ScrapeRound } from './policy.js';
 import { scrapeRound, type ServingPod } from './scrape.js';
-
-type Log = (msg: string, fields?: Record<string, unknown>) => void;
 
 interface PodObject extends KubeObject {
   status?: {
@@ -28,12 +28,12 @@ export function autoscalingTargets(m: NPUModel): AutoscalingTargets | null {
   const a = m.spec.autoscaling;
   if (!a) return null;
   return {
-    minReplicas: a.minReplicas ?? 1,
+    minReplicas: a.minReplicas ?? SPEC_DEFAULTS.autoscaling.minReplicas,
     maxReplicas: a.maxReplicas,
-    targetTokensPerSecondPerReplica: a.targetTokensPerSecondPerReplica ?? 400,
-    ttftP95TargetMs: a.ttftP95TargetMs ?? 800,
-    scaleDownStabilizationSeconds: a.scaleDownStabilizationSeconds ?? 300,
-    maxBatchSize: m.spec.runtime?.maxBatchSize ?? 16,
+    targetTokensPerSecondPerReplica: a.targetTokensPerSecondPerReplica ?? SPEC_DEFAULTS.autoscaling.targetTokensPerSecondPerReplica,
+    ttftP95TargetMs: a.ttftP95TargetMs ?? SPEC_DEFAULTS.autoscaling.ttftP95TargetMs,
+    scaleDownStabilizationSeconds: a.scaleDownStabilizationSeconds ?? SPEC_DEFAULTS.autoscaling.scaleDownStabilizationSeconds,
+    maxBatchSize: m.spec.runtime?.maxBatchSize ?? SPEC_DEFAULTS.runtime.maxBatchSize,
   };
 }
 
@@ -59,7 +59,7 @@ export class Autoscaler {
     private readonly world: World,
     private readonly cfg: OperatorConfig,
     private readonly events: EventRecorder,
-    private readonly log: Log,
+    private readonly log: Logger,
   ) {}
 
   /** Runs one pass every scrapeIntervalSeconds until `signal` aborts. */
@@ -83,7 +83,7 @@ export class Autoscaler {
       try {
         await this.step(m);
       } catch (e) {
-        this.log('autoscaling failed; next pass retries', { model: `${m.metadata.namespace}/${m.metadata.name}`, error: (e as Error).message });
+        this.log.warn('autoscaling failed; next pass retries', { model: `${m.metadata.namespace}/${m.metadata.name}`, error: (e as Error).message });
       }
     }));
   }
@@ -95,7 +95,7 @@ export class Autoscaler {
     const timeoutMs = Math.min(2000, this.cfg.scrapeIntervalSeconds * 500);
     const round = await scrapeRound(pods, servicePort(cached), timeoutMs, (pod, error) => {
       autoscalerScrapeFailures.inc({ model: key });
-      this.log('scrape failed; pod skipped this round', { model: key, pod, error });
+      this.log.warn('scrape failed; pod skipped this round', { model: key, pod, error });
     });
     // The model may have changed while we scraped (kubectl scale, a spec edit): decide on the newest.
     const m = this.world.models.get(key);

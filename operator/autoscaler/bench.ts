@@ -3,12 +3,14 @@
 // seconds of TTFT SLO violation and replica-seconds for each; writes an SVG chart and a JSON summary.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
+
+import { SPEC_DEFAULTS } from '../../common/defaults.js';
+import { type CommandSpec, type FlagValues, runScript, stringFlag } from '../../common/flags.js';
 
 import { decide, TOLERANCE, type AutoscalingTargets, type PolicyInput, type Recommendation } from './policy.js';
 import { simulate, summary, type PodModel, type Policy, type Second } from './simulator.js';
 
-const targets: AutoscalingTargets = { minReplicas: 1, maxReplicas: 10, targetTokensPerSecondPerReplica: 400, ttftP95TargetMs: 800, scaleDownStabilizationSeconds: 300, maxBatchSize: 16 };
+const targets: AutoscalingTargets = { ...SPEC_DEFAULTS.autoscaling, maxReplicas: 10, maxBatchSize: SPEC_DEFAULTS.runtime.maxBatchSize };
 // One replica: 480 tokens/s at a full batch of 16, 200-token answers, 30 s from scale decision to ready.
 const pod: PodModel = { capacityTokensPerSecond: 480, tokensPerRequest: 200, baseTtftSeconds: 0.25, startupSeconds: 30 };
 const SCRAPE_INTERVAL_SECONDS = 5;
@@ -80,25 +82,39 @@ function chart(runs: Array<{ name: string; color: string; seconds: Second[] }>):
   return parts.join('\n');
 }
 
-function main(): void {
-  const { values } = parseArgs({ options: { out: { type: 'string', default: 'bench-results' } } });
+const COMMAND: CommandSpec = {
+  name: 'npm run bench:autoscale --',
+  summary: "Replays a scripted load through the autoscaling simulator with npuserve's policy and an HPA-style one; prints replicas against demand and a summary per policy.",
+  flags: [
+    { name: 'out', value: 'DIR', default: 'bench-results', description: 'folder of autoscale.svg and autoscale.json' },
+    { name: 'json', description: 'print the per-policy summary as JSON instead of tables' },
+  ],
+};
+
+function main(f: FlagValues): void {
+  const out = stringFlag(f, 'out')!;
   const common = { demand, durationSeconds: DURATION_SECONDS, initialReplicas: 1, targets, pod, scrapeIntervalSeconds: SCRAPE_INTERVAL_SECONDS };
   const runs = [
     { name: 'npuserve (tokens/s, TTFT, queue)', color: '#1f6fd1', seconds: simulate({ ...common, policy: decide }) },
     { name: 'HPA-style (requests in flight)', color: '#e07b00', seconds: simulate({ ...common, policy: hpaPolicy(13) }) },
   ];
-  console.log('second  demand tok/s  needed  npuserve  hpa-style');
-  for (let s = 0; s < DURATION_SECONDS; s += 30) {
-    const a = runs[0]!.seconds[s]!;
-    console.log(`${String(s).padStart(6)}  ${Math.round(a.demandTokensPerSecond).toString().padStart(12)}  ${String(neededReplicas(a)).padStart(6)}  ${String(a.replicas).padStart(8)}  ${String(runs[1]!.seconds[s]!.replicas).padStart(9)}`);
-  }
   const results = runs.map((r) => ({ policy: r.name, ...summary(r.seconds, targets.ttftP95TargetMs / 1000) }));
-  console.log('\npolicy                              SLO-violation s  replica-seconds  max replicas  scale events');
-  for (const r of results) console.log(`${r.policy.padEnd(36)}${String(r.sloViolationSeconds).padStart(15)}${String(r.replicaSeconds).padStart(17)}${String(r.maxReplicas).padStart(14)}${String(r.scaleEvents).padStart(14)}`);
-  mkdirSync(values.out!, { recursive: true });
-  writeFileSync(join(values.out!, 'autoscale.svg'), chart(runs));
-  writeFileSync(join(values.out!, 'autoscale.json'), JSON.stringify({ targets, pod, scrapeIntervalSeconds: SCRAPE_INTERVAL_SECONDS, durationSeconds: DURATION_SECONDS, results }, null, 2));
-  console.log(`\nwrote ${join(values.out!, 'autoscale.svg')} and autoscale.json`);
+  const report = { targets, pod, scrapeIntervalSeconds: SCRAPE_INTERVAL_SECONDS, durationSeconds: DURATION_SECONDS, results };
+  mkdirSync(out, { recursive: true });
+  writeFileSync(join(out, 'autoscale.svg'), chart(runs));
+  writeFileSync(join(out, 'autoscale.json'), JSON.stringify(report, null, 2));
+  if (f.json) {
+    console.log(JSON.stringify(report, null, 2));
+  } else {
+    console.log('second  demand tok/s  needed  npuserve  hpa-style');
+    for (let s = 0; s < DURATION_SECONDS; s += 30) {
+      const a = runs[0]!.seconds[s]!;
+      console.log(`${String(s).padStart(6)}  ${Math.round(a.demandTokensPerSecond).toString().padStart(12)}  ${String(neededReplicas(a)).padStart(6)}  ${String(a.replicas).padStart(8)}  ${String(runs[1]!.seconds[s]!.replicas).padStart(9)}`);
+    }
+    console.log('\npolicy                              SLO-violation s  replica-seconds  max replicas  scale events');
+    for (const r of results) console.log(`${r.policy.padEnd(36)}${String(r.sloViolationSeconds).padStart(15)}${String(r.replicaSeconds).padStart(17)}${String(r.maxReplicas).padStart(14)}${String(r.scaleEvents).padStart(14)}`);
+  }
+  console.error(`wrote ${join(out, 'autoscale.svg')} and autoscale.json`);
 }
 
-main();
+void runScript(COMMAND, main);

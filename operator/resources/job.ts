@@ -1,7 +1,7 @@
 // The conversion Job of one revision: `npuserve convert` from the mounted (or downloaded) source to
 // the revision's artifact on the artifact claim, gated on accuracy, on an NPU node; for a prebuilt
-// .npu the same Job only inspects the file (`convert --format npu`: its real precision, no NPU
-// held); and the cleanup Job that deletes artifacts no longer kept.
+// .npu the same Job only inspects the file (`npuserve inspect`: its real precision, no NPU held);
+// and the cleanup Job that deletes artifacts no longer kept.
 import type { OperatorConfig } from '../config.js';
 import { ARTIFACT_MOUNT, SOURCE_MOUNT, type Revision } from '../revision.js';
 import type { NPUModel } from '../types.js';
@@ -29,7 +29,7 @@ function podVolumes(cfg: OperatorConfig, rev: Revision) {
 
 function convertArgs(m: NPUModel, rev: Revision, extra: string[]): string[] {
   const report = ['--json', '--termination-log', TERMINATION_LOG];
-  if (rev.prebuilt) return ['convert', '--input', rev.source.input, '--format', 'npu', ...report];
+  if (rev.prebuilt) return ['inspect', '--model', rev.source.input, ...report];
   const gate = m.spec.conversion?.accuracyGate?.minCosineSimilarity ?? 0.99;
   return [
     'convert',

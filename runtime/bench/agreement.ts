@@ -7,8 +7,9 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { availableParallelism, homedir } from 'node:os';
 import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 
+import { UsageError } from '../../common/errors.js';
+import { type CommandSpec, type FlagValues, intFlag, runScript, stringFlag } from '../../common/flags.js';
 import { convert } from '../convert/convert.js';
 import { writeGgufTwin } from '../convert/gguf-writer.js';
 import { Engine, type Int8Activations } from '../engine.js';
@@ -205,28 +206,32 @@ export function formatAgreement(r: AgreementResult): string {
   return lines.join('\n');
 }
 
-async function main(argv: string[]): Promise<void> {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      model: { type: 'string' },
-      preset: { type: 'string' },
-      'llama-q8': { type: 'string' },
-      tokens: { type: 'string', default: '320' },
-      threads: { type: 'string' },
-      // Shared with bench:engine, whose INT8 runs write the same presets' Q8_0 twins.
-      'cache-dir': { type: 'string', default: join(homedir(), '.cache', 'npuserve', 'bench', 'engine') },
-      json: { type: 'boolean', default: false },
-    },
-  });
-  if (!values.model === !values.preset) throw new Error('give one of --model X.gguf or --preset NAME (a test model)');
-  if (values.preset && !(values.preset in PRESETS)) throw new Error(`--preset ${values.preset}: expected one of ${Object.keys(PRESETS).join(', ')}`);
-  const tokenCount = Number(values.tokens);
-  if (!Number.isInteger(tokenCount) || tokenCount < 2) throw new Error(`--tokens must be an integer >= 2, got ${values.tokens}`);
-  const threads = values.threads ? Number(values.threads) : availableParallelism();
-  const cacheDir = values['cache-dir']!;
+const COMMAND: CommandSpec = {
+  name: 'npm run bench:agreement --',
+  summary: "How closely npuserve's FP32 and INT8 logits follow llama.cpp's F32 on one text, beside llama.cpp's own Q8_0: top-1 agreement and KL divergence.",
+  synopsis: '(--model X.gguf | --preset NAME) [flags]',
+  flags: [
+    { name: 'model', value: 'X.gguf', description: 'an F32 or F16 GGUF model' },
+    { name: 'preset', value: 'NAME', description: `a test model instead (${Object.keys(PRESETS).join(', ')})` },
+    { name: 'llama-q8', value: 'X.gguf', defaultText: 'quantized from --model', description: "llama.cpp's Q8_0 twin of --model" },
+    { name: 'tokens', value: 'N', default: '320', description: 'positions compared (>= 2)' },
+    { name: 'threads', value: 'N', defaultText: 'CPU count', description: 'engine threads' },
+    // Shared with bench:engine, whose INT8 runs write the same presets' Q8_0 twins.
+    { name: 'cache-dir', value: 'DIR', default: join(homedir(), '.cache', 'npuserve', 'bench', 'engine'), description: 'where converted models are kept between runs' },
+    { name: 'json', description: 'print the results as JSON instead of a table' },
+  ],
+};
+
+async function main(values: FlagValues): Promise<void> {
+  const model = stringFlag(values, 'model');
+  const preset = stringFlag(values, 'preset');
+  if (!model === !preset) throw new UsageError('give one of --model X.gguf or --preset NAME (a test model)');
+  if (preset && !(preset in PRESETS)) throw new UsageError(`--preset ${preset}: expected one of ${Object.keys(PRESETS).join(', ')}`);
+  const tokenCount = intFlag(values, 'tokens', 2)!;
+  const threads = intFlag(values, 'threads', 1) ?? availableParallelism();
+  const cacheDir = stringFlag(values, 'cache-dir')!;
   mkdirSync(cacheDir, { recursive: true });
-  const s = values.preset ? presetSources(cacheDir, values.preset) : ggufSources(cacheDir, values.model!, values['llama-q8']);
+  const s = preset ? presetSources(cacheDir, preset) : ggufSources(cacheDir, model!, stringFlag(values, 'llama-q8'));
 
   console.error('bench:agreement: llama.cpp F32');
   const f32 = await llamaLogProbs(s.llamaF32, threads, tokenCount);
@@ -251,8 +256,5 @@ async function main(argv: string[]): Promise<void> {
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  main(process.argv.slice(2)).catch((e: Error) => {
-    console.error(`bench:agreement: ${e.message}`);
-    process.exitCode = 1;
-  });
+  void runScript(COMMAND, main);
 }

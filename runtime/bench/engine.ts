@@ -9,9 +9,10 @@ import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import type { Llama, LlamaModel } from 'node-llama-cpp';
 
+import { UsageError } from '../../common/errors.js';
+import { choiceFlag, type CommandSpec, type FlagValues, intFlag, runScript, stringFlag } from '../../common/flags.js';
 import { Engine, native, type Int8Activations, type MachineLimits } from '../engine.js';
 import { FORMAT_VERSION } from '../format.js';
 import { makeTestModel, PRESETS, TEST_MODEL_VERSION } from '../testmodel.js';
@@ -247,45 +248,49 @@ export function formatTable(r: EngineBenchResult): string {
   return out.join('\n');
 }
 
-async function main(argv: string[]): Promise<void> {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      models: { type: 'string', default: '100m,1b' },
-      precision: { type: 'string', default: 'INT8' },
-      threads: { type: 'string' },
-      'prompt-tokens': { type: 'string', default: '512' },
-      'decode-tokens': { type: 'string', default: '32' },
-      batches: { type: 'string', default: '1,4,16' },
-      'cache-dir': { type: 'string', default: join(homedir(), '.cache', 'npuserve', 'bench', 'engine') },
-      'skip-llama': { type: 'boolean', default: false },
-      'kv-cache-dtype': { type: 'string', default: 'f16' },
-      'int8-activations': { type: 'string', default: 'int16' },
-      json: { type: 'boolean', default: false },
-    },
-  });
-  const precisions = values.precision!.split(',') as Precision[];
-  for (const p of precisions) if (!(p in MODEL_PRECISIONS)) throw new Error(`--precision ${p}: expected INT8 or FP16`);
-  const models = values.models!.split(',');
-  for (const m of models) if (!(m in PRESETS)) throw new Error(`--models ${m}: expected one of ${Object.keys(PRESETS).join(', ')}`);
-  const threads = values.threads ? Number(values.threads) : (await import('node:os')).availableParallelism();
+const COMMAND: CommandSpec = {
+  name: 'npm run bench:engine --',
+  summary: "Measures npuserve's engine against llama.cpp on test models: prefill and decode tokens/s per batch size, against the machine's memory bandwidth and MAC peak.",
+  flags: [
+    { name: 'models', value: 'A,B', default: '100m,1b', description: `test model presets (${Object.keys(PRESETS).join(', ')})` },
+    { name: 'precision', value: 'INT8,FP16', default: 'INT8', description: 'precisions to measure' },
+    { name: 'threads', value: 'N', defaultText: 'CPU count', description: 'engine threads' },
+    { name: 'prompt-tokens', value: 'N', default: '512', description: 'prompt length of the prefill measurement' },
+    { name: 'decode-tokens', value: 'N', default: '32', description: 'tokens decoded per measurement' },
+    { name: 'batches', value: 'A,B', default: '1,4,16', description: 'decode batch sizes (1 is always included)' },
+    { name: 'cache-dir', value: 'DIR', default: join(homedir(), '.cache', 'npuserve', 'bench', 'engine'), description: 'where the test models are kept between runs' },
+    { name: 'skip-llama', description: 'measure npuserve only' },
+    { name: 'kv-cache-dtype', value: 'f16|f32', default: 'f16', description: "llama.cpp's KV cache type" },
+    { name: 'int8-activations', value: 'int16|int8', default: 'int16', description: "how npuserve's INT8 models quantize activations" },
+    { name: 'json', description: 'print the results as JSON instead of a table' },
+  ],
+};
+
+async function main(values: FlagValues): Promise<void> {
+  const precisions = stringFlag(values, 'precision')!.split(',') as Precision[];
+  for (const p of precisions) if (!(p in MODEL_PRECISIONS)) throw new UsageError(`--precision ${p}: expected INT8 or FP16`);
+  const models = stringFlag(values, 'models')!.split(',');
+  for (const m of models) if (!(m in PRESETS)) throw new UsageError(`--models ${m}: expected one of ${Object.keys(PRESETS).join(', ')}`);
+  const threads = intFlag(values, 'threads', 1) ?? (await import('node:os')).availableParallelism();
+  const batchSizes = stringFlag(values, 'batches')!.split(',').map(Number);
+  if (!batchSizes.every((b) => Number.isSafeInteger(b) && b >= 1)) throw new UsageError(`--batches must be positive integers separated by commas, got '${values.batches}'`);
   const plan: BenchPlan = {
     threads,
-    promptTokens: Number(values['prompt-tokens']),
-    decodeTokens: Number(values['decode-tokens']),
-    batchSizes: values.batches!.split(',').map(Number),
-    kvCacheDtype: values['kv-cache-dtype'] === 'f32' ? 'f32' : 'f16',
-    int8Activations: values['int8-activations'] === 'int8' ? 'int8' : 'int16',
+    promptTokens: intFlag(values, 'prompt-tokens', 1)!,
+    decodeTokens: intFlag(values, 'decode-tokens', 1)!,
+    batchSizes,
+    kvCacheDtype: choiceFlag(values, 'kv-cache-dtype', ['f16', 'f32'] as const)!,
+    int8Activations: choiceFlag(values, 'int8-activations', ['int16', 'int8'] as const)!,
   };
-  if (values['int8-activations'] !== plan.int8Activations) throw new Error(`--int8-activations ${values['int8-activations']}: expected int8 or int16`);
   if (!plan.batchSizes.includes(1)) plan.batchSizes.unshift(1);
-  mkdirSync(values['cache-dir']!, { recursive: true });
+  const cacheDir = stringFlag(values, 'cache-dir')!;
+  mkdirSync(cacheDir, { recursive: true });
 
   const limits = native().machineLimits({ bytes: 1.5 * 2 ** 30, threads, repeats: 5 });
   const result: EngineBenchResult = { threads, limits, plan, models: [] };
   for (const preset of models) {
     for (const precision of precisions) {
-      const { npu, gguf } = await ensureModel(values['cache-dir']!, preset, precision);
+      const { npu, gguf } = await ensureModel(cacheDir, preset, precision);
       const label = `${preset} ${precision}`;
       console.error(`bench:engine: ${label}: npuserve`);
       const vocab = Number(JSON.parse(readFileSync(join(dirname(gguf), 'config.json'), 'utf8')).vocab_size);
@@ -316,8 +321,5 @@ if (process.argv[2] === '--child') {
     );
   });
 } else if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  main(process.argv.slice(2)).catch((e: Error) => {
-    console.error(`bench:engine: ${e.message}`);
-    process.exitCode = 1;
-  });
+  void runScript(COMMAND, main);
 }

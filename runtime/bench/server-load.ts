@@ -7,10 +7,12 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, homedir, loadavg, setPriority } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 
 import OpenAI from 'openai';
 
+import { SPEC_DEFAULTS } from '../../common/defaults.js';
+import { UsageError } from '../../common/errors.js';
+import { type CommandSpec, type FlagValues, intFlag, numberFlag, runScript, stringFlag } from '../../common/flags.js';
 import { convert } from '../convert/convert.js';
 import { Progress } from '../progress.js';
 import { makeTestModel, PRESETS } from '../testmodel.js';
@@ -107,8 +109,8 @@ interface OverheadPoint {
 }
 
 async function measureOverhead(o: Options, progress: Progress): Promise<OverheadPoint[]> {
-  const serverArgs = ['--max-batch-size', String(o.maxBatchSize), '--max-seq-len', '2048'];
-  const engine = await EngineTarget.load(o.modelPath, { threads: cpus().length, maxBatchSize: o.maxBatchSize, maxSeqLen: 2048, maxNumBatchedTokens: Math.max(256, o.maxBatchSize) });
+  const serverArgs = ['--max-batch-size', String(o.maxBatchSize), '--max-seq-len', String(SPEC_DEFAULTS.runtime.maxSeqLen)];
+  const engine = await EngineTarget.load(o.modelPath, { threads: cpus().length, maxBatchSize: o.maxBatchSize, maxSeqLen: SPEC_DEFAULTS.runtime.maxSeqLen, maxNumBatchedTokens: Math.max(256, o.maxBatchSize) });
   const server = await startServer(o.modelPath, serverArgs);
   const http = openaiTarget('server', server);
   // The client yields the cores to the server's engine threads, as a client on another machine
@@ -179,7 +181,7 @@ async function measureMixed(o: Options, progress: Progress): Promise<Record<'con
   const out: Partial<Record<'continuous' | 'fixed', LoadSummary>> = {};
   let done = 0;
   for (const policy of ['continuous', 'fixed'] as const) {
-    const server = await startServer(o.modelPath, ['--max-batch-size', String(o.maxBatchSize), '--max-seq-len', '2048', '--scheduler', policy]);
+    const server = await startServer(o.modelPath, ['--max-batch-size', String(o.maxBatchSize), '--max-seq-len', String(SPEC_DEFAULTS.runtime.maxSeqLen), '--scheduler', policy]);
     try {
       out[policy] = await runArrivals(openaiTarget(policy, server), load, () => progress.update(`mixed load, ${policy}`, ++done, load.length * 2));
     } finally {
@@ -217,29 +219,32 @@ function report(o: Options, overhead: OverheadPoint[], mixed: Record<'continuous
   return `${lines.join('\n')}\n`;
 }
 
-async function main(): Promise<void> {
-  const { values: f } = parseArgs({
-    options: {
-      model: { type: 'string' },
-      concurrency: { type: 'string' },
-      repeats: { type: 'string' },
-      'mixed-requests': { type: 'string' },
-      'mixed-rate': { type: 'string' },
-      out: { type: 'string' },
-    },
-  });
+const COMMAND: CommandSpec = {
+  name: 'npm run bench:server --',
+  summary: "The HTTP server's overhead over the bare engine at each concurrency, and continuous against fixed batching under a mixed load.",
+  flags: [
+    { name: 'model', value: 'X.npu', defaultText: 'a converted test model', description: 'the model to serve' },
+    { name: 'concurrency', value: 'A,B', default: '1,2,4,8,16', description: 'concurrent requests of the overhead study' },
+    { name: 'repeats', value: 'N', default: '5', description: 'rounds per concurrency' },
+    { name: 'mixed-requests', value: 'N', default: '24', description: 'requests of the mixed load' },
+    { name: 'mixed-rate', value: 'R', default: '0.6', description: 'arrivals per second of the mixed load' },
+    { name: 'out', value: 'DIR', default: 'bench-results', description: 'folder of server-load.json' },
+  ],
+};
+
+async function main(f: FlagValues): Promise<void> {
   const o: Options = {
-    modelPath: f.model ?? (await defaultModel()),
-    concurrencies: (f.concurrency ?? '1,2,4,8,16').split(',').map(Number),
-    repeats: Number(f.repeats ?? 5),
+    modelPath: stringFlag(f, 'model') ?? (await defaultModel()),
+    concurrencies: stringFlag(f, 'concurrency')!.split(',').map(Number),
+    repeats: intFlag(f, 'repeats', 1)!,
     promptTokens: 16,
     outputTokens: 96,
-    maxBatchSize: 16,
-    mixedRequests: Number(f['mixed-requests'] ?? 24),
-    mixedRatePerSecond: Number(f['mixed-rate'] ?? 0.6),
-    outDir: f.out ?? 'bench-results',
+    maxBatchSize: SPEC_DEFAULTS.runtime.maxBatchSize,
+    mixedRequests: intFlag(f, 'mixed-requests', 1)!,
+    mixedRatePerSecond: numberFlag(f, 'mixed-rate')!,
+    outDir: stringFlag(f, 'out')!,
   };
-  if (o.concurrencies.some((c) => !Number.isInteger(c) || c < 1)) throw new Error(`--concurrency must list positive integers, got '${f.concurrency}'`);
+  if (o.concurrencies.some((c) => !Number.isInteger(c) || c < 1)) throw new UsageError(`--concurrency must list positive integers, got '${f.concurrency}'`);
   o.maxBatchSize = Math.max(o.maxBatchSize, ...o.concurrencies);
   const progress = new Progress();
   const t0 = performance.now();
@@ -257,7 +262,4 @@ async function main(): Promise<void> {
   console.error(`wrote ${json}; ${((performance.now() - t0) / 1000).toFixed(0)} s in all`);
 }
 
-main().catch((e: Error) => {
-  console.error(`bench:server: ${e.message}`);
-  process.exitCode = 1;
-});
+void runScript(COMMAND, main);

@@ -14,7 +14,7 @@ import { writeGgufTwin } from '../convert/gguf-writer.js';
 import { FORMAT_VERSION } from '../format.js';
 import { Tokenizer } from '../tokenizer.js';
 import { compareTokenizerWithLlamaCpp, formatTokenizerParity, type TokenizerParity } from '../tokenizer/parity.js';
-import { ENGINE_VERSION } from '../version.js';
+import { ENGINE_VERSION } from '../../common/version.js';
 import { agreement, llamaLogProbs, npuserveLogProbs, type Agreement } from './agreement.js';
 import { compareGreedyWithLlamaCpp, formatGreedyParity, type GreedyParity } from './greedy-parity.js';
 

@@ -12,7 +12,7 @@ import { FormatError, UsageError } from '../errors.js';
 import { INT8_QUANTIZATION, type AccuracyReport, type NpuMetadata, type Precision, type TensorDType, type TensorLayout } from '../format.js';
 import { hasOutputProjectionBias, type ModelConfig } from '../model-config.js';
 import { Tokenizer, tokenizerVocabSize } from '../tokenizer.js';
-import { CONVERTER_VERSION, ENGINE_VERSION } from '../version.js';
+import { CONVERTER_VERSION, ENGINE_VERSION } from '../../common/version.js';
 import { gateFailure, measureAccuracy } from './accuracy.js';
 import { openCheckpoint, type Checkpoint, type SourceFormat } from './checkpoint.js';
 import { downloadGguf, type DownloadOptions } from './download.js';

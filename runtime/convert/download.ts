@@ -1,6 +1,6 @@
 // Downloads an http(s) source (one GGUF file) for `npuserve convert`, as a tenant's URL must be
 // fetched: redirects followed by hand (at most MAX_REDIRECTS), each hop's resolved address checked
-// against runtime/source-policy.ts unless the admin allowed the host, the Authorization header sent
+// against common/source-policy.ts unless the admin allowed the host, the Authorization header sent
 // to the first origin only, the GGUF magic checked on the first bytes, the size capped, and no byte
 // of what a server sent ever put in an error message.
 import { createWriteStream } from 'node:fs';
@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 
-import { blockedAddress, DEFAULT_MAX_DOWNLOAD_BYTES, hostOf } from '../source-policy.js';
+import { blockedAddress, DEFAULT_MAX_DOWNLOAD_BYTES, hostOf } from '../../common/source-policy.js';
 
 const MAX_REDIRECTS = 5;
 const GGUF_MAGIC = Buffer.from('GGUF', 'latin1');

@@ -1,4 +1,4 @@
-// `npuserve convert --format npu`'s reading of a prebuilt file: the precision the file holds, and a
+// `npuserve inspect`'s reading of a .npu file: the precision the file holds, and a
 // missing path or a folder named as such.
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -22,6 +22,6 @@ describe('inspectNpu', () => {
   it('says a missing path does not exist and refuses a folder', () => {
     const missing = join(dir, 'nothing', 'model.npu');
     expect(() => inspectNpu(missing)).toThrow(`input ${missing} does not exist`);
-    expect(() => inspectNpu(dir)).toThrow(/is a directory; --format npu takes one .npu file/);
+    expect(() => inspectNpu(dir)).toThrow(/is a directory; a model is one .npu file/);
   });
 });

@@ -1,6 +1,6 @@
-// What a prebuilt .npu file holds, read from its validated header and metadata: the operator runs
-// `npuserve convert --format npu` on a prebuilt source so the model's status reports the file's own
-// precision, not the one its spec names.
+// What a .npu file holds, read from its validated header and metadata (`npuserve inspect`): the
+// operator inspects a prebuilt source so the model's status reports the file's own precision, not
+// the one its spec names.
 import { existsSync, statSync } from 'node:fs';
 
 import { UsageError } from '../errors.js';
@@ -18,7 +18,7 @@ export interface InspectSummary {
 
 export function inspectNpu(input: string): InspectSummary {
   if (!existsSync(input)) throw new UsageError(`input ${input} does not exist`);
-  if (statSync(input).isDirectory()) throw new UsageError(`input ${input} is a directory; --format npu takes one .npu file`);
+  if (statSync(input).isDirectory()) throw new UsageError(`input ${input} is a directory; a model is one .npu file`);
   const { header, metadata } = readNpuFile(input);
   return {
     input,

@@ -3,7 +3,9 @@
 // OpenAI's error object.
 import express, { type Express, Router } from 'express';
 
+import type { Logger } from '../../common/log.js';
 import type { ServerMetrics } from '../metrics.js';
+import { accessLog } from './access-log.js';
 import { requireApiKey } from './auth.js';
 import { errorHandler, notFound, refuseOptions, sendError, unavailable } from './errors.js';
 import { openaiRouter, type ServingState } from './openai.js';
@@ -15,13 +17,14 @@ export interface AppOptions {
   /** When set, every route but /healthz and /readyz (and /metrics unless protectMetrics) needs `Authorization: Bearer apiKey`. */
   apiKey?: string;
   protectMetrics?: boolean;
-  log: (line: string) => void;
+  log: Logger;
 }
 
 export function createApp(o: AppOptions): Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
+  app.use(accessLog(o.log));
   app.use(refuseOptions);
   if (o.apiKey) app.use(requireApiKey({ apiKey: o.apiKey, protectMetrics: o.protectMetrics ?? false }));
   app.use(healthRouter(o));

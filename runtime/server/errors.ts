@@ -8,6 +8,8 @@ import type { Duplex } from 'node:stream';
 
 import type { ErrorRequestHandler, RequestHandler } from 'express';
 
+import type { Logger } from '../../common/log.js';
+
 export interface ErrorBody {
   error: { message: string; type: string; param: string | null; code: string | null };
 }
@@ -122,19 +124,19 @@ interface BodyParserError extends Error {
   limit?: number;
 }
 
-export function errorHandler(log: (line: string) => void): ErrorRequestHandler {
+export function errorHandler(log: Logger): ErrorRequestHandler {
   return (err: unknown, _req, res, next) => {
     if (res.headersSent) return next(err);
     sendError(res, toApiError(err, log));
   };
 }
 
-function toApiError(err: unknown, log: (line: string) => void): ApiError {
+function toApiError(err: unknown, log: Logger): ApiError {
   if (err instanceof ApiError) return err;
   const e = err as BodyParserError;
   if (e.type === 'entity.parse.failed') return badRequest(`The request body is not valid JSON: ${e.message}.`, null, 'invalid_json');
   if (e.type === 'entity.too.large') return new ApiError(413, `The request body is larger than the limit of ${e.limit} bytes.`, 'invalid_request_error', null, 'request_too_large');
   if (typeof e.status === 'number' && e.status >= 400 && e.status < 500) return new ApiError(e.status, e.message, 'invalid_request_error');
-  log(`internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(err)}`);
+  log.error('internal error', { error: e instanceof Error ? (e.stack ?? e.message) : String(err) });
   return new ApiError(500, 'The server failed to handle the request.', 'server_error');
 }

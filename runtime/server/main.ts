@@ -5,6 +5,7 @@ import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 
+import type { Logger } from '../../common/log.js';
 import { templateSpec } from '../chat.js';
 import { SandboxedChatTemplate, type TemplateLimits } from '../chat-sandbox.js';
 import { Engine, type Int8Activations } from '../engine.js';
@@ -42,7 +43,7 @@ export interface ServeConfig {
   templateLimits: TemplateLimits;
 }
 
-export async function serve(config: ServeConfig, log: (line: string) => void): Promise<number> {
+export async function serve(config: ServeConfig, log: Logger): Promise<number> {
   const state: ServingState = { servedModelName: config.servedModelName, createdSeconds: Math.floor(Date.now() / 1000), phase: 'loading', inFlight: new Set() };
   const metrics = new ServerMetrics(config.servedModelName);
   const app = createApp({ state, metrics, bodyLimitBytes: config.bodyLimitBytes, apiKey: config.apiKey, protectMetrics: config.protectMetrics, log });
@@ -75,7 +76,7 @@ export async function serve(config: ServeConfig, log: (line: string) => void): P
 }
 
 /** Loads the engine, runs one warm-up step and opens the OpenAI routes (unless already draining). */
-async function load(config: ServeConfig, state: ServingState, metrics: ServerMetrics, log: (line: string) => void): Promise<Scheduler> {
+async function load(config: ServeConfig, state: ServingState, metrics: ServerMetrics, log: Logger): Promise<Scheduler> {
   const engine = await Engine.load(config.modelPath, {
     threads: config.threads,
     maxSeqLen: config.maxSeqLen,
@@ -123,12 +124,12 @@ async function load(config: ServeConfig, state: ServingState, metrics: ServerMet
 }
 
 /** Waits for the requests in flight; those still open at the deadline get a 503 error (streams as their last event). */
-async function drain(scheduler: Scheduler, state: ServingState, timeoutSeconds: number, log: (line: string) => void): Promise<void> {
+async function drain(scheduler: Scheduler, state: ServingState, timeoutSeconds: number, log: Logger): Promise<void> {
   const inFlight = scheduler.runningCount + scheduler.waitingCount;
   if (inFlight > 0) log(`waiting up to ${timeoutSeconds} s for ${inFlight} requests in flight`);
   const finished = await Promise.race([scheduler.idle().then(() => true), sleep(timeoutSeconds * 1000, false, { ref: false })]);
   if (finished) return;
-  log(`drain timeout: closing ${state.inFlight.size} unfinished requests with an error`);
+  log.warn(`drain timeout: closing ${state.inFlight.size} unfinished requests with an error`);
   const err = new ApiError(503, `The server shut down before this request finished (it waited ${timeoutSeconds} s for requests in flight).`, 'service_unavailable', null, 'drain_timeout');
   await Promise.race([failInFlight(state, err), sleep(2000, undefined, { ref: false })]);
 }

@@ -5,16 +5,25 @@ import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 
+import { type CommandSpec, intFlag, scriptFlags, stringFlag } from '../../common/flags.js';
 import { addNpuNodes, defaultUpOptions, down, isRunning, readState, up } from '../cluster/cluster.js';
 import { KubeApi } from '../cluster/kube.js';
 import { kwokTaint } from '../cluster/kwok-nodes.js';
 
 const repo = join(import.meta.dirname, '..', '..');
-const { values: flags } = parseArgs({ options: { models: { type: 'string', default: '200' }, nodes: { type: 'string', default: '1000' }, workers: { type: 'string', default: '4' } } });
-const models = Number(flags.models);
-const nodes = Number(flags.nodes);
+const COMMAND: CommandSpec = {
+  name: 'npm run bench:operator --',
+  summary: "NPUModels with pre-converted sources on simulated NPU nodes of the local cluster: apply-to-Ready p50/p95, reconciles per second, the operator's peak memory.",
+  flags: [
+    { name: 'models', value: 'N', default: '200', description: 'NPUModels applied' },
+    { name: 'nodes', value: 'N', default: '1000', description: 'simulated NPU nodes' },
+    { name: 'workers', value: 'N', default: '4', description: "the operator's --workers" },
+  ],
+};
+const flags = scriptFlags(COMMAND);
+const models = intFlag(flags, 'models', 1)!;
+const nodes = intFlag(flags, 'nodes', 1)!;
 
 function freePort(): Promise<number> {
   return new Promise((resolve) => {
@@ -46,7 +55,7 @@ async function main(): Promise<void> {
   const ns = `bench-op-${Date.now().toString(36)}`;
   await client.create('/api/v1/namespaces', { apiVersion: 'v1', kind: 'Namespace', metadata: { name: ns } });
   const metricsPort = await freePort();
-  const op = spawn(process.execPath, [join(repo, 'bin', 'npuserve.js'), 'operator', '--kubeconfig', state.kubeconfig, '--namespaces', ns, '--leader-elect', 'false', '--metrics-port', String(metricsPort), '--workers', flags.workers!, '--image', 'npuserve:bench'], { stdio: ['ignore', 'ignore', 'inherit'] });
+  const op = spawn(process.execPath, [join(repo, 'bin', 'npuserve.js'), 'operator', '--kubeconfig', state.kubeconfig, '--namespaces', ns, '--leader-elect', 'false', '--metrics-port', String(metricsPort), '--workers', stringFlag(flags, 'workers')!, '--image', 'npuserve:bench'], { stdio: ['ignore', 'ignore', 'inherit'] });
   let peakRssKb = 0;
   const rssTimer = setInterval(() => {
     try {

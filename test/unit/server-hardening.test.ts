@@ -12,6 +12,7 @@ import { gzipSync } from 'node:zlib';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
+import { createLogger } from '../../common/log.js';
 import { convert } from '../../runtime/convert/convert.js';
 import { ServerMetrics } from '../../runtime/metrics.js';
 import { createApp } from '../../runtime/server/app.js';
@@ -212,7 +213,7 @@ describe('npuserve convert and chat templates', () => {
 
 describe('npuserve serve --protect-metrics', () => {
   it('puts /metrics behind the key too, never the probes', async () => {
-    const app = createApp({ state: { servedModelName: MODEL, createdSeconds: 0, phase: 'loading', inFlight: new Set() }, metrics: new ServerMetrics(MODEL), bodyLimitBytes: 1024, apiKey: API_KEY, protectMetrics: true, log: () => {} });
+    const app = createApp({ state: { servedModelName: MODEL, createdSeconds: 0, phase: 'loading', inFlight: new Set() }, metrics: new ServerMetrics(MODEL), bodyLimitBytes: 1024, apiKey: API_KEY, protectMetrics: true, log: createLogger({ format: 'json', level: 'error', write: () => {} }) });
     const listener = app.listen(0, '127.0.0.1');
     await new Promise((resolve) => listener.once('listening', resolve));
     const url = `http://127.0.0.1:${(listener.address() as AddressInfo).port}`;

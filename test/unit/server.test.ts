@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
+import { createLogger } from '../../common/log.js';
 import { ServerMetrics } from '../../runtime/metrics.js';
 import { createApp } from '../../runtime/server/app.js';
 import { mistralV3Tokenizer } from '../../runtime/tokenizer/mistral-v3.js';
@@ -335,7 +336,7 @@ describe('npuserve serve on SIGTERM', () => {
 describe('npuserve serve while the model loads', () => {
   it('answers liveness, refuses readiness and generation with 503 not_ready, and lists the model', async () => {
     // The app as `serve` builds it before the engine is loaded (a real load is too quick to catch).
-    const app = createApp({ state: { servedModelName: MODEL, createdSeconds: 0, phase: 'loading', inFlight: new Set() }, metrics: new ServerMetrics(MODEL), bodyLimitBytes: 1024, log: () => {} });
+    const app = createApp({ state: { servedModelName: MODEL, createdSeconds: 0, phase: 'loading', inFlight: new Set() }, metrics: new ServerMetrics(MODEL), bodyLimitBytes: 1024, log: createLogger({ format: 'json', level: 'error', write: () => {} }) });
     const listener = app.listen(0, '127.0.0.1');
     await new Promise((resolve) => listener.once('listening', resolve));
     const url = `http://127.0.0.1:${(listener.address() as AddressInfo).port}`;

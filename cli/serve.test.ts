@@ -1,0 +1,35 @@
+// What the operator may pass to `npuserve serve` from spec.runtime, serve accepts: every bound the
+// CRD allows is a valid flag value (a spec the API server admits must not crash its serving pods).
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { load } from 'js-yaml';
+import { describe, expect, it } from 'vitest';
+
+import { parseFlags } from '../common/flags.js';
+import { serve, serveConfig } from './serve.js';
+
+interface Bounds {
+  minimum: number;
+  maximum: number;
+}
+
+const crd = load(readFileSync(join(import.meta.dirname, '..', 'crds', 'npuserve.io_npumodels.yaml'), 'utf8')) as {
+  spec: { versions: Array<{ schema: { openAPIV3Schema: { properties: { spec: { properties: { runtime: { properties: Record<string, Bounds> } } } } } } }> };
+};
+const runtime = crd.spec.versions[0].schema.openAPIV3Schema.properties.spec.properties.runtime.properties;
+/** spec.runtime fields and the serve flag the operator passes each as. */
+const FLAGS: Record<string, string> = { maxBatchSize: 'max-batch-size', maxSeqLen: 'max-seq-len', maxWaitingRequests: 'max-waiting-requests' };
+
+describe('serve flags against spec.runtime', () => {
+  it('has a flag for every spec.runtime field', () => {
+    expect(Object.keys(runtime).sort()).toEqual(Object.keys(FLAGS).sort());
+  });
+
+  it.each(['minimum', 'maximum'] as const)("accepts every spec.runtime field at the CRD's %s", (bound) => {
+    const argv = ['--model', 'x.npu', ...Object.entries(FLAGS).flatMap(([field, flag]) => [`--${flag}`, String(runtime[field][bound])])];
+    const config = serveConfig(parseFlags(serve.spec, argv, {}));
+    expect(config.maxBatchSize).toBe(runtime.maxBatchSize[bound]);
+    expect(config.maxSeqLen).toBe(runtime.maxSeqLen[bound]);
+    expect(config.maxWaitingRequests).toBe(runtime.maxWaitingRequests[bound]);
+  });
+});
