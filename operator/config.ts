@@ -38,6 +38,8 @@ export interface OperatorConfig {
   metricsPort: number;
   workers: number;
   scrapeIntervalSeconds: number;
+  /** A conversion or serving pod placed on a node but not started after this long is reported (and a conversion Job suspended). */
+  podStartTimeoutSeconds: number;
   sources: SourcePolicy;
   /** A NetworkPolicy per model admitting its namespace, the operator's pods and these namespaces. */
   networkPolicy: { enabled: boolean; operatorNamespace: string; ingressNamespaces: string[] };
@@ -65,6 +67,7 @@ export const OPERATOR_COMMAND: CommandSpec = {
     { name: 'metrics-port', value: 'N', default: '8080', description: 'port of /metrics, /healthz and /readyz (0: none)' },
     { name: 'workers', value: 'N', default: '4', description: 'NPUModels reconciled in parallel' },
     { name: 'scrape-interval-seconds', value: 'N', default: '5', description: "how often the autoscaler reads the serving pods' /metrics" },
+    { name: 'pod-start-timeout-seconds', value: 'N', default: '300', description: 'a conversion or serving pod placed on a node but not started after this long is reported (ConversionStuck, ServerFailing); a stuck conversion Job is suspended to free its NPU' },
     { name: 'source-host-paths', value: 'P,Q', env: 'NPUSERVE_SOURCE_HOST_PATHS', default: '/models', description: 'node path prefixes a file:// source may name (empty: none)' },
     { name: 'source-allowed-hosts', value: 'H,I', env: 'NPUSERVE_SOURCE_ALLOWED_HOSTS', defaultText: 'none', description: 'internal hosts an http(s) source may name nevertheless' },
     { name: 'source-max-download-size', value: 'SIZE', env: 'NPUSERVE_SOURCE_MAX_DOWNLOAD_SIZE', defaultText: `convert's ${DEFAULT_MAX_DOWNLOAD_BYTES / 2 ** 30}Gi`, description: 'largest http(s) download of a conversion Job (bytes, or with Ki, Mi, Gi, Ti)' },
@@ -131,6 +134,7 @@ export function operatorConfig(f: FlagValues, env: NodeJS.ProcessEnv = process.e
     metricsPort: intFlag(f, 'metrics-port', 0)!,
     workers: intFlag(f, 'workers', 1)!,
     scrapeIntervalSeconds: intFlag(f, 'scrape-interval-seconds', 1)!,
+    podStartTimeoutSeconds: intFlag(f, 'pod-start-timeout-seconds', 1)!,
     sources: sourcePolicy(f),
     networkPolicy: {
       enabled: choiceFlag(f, 'network-policy', ['true', 'false'] as const) === 'true',

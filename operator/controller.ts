@@ -71,7 +71,7 @@ export class Controller {
       if (name && o.metadata.namespace) this.queue.add(`${o.metadata.namespace}/${name}`);
     };
     for (const inf of [jobs, deployments, services, networkPolicies, pods]) inf.on({ add: enqueueOwner, update: enqueueOwner, delete: enqueueOwner });
-    this.reconciler = new Reconciler(kube, this.world, cfg, new EventRecorder(kube, 'npuserve-operator', log), log);
+    this.reconciler = new Reconciler(kube, this.world, cfg, new EventRecorder(kube, 'npuserve-operator', log), log, { stuckAfterMs: cfg.podStartTimeoutSeconds * 1000 });
   }
 
   /** Starts the informers (reading is safe before leadership) and waits for their first list. */

@@ -35,10 +35,8 @@ export interface ReconcileResult {
   requeueAfterMs?: number;
 }
 
-/** A conversion pod placed on a node but not started after this long is stuck (a mount or image that fails). */
-export const DEFAULT_STUCK_AFTER_MS = 5 * 60_000;
-
 export interface ReconcilerOptions {
+  /** A pod placed on a node but not started after this long is stuck (a mount or image that fails); default never. */
   stuckAfterMs?: number;
   /** The clock (ms since the epoch); tests pass their own. */
   now?: () => number;
@@ -70,7 +68,7 @@ export class Reconciler {
     private readonly log: Logger,
     opts: ReconcilerOptions = {},
   ) {
-    this.stuckAfterMs = opts.stuckAfterMs ?? DEFAULT_STUCK_AFTER_MS;
+    this.stuckAfterMs = opts.stuckAfterMs ?? Infinity;
     this.now = opts.now ?? Date.now;
   }
 

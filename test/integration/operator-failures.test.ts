@@ -1,8 +1,8 @@
 // What a user sees (`kubectl apply`, `kubectl describe npum`, events) when an NPUModel cannot go the
 // happy path, on the local cluster: a name a Service cannot hold, two long names sharing a prefix, a
 // single-file source and a missing one, a prebuilt .npu of another precision than the spec's, a
-// foreign Service of the model's name, replicas that do not all fit, a namespace the operator does not watch, and no error noise from
-// ordinary 409 conflicts.
+// foreign Service of the model's name, a conversion pod that cannot start, replicas that do not all
+// fit, a namespace the operator does not watch, and no error noise from ordinary 409 conflicts.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -66,7 +66,8 @@ beforeAll(async () => {
   mkdirSync(dirname(npu), { recursive: true });
   await convert({ input: src, output: npu, precision: 'INT8', optimizeLevel: 2 });
   // With leader election on: it renews every second, a loop that once leaked a listener per turn.
-  op = startOperator(ns);
+  // A pod that has not started in 15 s is stuck (the default is 5 minutes).
+  op = startOperator(ns, ['--pod-start-timeout-seconds', '15']);
   operatorStartedAt = Date.now();
 }, 300_000);
 
@@ -140,6 +141,22 @@ describe('operator failures a user can see', () => {
     expect(conditionOf(m, 'Degraded')!.message).toBe('Service taken exists and is not controlled by this NPUModel; leaving it alone');
     expect((await eventsOf('taken')).map((e) => e.reason)).toContain('ConflictingObject');
   }, 240_000);
+
+  it('suspends a conversion whose pod cannot start, frees its NPU and says why (ConversionStuck)', async () => {
+    const source = { uri: 'https://huggingface.co/org/repo/resolve/main/model.gguf', authSecretRef: { name: 'no-such-secret', key: 'token' } };
+    await apply(ns, npuModel('stuck', { source }));
+    const m = await waitForPhase(client, ns, 'stuck', 'Failed', 120_000);
+    const converted = conditionOf(m, 'Converted')!;
+    expect(converted).toMatchObject({ status: 'False', reason: 'ConversionStuck' });
+    expect(converted.message).toMatch(/^revision r\w+: pod stuck-convert-r\w+-\w+ on node \S+ has not started in \d+ s \(CreateContainerConfigError: .*no-such-secret.*\); Job (stuck-convert-r\w+) is suspended to free its NPU: fix the cause, then delete the Job to retry$/);
+    const jobName = /Job (stuck-convert-r\w+) is suspended/.exec(converted.message!)![1];
+    expect((await client.get<KubeObject & { spec: { suspend?: boolean } }>(`/apis/batch/v1/namespaces/${ns}/jobs/${jobName}`)).spec.suspend).toBe(true);
+    await waitFor('the stuck pod deleted', async () => {
+      const pods = await client.list<KubeObject & { status: { phase: string } }>(`/api/v1/namespaces/${ns}/pods`, { labelSelector: `job-name=${jobName}` });
+      return pods.items.every((p) => p.metadata.deletionTimestamp || p.status.phase === 'Failed' || p.status.phase === 'Succeeded') ? true : undefined;
+    }, 60_000, 500);
+    await waitFor('ConversionStuck event', async () => (await eventsOf('stuck')).find((e) => e.reason === 'ConversionStuck'), 30_000, 250);
+  }, 180_000);
 
   it('says Unschedulable while the replicas that fit serve', async () => {
     await deleteModels();
