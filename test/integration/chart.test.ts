@@ -12,7 +12,7 @@ import { parse as parseYaml, parseAllDocuments } from 'yaml';
 import { renderCrdReference } from '../../scripts/crd-docs.js';
 import { localNodeLabel, startServiceProxy } from '../cluster/helpers.js';
 import type { KubeClient } from '../cluster/kube-client.js';
-import { applyCrd, cluster, crdPath, kubeClient, kubectl, modelNamespace, npuModel, repoRoot, waitFor, waitForPhase } from './operator-harness.js';
+import { applyCrd, cluster, deleteModelNamespace, crdPath, kubeClient, kubectl, modelNamespace, npuModel, repoRoot, waitFor, waitForPhase } from './operator-harness.js';
 
 const chartDir = join(repoRoot, 'charts', 'npuserve');
 const operatorDir = join(repoRoot, 'operator');
@@ -224,7 +224,7 @@ describe('helm install on the local cluster', () => {
   afterAll(async () => {
     await kubectl('delete', 'npum', '--all', '-n', ns, '--wait=true', '--timeout=60s').catch(() => undefined);
     await helm('uninstall', release, '--kubeconfig', cluster().kubeconfig, '--namespace', ns, '--wait', '--timeout', '60s');
-    await kubectl('delete', 'namespace', ns, '--wait=false').catch(() => undefined);
+    await deleteModelNamespace(client, ns, 0); // models the chart's operator could not finalize lose their finalizer
     client.close();
   });
 

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import type { KubeClient, KubeObject } from '../cluster/kube-client.js';
 import { claimDir, startServiceProxy } from '../cluster/helpers.js';
-import { applyCrd, getModel, kubeClient, kubectl, modelNamespace, npuModel, restartApiServer, startOperator, waitFor, waitForPhase, type Model, type OperatorProcess } from './operator-harness.js';
+import { applyCrd, deleteModelNamespace, getModel, kubeClient, kubectl, modelNamespace, npuModel, restartApiServer, startOperator, waitFor, waitForPhase, type Model, type OperatorProcess } from './operator-harness.js';
 
 let client: KubeClient;
 
@@ -81,8 +81,8 @@ describe('operator', () => {
 
   afterAll(async () => {
     await closeProxy?.();
+    await deleteModelNamespace(client, ns); // while the operator runs, so it removes its finalizer
     await op?.stop();
-    await client.delete(`/api/v1/namespaces/${ns}`).catch(() => undefined);
   });
 
   it('converts the model in a Job, serves it, and answers through the Service', async () => {
@@ -230,8 +230,8 @@ describe('operator resilience', () => {
 
   afterAll(async () => {
     await Promise.all(ops.map((o) => o.stop('SIGKILL')));
-    await client.delete(`/api/v1/namespaces/${ns}`).catch(() => undefined);
-  }, 60_000);
+    await deleteModelNamespace(client, ns, 0); // no operator left: drops the finalizers itself
+  }, 180_000);
 
   it('a restart between Job and Deployment creation duplicates nothing and reaches Ready', async () => {
     const first = startOperator(ns, ['--leader-elect', 'false']);
