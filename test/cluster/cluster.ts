@@ -112,7 +112,7 @@ export async function up(options: UpOptions = defaultUpOptions): Promise<Cluster
     Object.assign(state, { server: cp.server, kubeconfig: cp.kubeconfig, ports: cp.ports });
     writeState(state, file);
     execFileSync(path.join(bin, 'kubectl'), ['--kubeconfig', cp.kubeconfig, 'get', '--raw', '/readyz'], { stdio: 'ignore' });
-    log(`control plane ready at ${cp.server} after ${((Date.now() - started) / 1000).toFixed(1)} s`);
+    log(`control plane ready at ${cp.server}`);
 
     record(await startKwok(bin, dir, cp.kubeconfig, kwokStagesFile(versions), subnet.simulatedPodCidr));
     state.nodes.local = Array.from({ length: options.localNodes }, (_, i) => localNodeName(i));
