@@ -44,7 +44,7 @@ async function cluster(): Promise<ClusterState> {
 
 async function installChart(state: ClusterState): Promise<void> {
   // The operator watches only the demo namespace, so other work on the same cluster is left alone.
-  const out = await waitingFor('helm to install the chart and the operator pod to be ready (helm --wait, at most 180 s)', run(state, 'helm', 'upgrade', '--install', release, join(repoRoot, 'charts', 'npuserve'),
+  const out = await waitingFor('helm --wait: the operator pod ready (at most 180 s)', run(state, 'helm', 'upgrade', '--install', release, join(repoRoot, 'charts', 'npuserve'),
     '--namespace', namespace, '--create-namespace',
     '--set', `operator.watchNamespaces={${namespace}}`,
     '--wait', '--timeout', '180s'));

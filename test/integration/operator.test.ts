@@ -54,7 +54,7 @@ describe('NPUModel CRD on the API server', () => {
     ['a bad precision', { precision: 'INT4' }, /spec\.precision: Unsupported value: "INT4"/],
     ['minReplicas > maxReplicas', { autoscaling: { minReplicas: 5, maxReplicas: 2 } }, /autoscaling\.minReplicas must not exceed autoscaling\.maxReplicas/],
     ['a negative batch size', { runtime: { maxBatchSize: -1 } }, /spec\.runtime\.maxBatchSize: Invalid value: -1: spec\.runtime\.maxBatchSize in body should be greater than or equal to 1/],
-    ['an unknown URI scheme', { source: { uri: 's3://bucket/model' } }, /source\.uri must be pvc:\/\/CLAIM\/PATH, file:\/\/\/NODE\/PATH or http\(s\):\/\/HOST\/PATH/],
+    ['an unknown URI scheme', { source: { uri: 's3://bucket/model' } }, /source\.uri must be pvc:\/\/CLAIM\/PATH, file:\/\/\/PATH \(a path on the node\) or http\(s\):\/\/URL/],
     ['replicas outside the autoscaling range', { replicas: 9, autoscaling: { minReplicas: 1, maxReplicas: 4 } }, /replicas is set by the autoscaler and must lie within/],
   ])('kubectl apply rejects %s with the API server message', async (_what, spec, message) => {
     const err = await applyError('default', npuModel('invalid', spec));
