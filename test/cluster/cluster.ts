@@ -11,6 +11,7 @@ import { KubeApi } from './kube.js';
 import { createSimulatedNodes, startKwok, waitNodesReady } from './kwok-nodes.js';
 import { removePodNetwork, reservePodSubnet } from './node-agent/pod-network.js';
 import { binDir, checkBinaries, clusterSourceDir, kwokStagesFile, readVersions, repoRoot, stateFile } from './paths.js';
+import { waitingFor } from './progress.js';
 import { isAlive, startProcess, stopProcessGroup, tail, type ManagedProcess } from './processes.js';
 
 export interface ClusterState {
@@ -21,6 +22,8 @@ export interface ClusterState {
   kubernetesVersion: string;
   /** Names the local nodes' pod network (bridge nps<ID>br, namespaces nps-<ID>-N). */
   networkId: string;
+  /** Set for named clusters (the demo's is 'demo'); test runs refuse to reuse one. */
+  name?: string;
   /** 10.N.0.0/16, the lowest free one at start (node-agent/pod-network.ts), so clusters can run side by side. */
   podSubnet: string;
   ports: { etcd: number; etcdPeer: number; apiserver: number };
@@ -36,6 +39,8 @@ export interface UpOptions {
   log?: (line: string) => void;
   /** Where this cluster's state is kept (default: stateFile()); one file per cluster. */
   stateFile?: string;
+  /** Recorded in the state (ClusterState.name). */
+  name?: string;
 }
 
 export const defaultUpOptions: UpOptions = { npuNodes: 4, cpuNodes: 2, localNodes: 1 };
@@ -86,6 +91,7 @@ export async function up(options: UpOptions = defaultUpOptions): Promise<Cluster
     binDir: bin,
     kubernetesVersion: versions.K8S_VERSION,
     networkId,
+    ...(options.name ? { name: options.name } : {}),
     podSubnet: '',
     ports: { etcd: 0, etcdPeer: 0, apiserver: 0 },
     processes: [],
@@ -102,11 +108,11 @@ export async function up(options: UpOptions = defaultUpOptions): Promise<Cluster
     state.podSubnet = subnet.cidr;
     writeState(state, file);
     log(`starting control plane (Kubernetes ${versions.K8S_VERSION}) in ${dir}, pod subnet ${subnet.cidr}`);
-    const cp = await startControlPlane(dir, bin, subnet.gateway, record);
+    const cp = await waitingFor('etcd, kube-apiserver, kube-controller-manager and kube-scheduler', startControlPlane(dir, bin, subnet.gateway, record), { log });
     Object.assign(state, { server: cp.server, kubeconfig: cp.kubeconfig, ports: cp.ports });
     writeState(state, file);
     execFileSync(path.join(bin, 'kubectl'), ['--kubeconfig', cp.kubeconfig, 'get', '--raw', '/readyz'], { stdio: 'ignore' });
-    log(`control plane ready at ${cp.server} after ${((Date.now() - started) / 1000).toFixed(1)} s`);
+    log(`control plane ready at ${cp.server}`);
 
     record(await startKwok(bin, dir, cp.kubeconfig, kwokStagesFile(versions), subnet.simulatedPodCidr));
     state.nodes.local = Array.from({ length: options.localNodes }, (_, i) => localNodeName(i));
@@ -117,7 +123,7 @@ export async function up(options: UpOptions = defaultUpOptions): Promise<Cluster
       state.nodes.cpu = await createSimulatedNodes(client, 'kwok-cpu', 0, options.cpuNodes, false);
       writeState(state, file);
       const all = [...state.nodes.npu, ...state.nodes.cpu, ...state.nodes.local];
-      await waitNodesReady(client, all, 120_000 + 100 * all.length);
+      await waitingFor(`${all.length} nodes to be Ready`, waitNodesReady(client, all, 120_000 + 100 * all.length), { log });
     } finally {
     }
     log(

@@ -1,8 +1,10 @@
 // Vitest global setup of the `cluster` project: starts one local cluster for the test run and stops it
-// afterwards. If a cluster is already running (npm run cluster:up), the tests run against it and
-// leave it running; NPUSERVE_CLUSTER_REUSE=0 refuses that instead.
+// afterwards. If the cluster of `npm run cluster:up` is running (.cluster/state.json), the tests run
+// against it and leave it running; NPUSERVE_CLUSTER_REUSE=0 refuses that instead. The demo's cluster
+// (.cluster/demo/) is never used: the tests would take its node's CPU and restart its API server.
 import type { TestProject } from 'vitest/node';
 import { defaultUpOptions, down, isRunning, readState, up, type ClusterState } from './cluster.js';
+import { demoClusterName, stateFile } from './paths.js';
 
 declare module 'vitest' {
   export interface ProvidedContext {
@@ -10,14 +12,23 @@ declare module 'vitest' {
   }
 }
 
+/** Whether the test run reuses the cluster in `file` or starts its own; throws when it may do neither. */
+export function testClusterPlan(existing: ClusterState | undefined, running: boolean, file: string, reuse = process.env.NPUSERVE_CLUSTER_REUSE): 'reuse' | 'start' {
+  if (!existing || !running) return 'start';
+  if (existing.name === demoClusterName) {
+    throw new Error(`${file} is the demo's cluster (${existing.server}); tests never run on it, as they would disturb the demo: unset NPUSERVE_CLUSTER_STATE`);
+  }
+  if (reuse === '0') {
+    throw new Error(`a local cluster is already running (${existing.server}) and NPUSERVE_CLUSTER_REUSE=0: stop it with 'npm run cluster:down'`);
+  }
+  return 'reuse';
+}
+
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
   const existing = readState();
-  if (existing && isRunning(existing)) {
-    if (process.env.NPUSERVE_CLUSTER_REUSE === '0') {
-      throw new Error(`a local cluster is already running (${existing.server}) and NPUSERVE_CLUSTER_REUSE=0: stop it with 'npm run cluster:down'`);
-    }
-    console.log(`[cluster] using the running cluster at ${existing.server} (state ${existing.dir}); it stays running`);
-    project.provide('cluster', existing);
+  if (testClusterPlan(existing, isRunning(existing), stateFile()) === 'reuse') {
+    console.log(`[cluster] using the running cluster at ${existing!.server} (state ${existing!.dir}); it stays running`);
+    project.provide('cluster', existing!);
     return async () => undefined;
   }
   const state = await up({ ...defaultUpOptions, log: (line) => console.log(`[cluster] ${line}`) });

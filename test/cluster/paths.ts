@@ -53,7 +53,19 @@ export function checkBinaries(dir = binDir()): void {
   }
 }
 
-/** State file of the running cluster; NPUSERVE_CLUSTER_STATE overrides where it is kept. */
+/**
+ * State file of the cluster of `npm run cluster:up` and of test runs (.cluster/state.json);
+ * NPUSERVE_CLUSTER_STATE overrides where it is kept.
+ */
 export function stateFile(): string {
   return process.env.NPUSERVE_CLUSTER_STATE ?? path.join(repoRoot, '.cluster', 'state.json');
+}
+
+/** The demo's long-lived cluster: its own state file, which test runs never read. */
+export const demoClusterName = 'demo';
+
+/** State file of a named cluster, `.cluster/<name>/state.json` (`--cluster NAME` of the cluster CLI). */
+export function namedStateFile(name: string): string {
+  if (!/^[a-z0-9][a-z0-9-]*$/.test(name)) throw new Error(`cluster name '${name}': use lowercase letters, digits and '-'`);
+  return path.join(repoRoot, '.cluster', name, 'state.json');
 }

@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { scrapePod } from '../../operator/autoscaler/scrape.js';
 import { cluster, startServiceProxy, type ServiceProxy } from '../cluster/helpers.js';
 import type { KubeApi, KubeObject } from '../cluster/kube.js';
-import { applyCrd, getModel, kubeClient, kubectl, modelNamespace, npuModel, startOperator, waitFor, waitForPhase, type OperatorProcess } from './operator-harness.js';
+import { applyCrd, deleteModelNamespace, getModel, kubeClient, kubectl, modelNamespace, npuModel, startOperator, waitFor, waitForPhase, type OperatorProcess } from './operator-harness.js';
 
 // The local node has 2 CPUs and each serving pod requests one: 2 replicas at most.
 const autoscaling = { minReplicas: 1, maxReplicas: 2, targetTokensPerSecondPerReplica: 5, ttftP95TargetMs: 1000, scaleDownStabilizationSeconds: 20 };
@@ -119,9 +119,9 @@ describe('autoscaling on the local cluster', () => {
 
   afterAll(async () => {
     await proxy?.close();
+    await deleteModelNamespace(client, ns); // while the operator runs, so it removes its finalizer
     const code = await op?.stop();
     if (code !== 0) console.log(op.logs().slice(-4000));
-    await client.delete(`/api/v1/namespaces/${ns}`).catch(() => {});
   });
 
   it('scales 1 -> 2 within the panic window under twice the capacity, spreads the load, and returns to 1 after the stabilization time with no failed request', async () => {

@@ -48,6 +48,28 @@ export async function modelNamespace(client: KubeApi, prefix: string, modelName 
   return ns;
 }
 
+/**
+ * Deletes a test namespace so that nothing stays Terminating. Its NPUModels go first, while the
+ * namespace still admits the operator's cleanup Job: a running operator removes their artifacts and
+ * the `npuserve.io/artifacts` finalizer within `waitMs`. A model still holding the finalizer then has
+ * no operator left to act on it (a test killed it), so the test drops the finalizer itself.
+ * Returns the names of the models whose finalizer the test had to drop.
+ */
+export async function deleteModelNamespace(client: KubeApi, ns: string, waitMs = 60_000): Promise<string[]> {
+  const models = `/apis/npuserve.io/v1alpha1/namespaces/${ns}/npumodels`;
+  const names = async () => (await client.list<Model>(models).catch(() => ({ items: [] as Model[] }))).items.map((m) => m.metadata.name!);
+  for (const name of await names()) await client.delete(`${models}/${name}`).catch(() => undefined);
+  const deadline = Date.now() + waitMs;
+  while ((await names()).length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 500));
+  const stripped = await names();
+  for (const name of stripped) {
+    await client.patch(`${models}/${name}`, [{ op: 'remove', path: '/metadata/finalizers' }], 'json').catch(() => undefined);
+  }
+  await client.delete(`/api/v1/namespaces/${ns}`).catch(() => undefined);
+  await waitFor(`namespace ${ns} deleted`, async () => ((await client.get(`/api/v1/namespaces/${ns}`).then(() => false, () => true)) ? true : undefined), 120_000, 500);
+  return stripped;
+}
+
 export function npuModel(name: string, spec: Record<string, unknown> = {}): Model {
   return {
     apiVersion: 'npuserve.io/v1alpha1',

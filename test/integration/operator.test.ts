@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import type { KubeApi, KubeObject } from '../cluster/kube.js';
 import { claimDir, startServiceProxy } from '../cluster/helpers.js';
-import { applyCrd, getModel, kubeClient, kubectl, modelNamespace, npuModel, restartApiServer, startOperator, waitFor, waitForPhase, type Model, type OperatorProcess } from './operator-harness.js';
+import { applyCrd, deleteModelNamespace, getModel, kubeClient, kubectl, modelNamespace, npuModel, restartApiServer, startOperator, waitFor, waitForPhase, type Model, type OperatorProcess } from './operator-harness.js';
 
 let client: KubeApi;
 
@@ -54,7 +54,7 @@ describe('NPUModel CRD on the API server', () => {
     ['a bad precision', { precision: 'INT4' }, /spec\.precision: Unsupported value: "INT4"/],
     ['minReplicas > maxReplicas', { autoscaling: { minReplicas: 5, maxReplicas: 2 } }, /autoscaling\.minReplicas must not exceed autoscaling\.maxReplicas/],
     ['a negative batch size', { runtime: { maxBatchSize: -1 } }, /spec\.runtime\.maxBatchSize: Invalid value: -1: spec\.runtime\.maxBatchSize in body should be greater than or equal to 1/],
-    ['an unknown URI scheme', { source: { uri: 's3://bucket/model' } }, /source\.uri must be pvc:\/\/CLAIM\/PATH, file:\/\/\/NODE\/PATH or http\(s\):\/\/HOST\/PATH/],
+    ['an unknown URI scheme', { source: { uri: 's3://bucket/model' } }, /source\.uri must be pvc:\/\/CLAIM\/PATH, file:\/\/\/PATH \(a path on the node\) or http\(s\):\/\/URL/],
     ['replicas outside the autoscaling range', { replicas: 9, autoscaling: { minReplicas: 1, maxReplicas: 4 } }, /replicas is set by the autoscaler and must lie within/],
   ])('kubectl apply rejects %s with the API server message', async (_what, spec, message) => {
     const err = await applyError('default', npuModel('invalid', spec));
@@ -81,8 +81,8 @@ describe('operator', () => {
 
   afterAll(async () => {
     await closeProxy?.();
+    await deleteModelNamespace(client, ns); // while the operator runs, so it removes its finalizer
     await op?.stop();
-    await client.delete(`/api/v1/namespaces/${ns}`).catch(() => undefined);
   });
 
   it('converts the model in a Job, serves it, and answers through the Service', async () => {
@@ -230,8 +230,8 @@ describe('operator resilience', () => {
 
   afterAll(async () => {
     await Promise.all(ops.map((o) => o.stop('SIGKILL')));
-    await client.delete(`/api/v1/namespaces/${ns}`).catch(() => undefined);
-  }, 60_000);
+    await deleteModelNamespace(client, ns, 0); // no operator left: drops the finalizers itself
+  }, 180_000);
 
   it('a restart between Job and Deployment creation duplicates nothing and reaches Ready', async () => {
     const first = startOperator(ns, ['--leader-elect', 'false']);

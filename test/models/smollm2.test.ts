@@ -8,8 +8,8 @@ import { describe, expect, it } from 'vitest';
 
 import { convert } from '../../runtime/convert/convert.js';
 import { smolLM2Gguf } from '../../scripts/smollm2.js';
-import { workDir } from './helpers.js';
-import { startServer } from './server-process.js';
+import { workDir } from '../unit/helpers.js';
+import { startServer } from '../unit/server-process.js';
 
 describe('SmolLM2-135M-Instruct, converted and served', () => {
   it.each(['FP16', 'INT8'] as const)('%s passes a 0.99 gate and answers "What is the capital of France?" with Paris', { timeout: 300_000 }, async (precision) => {

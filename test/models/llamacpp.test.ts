@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 
 import { formatValidation, validateAgainstLlamaCpp } from '../../runtime/bench/validate-llamacpp.js';
 import { smolLM2Gguf } from '../../scripts/smollm2.js';
-import { testModel, workDir } from './helpers.js';
+import { testModel, workDir } from '../unit/helpers.js';
 
 describe('validate:llamacpp', () => {
   it('SmolLM2-135M-Instruct: identical tokenizer ids, identical greedy continuations on F32 weights, top-1 on the Q4_1 file', { timeout: 600_000 }, async () => {
