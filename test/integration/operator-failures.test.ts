@@ -3,7 +3,7 @@
 // single-file source and a missing one, a prebuilt .npu of another precision than the spec's, a
 // foreign Service of the model's name, a conversion pod that cannot start, replicas that do not all
 // fit, a namespace the operator does not watch, and no error noise from ordinary 409 conflicts.
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -12,7 +12,7 @@ import { convert } from '../../runtime/convert/convert.js';
 import { makeTestModel } from '../../runtime/testmodel.js';
 import { createNamespace, hostPathDir } from '../cluster/helpers.js';
 import type { KubeApi, KubeObject } from '../cluster/kube.js';
-import { applyCrd, getModel, kubeClient, kubectl, modelNamespace, npuModel, startOperator, waitFor, waitForPhase, type Model, type OperatorProcess } from './operator-harness.js';
+import { applyCrd, getModel, kubeClient, kubectl, modelNamespace, npuModel, startOperator, waitFor, waitForPhase, type Model, type OperatorProcess, apply, applyError } from './operator-harness.js';
 
 const TINY = { layers: 1, hidden: 64, heads: 2, kvHeads: 1, intermediate: 96 };
 
@@ -21,21 +21,6 @@ let ns: string;
 let unwatched: string;
 let op: OperatorProcess;
 let operatorStartedAt = 0;
-
-async function apply(namespace: string, obj: object): Promise<string> {
-  const file = join(tmpdir(), `npum-${Math.random().toString(36).slice(2)}.json`);
-  writeFileSync(file, JSON.stringify(obj));
-  return kubectl('apply', '-n', namespace, '-f', file);
-}
-
-async function applyError(namespace: string, obj: object): Promise<string> {
-  try {
-    await apply(namespace, obj);
-  } catch (e) {
-    return String((e as { stderr?: string }).stderr ?? e);
-  }
-  throw new Error('kubectl apply was expected to fail');
-}
 
 const conditionOf = (m: Model, type: string) => m.status?.conditions?.find((c) => c.type === type);
 

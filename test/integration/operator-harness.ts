@@ -2,6 +2,7 @@
 // claim and a test model on the local NPU node, and operator processes started from bin/npuserve.js.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import { makeTestModel } from '../../runtime/testmodel.js';
@@ -162,3 +163,20 @@ export async function restartApiServer(client: KubeApi, downMs = 3000): Promise<
 }
 
 export { cluster, kubeClient, kubectl, waitFor, readFileSync };
+
+/** `kubectl apply` of an object into a namespace; resolves to kubectl's output. */
+export async function apply(namespace: string, obj: object): Promise<string> {
+  const file = join(tmpdir(), `npum-${Math.random().toString(36).slice(2)}.json`);
+  writeFileSync(file, JSON.stringify(obj));
+  return kubectl('apply', '-n', namespace, '-f', file);
+}
+
+/** The error output of a `kubectl apply` that must fail. */
+export async function applyError(namespace: string, obj: object): Promise<string> {
+  try {
+    await apply(namespace, obj);
+  } catch (e) {
+    return String((e as { stderr?: string }).stderr ?? e);
+  }
+  throw new Error('kubectl apply was expected to fail');
+}

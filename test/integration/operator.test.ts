@@ -2,32 +2,16 @@
 // server, a model converted by a real Job and served by real pods on the local NPU node, precision
 // rollouts under load, a failed accuracy gate, NPU exhaustion, the API key from a Secret, the
 // serving pods' NetworkPolicy, and deletion.
-import { existsSync, readdirSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import type { KubeApi, KubeObject } from '../cluster/kube.js';
 import { claimDir, startServiceProxy } from '../cluster/helpers.js';
-import { applyCrd, deleteModelNamespace, getModel, kubeClient, kubectl, modelNamespace, npuModel, restartApiServer, startOperator, waitFor, waitForPhase, type Model, type OperatorProcess } from './operator-harness.js';
+import { applyCrd, deleteModelNamespace, getModel, kubeClient, kubectl, modelNamespace, npuModel, restartApiServer, startOperator, waitFor, waitForPhase, type Model, type OperatorProcess, apply, applyError } from './operator-harness.js';
 
 let client: KubeApi;
-
-async function apply(ns: string, obj: object): Promise<string> {
-  const file = join(tmpdir(), `npum-${Math.random().toString(36).slice(2)}.json`);
-  writeFileSync(file, JSON.stringify(obj));
-  return kubectl('apply', '-n', ns, '-f', file);
-}
-
-async function applyError(ns: string, obj: object): Promise<string> {
-  try {
-    await apply(ns, obj);
-  } catch (e) {
-    return String((e as { stderr?: string }).stderr ?? e);
-  }
-  throw new Error('kubectl apply was expected to fail');
-}
 
 const patchSpec = (ns: string, name: string, spec: object) =>
   client.patch(`/apis/npuserve.io/v1alpha1/namespaces/${ns}/npumodels/${name}`, { spec }, 'merge');
