@@ -8,8 +8,6 @@ import { SPEC_DEFAULTS } from '../common/defaults.js';
 import { UsageError } from '../common/errors.js';
 import { choiceFlag, type Flag, type FlagValues, intFlag, numberFlag, stringFlag } from '../common/flags.js';
 import { DEFAULT_MAX_DOWNLOAD_BYTES, parseByteSize } from '../common/source-policy.js';
-import { bench as runBench } from '../runtime/bench/bench.js';
-import { chatInTerminal } from '../runtime/chat-terminal.js';
 import { AccuracyGateError, convert as runConvert, type ConvertOptions } from '../runtime/convert/convert.js';
 import { inspectNpu } from '../runtime/convert/inspect.js';
 import { Engine, type Int8Activations } from '../runtime/engine.js';
@@ -241,6 +239,7 @@ export const chat: Command = {
       kernel: stringFlag(f, 'kernel'),
       int8Activations: int8Activations(f),
     });
+    const { chatInTerminal } = await import('../runtime/chat-terminal.js');
     await chatInTerminal(engine, {
       input: process.stdin,
       output: process.stdout,
@@ -382,6 +381,7 @@ export const bench: Command = {
     if (f.reference && !modelPath) throw new UsageError('--reference needs --model (the accuracy is of that file)');
     const maxConcurrency = intFlag(f, 'max-concurrency', 1)!;
     const progress = new Progress();
+    const { bench: runBench } = await import('../runtime/bench/bench.js');
     const out = await runBench(
       {
         modelPath,

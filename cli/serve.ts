@@ -6,7 +6,7 @@ import { SPEC_DEFAULTS } from '../common/defaults.js';
 import { UsageError } from '../common/errors.js';
 import { choiceFlag, type FlagValues, intFlag, stringFlag } from '../common/flags.js';
 import { createLogger, logFlags, logFormatOf, logLevelOf } from '../common/log.js';
-import { serve as runServer, type ServeConfig } from '../runtime/server/main.js';
+import type { ServeConfig } from '../runtime/server/main.js';
 import { type Command } from './command.js';
 import { ENGINE_FLAGS, int8Activations, threads } from './model-commands.js';
 
@@ -79,9 +79,11 @@ export const serve: Command = {
       ...logFlags('text'),
     ],
   },
-  run(f) {
+  async run(f) {
     const config = serveConfig(f);
     const log = createLogger({ format: logFormatOf(stringFlag(f, 'log-format')!), level: logLevelOf(stringFlag(f, 'log-level')!) });
+    // The server's modules (express, prom-client) load only for this command.
+    const { serve: runServer } = await import('../runtime/server/main.js');
     return runServer(config, log);
   },
 };

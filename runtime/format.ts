@@ -11,6 +11,7 @@
 // of 32 columns (w = q * scale), ordered [rows][groups] for row-major and [rows/16][groups][16] for
 // packed16 (padding rows have scale 0). Version 1 files (one f32 scale per row) are refused.
 import { closeSync, constants, fstatSync, openSync, statSync } from 'node:fs';
+import { crc32 as zlibCrc32 } from 'node:zlib';
 
 import { FormatError } from './errors.js';
 import { validateConfig, type ModelConfig } from './model-config.js';
@@ -104,20 +105,9 @@ export function scaleCount(layout: TensorLayout, rows: number, cols: number): nu
   return (layout === 'packed16' ? alignUp(rows, 16) : rows) * Math.ceil(cols / INT8_GROUP_SIZE);
 }
 
-const CRC_TABLE = (() => {
-  const t = new Uint32Array(256);
-  for (let n = 0; n < 256; n++) {
-    let c = n;
-    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-    t[n] = c >>> 0;
-  }
-  return t;
-})();
-
+/** CRC-32 (IEEE, as zlib and the header store it), computed natively by zlib. */
 export function crc32(bytes: Uint8Array): number {
-  let c = 0xffffffff;
-  for (let i = 0; i < bytes.length; i++) c = CRC_TABLE[(c ^ bytes[i]) & 0xff] ^ (c >>> 8);
-  return (c ^ 0xffffffff) >>> 0;
+  return zlibCrc32(bytes) >>> 0;
 }
 
 export function encodeHeader(h: NpuHeader): Uint8Array {

@@ -62,9 +62,20 @@ function tokenStrings(json: TokenizerJson): string[] {
   return vocab;
 }
 
-/** Ids the tokenizer can produce run from 0 to this - 1. */
+const vocabSizes = new Map<string, number>();
+
+/**
+ * Ids the tokenizer can produce run from 0 to this - 1. Every engine load asks (~0.1 s to parse a
+ * large tokenizer.json), so the last few answers are kept, keyed by the JSON text itself.
+ */
 export function tokenizerVocabSize(spec: TokenizerSpec): number {
-  return tokenStrings(JSON.parse(spec.tokenizerJson) as TokenizerJson).length;
+  let size = vocabSizes.get(spec.tokenizerJson);
+  if (size === undefined) {
+    size = tokenStrings(JSON.parse(spec.tokenizerJson) as TokenizerJson).length;
+    if (vocabSizes.size >= 4) vocabSizes.delete(vocabSizes.keys().next().value!);
+    vocabSizes.set(spec.tokenizerJson, size);
+  }
+  return size;
 }
 
 const BYTE_PIECE = /^<0x([0-9A-Fa-f]{2})>$/;

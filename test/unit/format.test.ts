@@ -25,11 +25,13 @@ function patch(path: string, offset: number, bytes: number[]): void {
 
 describe('.npu validation', () => {
   it('loads a good file and records what it was made from', async () => {
-    const f = readNpuFile(await convertedModel(small(), 'INT8', 2));
+    const f = readNpuFile(await convertedModel(small(), 'INT8', 2, { accuracyGate: true }));
     expect(f.metadata.precision).toBe('INT8');
     expect(f.metadata.source.digest).toMatch(/^sha256:[0-9a-f]{64}$/);
     expect(f.metadata.accuracy?.cosineSimilarity).toBeGreaterThan(0.98);
     expect(f.metadata.tensors.every((t) => t.offset % 64 === 0)).toBe(true);
+    // The other tests here convert without the gate (test-only option): such a file records no accuracy.
+    expect(readNpuFile(await convertedModel(small(), 'INT8', 2)).metadata.accuracy).toBeNull();
   });
 
   it('stores INT8 weights with one f16 scale per row and group of 32 columns, as the metadata names it', async () => {
@@ -54,6 +56,11 @@ describe('.npu validation', () => {
     const path = join(workDir, 'notnpu.npu');
     writeFileSync(path, Buffer.alloc(100, 7));
     await expect(Engine.load(path)).rejects.toThrow(/notnpu\.npu: not an npuserve model/);
+  });
+
+  it('checksums the metadata with CRC-32 (IEEE), whose check value for "123456789" is cbf43926', () => {
+    expect(crc32(new TextEncoder().encode('123456789'))).toBe(0xcbf43926);
+    expect(crc32(new Uint8Array(0))).toBe(0);
   });
 
   it('rejects corrupted metadata by its checksum', async () => {

@@ -28,13 +28,17 @@ export function testModel(name: string, opts: Partial<TestModelOptions> = {}): T
 
 const converted = new Map<string, Promise<string>>();
 
-/** The model converted at this precision/level (cached per test file run). */
-export function convertedModel(model: TestModel, precision: Precision, level: 0 | 1 | 2): Promise<string> {
-  const key = `${model.dir}:${precision}:${level}`;
+/**
+ * The model converted at this precision/level (cached per test file run). The accuracy gate runs only
+ * when asked: the tests that use these files check the engine against references of their own.
+ */
+export function convertedModel(model: TestModel, precision: Precision, level: 0 | 1 | 2, opts: { accuracyGate?: boolean } = {}): Promise<string> {
+  const accuracyGate = opts.accuracyGate ?? false;
+  const key = `${model.dir}:${precision}:${level}:${accuracyGate}`;
   let p = converted.get(key);
   if (!p) {
-    const output = `${model.dir}.${precision}.o${level}.npu`;
-    p = convert({ input: model.dir, output, precision, optimizeLevel: level }).then(() => output);
+    const output = `${model.dir}.${precision}.o${level}${accuracyGate ? '.gated' : ''}.npu`;
+    p = convert({ input: model.dir, output, precision, optimizeLevel: level, accuracyGate }).then(() => output);
     converted.set(key, p);
   }
   return p;
