@@ -32,7 +32,7 @@ if [ ! -f native/build/npuserve.node ]; then
   step "building the native addon"
   with_elapsed "building the native addon" npm run build:native
 fi
-if [ ! -f dist/runtime/cli.js ]; then
+if [ ! -f dist/cli/main.js ]; then
   step "compiling TypeScript"
   with_elapsed "compiling TypeScript" npx tsc -p tsconfig.json
 fi
