@@ -75,6 +75,8 @@ if [[ -z "$base" ]]; then
         rm -rf "$cache/rootfs.tmp"
         debootstrap --variant=minbase bookworm "$cache/rootfs.tmp" "$mirror" > "$cache/debootstrap.log" 2>&1 \
           || { tail -n 20 "$cache/debootstrap.log" >&2; fail "debootstrap failed (log: $cache/debootstrap.log)"; }
+        # The downloaded packages and the package lists are not part of an image.
+        rm -rf "$cache/rootfs.tmp"/var/cache/apt/archives/*.deb "$cache/rootfs.tmp"/var/lib/apt/lists/*
         tar -C "$cache/rootfs.tmp" -cf "$rootfs_tar.tmp" . && mv "$rootfs_tar.tmp" "$rootfs_tar"
         rm -rf "$cache/rootfs.tmp"
       fi
