@@ -40,7 +40,8 @@ function issue(dir: string, name: string, subject: string, extensions: string[])
 }
 
 /** `podGateway`: the cluster's pod network gateway, where pods reach the API server. */
-export function generatePki(dir: string, podGateway: string): Pki {
+/** `addresses`: the IPs the API server is reached at besides loopback (pod network gateway, bind address, `kubernetes` Service IP). */
+export function generatePki(dir: string, addresses: string[]): Pki {
   fs.mkdirSync(dir, { recursive: true });
   openssl(['ecparam', '-name', 'prime256v1', '-genkey', '-noout', '-out', 'ca.key'], dir);
   openssl(
@@ -53,9 +54,9 @@ export function generatePki(dir: string, podGateway: string): Pki {
     'basicConstraints=CA:FALSE',
     'keyUsage=critical,digitalSignature,keyEncipherment',
     'extendedKeyUsage=serverAuth',
-    // 10.96.0.1 is the `kubernetes` Service's cluster IP (an API object value; no traffic goes there);
-    // pods reach the API server through the node agent's forwarder on the pod network's gateway.
-    `subjectAltName=IP:127.0.0.1,IP:10.96.0.1,IP:${podGateway},DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc`,
+    // Pods of the node agent reach the API server through its forwarder on the pod network's gateway;
+    // pods of real nodes at the `kubernetes` Service's cluster IP, which kube-proxy translates.
+    `subjectAltName=${[...new Set(['127.0.0.1', ...addresses])].map((a) => `IP:${a}`).join(',')},DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc`,
   ]);
   issue(dir, 'admin', '/O=system:masters/CN=kubernetes-admin', [
     'basicConstraints=CA:FALSE',

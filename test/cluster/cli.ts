@@ -1,5 +1,5 @@
 // Command line of the local cluster, run by the npm scripts:
-//   npm run cluster:up -- [--npu-nodes N] [--cpu-nodes N] [--local-nodes N]
+//   npm run cluster:up -- [--npu-nodes N] [--cpu-nodes N] [--local-nodes N] [--real-nodes N]
 //   npm run cluster:down
 //   npm run cluster:status
 //   npm run cluster:nodes -- --npu N          add N simulated NPU nodes, print the time until Ready
@@ -64,6 +64,7 @@ async function main(argv: string[]): Promise<void> {
         npuNodes: count(args, 'npu-nodes', defaultUpOptions.npuNodes),
         cpuNodes: count(args, 'cpu-nodes', defaultUpOptions.cpuNodes),
         localNodes: count(args, 'local-nodes', defaultUpOptions.localNodes),
+        realNodes: count(args, 'real-nodes', defaultUpOptions.realNodes ?? 0),
       });
       console.log(`\nexport KUBECONFIG=${state.kubeconfig}\nexport PATH=${state.binDir}:$PATH   # kubectl, helm`);
       return;

@@ -6,13 +6,15 @@ import os from 'node:os';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import crypto from 'node:crypto';
-import { startControlPlane } from './control-plane.js';
+import { loopbackNetwork, startControlPlane } from './control-plane.js';
+import { nodeImages } from './images.js';
 import { KubeApi } from './kube.js';
 import { createSimulatedNodes, startKwok, waitNodesReady } from './kwok-nodes.js';
 import { removePodNetwork, reservePodSubnet } from './node-agent/pod-network.js';
 import { binDir, checkBinaries, clusterSourceDir, kwokStagesFile, readVersions, repoRoot, stateFile } from './paths.js';
 import { waitingFor } from './progress.js';
 import { isAlive, startProcess, stopProcessGroup, tail, type ManagedProcess } from './processes.js';
+import { apiServiceIp, createNodeMounts, createNodeNetwork, existingNodes, killNodeLeftovers, realNodeAddresses, realNodeName, removeNode, serviceCidr, startRealNode } from './real-nodes.js';
 
 export interface ClusterState {
   dir: string;
@@ -28,7 +30,10 @@ export interface ClusterState {
   podSubnet: string;
   ports: { etcd: number; etcdPeer: number; apiserver: number };
   processes: ManagedProcess[];
-  nodes: { npu: string[]; cpu: string[]; local: string[] };
+  /** real: nodes with containerd, kubelet and kube-proxy (real-nodes.ts); local: the node agent's. */
+  nodes: { npu: string[]; cpu: string[]; local: string[]; real?: string[] };
+  /** The image real nodes run npuserve pods from (imported into their containerd). */
+  image?: string;
   startedAt: string;
 }
 
@@ -36,6 +41,8 @@ export interface UpOptions {
   npuNodes: number;
   cpuNodes: number;
   localNodes: number;
+  /** Nodes with containerd, a kubelet and kube-proxy running the npuserve image (real-nodes.ts). */
+  realNodes?: number;
   log?: (line: string) => void;
   /** Where this cluster's state is kept (default: stateFile()); one file per cluster. */
   stateFile?: string;
@@ -77,9 +84,11 @@ export async function up(options: UpOptions = defaultUpOptions): Promise<Cluster
   }
   const bin = binDir();
   ensureBinaries(bin, log);
-  if (options.localNodes > 0 && process.getuid?.() !== 0) {
-    throw new Error('local nodes run pods in network namespaces, which needs root: run as root, or pass --local-nodes 0');
+  const realNodes = options.realNodes ?? 0;
+  if ((options.localNodes > 0 || realNodes > 0) && process.getuid?.() !== 0) {
+    throw new Error('local and real nodes run pods in network namespaces, which needs root: run as root, or pass --local-nodes 0 --real-nodes 0');
   }
+  const images = realNodes > 0 ? nodeImages(log) : undefined;
   const versions = readVersions();
   const started = Date.now();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'npuserve-cluster-'));
@@ -95,7 +104,8 @@ export async function up(options: UpOptions = defaultUpOptions): Promise<Cluster
     podSubnet: '',
     ports: { etcd: 0, etcdPeer: 0, apiserver: 0 },
     processes: [],
-    nodes: { npu: [], cpu: [], local: [] },
+    nodes: { npu: [], cpu: [], local: [], real: [] },
+    ...(images ? { image: images.npuserve } : {}),
     startedAt: new Date().toISOString(),
   };
   const record = (p: ManagedProcess) => {
@@ -104,11 +114,19 @@ export async function up(options: UpOptions = defaultUpOptions): Promise<Cluster
   };
   writeState(state, file);
   try {
-    const subnet = reservePodSubnet(networkId, options.localNodes > 0);
+    const subnet = reservePodSubnet(networkId, options.localNodes > 0 || realNodes > 0);
     state.podSubnet = subnet.cidr;
     writeState(state, file);
+    // Real nodes' namespaces come first: the API server listens on this machine's end of node 0's link.
+    for (let k = 0; k < realNodes; k++) {
+      createNodeNetwork(networkId, subnet.octet, k);
+      createNodeMounts(networkId, k, path.join(dir, 'nodes', realNodeName(k), 'root'));
+    }
+    const net = realNodes > 0
+      ? { bindAddress: realNodeAddresses(subnet.octet, 0).hostIp, serviceCidr: serviceCidr(subnet.octet), serviceIp: apiServiceIp(subnet.octet) }
+      : loopbackNetwork;
     log(`starting control plane (Kubernetes ${versions.K8S_VERSION}) in ${dir}, pod subnet ${subnet.cidr}`);
-    const cp = await waitingFor('etcd, kube-apiserver, kube-controller-manager and kube-scheduler', startControlPlane(dir, bin, subnet.gateway, record), { log });
+    const cp = await waitingFor('etcd, kube-apiserver, kube-controller-manager and kube-scheduler', startControlPlane(dir, bin, subnet.gateway, record, net), { log });
     Object.assign(state, { server: cp.server, kubeconfig: cp.kubeconfig, ports: cp.ports });
     writeState(state, file);
     execFileSync(path.join(bin, 'kubectl'), ['--kubeconfig', cp.kubeconfig, 'get', '--raw', '/readyz'], { stdio: 'ignore' });
@@ -117,18 +135,36 @@ export async function up(options: UpOptions = defaultUpOptions): Promise<Cluster
     record(await startKwok(bin, dir, cp.kubeconfig, kwokStagesFile(versions), subnet.simulatedPodCidr));
     state.nodes.local = Array.from({ length: options.localNodes }, (_, i) => localNodeName(i));
     if (state.nodes.local.length > 0) record(startNodeAgent(dir, cp.kubeconfig, state.networkId, state.podSubnet, state.nodes.local));
+    for (let k = 0; k < realNodes; k++) {
+      const node = await waitingFor(
+        `containerd, kubelet and kube-proxy of ${realNodeName(k)} (importing the images into containerd)`,
+        startRealNode({
+          dir, bin, networkId, octet: subnet.octet, k, server: cp.server, pki: cp.pki, kubeconfig: cp.kubeconfig,
+          imageArchives: [images!.archive], sandboxImage: images!.sandbox,
+          labels: { accelerator: 'huawei-Ascend910', 'npuserve.io/real-node': 'true' },
+        }, record),
+        { log },
+      );
+      state.nodes.real!.push(node.name);
+      writeState(state, file);
+    }
     const client = KubeApi.fromFile(cp.kubeconfig);
     try {
       state.nodes.npu = await createSimulatedNodes(client, 'kwok-npu', 0, options.npuNodes, true);
       state.nodes.cpu = await createSimulatedNodes(client, 'kwok-cpu', 0, options.cpuNodes, false);
       writeState(state, file);
-      const all = [...state.nodes.npu, ...state.nodes.cpu, ...state.nodes.local];
+      const all = [...state.nodes.npu, ...state.nodes.cpu, ...state.nodes.local, ...state.nodes.real!];
       await waitingFor(`${all.length} nodes to be Ready`, waitNodesReady(client, all, 120_000 + 100 * all.length), { log });
+      // The NPU is simulated on real nodes too: no device plugin, the capacity is advertised on the
+      // Node's status (the documented way to advertise an extended resource), and the kubelet keeps it.
+      for (const name of state.nodes.real!) {
+        await client.patch(`/api/v1/nodes/${name}/status`, { status: { capacity: { 'huawei.com/Ascend910': '8' } } });
+      }
     } finally {
     }
     log(
       `cluster up in ${((Date.now() - started) / 1000).toFixed(1)} s: ${state.nodes.npu.length} simulated NPU, ` +
-        `${state.nodes.cpu.length} simulated CPU, ${state.nodes.local.length} local NPU node(s) Ready`,
+        `${state.nodes.cpu.length} simulated CPU, ${state.nodes.local.length} local NPU, ${state.nodes.real!.length} real NPU node(s) Ready`,
     );
     return state;
   } catch (err) {
@@ -187,7 +223,14 @@ export async function down(options: { quiet?: boolean; keepDir?: boolean; stateF
     await stopProcessGroup(p.pid, p.name === 'node-agent' ? 35_000 : 10_000);
   }
   for (const pgid of podProcessGroups(state.dir)) await stopProcessGroup(pgid, 2000);
-  if (state.networkId) removePodNetwork(state.networkId);
+  if (state.networkId) {
+    const octet = Number(state.podSubnet.split('.')[1]);
+    for (const k of existingNodes(state.networkId)) {
+      killNodeLeftovers(state.networkId, k, path.join(state.dir, 'nodes', realNodeName(k)));
+      removeNode(state.networkId, octet, k);
+    }
+    removePodNetwork(state.networkId);
+  }
   if (!options.keepDir) fs.rmSync(state.dir, { recursive: true, force: true });
   fs.rmSync(file, { force: true });
   if (!options.quiet) console.log(`local cluster stopped${options.keepDir ? '' : `, ${state.dir} removed`}`);

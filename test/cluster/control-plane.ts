@@ -33,12 +33,32 @@ function etcdHealthy(port: number): Promise<boolean> {
  * Starts the control plane; each process is recorded in `onStarted` as soon as it runs, so a failure
  * half-way still lets the caller stop what was started.
  */
-export async function startControlPlane(dir: string, bin: string, podGateway: string, onStarted: (p: ManagedProcess) => void): Promise<ControlPlane> {
+/**
+ * Where the API server listens and which Service range it hands out: loopback and 10.96.0.0/16 for
+ * clusters whose pods run here (node agent, KWOK); with real nodes, this machine's end of node 0's
+ * link and the cluster's own range, which this machine routes to the nodes (real-nodes.ts).
+ */
+export interface ControlPlaneNetwork {
+  bindAddress: string;
+  serviceCidr: string;
+  /** The `kubernetes` Service's cluster IP: the range's first address. */
+  serviceIp: string;
+}
+
+export const loopbackNetwork: ControlPlaneNetwork = { bindAddress: '127.0.0.1', serviceCidr: serviceClusterIpRange, serviceIp: '10.96.0.1' };
+
+export async function startControlPlane(
+  dir: string,
+  bin: string,
+  podGateway: string,
+  onStarted: (p: ManagedProcess) => void,
+  net: ControlPlaneNetwork = loopbackNetwork,
+): Promise<ControlPlane> {
   const logs = path.join(dir, 'logs');
   fs.mkdirSync(logs, { recursive: true });
-  const pki = generatePki(path.join(dir, 'pki'), podGateway);
-  const ports = { etcd: await freePort(), etcdPeer: await freePort(), apiserver: await freePort() };
-  const server = `https://127.0.0.1:${ports.apiserver}`;
+  const pki = generatePki(path.join(dir, 'pki'), [podGateway, net.bindAddress, net.serviceIp]);
+  const ports = { etcd: await freePort(), etcdPeer: await freePort(), apiserver: await freePort(net.bindAddress) };
+  const server = `https://${net.bindAddress}:${ports.apiserver}`;
   const kubeconfig = path.join(dir, 'kubeconfig');
   writeKubeconfig(kubeconfig, server, pki);
   const processes: ManagedProcess[] = [];
@@ -67,8 +87,8 @@ export async function startControlPlane(dir: string, bin: string, podGateway: st
   etcd.stopWatching();
 
   const apiserver = startProcess('kube-apiserver', path.join(bin, 'kube-apiserver'), [
-    '--advertise-address=127.0.0.1',
-    '--bind-address=127.0.0.1',
+    `--advertise-address=${net.bindAddress}`,
+    `--bind-address=${net.bindAddress}`,
     `--secure-port=${ports.apiserver}`,
     `--etcd-servers=${etcdUrl}`,
     `--cert-dir=${path.join(dir, 'pki')}`,
@@ -78,7 +98,10 @@ export async function startControlPlane(dir: string, bin: string, podGateway: st
     `--service-account-issuer=${server}`,
     `--service-account-key-file=${pki.serviceAccountPub}`,
     `--service-account-signing-key-file=${pki.serviceAccountKey}`,
-    `--service-cluster-ip-range=${serviceClusterIpRange}`,
+    `--service-cluster-ip-range=${net.serviceCidr}`,
+    // The API server's identity toward kubelets (`kubectl logs`, `exec`): a real node's kubelet trusts the cluster CA.
+    `--kubelet-client-certificate=${pki.adminCert}`,
+    `--kubelet-client-key=${pki.adminKey}`,
     '--authorization-mode=Node,RBAC',
     '--allow-privileged=true',
     '--profiling=false',
@@ -115,7 +138,7 @@ export async function startControlPlane(dir: string, bin: string, podGateway: st
       `--cluster-signing-cert-file=${pki.caCert}`,
       `--cluster-signing-key-file=${pki.caKey}`,
       '--use-service-account-credentials=true',
-      `--service-cluster-ip-range=${serviceClusterIpRange}`,
+      `--service-cluster-ip-range=${net.serviceCidr}`,
       '--controllers=*',
     ], path.join(logs, 'kube-controller-manager.log'));
     record(controllerManager);

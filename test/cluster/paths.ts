@@ -42,7 +42,7 @@ export function kwokStagesFile(versions = readVersions()): string {
   return path.join(cacheDir(), `k8s-${versions.K8S_VERSION}`, 'kwok-stages.yaml');
 }
 
-export const binaries = ['etcd', 'kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'kubectl', 'kwok', 'helm'];
+export const binaries = ['etcd', 'kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'kubectl', 'kwok', 'helm', 'kubelet', 'kube-proxy'];
 
 export function checkBinaries(dir = binDir()): void {
   const missing = binaries.filter((b) => !fs.existsSync(path.join(dir, b)));

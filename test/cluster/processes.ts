@@ -83,11 +83,11 @@ export function tail(file: string, lines: number): string {
 }
 
 /** A TCP port on 127.0.0.1 that is free right now. */
-export function freePort(): Promise<number> {
+export function freePort(host = '127.0.0.1'): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = net.createServer();
     server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
+    server.listen(0, host, () => {
       const address = server.address() as net.AddressInfo;
       server.close(() => resolve(address.port));
     });
