@@ -8,12 +8,10 @@ import { copyFileSync, existsSync, mkdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 
-import { isRunning, localNodeName, readState, up, type ClusterState } from '../test/cluster/cluster.js';
+import { isRunning, readState, up, type ClusterState } from '../test/cluster/cluster.js';
 import { KubeApi, type KubeObject } from '../test/cluster/kube.js';
-import { nodeRootDir } from '../test/cluster/node-agent/volumes.js';
 import { demoClusterName, namedStateFile } from '../test/cluster/paths.js';
 import { waitingFor } from '../test/cluster/progress.js';
-import { startServiceProxy } from '../test/cluster/proxy.js';
 import { SMOLLM2_GGUF, smolLM2Gguf } from './smollm2.js';
 
 const repoRoot = join(import.meta.dirname, '..');
@@ -39,7 +37,7 @@ async function cluster(): Promise<ClusterState> {
     console.log(`reusing the demo's running local cluster (${existing!.dir}, pod subnet ${existing!.podSubnet})`);
     return existing!;
   }
-  return up({ npuNodes: 4, cpuNodes: 2, localNodes: 1, name: demoClusterName, stateFile: demoStateFile, log: (line) => console.log(`  ${line}`) });
+  return up({ npuNodes: 4, cpuNodes: 2, localNodes: 0, realNodes: 1, name: demoClusterName, stateFile: demoStateFile, log: (line) => console.log(`  ${line}`) });
 }
 
 async function installChart(state: ClusterState): Promise<void> {
@@ -47,15 +45,19 @@ async function installChart(state: ClusterState): Promise<void> {
   const out = await waitingFor('helm --wait: the operator pod ready (at most 180 s)', run(state, 'helm', 'upgrade', '--install', release, join(repoRoot, 'charts', 'npuserve'),
     '--namespace', namespace, '--create-namespace',
     '--set', `operator.watchNamespaces={${namespace}}`,
+    // The image built from this checkout and imported into the real node's containerd (no registry).
+    '--set', `image.repository=${state.image!.replace(/:[^:/]+$/, '')}`,
+    '--set', `image.tag=${state.image!.replace(/^.*:/, '')}`,
+    '--set', 'image.pullPolicy=Never',
     '--wait', '--timeout', '180s'));
   console.log(out.split('\n').filter((l) => /^(NAME|STATUS|REVISION):/.test(l)).join('  '));
   console.log((await run(state, 'kubectl', 'get', 'pods', '-n', namespace, '-l', 'app.kubernetes.io/name=npuserve-operator', '-o', 'wide')).trimEnd());
 }
 
 function placeModel(state: ClusterState): void {
-  // The example's source is file:///models/smollm2: a hostPath on the local NPU node.
+  // The example's source is file:///models/smollm2: a hostPath on the real NPU node, whose /models is its own folder.
   const cached = smolLM2Gguf((line) => console.log(`  ${line}`));
-  const dir = join(nodeRootDir(state.dir, localNodeName(0)), 'models', 'smollm2');
+  const dir = join(state.dir, 'nodes', state.nodes.real![0], 'root', 'models', 'smollm2');
   const target = join(dir, SMOLLM2_GGUF);
   if (existsSync(target) && statSync(target).size === statSync(cached).size) {
     console.log(`SmolLM2-135M-Instruct already at ${dir} (hostPath /models/smollm2)`);
@@ -101,38 +103,40 @@ async function waitReady(client: KubeApi): Promise<Model> {
   }
 }
 
-async function chat(client: KubeApi): Promise<void> {
-  const proxy = await startServiceProxy(client, { namespace, service: modelName, port: 8000 });
-  try {
-    console.log(`POST ${proxy.url}/v1/chat/completions (forwarded to Service ${namespace}/${modelName}:8000, endpoints ${proxy.endpoints().join(', ')})`);
-    console.log(`  user: ${question}`);
-    const res = await waitingFor('the chat completion (at most 32 tokens, 60 s timeout)', fetch(`${proxy.url}/v1/chat/completions`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ model: modelName, messages: [{ role: 'user', content: question }], max_tokens: 32, temperature: 0 }),
-      signal: AbortSignal.timeout(60_000),
-    }), { log: (line) => console.log(`  ${line}`) });
-    const body = (await res.json()) as { choices?: Array<{ message: { content: string } }>; usage?: { completion_tokens: number }; error?: { message: string } };
-    if (res.status !== 200) throw new Error(`chat completion: HTTP ${res.status} ${body.error?.message ?? ''}`);
-    const answer = body.choices![0].message.content;
-    console.log(`  assistant: ${JSON.stringify(answer)}`);
-    console.log(`  (${body.usage?.completion_tokens} tokens, greedy)`);
-    if (!/Paris/.test(answer)) throw new Error(`the answer does not name Paris: ${JSON.stringify(answer)}`);
-  } finally {
-    await proxy.close();
-  }
+/** The model's Service address: its cluster IP, which this machine routes to the real node's kube-proxy. */
+async function serviceUrl(client: KubeApi): Promise<string> {
+  const svc = await client.get<KubeObject & { spec: { clusterIP: string; ports: Array<{ port: number }> } }>(`/api/v1/namespaces/${namespace}/services/${modelName}`);
+  return `http://${svc.spec.clusterIP}:${svc.spec.ports[0].port}`;
 }
 
-function howTo(state: ClusterState): void {
+async function chat(client: KubeApi): Promise<void> {
+  const url = await serviceUrl(client);
+  console.log(`POST ${url}/v1/chat/completions (Service ${namespace}/${modelName}, through kube-proxy on the node)`);
+  console.log(`  user: ${question}`);
+  const res = await waitingFor('the chat completion (at most 32 tokens, 60 s timeout)', fetch(`${url}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ model: modelName, messages: [{ role: 'user', content: question }], max_tokens: 32, temperature: 0 }),
+    signal: AbortSignal.timeout(60_000),
+  }), { log: (line) => console.log(`  ${line}`) });
+  const body = (await res.json()) as { choices?: Array<{ message: { content: string } }>; usage?: { completion_tokens: number }; error?: { message: string } };
+  if (res.status !== 200) throw new Error(`chat completion: HTTP ${res.status} ${body.error?.message ?? ''}`);
+  const answer = body.choices![0].message.content;
+  console.log(`  assistant: ${JSON.stringify(answer)}`);
+  console.log(`  (${body.usage?.completion_tokens} tokens, greedy)`);
+  if (!/Paris/.test(answer)) throw new Error(`the answer does not name Paris: ${JSON.stringify(answer)}`);
+}
+
+async function howTo(state: ClusterState, client: KubeApi): Promise<void> {
   step('next');
-  console.log(`Reach it (the local cluster has no kube-proxy; this forwards a local port to the Service):
-  npm run cluster:proxy -- --cluster ${demoClusterName} svc/${modelName} 8000 --namespace ${namespace} --local-port 8000
-  curl -s localhost:8000/v1/chat/completions -H 'content-type: application/json' \\
+  console.log(`Reach it (this machine routes the cluster's Service range to the real node, where kube-proxy runs):
+  curl -s ${await serviceUrl(client)}/v1/chat/completions -H 'content-type: application/json' \\
     -d '{"model":"${modelName}","messages":[{"role":"user","content":"Name three planets."}],"max_tokens":48}'
 
 Watch it (it now serves INT8; back to FP16: kubectl patch npum ${modelName} -n ${namespace} --type merge -p '{"spec":{"precision":"FP16"}}'):
   export KUBECONFIG=${state.kubeconfig} PATH=${state.binDir}:$PATH
   kubectl get npum -n ${namespace} -w
+  kubectl logs -n ${namespace} deploy/${modelName}-<revision>     # or kubectl exec, on a real kubelet
 
 Stop the demo's cluster (tests run on a cluster of their own, so it may keep running meanwhile):
   npm run demo:down`);
@@ -145,7 +149,7 @@ async function main(): Promise<void> {
   try {
     step(`helm chart charts/npuserve -> namespace ${namespace} (the operator runs as a pod)`);
     await installChart(state);
-    step('SmolLM2-135M-Instruct on the local NPU node');
+    step('SmolLM2-135M-Instruct on the real NPU node');
     placeModel(state);
     step(`artifact claim and examples/smollm2.yaml`);
     await applyModel(state);
@@ -153,6 +157,8 @@ async function main(): Promise<void> {
     const m = await waitReady(client);
     console.log(`  ${modelName} is Ready: ${m.status?.readyReplicas} replica(s), endpoint ${m.status?.endpoint}`);
     console.log((await run(state, 'kubectl', 'get', 'npum', '-n', namespace)).trimEnd());
+    console.log((await run(state, 'kubectl', 'get', 'pods', '-n', namespace, '-o', 'wide')).trimEnd());
+    console.log((await run(state, 'kubectl', 'get', 'nodes', '-o', 'wide', '-l', 'npuserve.io/real-node=true')).trimEnd());
     step('a chat completion through the Service');
     await chat(client);
     step('precision FP16 -> INT8: a new revision converts (accuracy gate 0.99) and rolls out');
@@ -161,7 +167,7 @@ async function main(): Promise<void> {
     const gate = int8.status?.conditions?.find((c) => c.type === 'Converted')?.message;
     console.log(`  ${modelName} is Ready at INT8${gate ? `: ${gate}` : ''}`);
     await chat(client);
-    howTo(state);
+    await howTo(state, client);
     console.log(`\ndemo finished in ${seconds().trim()}`);
   } finally {
   }

@@ -134,7 +134,8 @@ export async function up(options: UpOptions = defaultUpOptions): Promise<Cluster
 
     record(await startKwok(bin, dir, cp.kubeconfig, kwokStagesFile(versions), subnet.simulatedPodCidr));
     state.nodes.local = Array.from({ length: options.localNodes }, (_, i) => localNodeName(i));
-    if (state.nodes.local.length > 0) record(startNodeAgent(dir, cp.kubeconfig, state.networkId, state.podSubnet, state.nodes.local));
+    // With real nodes only, the agent still provisions PVCs (StorageClass `standard`) and runs no pods.
+    if (state.nodes.local.length > 0 || realNodes > 0) record(startNodeAgent(dir, cp.kubeconfig, state.networkId, state.podSubnet, state.nodes.local));
     for (let k = 0; k < realNodes; k++) {
       const node = await waitingFor(
         `containerd, kubelet and kube-proxy of ${realNodeName(k)} (importing the images into containerd)`,

@@ -237,6 +237,7 @@ export async function startRealNode(o: RealNodeOptions, record: (p: ManagedProce
     run(iCmd, iArgs);
   }
 
+  createNodeCgroups(o.networkId, o.k);
   const kubeletDir = path.join(nodeDir, 'kubelet');
   fs.mkdirSync(kubeletDir, { recursive: true });
   const kubeletConfig = path.join(nodeDir, 'kubelet.yaml');
@@ -303,6 +304,23 @@ export async function startRealNode(o: RealNodeOptions, record: (p: ManagedProce
   record(proxy);
   proxy.stopWatching();
   return { name, addresses, processes: [containerd, kubelet, proxy], containerdSocket };
+}
+
+/**
+ * The kubelet's cgroupRoot must exist in every hierarchy before it starts; a new cpuset cgroup
+ * takes its CPUs and memory nodes from its parent (cgroup v1 leaves them empty).
+ */
+function createNodeCgroups(networkId: string, k: number): void {
+  const root = '/sys/fs/cgroup';
+  for (const controller of fs.readdirSync(root)) {
+    const parent = path.join(root, controller);
+    if (!fs.existsSync(path.join(parent, 'cgroup.procs'))) continue;
+    const dir = path.join(parent, `npuserve-${networkId}-${k}`);
+    fs.mkdirSync(dir, { recursive: true });
+    for (const file of ['cpuset.cpus', 'cpuset.mems']) {
+      if (fs.existsSync(path.join(parent, file))) fs.writeFileSync(path.join(dir, file), fs.readFileSync(path.join(parent, file)));
+    }
+  }
 }
 
 /** The node's cgroup subtree (kubelet's cgroupRoot) in every v1 hierarchy mounted here. */

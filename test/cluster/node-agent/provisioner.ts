@@ -37,6 +37,8 @@ async function provision(client: KubeApi, clusterDir: string, claim: Claim, log:
   const { namespace, name, uid } = claim.metadata;
   const dir = path.join(clusterDir, 'volumes', `${namespace}-${name}-${uid}`);
   fs.mkdirSync(dir, { recursive: true });
+  // Pods run as non-root users (the npuserve image as 10001), and hostPath volumes take no fsGroup.
+  fs.chmodSync(dir, 0o777);
   try {
     await client.create('/api/v1/persistentvolumes', {
       apiVersion: 'v1',
