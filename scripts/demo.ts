@@ -136,7 +136,7 @@ async function howTo(state: ClusterState, client: KubeApi): Promise<void> {
 Watch it (it now serves INT8; back to FP16: kubectl patch npum ${modelName} -n ${namespace} --type merge -p '{"spec":{"precision":"FP16"}}'):
   export KUBECONFIG=${state.kubeconfig} PATH=${state.binDir}:$PATH
   kubectl get npum -n ${namespace} -w
-  kubectl logs -n ${namespace} deploy/${modelName}-<revision>     # or kubectl exec, on a real kubelet
+  kubectl logs -n ${namespace} deploy/${modelName}       # kubectl exec works too: the pods run on a real kubelet
 
 Stop the demo's cluster (tests run on a cluster of their own, so it may keep running meanwhile):
   npm run demo:down`);

@@ -226,7 +226,8 @@ export async function down(options: { quiet?: boolean; keepDir?: boolean; stateF
   for (const pgid of podProcessGroups(state.dir)) await stopProcessGroup(pgid, 2000);
   if (state.networkId) {
     const octet = Number(state.podSubnet.split('.')[1]);
-    for (const k of existingNodes(state.networkId)) {
+    const real = new Set([...(state.nodes.real ?? []).map((_, k) => k), ...existingNodes(state.networkId)]);
+    for (const k of real) {
       killNodeLeftovers(state.networkId, k, path.join(state.dir, 'nodes', realNodeName(k)));
       removeNode(state.networkId, octet, k);
     }

@@ -2,7 +2,7 @@
 // and kube-proxy, one set per node, each node in a network namespace and a mount namespace of its
 // own, the way a kind node is a container:
 //
-// - network: namespace nps-<id>-node<K> joined to this machine by a veth pair (10.N.127.(4K+1) here,
+// - network: namespace npn-<id>-<K> joined to this machine by a veth pair (10.N.127.(4K+1) here,
 //   10.N.127.(4K+2) in the node: its InternalIP); the node's pods get 10.N.K.0/24 on a CNI bridge
 //   inside it (containernetworking-plugins' bridge + host-local). This machine routes each node's
 //   pod range and the cluster's Service range (10.N.64.0/19) to the node, so the test process and an
@@ -46,7 +46,8 @@ export const apiServiceIp = (octet: number) => `10.${octet}.64.1`;
 /** The pods of every real node (kube-proxy's --cluster-cidr: traffic from elsewhere is masqueraded). */
 export const realPodCidr = (octet: number) => `10.${octet}.0.0/18`;
 
-export const nodeNetns = (networkId: string, k: number) => `nps-${networkId}-node${k}`;
+/** Not under the node agent's pod namespace prefix (nps-<id>-), which it deletes when it stops. */
+export const nodeNetns = (networkId: string, k: number) => `npn-${networkId}-${k}`;
 const hostLink = (networkId: string, k: number) => `n${networkId}n${k}`;
 /** Where each node's mount namespace is pinned (a private bind mount, as `ip netns` does for /run/netns). */
 const mountNsDir = '/run/npuserve-mnt';
@@ -135,7 +136,7 @@ export function existingNodes(networkId: string): number[] {
   } catch {
     return [];
   }
-  const prefix = `nps-${networkId}-node`;
+  const prefix = `npn-${networkId}-`;
   return list.split('\n').map((l) => l.split(' ')[0]).filter((n) => n.startsWith(prefix)).map((n) => Number(n.slice(prefix.length)));
 }
 
@@ -213,6 +214,8 @@ export async function startRealNode(o: RealNodeOptions, record: (p: ManagedProce
     // No CAP_SYS_RESOURCE here: containers may not lower their oom_score_adj below containerd's.
     '  restrict_oom_score_adj = true',
     '  enable_selinux = false',
+    // Pod network namespaces under the node's state folder, not this machine's /run/netns.
+    '  netns_mounts_under_state_dir = true',
     '  disable_apparmor = true',
     '[plugins."io.containerd.grpc.v1.cri".cni]',
     '  bin_dir = "/usr/lib/cni"',
