@@ -36,6 +36,8 @@ if [ ! -f dist/cli/main.js ]; then
   step "compiling TypeScript"
   with_elapsed "compiling TypeScript" npx tsc -p tsconfig.json
 fi
+step "Debian packages for the real node and the image (containerd, runc, CNI plugins, podman; installed when missing)"
+bash scripts/system-packages.sh
 step "local cluster binaries (etcd, kube-apiserver, kubectl, helm, ...; cached in ~/.cache/npuserve)"
 bash test/cluster/build
 exec npx tsx scripts/demo.ts "$@"

@@ -102,11 +102,20 @@ fi
 secret=()
 ca="${NODE_EXTRA_CA_CERTS:-}"
 [[ -n "$ca" && -s "$ca" ]] && secret=(--secret "id=npm-ca,src=$ca")
-log "building $tag on $base"
-podman build --network=host --build-arg "NODE_BASE=$base" "${secret[@]}" -t "$tag" . >&2 \
-  || fail "podman build failed"
+# What the Dockerfile copies (tests excluded, as .dockerignore does) and the base, hashed into a label:
+# an image whose label matches was built from these very files and is not built again.
+source_hash="$( { podman image inspect --format '{{.Id}}' "$base"
+  find Dockerfile package.json package-lock.json tsconfig.json native/CMakeLists.txt native/build.mjs native/src common cli runtime operator bin \
+    -type f ! -name '*.test.ts' -print0 | sort -z | xargs -0 sha256sum; } | sha256sum | cut -c1-16)"
+if [[ "$(podman image inspect --format '{{index .Labels "io.npuserve.source-hash"}}' "$tag" 2>/dev/null)" == "$source_hash" ]]; then
+  log "$tag is up to date (source hash $source_hash)"
+else
+  log "building $tag on $base"
+  podman build --network=host --build-arg "NODE_BASE=$base" --label "io.npuserve.source-hash=$source_hash" "${secret[@]}" -t "$tag" . >&2 \
+    || fail "podman build failed"
+fi
 size="$(podman image inspect --format '{{.Size}}' "$tag")"
-log "built $tag in $((SECONDS - start)) s: $((size / 1000000)) MB"
+log "$tag ready in $((SECONDS - start)) s: $((size / 1000000)) MB"
 
 if [[ $check -eq 1 ]]; then
   got="$(podman run --rm --network=none "$tag" --version)"

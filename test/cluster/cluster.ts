@@ -14,7 +14,7 @@ import { removePodNetwork, reservePodSubnet } from './node-agent/pod-network.js'
 import { binDir, checkBinaries, clusterSourceDir, kwokStagesFile, readVersions, repoRoot, stateFile } from './paths.js';
 import { waitingFor } from './progress.js';
 import { isAlive, startProcess, stopProcessGroup, tail, type ManagedProcess } from './processes.js';
-import { apiServiceIp, createNodeMounts, createNodeNetwork, existingNodes, killNodeLeftovers, realNodeAddresses, realNodeName, removeNode, serviceCidr, startRealNode } from './real-nodes.js';
+import { apiServiceIp, realNodeLabel, createNodeMounts, createNodeNetwork, existingNodes, killNodeLeftovers, realNodeAddresses, realNodeName, removeNode, serviceCidr, startRealNode } from './real-nodes.js';
 
 export interface ClusterState {
   dir: string;
@@ -142,7 +142,7 @@ export async function up(options: UpOptions = defaultUpOptions): Promise<Cluster
         startRealNode({
           dir, bin, networkId, octet: subnet.octet, k, server: cp.server, pki: cp.pki, kubeconfig: cp.kubeconfig,
           imageArchives: [images!.archive], sandboxImage: images!.sandbox,
-          labels: { accelerator: 'huawei-Ascend910', 'npuserve.io/real-node': 'true' },
+          labels: { accelerator: 'huawei-Ascend910', [realNodeLabel]: 'true' },
         }, record),
         { log },
       );

@@ -2,6 +2,8 @@
 // afterwards. If the cluster of `npm run cluster:up` is running (.cluster/state.json), the tests run
 // against it and leave it running; NPUSERVE_CLUSTER_REUSE=0 refuses that instead. The demo's cluster
 // (.cluster/demo/) is never used: the tests would take its node's CPU and restart its API server.
+import { execFileSync } from 'node:child_process';
+
 import type { TestProject } from 'vitest/node';
 import { defaultUpOptions, down, isRunning, readState, up, type ClusterState } from './cluster.js';
 import { demoClusterName, stateFile } from './paths.js';
@@ -24,6 +26,15 @@ export function testClusterPlan(existing: ClusterState | undefined, running: boo
   return 'reuse';
 }
 
+function hasPodman(): boolean {
+  try {
+    execFileSync('podman', ['--version'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
   const existing = readState();
   if (testClusterPlan(existing, isRunning(existing), stateFile()) === 'reuse') {
@@ -31,7 +42,11 @@ export default async function setup(project: TestProject): Promise<() => Promise
     project.provide('cluster', existing!);
     return async () => undefined;
   }
-  const state = await up({ ...defaultUpOptions, log: (line) => console.log(`[cluster] ${line}`) });
+  // A real node (containerd + kubelet running the image built from this checkout) where this machine
+  // can run one: root and podman. The node agent's local node stays for the tests of the agent itself.
+  const realNodes = process.getuid?.() === 0 && hasPodman() ? 1 : 0;
+  if (realNodes === 0) console.log('[cluster] no real node (needs root and podman): the product runs on the node agent');
+  const state = await up({ ...defaultUpOptions, realNodes, log: (line) => console.log(`[cluster] ${line}`) });
   project.provide('cluster', state);
   return async () => {
     await down({ quiet: true });

@@ -6,12 +6,16 @@ import { promisify } from 'node:util';
 import { inject } from 'vitest';
 import type { ClusterState } from './cluster.js';
 import { KubeApi, waitFor, type KubeObject } from './kube.js';
+import { localNodeLabel } from './node-agent/node.js';
 import { nodeRootDir } from './node-agent/volumes.js';
+import { startServiceProxy } from './proxy.js';
+import { realNodeLabel } from './real-nodes.js';
 
 export { waitFor } from './kube.js';
 export { startServiceProxy, type ServiceProxy } from './proxy.js';
 export { kwokTaint, npuResourceName, npuLabels } from './kwok-nodes.js';
 export { localNodeLabel } from './node-agent/node.js';
+export { realNodeLabel } from './real-nodes.js';
 
 export function cluster(): ClusterState {
   return inject('cluster');
@@ -39,9 +43,52 @@ export async function createNamespace(client: KubeApi, prefix: string): Promise<
   return name;
 }
 
-/** Where a hostPath volume's `hostPath` lands for pods on local node `nodeName`. */
-export function hostPathDir(hostPath: string, nodeName = cluster().nodes.local[0]): string {
+/**
+ * The node the product's pods run on in tests: the real node (containerd + kubelet) when the cluster
+ * has one, otherwise the node agent's local node; `label` selects it (`<label>=true`).
+ */
+export function servingNode(): { name: string; label: string; real: boolean } {
+  const real = cluster().nodes.real?.[0];
+  return real ? { name: real, label: realNodeLabel, real: true } : { name: cluster().nodes.local[0], label: localNodeLabel, real: false };
+}
+
+/**
+ * The npuserve image pods run and the operator's flags for it: on real nodes the image built from
+ * this checkout, imported into containerd (never pulled); on the node agent's any name with `npuserve`.
+ */
+export function imageFlags(): string[] {
+  const image = cluster().image;
+  return image && servingNode().real ? ['--image', image, '--image-pull-policy', 'Never'] : ['--image', 'npuserve:test'];
+}
+
+/**
+ * Where a hostPath volume's `hostPath` lands for pods on `nodeName` (the serving node by default):
+ * the node's own root folder (a real node mounts its root/models on /models in its mount namespace).
+ */
+export function hostPathDir(hostPath: string, nodeName = servingNode().name): string {
   return path.join(nodeRootDir(cluster().dir, nodeName), hostPath);
+}
+
+export interface ServiceAccess {
+  url: string;
+  close: () => Promise<void>;
+}
+
+/**
+ * A URL for a Service from the test process: its cluster IP (this machine routes the Service range
+ * to the real node, where kube-proxy translates it) once a connection succeeds; on a cluster without
+ * real nodes, the local forwarder standing in for kube-proxy (proxy.ts).
+ */
+export async function serviceAccess(client: KubeApi, o: { namespace: string; service: string; port: number }): Promise<ServiceAccess> {
+  if (!servingNode().real) {
+    const p = await startServiceProxy(client, o);
+    return { url: p.url, close: p.close };
+  }
+  const svc = await client.get<KubeObject & { spec: { clusterIP: string } }>(`/api/v1/namespaces/${o.namespace}/services/${o.service}`);
+  const url = `http://${svc.spec.clusterIP}:${o.port}`;
+  // kube-proxy programs a Service's rules a moment after its endpoints become ready.
+  await waitFor(`${o.namespace}/${o.service} at ${url} (kube-proxy)`, () => fetch(`${url}/readyz`, { signal: AbortSignal.timeout(2000) }).then((r) => (r.status < 500 ? true : undefined), () => undefined), 60_000, 500);
+  return { url, close: async () => undefined };
 }
 
 /** The host directory backing a bound PVC (its PV's hostPath, made by the local provisioner). */

@@ -33,6 +33,7 @@ export interface RealNodeAddresses {
 }
 
 export const realNodeName = (k: number) => `real-npu-${k}`;
+export const realNodeLabel = 'npuserve.io/real-node';
 
 export function realNodeAddresses(octet: number, k: number): RealNodeAddresses {
   if (!Number.isInteger(k) || k < 0 || k > 63) throw new Error(`real node index ${k}: at most 64 real nodes (0..63)`);

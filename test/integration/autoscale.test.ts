@@ -10,7 +10,7 @@ import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { scrapePod } from '../../operator/autoscaler/scrape.js';
-import { cluster, startServiceProxy, type ServiceProxy } from '../cluster/helpers.js';
+import { serviceAccess, servingNode, type ServiceAccess } from '../cluster/helpers.js';
 import type { KubeApi, KubeObject } from '../cluster/kube.js';
 import { applyCrd, deleteModelNamespace, getModel, kubeClient, kubectl, modelNamespace, npuModel, startOperator, waitFor, waitForPhase, type OperatorProcess } from './operator-harness.js';
 
@@ -80,8 +80,8 @@ async function readyServerPods(client: KubeApi, ns: string): Promise<Pod[]> {
  * Waits until the local node has room for two serving pods (each requests one CPU, the node has two);
  * pods of other tests or demos on it would keep the second replica Pending. Names them if not.
  */
-async function localNodeRoomForTwo(client: KubeApi): Promise<void> {
-  const node = cluster().nodes.local[0]!;
+async function nodeRoomForTwo(client: KubeApi): Promise<void> {
+  const node = servingNode().name;
   const holders = async () => {
     const pods = await client.list<KubeObject & { spec: { containers: Array<{ resources?: { requests?: { cpu?: string } } }> }; status?: { phase?: string } }>('/api/v1/pods', { fieldSelector: `spec.nodeName=${node}` });
     return pods.items
@@ -90,10 +90,10 @@ async function localNodeRoomForTwo(client: KubeApi): Promise<void> {
       .filter((p) => p.millicpu > 0);
   };
   try {
-    await waitFor('2 free CPUs on the local node', async () => ((await holders()).length === 0 ? true : undefined), 120_000, 2000);
+    await waitFor(`2 free CPUs on node ${node}`, async () => ((await holders()).length === 0 ? true : undefined), 120_000, 2000);
   } catch {
     const busy = (await holders()).map((h) => `${h.pod} (${h.millicpu}m)`).join(', ');
-    throw new Error(`the local node ${node} must be free for 2 serving pods of 1 CPU each; these pods request CPU on it: ${busy}`);
+    throw new Error(`the node ${node} must be free for 2 serving pods of 1 CPU each; these pods request CPU on it: ${busy}`);
   }
 }
 
@@ -108,7 +108,7 @@ describe('autoscaling on the local cluster', () => {
   let client: KubeApi;
   let ns: string;
   let op: OperatorProcess;
-  let proxy: ServiceProxy;
+  let proxy: ServiceAccess;
 
   beforeAll(async () => {
     client = kubeClient();
@@ -127,10 +127,10 @@ describe('autoscaling on the local cluster', () => {
   it('scales 1 -> 2 within the panic window under twice the capacity, spreads the load, and returns to 1 after the stabilization time with no failed request', async () => {
     const file = join(tmpdir(), `npum-autoscale-${process.pid}.json`);
     writeFileSync(file, JSON.stringify(npuModel('tiny', { autoscaling, runtime: { maxBatchSize: 4, maxSeqLen: 256, maxWaitingRequests: 64 } })));
-    await localNodeRoomForTwo(client);
+    await nodeRoomForTwo(client);
     await kubectl('apply', '-n', ns, '-f', file);
     await waitForPhase(client, ns, 'tiny', 'Ready');
-    proxy = await startServiceProxy(client, { namespace: ns, service: 'tiny', port: 8000 });
+    proxy = await serviceAccess(client, { namespace: ns, service: 'tiny', port: 8000 });
     const openai = new OpenAI({ baseURL: `${proxy.url}/v1`, apiKey: 'unused', maxRetries: 0, timeout: 30_000, fetch: fetchPerConnection });
     const failures: string[] = [];
 

@@ -12,7 +12,7 @@ import { parse as parseYaml, parseAllDocuments } from 'yaml';
 import { operatorGrants } from '../../operator/kube/operator-api.js';
 import type { Scope } from '../../operator/kube/resources.js';
 import { renderCrdReference } from '../../scripts/crd-docs.js';
-import { localNodeLabel, startServiceProxy } from '../cluster/helpers.js';
+import { serviceAccess, servingNode } from '../cluster/helpers.js';
 import type { KubeApi } from '../cluster/kube.js';
 import { applyCrd, cluster, deleteModelNamespace, crdPath, kubeClient, kubectl, modelNamespace, npuModel, repoRoot, waitFor, waitForPhase } from './operator-harness.js';
 
@@ -178,7 +178,9 @@ describe('helm install on the local cluster', () => {
     // Watching only this namespace keeps the chart's operator away from other tests' models.
     const out = await helm('install', release, chartDir, '--kubeconfig', cluster().kubeconfig, '--namespace', ns,
       '--set', `operator.watchNamespaces={${ns}}`,
-      '--set-string', `operator.npuNodeSelector.${localNodeLabel.replace(/\./g, '\\.')}=true`,
+      '--set-string', `operator.npuNodeSelector.${servingNode().label.replace(/\./g, '\\.')}=true`,
+      // On a real node, the image built from this checkout and imported into its containerd.
+      ...(servingNode().real ? ['--set', `image.repository=${cluster().image!.replace(/:[^:/]+$/, '')}`, '--set', `image.tag=${cluster().image!.replace(/^.*:/, '')}`, '--set', 'image.pullPolicy=Never'] : []),
       '--set', 'operator.leaderElection.leaseDurationSeconds=6',
       '--wait', '--timeout', '120s');
     expect(out.stderr).not.toMatch(/Error/);
@@ -187,7 +189,7 @@ describe('helm install on the local cluster', () => {
     const pods = JSON.parse(await kubectl('get', 'pods', '-n', ns, '-l', 'app.kubernetes.io/name=npuserve-operator', '-o', 'json')).items;
     expect(pods).toHaveLength(1);
     expect(pods[0].spec.serviceAccountName).toBe(release);
-    expect(pods[0].spec.nodeName).toBe(cluster().nodes.local[0]);
+    expect(pods[0].spec.nodeName).toBe(servingNode().name);
 
     writeFileSync(join(tmpdir(), `${ns}-model.json`), JSON.stringify(npuModel('tiny')));
     await kubectl('apply', '-n', ns, '-f', join(tmpdir(), `${ns}-model.json`));
@@ -203,7 +205,7 @@ describe('helm install on the local cluster', () => {
     expect(logs).toMatch(/became leader/);
     expect(logs).not.toMatch(/ 403 |forbidden/i);
 
-    const proxy = await startServiceProxy(client, { namespace: ns, service: 'tiny', port: 8000 });
+    const proxy = await serviceAccess(client, { namespace: ns, service: 'tiny', port: 8000 });
     try {
       const res = await waitFor('a chat completion through the Service', async () => {
         const r = await fetch(`${proxy.url}/v1/chat/completions`, {

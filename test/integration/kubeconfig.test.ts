@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { dump } from 'js-yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { localNodeLabel } from '../cluster/helpers.js';
+import { imageFlags, servingNode } from '../cluster/helpers.js';
 import type { KubeApi } from '../cluster/kube.js';
 import { applyCrd, cluster, kubeClient, modelNamespace, npuModel, repoRoot, waitFor, waitForPhase } from './operator-harness.js';
 
@@ -79,7 +79,7 @@ describe('the operator from a user kubeconfig', () => {
     const env = { ...process.env, KUBECONFIG: kubeconfig };
     const op = spawn(process.execPath, [
       join(repoRoot, 'bin', 'npuserve.js'), 'operator',
-      '--namespaces', ns, '--image', 'npuserve:test', '--npu-node-selector', `${localNodeLabel}=true`,
+      '--namespaces', ns, ...imageFlags(), '--npu-node-selector', `${servingNode().label}=true`,
       '--metrics-port', '0', '--leader-elect', 'false',
     ], { env, stdio: ['ignore', 'pipe', 'pipe'] });
     op.stdout.on('data', (c) => (logs += c));

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { convert } from '../../runtime/convert/convert.js';
 import { makeTestModel } from '../../runtime/testmodel.js';
-import { createNamespace, hostPathDir } from '../cluster/helpers.js';
+import { createNamespace, hostPathDir, servingNode } from '../cluster/helpers.js';
 import type { KubeApi, KubeObject } from '../cluster/kube.js';
 import { applyCrd, getModel, kubeClient, kubectl, modelNamespace, npuModel, startOperator, waitFor, waitForPhase, type Model, type OperatorProcess, apply, applyError } from './operator-harness.js';
 
@@ -146,7 +146,7 @@ describe('operator failures a user can see', () => {
   it('says Unschedulable while the replicas that fit serve', async () => {
     await deleteModels();
     // The local node has 8 NPUs: 3 replicas of 3 NPUs each leave one replica unplaced.
-    const placement = { nodeSelector: { 'npuserve.io/local-node': 'true' }, npusPerReplica: 3 };
+    const placement = { nodeSelector: { [servingNode().label]: 'true' }, npusPerReplica: 3 };
     await apply(ns, npuModel('crowded', { source: { uri: `file:///models/${ns}-prebuilt/tiny.int8.npu`, format: 'npu' }, precision: 'INT8', replicas: 3, placement }));
     const m = await waitFor('2 of 3 ready and Unschedulable reported', async () => {
       const x = await getModel(client, ns, 'crowded');

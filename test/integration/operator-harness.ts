@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { makeTestModel } from '../../runtime/testmodel.js';
 import type { ClusterState } from '../cluster/cluster.js';
 import { stateFile } from '../cluster/paths.js';
-import { cluster, createNamespace, hostPathDir, kubeClient, kubectl, localNodeLabel, waitFor } from '../cluster/helpers.js';
+import { cluster, createNamespace, hostPathDir, imageFlags, kubeClient, kubectl, servingNode, waitFor } from '../cluster/helpers.js';
 import type { KubeApi, KubeObject } from '../cluster/kube.js';
 
 export const repoRoot = join(import.meta.dirname, '..', '..');
@@ -34,7 +34,7 @@ export async function applyCrd(): Promise<void> {
   await kubectl('wait', '--for=condition=Established', '--timeout=60s', 'crd/npumodels.npuserve.io');
 }
 
-/** A namespace with the artifact claim, and the tiny test model on the local node at hostPath /models/<name>. */
+/** A namespace with the artifact claim, and the tiny test model on the serving node at hostPath /models/<name>. */
 export async function modelNamespace(client: KubeApi, prefix: string, modelName = 'tiny'): Promise<string> {
   const ns = await createNamespace(client, prefix);
   await client.create(`/api/v1/namespaces/${ns}/persistentvolumeclaims`, {
@@ -80,7 +80,7 @@ export function npuModel(name: string, spec: Record<string, unknown> = {}): Mode
       source: { uri: 'file:///models/tiny' },
       precision: 'FP16',
       runtime: { maxBatchSize: 4, maxSeqLen: 256, maxWaitingRequests: 16 },
-      placement: { nodeSelector: { [localNodeLabel]: 'true' } },
+      placement: { nodeSelector: { [servingNode().label]: 'true' } },
       ...spec,
     },
   };
@@ -98,8 +98,8 @@ export function startOperator(namespace: string, extra: string[] = []): Operator
     join(repoRoot, 'bin', 'npuserve.js'), 'operator',
     '--kubeconfig', cluster().kubeconfig,
     '--namespaces', namespace,
-    '--image', 'npuserve:test',
-    '--npu-node-selector', `${localNodeLabel}=true`,
+    ...imageFlags(),
+    '--npu-node-selector', `${servingNode().label}=true`,
     '--metrics-port', '0',
     '--leader-election-namespace', namespace,
     '--lease-duration-seconds', '6',

@@ -8,7 +8,7 @@ import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import type { KubeApi, KubeObject } from '../cluster/kube.js';
-import { claimDir, startServiceProxy } from '../cluster/helpers.js';
+import { claimDir, serviceAccess, servingNode } from '../cluster/helpers.js';
 import { applyCrd, deleteModelNamespace, getModel, kubeClient, kubectl, modelNamespace, npuModel, restartApiServer, startOperator, waitFor, waitForPhase, type Model, type OperatorProcess, apply, applyError } from './operator-harness.js';
 
 let client: KubeApi;
@@ -78,7 +78,7 @@ describe('operator', () => {
     expect(table.split('\n')[0]).toMatch(/NAME\s+PRECISION\s+PHASE\s+READY\s+REPLICAS\s+ENDPOINT\s+AGE/);
     expect(table).toMatch(new RegExp(`tiny\\s+FP16\\s+Ready\\s+1\\s+1\\s+http://tiny\\.${ns}\\.svc:8000/v1`));
 
-    const proxy = await startServiceProxy(client, { namespace: ns, service: 'tiny', port: 8000 });
+    const proxy = await serviceAccess(client, { namespace: ns, service: 'tiny', port: 8000 });
     proxyUrl = proxy.url;
     closeProxy = proxy.close;
     const r = await complete(proxyUrl);
@@ -160,7 +160,7 @@ describe('operator', () => {
   }, 300_000);
 
   it('reports Pending with the scheduler reason when the NPUs are exhausted', async () => {
-    await apply(ns, npuModel('greedy', { placement: { nodeSelector: { 'npuserve.io/local-node': 'true' }, npusPerReplica: 64 } }));
+    await apply(ns, npuModel('greedy', { placement: { nodeSelector: { [servingNode().label]: 'true' }, npusPerReplica: 64 } }));
     const m = await waitForPhase(client, ns, 'greedy', 'Pending', 60_000);
     const converted = m.status!.conditions!.find((c) => c.type === 'Converted')!;
     expect(converted.message).toMatch(/Insufficient huawei\.com\/Ascend910/);
