@@ -11,7 +11,7 @@ import { nodeImages } from './images.js';
 import { KubeApi } from './kube.js';
 import { createSimulatedNodes, startKwok, waitNodesReady } from './kwok-nodes.js';
 import { removePodNetwork, reservePodSubnet } from './node-agent/pod-network.js';
-import { binDir, checkBinaries, clusterSourceDir, kwokStagesFile, readVersions, repoRoot, stateFile } from './paths.js';
+import { binDir, cacheDir, checkBinaries, clusterSourceDir, kwokStagesFile, readVersions, repoRoot, stateFile } from './paths.js';
 import { waitingFor } from './progress.js';
 import { isAlive, startProcess, stopProcessGroup, tail, type ManagedProcess } from './processes.js';
 import { apiServiceIp, realNodeLabel, createNodeMounts, createNodeNetwork, existingNodes, killNodeLeftovers, realNodeAddresses, realNodeName, removeNode, serviceCidr, startRealNode } from './real-nodes.js';
@@ -142,6 +142,7 @@ export async function up(options: UpOptions = defaultUpOptions): Promise<Cluster
         startRealNode({
           dir, bin, networkId, octet: subnet.octet, k, server: cp.server, pki: cp.pki, kubeconfig: cp.kubeconfig,
           imageArchives: [images!.archive], sandboxImage: images!.sandbox,
+          ...(options.name ? { containerdRoot: path.join(cacheDir(), 'nodes', `${options.name}-${realNodeName(k)}`, 'containerd') } : {}),
           labels: { accelerator: 'huawei-Ascend910', [realNodeLabel]: 'true' },
         }, record),
         { log },

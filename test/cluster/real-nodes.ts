@@ -152,6 +152,11 @@ export interface RealNodeOptions {
   kubeconfig: string;
   /** Image archives to import into the node's containerd (podman save output). */
   imageArchives: string[];
+  /**
+   * containerd's root (images, unpacked layers): kept between runs of a named cluster (the demo's),
+   * so a warm start imports and unpacks nothing; a throwaway cluster's lives in its temp dir.
+   */
+  containerdRoot?: string;
   sandboxImage: string;
   labels: Record<string, string>;
 }
@@ -203,10 +208,12 @@ export async function startRealNode(o: RealNodeOptions, record: (p: ManagedProce
     }, null, 2),
   );
   const containerdSocket = path.join(nodeDir, 'containerd', 'containerd.sock');
+  const containerdRoot = o.containerdRoot ?? path.join(nodeDir, 'containerd', 'root');
+  fs.mkdirSync(containerdRoot, { recursive: true });
   const containerdConfig = path.join(nodeDir, 'containerd.toml');
   fs.writeFileSync(containerdConfig, [
     'version = 2',
-    `root = "${path.join(nodeDir, 'containerd', 'root')}"`,
+    `root = "${containerdRoot}"`,
     `state = "${path.join(nodeDir, 'containerd', 'state')}"`,
     '[grpc]',
     `  address = "${containerdSocket}"`,
@@ -237,8 +244,12 @@ export async function startRealNode(o: RealNodeOptions, record: (p: ManagedProce
   await Promise.race([containerd.exited, waitForFile(containerdSocket, `containerd of ${name}`, 30_000, containerdLog)]);
   containerd.stopWatching();
   for (const archive of o.imageArchives) {
-    const [iCmd, iArgs] = inNode(o, 'ctr', ['--address', containerdSocket, '--namespace', 'k8s.io', 'images', 'import', '--no-unpack', archive]);
+    // The archive's name carries the image ID: one imported into this root before is there still.
+    const marker = path.join(containerdRoot, `imported-${path.basename(archive)}`);
+    if (fs.existsSync(marker)) continue;
+    const [iCmd, iArgs] = inNode(o, 'ctr', ['--address', containerdSocket, '--namespace', 'k8s.io', 'images', 'import', archive]);
     run(iCmd, iArgs);
+    fs.writeFileSync(marker, '');
   }
 
   createNodeCgroups(o.networkId, o.k);
