@@ -181,7 +181,9 @@ async function waitForFile(file: string, what: string, timeoutMs: number, log: s
   }
 }
 
-export async function startRealNode(o: RealNodeOptions, record: (p: ManagedProcess) => void): Promise<RealNode> {
+export async function startRealNode(o: RealNodeOptions, onStarted: (p: ManagedProcess) => void): Promise<RealNode> {
+  // The state file and vitest's provide() take plain records, not the Started handles.
+  const record = (p: ManagedProcess) => onStarted({ name: p.name, pid: p.pid, log: p.log });
   const name = realNodeName(o.k);
   const nodeDir = path.join(o.dir, 'nodes', name);
   const logs = path.join(o.dir, 'logs');
@@ -318,7 +320,7 @@ export async function startRealNode(o: RealNodeOptions, record: (p: ManagedProce
   const proxy = startProcess(`${name}-kube-proxy`, pCmd, pArgs, path.join(logs, `${name}-kube-proxy.log`));
   record(proxy);
   proxy.stopWatching();
-  return { name, addresses, processes: [containerd, kubelet, proxy], containerdSocket };
+  return { name, addresses, processes: [containerd, kubelet, proxy].map((p) => ({ name: p.name, pid: p.pid, log: p.log })), containerdSocket };
 }
 
 /**
