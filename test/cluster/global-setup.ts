@@ -47,7 +47,12 @@ export default async function setup(project: TestProject): Promise<() => Promise
   const realNodes = process.getuid?.() === 0 && hasPodman() ? 1 : 0;
   if (realNodes === 0) console.log('[cluster] no real node (needs root and podman): the product runs on the node agent');
   const state = await up({ ...defaultUpOptions, realNodes, log: (line) => console.log(`[cluster] ${line}`) });
-  project.provide('cluster', state);
+  try {
+    project.provide('cluster', state);
+  } catch (err) {
+    await down({ quiet: true });
+    throw err;
+  }
   return async () => {
     await down({ quiet: true });
   };
