@@ -43,7 +43,7 @@ const crashingPod: PodView = {
 };
 
 const MEMORY_MESSAGE =
-  'spec.runtime.resources.limits.memory 256Mi (256 MiB) is below the 467 MiB revision r2222222222 needs per pod: weights 19 MiB + KV cache 64 MiB (...) + RoPE tables 1 MiB + runtime 384 MiB = 467 MiB; a pod would be killed for memory at every start, so none is rolled out';
+  'spec.runtime.resources.limits.memory 256Mi (256 MiB) is below the 467 MiB revision r2222222222 needs per pod: weights 19 MiB + KV cache 64 MiB (...) + RoPE tables 1 MiB + runtime 384 MiB = 467 MiB; a pod would be killed for memory at every start, so none is started';
 
 /** What `npuserve serve` writes to its termination log under too small a cgroup memory limit. */
 const oomRefusingPod: PodView = {
@@ -203,7 +203,7 @@ const rows: Row[] = [
     phase: 'Failed',
     conditions: {
       Available: ['False', 'InsufficientMemory', /^spec.runtime.resources.limits.memory 256Mi \(256 MiB\) is below the 467 MiB/],
-      Degraded: ['True', 'InsufficientMemory', /^spec.runtime.resources.limits.memory 256Mi .*none is rolled out$/],
+      Degraded: ['True', 'InsufficientMemory', /^spec.runtime.resources.limits.memory 256Mi .*none is started$/],
       Progressing: ['False', 'InsufficientMemory', /not rolled out/],
       Converted: ['True', 'Converted'],
     },

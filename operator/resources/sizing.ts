@@ -68,6 +68,6 @@ export function podSizing(m: NPUModel, footprint: ModelFootprint | undefined, re
   if (limitBytes !== undefined && limitBytes < memory.totalBytes)
     sizing.insufficientMemory =
       `spec.runtime.resources.limits.memory ${limit} (${limitMebibytes(limitBytes)}) is below the ${mebibytes(memory.totalBytes)} revision ${revision} needs per pod: ${describeServingMemory(memory)}; ` +
-      `a pod would be killed for memory at every start, so none is rolled out. Raise the limit (or remove it: the operator then sets ${derived}), or lower runtime.maxBatchSize or runtime.maxSeqLen${servingSettings(m).kvCacheDtype === 'f32' ? ', or use runtime.kvCacheDtype f16' : ''}`;
+      `a pod would be killed for memory at every start, so none is started. Raise the limit (or remove it: the operator then sets ${derived}), or lower runtime.maxBatchSize or runtime.maxSeqLen${servingSettings(m).kvCacheDtype === 'f32' ? ', or use runtime.kvCacheDtype f16' : ''}`;
   return sizing;
 }

@@ -61,7 +61,7 @@ describe('serving pod resources', () => {
     const m = await waitForPhase(client, ns, 'small', 'Failed', 240_000);
     const degraded = conditionOf(m, 'Degraded')!;
     expect(degraded).toMatchObject({ status: 'True', reason: 'InsufficientMemory' });
-    expect(degraded.message).toMatch(/^spec\.runtime\.resources\.limits\.memory 64Mi \(64 MiB\) is below the (\d+) MiB revision r\w+ needs per pod: weights \d+ MiB \+ KV cache 1 MiB \(1024 tokens x 1 layers x 2 \(K, V\) x 1 KV heads x 32 head dim x 2 bytes \(f16\)\) \+ RoPE tables 1 MiB \+ runtime 384 MiB = \1 MiB; a pod would be killed for memory at every start, so none is rolled out/);
+    expect(degraded.message).toMatch(/^spec\.runtime\.resources\.limits\.memory 64Mi \(64 MiB\) is below the (\d+) MiB revision r\w+ needs per pod: weights \d+ MiB \+ KV cache 1 MiB \(1024 tokens x 1 layers x 2 \(K, V\) x 1 KV heads x 32 head dim x 2 bytes \(f16\)\) \+ RoPE tables 1 MiB \+ runtime 384 MiB = \1 MiB; a pod would be killed for memory at every start, so none is started/);
     expect(conditionOf(m, 'Available')).toMatchObject({ status: 'False', reason: 'InsufficientMemory' });
     expect(await kubectl('get', 'deployments', '-n', ns, '-o', 'name')).not.toMatch(/deployment\.apps\/small\b/);
     const event = await waitFor('InsufficientMemory event', async () => (await eventsOf('small')).find((e) => e.reason === 'InsufficientMemory'), 30_000, 250);
