@@ -82,7 +82,9 @@ export async function serve(config: ServeConfig, log: Logger): Promise<number> {
 
 /** Loads the engine, runs one warm-up step and opens the OpenAI routes (unless already draining). */
 async function load(config: ServeConfig, state: ServingState, metrics: ServerMetrics, log: Logger): Promise<Scheduler> {
-  const memoryBudgetBytes = config.memoryBudgetBytes ?? memoryBudgetWithin(config, cgroupLimits().memoryLimitBytes);
+  // Checked even with an explicit budget: a limit below the weights and the cache cannot be served.
+  const budgetUnderLimit = memoryBudgetWithin(config, cgroupLimits().memoryLimitBytes);
+  const memoryBudgetBytes = config.memoryBudgetBytes ?? budgetUnderLimit;
   const engine = await Engine.load(config.modelPath, {
     threads: config.threads,
     maxSeqLen: config.maxSeqLen,
