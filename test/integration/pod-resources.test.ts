@@ -1,7 +1,8 @@
 // Serving pods sized for the model on the local cluster: the CPU and memory the operator derives
 // (from the footprint the conversion recorded), a memory limit below the model's need refused with
 // InsufficientMemory (no pod that would be killed at every start), and a memory request no node
-// can hold refused by the scheduler.
+// can hold refused by the scheduler, and a server's own reason for stopping (its termination log)
+// in the ServerFailing condition.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import type { KubeApi, KubeObject } from '../cluster/kube.js';
@@ -72,6 +73,17 @@ describe('serving pod resources', () => {
     expect(conditionOf(ready, 'Degraded')).toMatchObject({ status: 'False' });
     expect((await servingContainer('small')).resources.limits).toMatchObject({ memory: '1Gi' });
   }, 360_000);
+
+  it("a server that stops at start shows its own error (its termination log) in ServerFailing", async () => {
+    // The tiny model has 32768 positions; serve refuses a longer --max-seq-len after loading it.
+    await apply(ns, npuModel('too-long', { runtime: { maxBatchSize: 1, maxSeqLen: 65536 } }));
+    const m = await waitFor('ServerFailing reported', async () => {
+      const x = await getModel(client, ns, 'too-long');
+      return conditionOf(x, 'Available')?.reason === 'ServerFailing' ? x : undefined;
+    }, 240_000, 500);
+    // The file's text, not the log tail (which starts with the server's log lines).
+    expect(conditionOf(m, 'Available')!.message).toMatch(/^pod too-long-\S+: CrashLoopBackOff: .*; last exit code 1: --max-seq-len 65536 is longer than the model's 32768 positions$/);
+  }, 300_000);
 
   it('a memory request no node holds is refused by the scheduler: Pending, Unschedulable, Insufficient memory', async () => {
     await apply(ns, npuModel('huge', { runtime: { resources: { requests: { cpu: '100m', memory: '64Ti' } } } }));
