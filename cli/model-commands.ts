@@ -1,13 +1,13 @@
 // The subcommands that work on model files: convert, inspect, generate, chat, bench, make-test-model
 // and prune-artifacts, each its flags and what it runs with them.
 import { mkdirSync, readdirSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
-import { cpus } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 
 import { SPEC_DEFAULTS } from '../common/defaults.js';
 import { UsageError } from '../common/errors.js';
 import { choiceFlag, type Flag, type FlagValues, intFlag, numberFlag, stringFlag } from '../common/flags.js';
 import { DEFAULT_MAX_DOWNLOAD_BYTES, parseByteSize } from '../common/source-policy.js';
+import { defaultThreads } from '../runtime/cgroup.js';
 import { AccuracyGateError, convert as runConvert, type ConvertOptions } from '../runtime/convert/convert.js';
 import { inspectNpu } from '../runtime/convert/inspect.js';
 import { Engine, type Int8Activations } from '../runtime/engine.js';
@@ -21,7 +21,7 @@ import { type Command, EXIT } from './command.js';
 
 /** Flags of the commands that run the engine in this process. */
 export const ENGINE_FLAGS: Flag[] = [
-  { name: 'threads', value: 'N', defaultText: 'CPU count', description: 'engine threads' },
+  { name: 'threads', value: 'N', defaultText: 'the CPUs available, at most the cgroup CPU quota (limit) rounded up', description: 'engine threads' },
   { name: 'kernel', value: 'NAME', defaultText: 'the fastest this CPU supports', description: 'kernel set (for comparisons and tests)' },
   { name: 'int8-activations', value: 'int16|int8', defaultText: 'int16', description: "how INT8 models quantize their activations" },
 ];
@@ -33,7 +33,7 @@ const SAMPLING_FLAGS: Flag[] = [
 ];
 
 export function threads(f: FlagValues): number {
-  return intFlag(f, 'threads', 1) ?? cpus().length;
+  return intFlag(f, 'threads', 1) ?? defaultThreads();
 }
 
 export function int8Activations(f: FlagValues): Int8Activations | undefined {
@@ -368,7 +368,7 @@ export const bench: Command = {
       { name: 'latency-requests', value: 'N', default: '5', description: 'requests of the latency study' },
       { name: 'max-concurrency', value: 'N', default: '16', description: 'largest concurrency of the throughput study' },
       { name: 'min-gain', value: 'X', default: '0.05', description: 'the throughput study stops when doubling concurrency gains less than this' },
-      { name: 'threads', value: 'N', defaultText: 'CPU count', description: 'engine threads' },
+      { name: 'threads', value: 'N', defaultText: 'the CPUs available, at most the cgroup CPU quota (limit) rounded up', description: 'engine threads' },
       { name: 'max-num-batched-tokens', value: 'N', defaultText: 'max(256, --max-concurrency)', description: 'tokens per engine step' },
       { name: 'json', description: 'print the results as JSON instead of markdown' },
     ],

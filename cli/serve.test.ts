@@ -11,18 +11,22 @@ import { serve, serveConfig } from './serve.js';
 interface Bounds {
   minimum: number;
   maximum: number;
+  enum?: string[];
+  default?: unknown;
 }
 
 const crd = load(readFileSync(join(import.meta.dirname, '..', 'crds', 'npuserve.io_npumodels.yaml'), 'utf8')) as {
   spec: { versions: Array<{ schema: { openAPIV3Schema: { properties: { spec: { properties: { runtime: { properties: Record<string, Bounds> } } } } } } }> };
 };
 const runtime = crd.spec.versions[0].schema.openAPIV3Schema.properties.spec.properties.runtime.properties;
-/** spec.runtime fields and the serve flag the operator passes each as. */
-const FLAGS: Record<string, string> = { maxBatchSize: 'max-batch-size', maxSeqLen: 'max-seq-len', maxWaitingRequests: 'max-waiting-requests' };
+/** Numeric spec.runtime fields and the serve flag the operator passes each as. */
+const FLAGS: Record<string, string> = { maxBatchSize: 'max-batch-size', maxSeqLen: 'max-seq-len', maxWaitingRequests: 'max-waiting-requests', threads: 'threads' };
+/** kvCacheDtype is an enum (checked below); resources becomes the container's resources, not a flag. */
+const NOT_FLAGS = ['kvCacheDtype', 'resources'];
 
 describe('serve flags against spec.runtime', () => {
   it('has a flag for every spec.runtime field', () => {
-    expect(Object.keys(runtime).sort()).toEqual(Object.keys(FLAGS).sort());
+    expect(Object.keys(runtime).sort()).toEqual([...Object.keys(FLAGS), ...NOT_FLAGS].sort());
   });
 
   it.each(['minimum', 'maximum'] as const)("accepts every spec.runtime field at the CRD's %s", (bound) => {
@@ -31,5 +35,12 @@ describe('serve flags against spec.runtime', () => {
     expect(config.maxBatchSize).toBe(runtime.maxBatchSize[bound]);
     expect(config.maxSeqLen).toBe(runtime.maxSeqLen[bound]);
     expect(config.maxWaitingRequests).toBe(runtime.maxWaitingRequests[bound]);
+    expect(config.threads).toBe(runtime.threads[bound]);
+  });
+
+  it('accepts every KV cache dtype the CRD allows as --kv-cache-dtype, defaulting to the same one', () => {
+    for (const dtype of runtime.kvCacheDtype.enum!) expect(serveConfig(parseFlags(serve.spec, ['--model', 'x.npu', '--kv-cache-dtype', dtype], {})).kvCacheDtype).toBe(dtype);
+    expect(serveConfig(parseFlags(serve.spec, ['--model', 'x.npu'], {})).kvCacheDtype).toBe(runtime.kvCacheDtype.default);
+    expect(() => serveConfig(parseFlags(serve.spec, ['--model', 'x.npu', '--kv-cache-dtype', 'bf16'], {}))).toThrow(/kv-cache-dtype/);
   });
 });

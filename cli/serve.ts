@@ -1,5 +1,6 @@
 // `npuserve serve`: its flags (defaults shared with the NPUModel spec) and the server's configuration
 // made from them, checked for combinations that cannot work before anything loads.
+import { writeFileSync } from 'node:fs';
 import { basename } from 'node:path';
 
 import { SPEC_DEFAULTS } from '../common/defaults.js';
@@ -10,7 +11,7 @@ import type { ServeConfig } from '../runtime/server/main.js';
 import { type Command } from './command.js';
 import { ENGINE_FLAGS, int8Activations, threads } from './model-commands.js';
 
-const { maxBatchSize, maxSeqLen, maxWaitingRequests } = SPEC_DEFAULTS.runtime;
+const { maxBatchSize, maxSeqLen, maxWaitingRequests, kvCacheDtype } = SPEC_DEFAULTS.runtime;
 
 /** The server's configuration from serve's flags and the environment (the API key's Secret arrives there). */
 export function serveConfig(f: FlagValues): ServeConfig {
@@ -36,6 +37,7 @@ export function serveConfig(f: FlagValues): ServeConfig {
     maxWaitingRequests: intFlag(f, 'max-waiting-requests', 1)!,
     maxNumBatchedTokens,
     kvCacheTokens,
+    kvCacheDtype: choiceFlag(f, 'kv-cache-dtype', ['f16', 'f32'] as const)!,
     memoryBudgetBytes: intFlag(f, 'memory-budget-bytes', 1),
     threads: threads(f),
     kernel: stringFlag(f, 'kernel'),
@@ -64,7 +66,8 @@ export const serve: Command = {
       { name: 'max-waiting-requests', value: 'N', default: String(maxWaitingRequests), description: 'queue beyond the batch; more get 429' },
       { name: 'max-num-batched-tokens', value: 'N', defaultText: 'max(256, --max-batch-size)', description: 'tokens per engine step (prefill chunk size)' },
       { name: 'kv-cache-tokens', value: 'N', defaultText: '--max-batch-size x --max-seq-len', description: 'KV cache capacity; admission waits when it is full' },
-      { name: 'memory-budget-bytes', value: 'N', defaultText: 'half the memory limit (cgroup) or RAM', description: 'what the KV cache and RoPE tables may take; a larger cache is refused at load, before it is allocated (the weights come on top)' },
+      { name: 'kv-cache-dtype', value: 'f16|f32', default: kvCacheDtype, description: 'KV cache element type; f32 doubles its memory' },
+      { name: 'memory-budget-bytes', value: 'N', defaultText: 'the memory limit (cgroup) less the weights and the runtime, else half of RAM', description: 'what the KV cache and RoPE tables may take; a larger cache is refused at load, before it is allocated (the weights come on top)' },
       ...ENGINE_FLAGS,
       { name: 'drain-timeout-seconds', value: 'N', default: '30', description: 'after SIGTERM: stop accepting, finish running requests for at most this long' },
       { name: 'scheduler', value: 'continuous|fixed', default: 'continuous', description: '`fixed` is the baseline that waits for a full batch or --batch-timeout-ms' },
@@ -76,6 +79,7 @@ export const serve: Command = {
       { name: 'protect-metrics', description: '/metrics needs the API key too' },
       { name: 'chat-template-timeout-ms', value: 'N', default: '1000', description: 'longest one chat template render may take' },
       { name: 'chat-template-heap-mb', value: 'N', default: '64', description: 'V8 heap of the chat template renderer process' },
+      { name: 'termination-log', value: 'PATH', description: "write the error that stops the server to this file (a Kubernetes container's termination message)" },
       ...logFlags('text'),
     ],
   },
@@ -84,6 +88,12 @@ export const serve: Command = {
     const log = createLogger({ format: logFormatOf(stringFlag(f, 'log-format')!), level: logLevelOf(stringFlag(f, 'log-level')!) });
     // The server's modules (express, prom-client) load only for this command.
     const { serve: runServer } = await import('../runtime/server/main.js');
-    return runServer(config, log);
+    const terminationLog = stringFlag(f, 'termination-log');
+    try {
+      return await runServer(config, log);
+    } catch (e) {
+      if (terminationLog) writeFileSync(terminationLog, (e as Error).message.slice(0, 4000));
+      throw e;
+    }
   },
 };

@@ -93,6 +93,38 @@ describe('Reconciler', () => {
     expect(lastStatus(rec)).toMatchObject({ phase: 'Deploying', revisions: [{ precision: 'INT8', accuracy: { cosineSimilarity: 0.9951 } }] });
   });
 
+  it("sizes pods from the footprint the conversion reports; under too small a memory limit it leaves the running template alone (replicas still follow) and says why once", async () => {
+    const { rec, items, reconciler } = setup();
+    items.models.push(model());
+    await reconciler.reconcile(`${NS}/tiny`);
+    const footprint = { fileBytes: 50_000_000, layers: 2, kvHeads: 2, headDim: 16 };
+    const { job, pod } = finishedJob(rec, { precision: 'INT8', model: footprint });
+    items.jobs.push(job);
+    items.pods.push(pod);
+    rec.calls.splice(0);
+    await reconciler.reconcile(`${NS}/tiny`);
+    expect(lastStatus(rec).revisions[0].model).toEqual(footprint);
+    // 50 000 000 B + 32768 tokens x 2 layers x 2 x 2 KV heads x 16 x 2 B (8 MiB) + 2 x 2048 x 8 x 4 B of RoPE tables + 384 MiB = 439.8 MiB.
+    const created = rec.bodies('create', '/deployments')[0];
+    expect(created.spec.template.spec.containers[0].resources).toEqual({ requests: { cpu: '4', memory: '440Mi', 'huawei.com/Ascend910': '1' }, limits: { cpu: '4', memory: '440Mi', 'huawei.com/Ascend910': '1' } });
+
+    items.deployments.push({ ...created, status: { observedGeneration: 1, replicas: 1, updatedReplicas: 1, readyReplicas: 1, availableReplicas: 1 } });
+    const tight = { ...model('tiny', { replicas: 3, runtime: { resources: { limits: { memory: '256Mi' } } } }), status: lastStatus(rec) };
+    items.models[0] = tight;
+    rec.calls.splice(0);
+    await reconciler.reconcile(`${NS}/tiny`);
+    const replaced = rec.bodies('update', '/deployments/tiny').at(-1);
+    expect(replaced.spec.replicas).toBe(3);
+    expect(replaced.spec.template).toEqual(created.spec.template);
+    expect(lastStatus(rec)).toMatchObject({ phase: 'Degraded', conditions: expect.arrayContaining([expect.objectContaining({ type: 'Degraded', reason: 'InsufficientMemory' })]) });
+    expect(events(rec)).toEqual([expect.stringMatching(/^Warning InsufficientMemory: spec\.runtime\.resources\.limits\.memory 256Mi \(256 MiB\) is below the 440 MiB revision r[0-9a-f]{10} needs per pod: .*; 1 of 3 replicas keep serving as they were$/), expect.stringMatching(/^Normal RolloutComplete: revision r[0-9a-f]{10} \(INT8\) serves 1 of 3 replicas$/)]);
+
+    items.models[0] = { ...tight, status: lastStatus(rec) };
+    rec.calls.splice(0);
+    await reconciler.reconcile(`${NS}/tiny`);
+    expect(events(rec)).toEqual([]);
+  });
+
   it('records Converted once when the status write that records the revision first meets a 409', async () => {
     const { rec, items, reconciler } = setup();
     items.models.push(model());

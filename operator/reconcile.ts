@@ -14,6 +14,7 @@ import { cleanupJob, conversionJob, conversionJobName } from './resources/job.js
 import { LABEL_COMPONENT, LABEL_INSTANCE, LABEL_REVISION, modelNameProblem, placement, selectorString } from './resources/common.js';
 import { deployment, service, type RolloutStrategy } from './resources/deployment.js';
 import { networkPolicy } from './resources/network-policy.js';
+import { podSizing, type PodSizing } from './resources/sizing.js';
 import { desiredRevision, type Revision } from './revision.js';
 import { conversionOutcome, planRollout, STUCK_ANNOTATION, type ConversionOutcome, type DeploymentView, type JobView, type PodView } from './rollout.js';
 import { condition, modelStatus, setCondition, statusEqual, UNKNOWN_PRECISION } from './status.js';
@@ -93,21 +94,24 @@ export class Reconciler {
       conversion = await this.convert(m, rev);
       if (conversion.state === 'succeeded') {
         // A prebuilt file's precision is what its header says (the inspection reports it), never the spec's.
-        recorded = { name: rev.name, precision: conversion.precision ?? (rev.prebuilt ? UNKNOWN_PRECISION : rev.precision), artifact: rev.artifact, accuracy: conversion.accuracy, convertedAt: new Date(this.now()).toISOString() };
+        recorded = { name: rev.name, precision: conversion.precision ?? (rev.prebuilt ? UNKNOWN_PRECISION : rev.precision), artifact: rev.artifact, accuracy: conversion.accuracy, model: conversion.model, convertedAt: new Date(this.now()).toISOString() };
         revisions = [recorded, ...revisions];
       }
     }
     const serving = recorded ?? m.status?.currentRevision;
     const conflicts: string[] = [];
     let d: (KubeObject & DeploymentView) | undefined;
+    let insufficientMemory: string | undefined;
     if (serving) {
       const servingRev: Revision = recorded ? rev : { ...rev, name: serving.name, precision: serving.precision as Revision['precision'], artifact: serving.artifact, prebuilt: false };
-      d = await this.ensureDeployment(m, servingRev, conflicts);
+      const sizing = podSizing(m, serving.model, serving.name);
+      insufficientMemory = sizing.insufficientMemory;
+      d = await this.ensureDeployment(m, servingRev, sizing, conflicts);
       await this.ensureService(m, conflicts);
       if (this.cfg.networkPolicy.enabled) await this.ensureNetworkPolicy(m, conflicts);
     }
     const serverPods = this.world.pods.list((p) => p.metadata.namespace === m.metadata.namespace && p.metadata.labels?.[LABEL_INSTANCE] === m.metadata.name && p.metadata.labels?.[LABEL_COMPONENT] === 'server');
-    const status = modelStatus({ model: m, revision: rev, revisions, recorded, conversion, deployment: d, serverPods, desiredReplicas: this.desiredReplicas(m), now: new Date(this.now()).toISOString(), stuckAfterMs: this.stuckAfterMs, conflicts });
+    const status = modelStatus({ model: m, revision: rev, revisions, recorded, conversion, deployment: d, serverPods, desiredReplicas: this.desiredReplicas(m), now: new Date(this.now()).toISOString(), stuckAfterMs: this.stuckAfterMs, conflicts, insufficientMemory });
     const rolledOut = status.currentRevision?.name && status.currentRevision.name !== m.status?.currentRevision?.name;
     if (rolledOut) status.revisions = await this.prune(m, status.revisions ?? [], status.currentRevision!.name);
     await this.writeStatus(m, status);
@@ -130,6 +134,9 @@ export class Reconciler {
       if (rev.prebuilt && r && r.precision !== rev.precision && r.precision !== UNKNOWN_PRECISION) await this.events.record(m, 'Warning', 'PrecisionMismatch', `spec.precision is ${rev.precision} but the prebuilt ${rev.artifact} is ${r.precision}; it serves as ${r.precision} (a prebuilt .npu is not converted)`);
     }
     if (after?.status === 'False' && after.reason !== 'Converting' && (before?.reason !== after.reason || before?.message !== after.message)) await this.events.record(m, 'Warning', after.reason ?? 'ConversionFailed', after.message ?? '');
+    const degradedBefore = condition(m.status?.conditions, 'Degraded');
+    const degraded = condition(status.conditions, 'Degraded');
+    if (degraded?.reason === 'InsufficientMemory' && (degradedBefore?.reason !== degraded.reason || degradedBefore.message !== degraded.message)) await this.events.record(m, 'Warning', 'InsufficientMemory', degraded.message ?? '');
     const current = status.currentRevision;
     if (current?.name && current.name !== m.status?.currentRevision?.name) {
       const ready = status.readyReplicas ?? 0;
@@ -216,12 +223,25 @@ export class Reconciler {
     return undefined;
   }
 
-  private async ensureDeployment(m: NPUModel, rev: Revision, conflicts: string[]): Promise<(KubeObject & DeploymentView) | undefined> {
+  /**
+   * Creates or updates the serving Deployment. A template whose memory limit the model does not fit
+   * is never applied: without a Deployment none is created, else the pods it runs keep serving (and
+   * keep following spec.replicas).
+   */
+  private async ensureDeployment(m: NPUModel, rev: Revision, sizing: PodSizing, conflicts: string[]): Promise<(KubeObject & DeploymentView) | undefined> {
     const ns = m.metadata.namespace;
     const d = this.world.deployments.get(`${ns}/${m.metadata.name}`);
     const replicas = this.desiredReplicas(m);
+    if (sizing.insufficientMemory) {
+      if (!d) return undefined;
+      if (!ownedBy(d, m)) return this.foreign(m, 'Deployment', conflicts);
+      if (d.spec?.replicas === replicas) return d;
+      const scaled = structuredClone(d);
+      scaled.spec = { ...scaled.spec, replicas };
+      return (await this.kube.deployments.replace(ns, m.metadata.name, scaled)) as KubeObject & DeploymentView;
+    }
     const currentStrategy = (d?.spec as { strategy?: { rollingUpdate?: RolloutStrategy } } | undefined)?.strategy?.rollingUpdate;
-    const build = (strategy: RolloutStrategy) => deployment(m, rev, this.cfg, replicas, strategy);
+    const build = (strategy: RolloutStrategy) => deployment(m, rev, this.cfg, replicas, strategy, sizing);
     const templateHash = hashOf(build({ maxSurge: 1, maxUnavailable: 0 }).spec.template);
     if (!d) {
       const obj = build({ maxSurge: 1, maxUnavailable: 0 });

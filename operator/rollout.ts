@@ -1,5 +1,6 @@
 // Pure decisions of a revision's life: what a conversion Job and its pod say (done, failed, pending,
 // stuck), why a serving pod fails, and how to roll the Deployment given spare NPUs.
+import type { ModelFootprint } from '../common/serving-memory.js';
 import type { RolloutStrategy } from './resources/deployment.js';
 
 export interface JobView {
@@ -34,7 +35,7 @@ export type ConversionOutcome =
   | { state: 'running'; message: string; pending?: boolean }
   /** The pod is placed but has not started for longer than the operator waits: the Job is to be suspended. */
   | { state: 'stuck'; message: string }
-  | { state: 'succeeded'; accuracy?: { cosineSimilarity?: number; top1Agreement?: number }; precision?: string }
+  | { state: 'succeeded'; accuracy?: { cosineSimilarity?: number; top1Agreement?: number }; precision?: string; model?: ModelFootprint }
   | { state: 'failed'; reason: 'AccuracyGateFailed' | 'ConversionFailed' | 'ConversionStuck'; message: string };
 
 /** The scheduler's reason a pod is not running, if it is unschedulable. */
@@ -81,6 +82,14 @@ export function stuckPod(pod: PodView, nowMs: number, stuckAfterMs: number): str
   return `pod ${pod.metadata.name} on node ${pod.spec?.nodeName ?? '?'} has not started in ${Math.round((nowMs - since) / 1000)} s (${why})`;
 }
 
+/** The summary's `model` when every figure is a positive integer (an older image reports none). */
+function footprint(v: unknown): ModelFootprint | undefined {
+  const m = v as Partial<Record<keyof ModelFootprint, unknown>> | undefined;
+  const keys = ['fileBytes', 'layers', 'kvHeads', 'headDim'] as const;
+  if (!m || !keys.every((k) => Number.isSafeInteger(m[k]) && (m[k] as number) > 0)) return undefined;
+  return { fileBytes: m.fileBytes as number, layers: m.layers as number, kvHeads: m.kvHeads as number, headDim: m.headDim as number };
+}
+
 /**
  * Exit code 3 of `npuserve convert` is the accuracy gate; its JSON summary is the termination
  * message. A Job the operator suspended as stuck stays failed with the reason it recorded.
@@ -93,7 +102,7 @@ export function conversionOutcome(job: JobView, pods: PodView[], nowMs = Date.no
     const { message } = terminationMessage(pods);
     try {
       const summary = JSON.parse(message ?? '');
-      return { state: 'succeeded', accuracy: { cosineSimilarity: summary.accuracy?.cosineSimilarity, top1Agreement: summary.accuracy?.top1Agreement }, precision: summary.precision };
+      return { state: 'succeeded', accuracy: { cosineSimilarity: summary.accuracy?.cosineSimilarity, top1Agreement: summary.accuracy?.top1Agreement }, precision: summary.precision, model: footprint(summary.model) };
     } catch {
       return { state: 'succeeded' };
     }

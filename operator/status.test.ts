@@ -42,6 +42,18 @@ const crashingPod: PodView = {
   },
 };
 
+const MEMORY_MESSAGE =
+  'spec.runtime.resources.limits.memory 256Mi (256 MiB) is below the 467 MiB revision r2222222222 needs per pod: weights 19 MiB + KV cache 64 MiB (...) + RoPE tables 1 MiB + runtime 384 MiB = 467 MiB; a pod would be killed for memory at every start, so none is started';
+
+/** What `npuserve serve` writes to its termination log under too small a cgroup memory limit. */
+const oomRefusingPod: PodView = {
+  metadata: { name: 'tiny-5d8f-fghij' },
+  status: {
+    phase: 'Running',
+    containerStatuses: [{ ready: false, state: { waiting: { reason: 'CrashLoopBackOff', message: 'back-off 10s restarting failed container' } }, lastState: { terminated: { exitCode: 1, message: 'the memory limit of 256 MiB (cgroup) is below what serving /artifacts/tiny/r2222222222.npu needs: weights 19 MiB + KV cache 64 MiB' } } }],
+  },
+};
+
 const running: ConversionOutcome = { state: 'running', message: 'conversion Job running' };
 const failed: ConversionOutcome = { state: 'failed', reason: 'ConversionFailed', message: 'input /source/models/tiny does not exist' };
 
@@ -184,6 +196,36 @@ const rows: Row[] = [
     in: { revisions: [r2], recorded: r2, conflicts: ['Deployment tiny exists and is not controlled by this NPUModel; leaving it alone'] },
     phase: 'Failed',
     conditions: { Available: ['False', 'ConflictingObject', /^Deployment tiny exists/], Degraded: ['True', 'ConflictingObject'] },
+  },
+  {
+    situation: 'memory limit below the need, nothing serving: no pod, Failed',
+    in: { revisions: [r2], recorded: r2, insufficientMemory: MEMORY_MESSAGE },
+    phase: 'Failed',
+    conditions: {
+      Available: ['False', 'InsufficientMemory', /^spec.runtime.resources.limits.memory 256Mi \(256 MiB\) is below the 467 MiB/],
+      Degraded: ['True', 'InsufficientMemory', /^spec.runtime.resources.limits.memory 256Mi .*none is started$/],
+      Progressing: ['False', 'InsufficientMemory', /not rolled out/],
+      Converted: ['True', 'Converted'],
+    },
+  },
+  {
+    situation: 'a new revision needs more memory than the limit: the old pods keep serving',
+    in: { model: model(servingR1), revisions: [r2, r1], recorded: r2, deployment: deployment(r1.name, { replicas: 2, updated: 2, ready: 2 }), insufficientMemory: MEMORY_MESSAGE },
+    phase: 'Degraded',
+    conditions: {
+      Available: ['True', 'MinimumReplicasAvailable'],
+      Degraded: ['True', 'InsufficientMemory', /below the 467 MiB.*; 2 of 2 replicas keep serving as they were$/],
+      Progressing: ['False', 'InsufficientMemory'],
+    },
+    current: r1.name,
+    target: r2.name,
+  },
+  {
+    situation: 'the server refuses its cgroup memory limit: its message reaches ServerFailing',
+    in: { model: model({ currentRevision: r2, revisions: [r2] }), revisions: [r2], recorded: r2, deployment: deployment(r2.name, { replicas: 2, updated: 2, ready: 0 }), serverPods: [oomRefusingPod] },
+    phase: 'Deploying',
+    conditions: { Available: ['False', 'ServerFailing', /CrashLoopBackOff.*last exit code 1: the memory limit of 256 MiB \(cgroup\) is below what serving \/artifacts\/tiny\/r2222222222.npu needs: weights 19 MiB/] },
+    current: r2.name,
   },
   {
     situation: 'prebuilt INT8 file while the spec says FP16',

@@ -50,6 +50,8 @@ export interface StatusInputs {
   stuckAfterMs?: number;
   /** Children of the model's name that another owner controls (`Service tiny exists and is not controlled ...`). */
   conflicts?: string[];
+  /** The serving pod's memory limit is below what the model needs, so no pod was rolled (reason InsufficientMemory). */
+  insufficientMemory?: string;
 }
 
 /** The Deployment runs `revision` only: its template is observed and no pod of another revision is left. */
@@ -91,6 +93,8 @@ interface Seen {
   crashing: string;
   /** Children held by another owner, or ''. */
   conflict: string;
+  /** Why the pod template was not applied (the memory limit), or ''. */
+  insufficient: string;
 }
 
 function observe(i: StatusInputs): Seen {
@@ -106,11 +110,12 @@ function observe(i: StatusInputs): Seen {
     desired,
     current,
     failed: i.conversion?.state === 'failed' ? i.conversion : undefined,
-    rolling: !!d && !!recorded && !complete,
+    rolling: !!d && !!recorded && !complete && !i.insufficientMemory,
     short: !replacing && ready < desired && (ready > 0 || !!current),
     unplaced: pending.length ? `${pending.length} of ${desired} replicas cannot be scheduled: ${pending[0]}` : '',
     crashing: i.serverPods.map(failing).find(Boolean) ?? i.serverPods.map(stuck).find(Boolean) ?? '',
     conflict: (i.conflicts ?? []).join('; '),
+    insufficient: i.insufficientMemory ?? '',
   };
 }
 
@@ -118,6 +123,7 @@ function availableCondition(i: StatusInputs, o: Seen): NewCondition {
   const no = (reason: string, message: string): NewCondition => ({ type: 'Available', status: 'False', reason, message });
   if (o.ready > 0) return { type: 'Available', status: 'True', reason: 'MinimumReplicasAvailable', message: `${o.ready} of ${o.desired} replicas ready` };
   if (o.conflict) return no('ConflictingObject', o.conflict);
+  if (o.insufficient) return no('InsufficientMemory', o.insufficient);
   if (o.unplaced) return no('Unschedulable', o.unplaced);
   if (o.crashing) return no('ServerFailing', o.crashing);
   return no('NoReadyReplicas', i.deployment ? 'no serving pod is ready yet' : 'nothing to serve until a revision is converted');
@@ -125,6 +131,7 @@ function availableCondition(i: StatusInputs, o: Seen): NewCondition {
 
 function progressingCondition(i: StatusInputs, o: Seen): NewCondition {
   if (!i.recorded && !o.failed) return { type: 'Progressing', status: 'True', reason: 'Converting', message: `converting revision ${i.revision.name}` };
+  if (o.insufficient) return { type: 'Progressing', status: 'False', reason: 'InsufficientMemory', message: 'the pod template is not rolled out: its memory limit is below what the model needs' };
   if (o.rolling) {
     const updated = `${i.deployment?.status?.updatedReplicas ?? 0} of ${o.desired} updated`;
     return { type: 'Progressing', status: 'True', reason: o.unplaced ? 'Unschedulable' : 'RollingOut', message: `rolling out revision ${i.recorded!.name}: ${updated}${o.unplaced ? `; ${o.unplaced}` : ''}` };
@@ -137,6 +144,7 @@ function progressingCondition(i: StatusInputs, o: Seen): NewCondition {
 function degradedCondition(o: Seen): NewCondition | undefined {
   const yes = (reason: string, message: string): NewCondition => ({ type: 'Degraded', status: 'True', reason, message });
   if (o.conflict) return yes('ConflictingObject', o.conflict);
+  if (o.insufficient) return yes('InsufficientMemory', o.ready > 0 ? `${o.insufficient}; ${o.ready} of ${o.desired} replicas keep serving as they were` : o.insufficient);
   if (o.failed) return yes(o.failed.reason, o.failed.message);
   if (!o.short) return undefined;
   if (o.unplaced) return yes('Unschedulable', o.unplaced);
@@ -146,7 +154,7 @@ function degradedCondition(o: Seen): NewCondition | undefined {
 }
 
 function phaseOf(i: StatusInputs, o: Seen, degraded: boolean): Phase {
-  if (o.conflict) return 'Failed';
+  if (o.conflict || (o.insufficient && o.ready === 0)) return 'Failed';
   if (!o.current && !i.recorded) return o.failed ? 'Failed' : i.conversion?.state === 'running' && i.conversion.pending ? 'Pending' : 'Converting';
   if (o.ready === 0) return o.unplaced ? 'Pending' : 'Deploying';
   return degraded ? 'Degraded' : 'Ready';

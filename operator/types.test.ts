@@ -12,14 +12,14 @@ const spec = {
   source: { uri: 'pvc://store/m', format: 'auto', authSecretRef: { name: 'hf-token', key: 'token' } },
   precision: 'INT8',
   conversion: { optimizeLevel: 2, accuracyGate: { minCosineSimilarity: 0.99 } },
-  runtime: { maxBatchSize: 16, maxSeqLen: 2048, maxWaitingRequests: 256 },
+  runtime: { maxBatchSize: 16, maxSeqLen: 2048, maxWaitingRequests: 256, kvCacheDtype: 'f16', threads: 4, resources: { requests: { cpu: '2', memory: '8Gi' }, limits: { cpu: 4, memory: '8Gi' } } },
   replicas: 1,
   autoscaling: { minReplicas: 1, maxReplicas: 8, targetTokensPerSecondPerReplica: 400, ttftP95TargetMs: 800, scaleDownStabilizationSeconds: 300 },
   placement: { npuResourceName: 'huawei.com/Ascend910', npusPerReplica: 1, nodeSelector: { a: 'b' }, tolerations: [{ key: 'k', operator: 'Equal', value: 'v', effect: 'NoSchedule', tolerationSeconds: 1 }] },
   service: { port: 8000, apiKeySecretRef: { name: 'model-api-key', key: 'api-key' } },
 } satisfies Required<NPUModelSpec>;
 
-const revision = { name: 'r1', precision: 'INT8', artifact: '/a', accuracy: { cosineSimilarity: 1, top1Agreement: 1 } };
+const revision = { name: 'r1', precision: 'INT8', artifact: '/a', accuracy: { cosineSimilarity: 1, top1Agreement: 1 }, model: { fileBytes: 1, layers: 1, kvHeads: 1, headDim: 1 } };
 const status = {
   observedGeneration: 1,
   phase: 'Ready',

@@ -6,6 +6,8 @@ export const API_VERSION = `${GROUP}/${VERSION}`;
 export const KIND = 'NPUModel';
 export const PLURAL = 'npumodels';
 
+import type { KvCacheDtype, ModelFootprint } from '../common/serving-memory.js';
+
 export type Precision = 'FP16' | 'INT8' | 'FP32';
 export type Phase = 'Pending' | 'Converting' | 'Deploying' | 'Ready' | 'Degraded' | 'Failed';
 
@@ -44,7 +46,7 @@ export interface NPUModelSpec {
   source: { uri: string; format?: 'auto' | 'safetensors' | 'gguf' | 'npu'; authSecretRef?: { name: string; key: string } };
   precision?: Precision;
   conversion?: { optimizeLevel?: number; accuracyGate?: { minCosineSimilarity?: number } };
-  runtime?: { maxBatchSize?: number; maxSeqLen?: number; maxWaitingRequests?: number };
+  runtime?: { maxBatchSize?: number; maxSeqLen?: number; maxWaitingRequests?: number; kvCacheDtype?: KvCacheDtype; threads?: number; resources?: CpuMemoryRequirements };
   replicas?: number;
   autoscaling?: {
     minReplicas?: number;
@@ -55,6 +57,15 @@ export interface NPUModelSpec {
   };
   placement?: { npuResourceName?: string; npusPerReplica?: number; nodeSelector?: Record<string, string>; tolerations?: Toleration[] };
   service?: { port?: number; apiKeySecretRef?: { name: string; key?: string } };
+}
+
+/** Quantities as Kubernetes writes them: `2`, `500m`, `8Gi`. */
+export type Quantity = string | number;
+
+/** The cpu and memory part of a core/v1 ResourceRequirements. */
+export interface CpuMemoryRequirements {
+  requests?: { cpu?: Quantity; memory?: Quantity };
+  limits?: { cpu?: Quantity; memory?: Quantity };
 }
 
 export interface Condition {
@@ -71,6 +82,8 @@ export interface RevisionStatus {
   precision: string;
   artifact: string;
   accuracy?: { cosineSimilarity?: number; top1Agreement?: number };
+  /** What sizes a serving pod; absent for revisions converted before the operator recorded it. */
+  model?: ModelFootprint;
   convertedAt?: string;
 }
 

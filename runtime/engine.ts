@@ -1,12 +1,12 @@
 // Typed wrapper over the native addon: loads a .npu file (header, metadata and tokenizer checked
 // here; every tensor checked natively against the config before the KV cache is sized against the
 // memory budget) and runs batched steps off the JS thread.
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { availableMemoryBytes } from './cgroup.js';
 import { FormatError } from './errors.js';
 import { readNpuFile, type NpuMetadata } from './format.js';
 import { hasOutputProjectionBias, ropeInverseFrequencies, type ModelConfig } from './model-config.js';
@@ -53,7 +53,7 @@ export interface EngineOptions {
   kvCacheTokens?: number;
   /** Force a kernel set (scalar | avx2 | avxvnni | avx512vnni); default: the best this CPU supports. */
   kernel?: string;
-  /** KV cache element type (default f32); f16 halves its memory and the bytes attention reads. */
+  /** KV cache element type (default f32; `serve` defaults to f16); f16 halves its memory and the bytes attention reads. */
   kvCacheDtype?: 'f32' | 'f16';
   /**
    * Activations of INT8 weights (default int16, W8A16): quantized to int16 per group of 32, about 15
@@ -65,21 +65,6 @@ export interface EngineOptions {
    * held in memory once, come on top). Default: defaultMemoryBudgetBytes().
    */
   memoryBudgetBytes?: number;
-}
-
-/** Memory this process may use: the cgroup's limit (v2, then v1) when it has one, else physical RAM. */
-export function availableMemoryBytes(): number {
-  for (const file of ['/sys/fs/cgroup/memory.max', '/sys/fs/cgroup/memory/memory.limit_in_bytes']) {
-    let text: string;
-    try {
-      text = readFileSync(file, 'utf8').trim();
-    } catch {
-      continue;
-    }
-    const limit = Number(text);
-    if (Number.isSafeInteger(limit) && limit > 0 && limit < totalmem()) return limit;
-  }
-  return totalmem();
 }
 
 /** Half of availableMemoryBytes(): the other half is left to the weights, the heap and the OS. */

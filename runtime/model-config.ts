@@ -1,5 +1,6 @@
 // The architecture configuration of a Mistral/Llama-family decoder, normalised from Hugging Face
 // config.json or GGUF metadata, and validated once so everything downstream can trust it.
+import type { ModelFootprint } from '../common/serving-memory.js';
 import { FormatError } from './errors.js';
 
 /** RoPE frequency scaling (HF `rope_scaling`); GGUF's `rope_freqs.weight` gives per-pair factors. */
@@ -280,4 +281,9 @@ export function toHfConfig(c: ModelConfig): Record<string, unknown> {
     hidden_act: 'silu',
     torch_dtype: 'float32',
   };
+}
+
+/** What a converted file of this config weighs in a serving process (besides its settings). */
+export function modelFootprint(c: ModelConfig, fileBytes: number): ModelFootprint {
+  return { fileBytes, layers: c.numLayers, kvHeads: c.numKvHeads, headDim: c.headDim };
 }

@@ -1,10 +1,13 @@
 // The serving Deployment and its Service: `npuserve serve` on the revision's artifact, probes for a
-// slow model load and draining, NPU placement, a restricted security context, the API key from the
-// model's Secret, and the rolling update strategy the rollout planner chose.
+// slow model load and draining, NPU placement, CPU and memory sized for the model, a restricted
+// security context, the API key from the model's Secret, and the rolling update strategy the rollout
+// planner chose.
 import type { OperatorConfig } from '../config.js';
 import { ARTIFACT_MOUNT, SOURCE_MOUNT, type Revision } from '../revision.js';
 import type { NPUModel } from '../types.js';
 import { labels, npuResources, npuScheduling, ownerReference, placement, RESTRICTED_CONTAINER_SECURITY, serverSelector } from './common.js';
+import { TERMINATION_LOG } from './job.js';
+import { servingSettings, type PodSizing } from './sizing.js';
 
 export interface RolloutStrategy {
   maxSurge: number;
@@ -39,9 +42,15 @@ function apiKeyEnv(m: NPUModel) {
   return [{ name: 'NPUSERVE_API_KEY', valueFrom: { secretKeyRef: { name: ref.name, key: ref.key ?? 'api-key' } } }];
 }
 
-export function deployment(m: NPUModel, rev: Revision, cfg: OperatorConfig, replicas: number, strategy: RolloutStrategy) {
+/** The container's resources: its NPUs, and the CPU and memory the sizing derived. */
+function containerResources(npus: ReturnType<typeof npuResources>, sizing: PodSizing) {
+  return { requests: { ...npus.requests, ...sizing.requests }, limits: { ...npus.limits, ...sizing.limits } };
+}
+
+export function deployment(m: NPUModel, rev: Revision, cfg: OperatorConfig, replicas: number, strategy: RolloutStrategy, sizing: PodSizing) {
   const port = servicePort(m);
   const rt = m.spec.runtime ?? {};
+  const settings = servingSettings(m);
   const pl = placement(m, cfg);
   const { volumes, mounts } = modelVolumes(cfg, rev);
   const probe = (path: string) => ({ httpGet: { path, port: 'http' } });
@@ -71,11 +80,18 @@ export function deployment(m: NPUModel, rev: Revision, cfg: OperatorConfig, repl
                 '--model', rev.artifact,
                 '--port', String(port),
                 '--served-model-name', m.metadata.name,
-                '--max-batch-size', String(rt.maxBatchSize ?? 16),
-                '--max-seq-len', String(rt.maxSeqLen ?? 2048),
+                '--max-batch-size', String(settings.maxBatchSize),
+                '--max-seq-len', String(settings.maxSeqLen),
                 '--max-waiting-requests', String(rt.maxWaitingRequests ?? 256),
+                '--kv-cache-dtype', settings.kvCacheDtype,
+                // Without the flag the engine runs as many threads as the CPU limit's quota allows.
+                ...(sizing.threadsFromSpec ? ['--threads', String(sizing.threads)] : []),
                 '--drain-timeout-seconds', '45',
+                '--termination-log', TERMINATION_LOG,
               ],
+              // Why a server stopped (a memory limit too small, a bad artifact) reaches the ServerFailing condition.
+              terminationMessagePath: TERMINATION_LOG,
+              terminationMessagePolicy: 'FallbackToLogsOnError',
               env: apiKeyEnv(m),
               ports: [{ name: 'http', containerPort: port, protocol: 'TCP' }],
               // A 7B model maps and warms for minutes: the startup probe allows 30 minutes.
@@ -84,7 +100,7 @@ export function deployment(m: NPUModel, rev: Revision, cfg: OperatorConfig, repl
               livenessProbe: { ...probe('/healthz'), periodSeconds: 10, failureThreshold: 6, timeoutSeconds: 5 },
               // Endpoints drop the pod before SIGTERM makes the server drain its in-flight requests.
               lifecycle: { preStop: { sleep: { seconds: 5 } } },
-              resources: npuResources(pl),
+              resources: containerResources(npuResources(pl), sizing),
               securityContext: RESTRICTED_CONTAINER_SECURITY,
               volumeMounts: mounts,
             },

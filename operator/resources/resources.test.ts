@@ -10,8 +10,12 @@ import { childName, modelNameProblem } from './common.js';
 import { deployment, endpoint, service } from './deployment.js';
 import { conversionJob } from './job.js';
 import { networkPolicy } from './network-policy.js';
+import { parseQuantity, podSizing } from './sizing.js';
 
 const cfg = parseOperatorConfig([], {});
+
+/** Mistral 7B v0.3 in INT8 as its conversion reports it: 32 layers, 8 KV heads of 128. */
+const MISTRAL_INT8 = { fileBytes: 7_700_000_000, layers: 32, kvHeads: 8, headDim: 128 };
 
 function model(spec: Partial<NPUModel['spec']> = {}): NPUModel {
   return {
@@ -70,7 +74,7 @@ describe('conversion Job', () => {
 describe('serving Deployment and Service', () => {
   const m = model({ placement: { npusPerReplica: 2, nodeSelector: { pool: 'npu' }, tolerations: [{ key: 'npu', operator: 'Exists' }] }, runtime: { maxBatchSize: 8 } });
   const rev = desiredRevision(m, cfg.sources) as Revision;
-  const d = deployment(m, rev, cfg, 3, { maxSurge: 0, maxUnavailable: 1 });
+  const d = deployment(m, rev, cfg, 3, { maxSurge: 0, maxUnavailable: 1 }, podSizing(m, MISTRAL_INT8, rev.name));
   const c = d.spec.template.spec.containers[0];
 
   it('serves the revision artifact with probes for a slow load and draining', () => {
@@ -88,7 +92,8 @@ describe('serving Deployment and Service', () => {
     expect(d.spec.strategy.rollingUpdate).toEqual({ maxSurge: 0, maxUnavailable: 1 });
     expect(d.spec.template.spec.nodeSelector).toEqual({ pool: 'npu' });
     expect(d.spec.template.spec.tolerations).toEqual([{ key: 'npu', operator: 'Exists' }]);
-    expect(c.resources.limits).toEqual({ 'huawei.com/Ascend910': '2' });
+    // 7 700 000 000 B of weights + 16384 tokens x 32 x 2 x 8 x 128 x 2 B of KV cache (2 GiB) + 1 MiB of RoPE tables + 384 MiB.
+    expect(c.resources).toEqual({ requests: { 'huawei.com/Ascend910': '2', cpu: '4', memory: '9777Mi' }, limits: { 'huawei.com/Ascend910': '2', cpu: '4', memory: '9777Mi' } });
     expect(d.spec.template.metadata.labels['npuserve.io/revision']).toBe(rev.name);
     expect(d.spec.selector.matchLabels).toEqual({ 'app.kubernetes.io/instance': 'mistral-7b', 'app.kubernetes.io/component': 'server' });
   });
@@ -121,9 +126,80 @@ describe('serving Deployment and Service', () => {
   });
 });
 
+describe('serving pod sizing', () => {
+  const runtime = { maxBatchSize: 8, maxSeqLen: 2048 };
+  const sized = (rt: NonNullable<NPUModel['spec']['runtime']>) => {
+    const m = model({ runtime: { ...runtime, ...rt } });
+    const rev = desiredRevision(m, cfg.sources) as Revision;
+    const sizing = podSizing(m, MISTRAL_INT8, rev.name);
+    const c = deployment(m, rev, cfg, 1, { maxSurge: 1, maxUnavailable: 0 }, sizing).spec.template.spec.containers[0];
+    return { sizing, c, threadsArg: c.args.includes('--threads') ? c.args[c.args.indexOf('--threads') + 1] : undefined };
+  };
+
+  it.each([
+    ['nothing said: 4 threads, cpu 4, no --threads (the engine follows its quota)', {}, 4, { cpu: '4' }, { cpu: '4' }, undefined],
+    ['spec.runtime.threads', { threads: 6 }, 6, { cpu: '6' }, { cpu: '6' }, '6'],
+    ['a fractional CPU limit rounds up', { resources: { limits: { cpu: '2500m' } } }, 3, { cpu: '2500m' }, { cpu: '2500m' }, undefined],
+    ['a CPU request alone: the limit is its threads', { resources: { requests: { cpu: '500m' } } }, 1, { cpu: '500m' }, { cpu: '1' }, undefined],
+    ['a request above the threads raises the limit to it', { threads: 2, resources: { requests: { cpu: 8 } } }, 2, { cpu: 8 }, { cpu: 8 }, '2'],
+  ] as const)('%s', (_name, rt, threads, requests, limits, threadsArg) => {
+    const s = sized(rt);
+    expect(s.sizing.threads).toBe(threads);
+    expect(s.c.resources.requests).toMatchObject(requests);
+    expect(s.c.resources.limits).toMatchObject(limits);
+    expect(s.threadsArg).toBe(threadsArg);
+  });
+
+  it.each([
+    ['the derived figure, request = limit (f16 KV cache by default)', {}, '9777Mi', '9777Mi', '--kv-cache-dtype f16'],
+    ['an f32 KV cache doubles its 2 GiB', { kvCacheDtype: 'f32' as const }, '11825Mi', '11825Mi', '--kv-cache-dtype f32'],
+    ['a KV cache of twice the tokens', { maxBatchSize: 16 }, '11825Mi', '11825Mi', '--max-batch-size 16'],
+    ["the user's limit above the need, request = limit", { resources: { limits: { memory: '16Gi' } } }, '16Gi', '16Gi', '--kv-cache-dtype f16'],
+    ["the user's request above the need raises the limit to it", { resources: { requests: { memory: '12Gi' } } }, '12Gi', '12Gi', '--kv-cache-dtype f16'],
+    ["the user's request below the need: the limit is the need", { resources: { requests: { memory: '8Gi' } } }, '8Gi', '9777Mi', '--kv-cache-dtype f16'],
+  ])('memory: %s', (_name, rt, request, limit, arg) => {
+    const s = sized(rt);
+    expect(s.c.resources.requests.memory).toBe(request);
+    expect(s.c.resources.limits.memory).toBe(limit);
+    expect(s.c.args.join(' ')).toContain(arg);
+    expect(s.sizing.insufficientMemory).toBeUndefined();
+  });
+
+  it('a memory limit below the need is refused, naming both figures and how the need is made', () => {
+    const s = sized({ resources: { limits: { memory: '8Gi' } } });
+    expect(s.sizing.insufficientMemory).toMatch(/^spec\.runtime\.resources\.limits\.memory 8Gi \(8192 MiB\) is below the 9777 MiB revision r[0-9a-f]{10} needs per pod: weights 7344 MiB \+ KV cache 2048 MiB \(16384 tokens x 32 layers x 2 \(K, V\) x 8 KV heads x 128 head dim x 2 bytes \(f16\)\) \+ RoPE tables 1 MiB \+ runtime 384 MiB = 9777 MiB;.*the operator then sets 9777Mi/);
+    expect(sized({ kvCacheDtype: 'f32', resources: { limits: { memory: '8Gi' } } }).sizing.insufficientMemory).toMatch(/or use runtime\.kvCacheDtype f16$/);
+    expect(sized({ resources: { limits: { memory: '9777Mi' } } }).sizing.insufficientMemory).toBeUndefined();
+    expect(sized({ resources: { limits: { memory: '9776Mi' } } }).sizing.insufficientMemory).toMatch(/9776Mi \(9776 MiB\) is below the 9777 MiB/);
+  });
+
+  it("without the revision's footprint (converted by an older operator) only the user's memory figures apply", () => {
+    const m = model({ runtime: { resources: { limits: { memory: '1Gi' } } } });
+    expect(podSizing(m, undefined, 'r1')).toEqual({ threads: 4, threadsFromSpec: false, requests: { cpu: '4', memory: '1Gi' }, limits: { cpu: '4', memory: '1Gi' } });
+    expect(podSizing(model(), undefined, 'r1').limits).toEqual({ cpu: '4' });
+  });
+
+  it.each([
+    ['500m', 0.5],
+    ['2', 2],
+    [3, 3],
+    ['1.5', 1.5],
+    ['8Gi', 8 * 2 ** 30],
+    ['9777Mi', 9777 * 2 ** 20],
+    ['1G', 1e9],
+    ['128974848', 128974848],
+    ['1e3', 1000],
+    ['12k', 12000],
+    ['1Gb', undefined],
+    ['', undefined],
+  ] as const)('quantity %s is %s', (q, value) => {
+    expect(parseQuantity(q)).toBe(value);
+  });
+});
+
 describe('API key and NetworkPolicy', () => {
   const rev = desiredRevision(model(), cfg.sources) as Revision;
-  const container = (m: NPUModel) => deployment(m, rev, cfg, 1, { maxSurge: 1, maxUnavailable: 0 }).spec.template.spec.containers[0];
+  const container = (m: NPUModel) => deployment(m, rev, cfg, 1, { maxSurge: 1, maxUnavailable: 0 }, podSizing(m, undefined, rev.name)).spec.template.spec.containers[0];
 
   it("gives serving pods NPUSERVE_API_KEY from the model's Secret (default key api-key), and no key without one", () => {
     expect(container(model({ service: { apiKeySecretRef: { name: 'mistral-key', key: 'token' } } })).env).toEqual([

@@ -4,12 +4,13 @@
 // printed as KL(ref, q) so the Markdown table stays a table.
 // Also npuserve FP32 against llama.cpp F32, which checks that both read the same weights and tokens.
 import { existsSync, mkdirSync } from 'node:fs';
-import { availableParallelism, homedir } from 'node:os';
+import { homedir } from 'node:os';
 import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { UsageError } from '../../common/errors.js';
 import { type CommandSpec, type FlagValues, intFlag, runScript, stringFlag } from '../../common/flags.js';
+import { defaultThreads } from '../cgroup.js';
 import { convert } from '../convert/convert.js';
 import { writeGgufTwin } from '../convert/gguf-writer.js';
 import { Engine, type Int8Activations } from '../engine.js';
@@ -228,7 +229,7 @@ async function main(values: FlagValues): Promise<void> {
   if (!model === !preset) throw new UsageError('give one of --model X.gguf or --preset NAME (a test model)');
   if (preset && !(preset in PRESETS)) throw new UsageError(`--preset ${preset}: expected one of ${Object.keys(PRESETS).join(', ')}`);
   const tokenCount = intFlag(values, 'tokens', 2)!;
-  const threads = intFlag(values, 'threads', 1) ?? availableParallelism();
+  const threads = intFlag(values, 'threads', 1) ?? defaultThreads();
   const cacheDir = stringFlag(values, 'cache-dir')!;
   mkdirSync(cacheDir, { recursive: true });
   const s = preset ? presetSources(cacheDir, preset) : ggufSources(cacheDir, model!, stringFlag(values, 'llama-q8'));

@@ -13,6 +13,7 @@ import type { Llama, LlamaModel } from 'node-llama-cpp';
 
 import { UsageError } from '../../common/errors.js';
 import { choiceFlag, type CommandSpec, type FlagValues, intFlag, runScript, stringFlag } from '../../common/flags.js';
+import { defaultThreads } from '../cgroup.js';
 import { Engine, native, type Int8Activations, type MachineLimits } from '../engine.js';
 import { FORMAT_VERSION } from '../format.js';
 import { makeTestModel, PRESETS, TEST_MODEL_VERSION } from '../testmodel.js';
@@ -271,7 +272,7 @@ async function main(values: FlagValues): Promise<void> {
   for (const p of precisions) if (!(p in MODEL_PRECISIONS)) throw new UsageError(`--precision ${p}: expected INT8 or FP16`);
   const models = stringFlag(values, 'models')!.split(',');
   for (const m of models) if (!(m in PRESETS)) throw new UsageError(`--models ${m}: expected one of ${Object.keys(PRESETS).join(', ')}`);
-  const threads = intFlag(values, 'threads', 1) ?? (await import('node:os')).availableParallelism();
+  const threads = intFlag(values, 'threads', 1) ?? defaultThreads();
   const batchSizes = stringFlag(values, 'batches')!.split(',').map(Number);
   if (!batchSizes.every((b) => Number.isSafeInteger(b) && b >= 1)) throw new UsageError(`--batches must be positive integers separated by commas, got '${values.batches}'`);
   const plan: BenchPlan = {

@@ -13,6 +13,7 @@ import OpenAI from 'openai';
 import { SPEC_DEFAULTS } from '../../common/defaults.js';
 import { UsageError } from '../../common/errors.js';
 import { type CommandSpec, type FlagValues, intFlag, numberFlag, runScript, stringFlag } from '../../common/flags.js';
+import { defaultThreads } from '../cgroup.js';
 import { convert } from '../convert/convert.js';
 import { Progress } from '../progress.js';
 import { makeTestModel, PRESETS } from '../testmodel.js';
@@ -110,7 +111,7 @@ interface OverheadPoint {
 
 async function measureOverhead(o: Options, progress: Progress): Promise<OverheadPoint[]> {
   const serverArgs = ['--max-batch-size', String(o.maxBatchSize), '--max-seq-len', String(SPEC_DEFAULTS.runtime.maxSeqLen)];
-  const engine = await EngineTarget.load(o.modelPath, { threads: cpus().length, maxBatchSize: o.maxBatchSize, maxSeqLen: SPEC_DEFAULTS.runtime.maxSeqLen, maxNumBatchedTokens: Math.max(256, o.maxBatchSize) });
+  const engine = await EngineTarget.load(o.modelPath, { threads: defaultThreads(), maxBatchSize: o.maxBatchSize, maxSeqLen: SPEC_DEFAULTS.runtime.maxSeqLen, maxNumBatchedTokens: Math.max(256, o.maxBatchSize) });
   const server = await startServer(o.modelPath, serverArgs);
   const http = openaiTarget('server', server);
   // The client yields the cores to the server's engine threads, as a client on another machine

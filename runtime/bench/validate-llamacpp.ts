@@ -6,9 +6,9 @@
 //   3. quantized file: teacher-forced next-token top-1 of our FP32 conversion against llama.cpp
 //      running the file as it is (its own quantized kernels), over one fixed token stream.
 import { existsSync, mkdirSync, statSync } from 'node:fs';
-import { availableParallelism } from 'node:os';
 import { basename, join } from 'node:path';
 
+import { defaultThreads } from '../cgroup.js';
 import { convert } from '../convert/convert.js';
 import { writeGgufTwin } from '../convert/gguf-writer.js';
 import { FORMAT_VERSION } from '../format.js';
@@ -32,7 +32,7 @@ export interface LlamaCppValidation {
 
 /** Runs the three checks; `workDir` keeps the F32 twin and our FP32 conversion between runs. */
 export async function validateAgainstLlamaCpp(gguf: string, workDir: string, opts: { threads?: number; log?: (line: string) => void } = {}): Promise<LlamaCppValidation> {
-  const threads = opts.threads ?? availableParallelism();
+  const threads = opts.threads ?? defaultThreads();
   const log = opts.log ?? ((line: string) => console.error(line));
   mkdirSync(workDir, { recursive: true });
   // Cached files are named by the source's size and mtime and our format and engine versions.

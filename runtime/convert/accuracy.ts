@@ -1,8 +1,8 @@
 // The accuracy gate: logits of a converted model against an FP32 conversion of the same checkpoint
 // on fixed calibration prompts (encoded with the model's own tokenizer): cosine similarity of
 // last-position logits, top-1 agreement at every position. Non-finite logits always fail it.
-import { cpus } from 'node:os';
 
+import { defaultThreads } from '../cgroup.js';
 import { Engine } from '../engine.js';
 import { readNpuFile, type AccuracyReport } from '../format.js';
 import { Tokenizer } from '../tokenizer.js';
@@ -59,7 +59,7 @@ export async function measureAccuracy(candidatePath: string, referencePath: stri
   const tok = new Tokenizer(readNpuFile(candidatePath).metadata.tokenizer);
   const ids = prompts.map((p) => tok.encode(p));
   const options = {
-    threads: cpus().length,
+    threads: defaultThreads(),
     maxSeqLen: Math.max(...ids.map((x) => x.length)),
     kvCacheTokens: ids.reduce((n, x) => n + x.length + 16, 0),
   };

@@ -10,7 +10,8 @@ import { templateSpec, type ChatMessage } from '../chat.js';
 import { DEFAULT_TEMPLATE_LIMITS, SandboxedChatTemplate, TemplateLimitError } from '../chat-sandbox.js';
 import { FormatError, UsageError } from '../errors.js';
 import { INT8_QUANTIZATION, type AccuracyReport, type NpuMetadata, type Precision, type TensorDType, type TensorLayout } from '../format.js';
-import { hasOutputProjectionBias, type ModelConfig } from '../model-config.js';
+import type { ModelFootprint } from '../../common/serving-memory.js';
+import { hasOutputProjectionBias, modelFootprint, type ModelConfig } from '../model-config.js';
 import { Tokenizer, tokenizerVocabSize } from '../tokenizer.js';
 import { CONVERTER_VERSION, ENGINE_VERSION } from '../../common/version.js';
 import { gateFailure, measureAccuracy } from './accuracy.js';
@@ -43,6 +44,8 @@ export interface ConvertSummary {
   sourceFormat: string;
   sourceBytes: number;
   outputBytes: number;
+  /** What sizes a serving pod of this file (the operator records it per revision). */
+  model: ModelFootprint;
   seconds: { convert: number; accuracy: number; total: number };
   accuracy: AccuracyReport | null;
 }
@@ -290,6 +293,7 @@ export async function convert(opts: ConvertOptions): Promise<ConvertSummary> {
       sourceFormat: ck.format,
       sourceBytes: digest.bytes,
       outputBytes: statSync(opts.output).size,
+      model: modelFootprint(ck.config, statSync(opts.output).size),
       seconds: { convert: (t1 - t0) / 1000, accuracy: (t2 - t1) / 1000, total: (t2 - t0) / 1000 },
       accuracy,
     };

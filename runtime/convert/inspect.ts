@@ -4,7 +4,9 @@
 import { existsSync, statSync } from 'node:fs';
 
 import { UsageError } from '../errors.js';
+import type { ModelFootprint } from '../../common/serving-memory.js';
 import { readNpuFile, type NpuMetadata, type Precision } from '../format.js';
+import { modelFootprint } from '../model-config.js';
 
 export interface InspectSummary {
   input: string;
@@ -13,6 +15,8 @@ export interface InspectSummary {
   architecture: NpuMetadata['architecture'];
   engineVersion: string;
   fileBytes: number;
+  /** What sizes a serving pod of this file (the operator records it per revision). */
+  model: ModelFootprint;
   accuracy: NpuMetadata['accuracy'];
 }
 
@@ -27,6 +31,7 @@ export function inspectNpu(input: string): InspectSummary {
     architecture: metadata.architecture,
     engineVersion: metadata.engineVersion,
     fileBytes: header.fileBytes,
+    model: modelFootprint(metadata.config, header.fileBytes),
     accuracy: metadata.accuracy,
   };
 }

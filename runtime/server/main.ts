@@ -6,9 +6,13 @@ import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import type { Logger } from '../../common/log.js';
+import { describeServingMemory, limitMebibytes, servingMemory, type KvCacheDtype } from '../../common/serving-memory.js';
+import { cgroupLimits } from '../cgroup.js';
 import { templateSpec } from '../chat.js';
 import { SandboxedChatTemplate, type TemplateLimits } from '../chat-sandbox.js';
 import { Engine, type Int8Activations } from '../engine.js';
+import { readNpuFile } from '../format.js';
+import { modelFootprint } from '../model-config.js';
 import { ServerMetrics } from '../metrics.js';
 import { Scheduler, type SchedulerPolicy } from '../scheduler.js';
 import { Tokenizer } from '../tokenizer.js';
@@ -27,7 +31,8 @@ export interface ServeConfig {
   maxWaitingRequests: number;
   maxNumBatchedTokens: number;
   kvCacheTokens: number;
-  /** What the KV cache and RoPE tables may take (default: the engine's, half the available memory). */
+  kvCacheDtype: KvCacheDtype;
+  /** What the KV cache and RoPE tables may take (default: the memory limit less the weights and the runtime, else the engine's, half of RAM). */
   memoryBudgetBytes?: number;
   threads: number;
   kernel?: string;
@@ -77,13 +82,17 @@ export async function serve(config: ServeConfig, log: Logger): Promise<number> {
 
 /** Loads the engine, runs one warm-up step and opens the OpenAI routes (unless already draining). */
 async function load(config: ServeConfig, state: ServingState, metrics: ServerMetrics, log: Logger): Promise<Scheduler> {
+  // Checked even with an explicit budget: a limit below the weights and the cache cannot be served.
+  const budgetUnderLimit = memoryBudgetWithin(config, cgroupLimits().memoryLimitBytes);
+  const memoryBudgetBytes = config.memoryBudgetBytes ?? budgetUnderLimit;
   const engine = await Engine.load(config.modelPath, {
     threads: config.threads,
     maxSeqLen: config.maxSeqLen,
     kvCacheTokens: config.kvCacheTokens,
     kernel: config.kernel,
     int8Activations: config.int8Activations,
-    memoryBudgetBytes: config.memoryBudgetBytes,
+    kvCacheDtype: config.kvCacheDtype,
+    memoryBudgetBytes,
   });
   const meta = engine.metadata;
   if (config.maxSeqLen > meta.config.maxPositionEmbeddings) {
@@ -121,6 +130,23 @@ async function load(config: ServeConfig, state: ServingState, metrics: ServerMet
       `max seq len ${config.maxSeqLen}, KV cache ${info.kvBlocksTotal * info.kvBlockTokens} tokens (${(info.kvCacheBytes / 2 ** 20).toFixed(0)} MiB)`,
   );
   return scheduler;
+}
+
+/**
+ * Under a memory limit (the pod's, as the kubelet sets it in the cgroup), the KV cache may take what
+ * the weights and the runtime leave. A limit too small for the model is refused here, before
+ * anything is allocated: the kernel would kill the process mid-load, again at every restart.
+ */
+export function memoryBudgetWithin(config: Pick<ServeConfig, 'modelPath' | 'kvCacheTokens' | 'maxSeqLen' | 'kvCacheDtype'>, limitBytes: number | undefined): number | undefined {
+  if (limitBytes === undefined) return undefined;
+  const { header, metadata } = readNpuFile(config.modelPath);
+  const need = servingMemory(modelFootprint(metadata.config, header.fileBytes), config);
+  if (limitBytes < need.totalBytes)
+    throw new Error(
+      `the memory limit of ${limitMebibytes(limitBytes)} (cgroup) is below what serving ${config.modelPath} needs: ${describeServingMemory(need)}; ` +
+        `raise the limit (spec.runtime.resources.limits.memory), or lower --kv-cache-tokens, --max-batch-size or --max-seq-len`,
+    );
+  return limitBytes - need.weightBytes - need.overheadBytes;
 }
 
 /** Waits for the requests in flight; those still open at the deadline get a 503 error (streams as their last event). */

@@ -71,6 +71,12 @@ export async function deleteModelNamespace(client: KubeApi, ns: string, waitMs =
   return stripped;
 }
 
+/**
+ * The local node has this machine's CPUs (2): a small CPU request lets several test models share it
+ * (each then runs 1 engine thread, its CPU limit). A spec's own runtime fields replace these one by one.
+ */
+const LOCAL_RUNTIME = { maxBatchSize: 4, maxSeqLen: 256, maxWaitingRequests: 16, resources: { requests: { cpu: '100m' } } };
+
 export function npuModel(name: string, spec: Record<string, unknown> = {}): Model {
   return {
     apiVersion: 'npuserve.io/v1alpha1',
@@ -79,9 +85,9 @@ export function npuModel(name: string, spec: Record<string, unknown> = {}): Mode
     spec: {
       source: { uri: 'file:///models/tiny' },
       precision: 'FP16',
-      runtime: { maxBatchSize: 4, maxSeqLen: 256, maxWaitingRequests: 16 },
       placement: { nodeSelector: { [servingNode().label]: 'true' } },
       ...spec,
+      runtime: { ...LOCAL_RUNTIME, ...(spec.runtime as object | undefined) },
     },
   };
 }
