@@ -37,7 +37,7 @@ async function cluster(): Promise<ClusterState> {
     console.log(`reusing the demo's running local cluster (${existing!.dir}, pod subnet ${existing!.podSubnet})`);
     return existing!;
   }
-  return up({ npuNodes: 4, cpuNodes: 2, localNodes: 0, realNodes: 1, name: demoClusterName, stateFile: demoStateFile, log: (line) => console.log(`  ${line}`) });
+  return up({ npuNodes: 4, cpuNodes: 2, realNodes: 1, name: demoClusterName, stateFile: demoStateFile, log: (line) => console.log(`  ${line}`) });
 }
 
 async function installChart(state: ClusterState): Promise<void> {

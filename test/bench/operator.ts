@@ -41,7 +41,7 @@ async function main(): Promise<void> {
   let state = readState();
   if (!state || !isRunning(state)) {
     console.log('starting the local cluster ...');
-    state = await up({ ...defaultUpOptions, localNodes: 0 });
+    state = await up({ ...defaultUpOptions, realNodes: 0 });
     started = true;
   }
   const client = KubeApi.fromFile(state.kubeconfig);

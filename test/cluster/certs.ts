@@ -54,8 +54,7 @@ export function generatePki(dir: string, addresses: string[]): Pki {
     'basicConstraints=CA:FALSE',
     'keyUsage=critical,digitalSignature,keyEncipherment',
     'extendedKeyUsage=serverAuth',
-    // Pods of the node agent reach the API server through its forwarder on the pod network's gateway;
-    // pods of real nodes at the `kubernetes` Service's cluster IP, which kube-proxy translates.
+    // Pods reach the API server at the `kubernetes` Service's cluster IP, which kube-proxy translates.
     `subjectAltName=${[...new Set(['127.0.0.1', ...addresses])].map((a) => `IP:${a}`).join(',')},DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc`,
   ]);
   issue(dir, 'admin', '/O=system:masters/CN=kubernetes-admin', [

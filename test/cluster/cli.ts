@@ -1,14 +1,11 @@
 // Command line of the local cluster, run by the npm scripts:
-//   npm run cluster:up -- [--npu-nodes N] [--cpu-nodes N] [--local-nodes N] [--real-nodes N]
+//   npm run cluster:up -- [--npu-nodes N] [--cpu-nodes N] [--real-nodes N]
 //   npm run cluster:down
 //   npm run cluster:status
 //   npm run cluster:nodes -- --npu N          add N simulated NPU nodes, print the time until Ready
-//   npm run cluster:proxy -- svc/NAME PORT [--namespace NS] [--local-port P]
 // Each takes --cluster NAME for a named cluster (.cluster/NAME/state.json; the demo's is 'demo').
-import { addNpuNodes, defaultUpOptions, down, isRunning, readState, runningState, up } from './cluster.js';
-import { KubeApi } from './kube.js';
+import { addNpuNodes, defaultUpOptions, down, isRunning, readState, up } from './cluster.js';
 import { namedStateFile } from './paths.js';
-import { startServiceProxy } from './proxy.js';
 
 function flag(args: string[], name: string): string | undefined {
   const i = args.findIndex((a) => a === `--${name}` || a.startsWith(`--${name}=`));
@@ -24,34 +21,6 @@ function count(args: string[], name: string, fallback: number): number {
   return n;
 }
 
-function positional(args: string[]): string[] {
-  const out: string[] = [];
-  for (let i = 0; i < args.length; i++) {
-    if (args[i].startsWith('--')) {
-      if (!args[i].includes('=')) i++;
-      continue;
-    }
-    out.push(args[i]);
-  }
-  return out;
-}
-
-async function proxy(args: string[]): Promise<void> {
-  const [target, port] = positional(args);
-  const service = target?.replace(/^(svc|service)\//, '');
-  if (!service || !port) throw new Error('usage: npm run cluster:proxy -- svc/NAME PORT [--namespace NS] [--local-port P]');
-  const client = KubeApi.fromFile(runningState().kubeconfig);
-  const p = await startServiceProxy(client, {
-    service,
-    port: /^\d+$/.test(port) ? Number(port) : port,
-    namespace: flag(args, 'namespace') ?? 'default',
-    localPort: count(args, 'local-port', 0),
-  });
-  console.log(`forwarding ${p.url} -> service ${service}:${port} (ready endpoints now: ${p.endpoints().join(', ') || 'none'}); Ctrl-C stops`);
-  await new Promise<void>((resolve) => process.once('SIGINT', resolve));
-  await p.close();
-}
-
 async function main(argv: string[]): Promise<void> {
   const [command, ...args] = argv;
   const name = flag(args, 'cluster');
@@ -63,8 +32,7 @@ async function main(argv: string[]): Promise<void> {
         ...(name !== undefined ? { name } : {}),
         npuNodes: count(args, 'npu-nodes', defaultUpOptions.npuNodes),
         cpuNodes: count(args, 'cpu-nodes', defaultUpOptions.cpuNodes),
-        localNodes: count(args, 'local-nodes', defaultUpOptions.localNodes),
-        realNodes: count(args, 'real-nodes', defaultUpOptions.realNodes ?? 0),
+        realNodes: count(args, 'real-nodes', defaultUpOptions.realNodes),
       });
       console.log(`\nexport KUBECONFIG=${state.kubeconfig}\nexport PATH=${state.binDir}:$PATH   # kubectl, helm`);
       return;
@@ -89,11 +57,8 @@ async function main(argv: string[]): Promise<void> {
       console.log(`${names.length} simulated NPU nodes registered and Ready in ${seconds.toFixed(1)} s (${names[0]} .. ${names[names.length - 1]})`);
       return;
     }
-    case 'proxy':
-      await proxy(args);
-      return;
     default:
-      throw new Error(`unknown command '${command ?? ''}': use up, down, status, nodes or proxy`);
+      throw new Error(`unknown command '${command ?? ''}': use up, down, status or nodes`);
   }
 }
 

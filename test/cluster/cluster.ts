@@ -1,6 +1,7 @@
-// The local cluster's lifecycle: `up` starts the control plane, KWOK and the node agent, registers
-// the nodes and records everything in the state file; `down` stops what the state file lists and
-// removes the temp dir. Used by the CLI (npm run cluster:up/down) and the vitest global setup.
+// The local cluster's lifecycle: `up` starts the control plane, KWOK, the PVC provisioner and the
+// real nodes, registers the simulated nodes and records everything in the state file; `down` stops
+// what the state file lists and removes the temp dir. Used by the CLI (npm run cluster:up/down),
+// the vitest global setup and the demo.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -10,7 +11,7 @@ import { loopbackNetwork, startControlPlane } from './control-plane.js';
 import { nodeImages } from './images.js';
 import { KubeApi } from './kube.js';
 import { createSimulatedNodes, startKwok, waitNodesReady } from './kwok-nodes.js';
-import { removePodNetwork, reservePodSubnet } from './node-agent/pod-network.js';
+import { removePodNetwork, reservePodSubnet } from './pod-subnet.js';
 import { binDir, cacheDir, checkBinaries, clusterSourceDir, kwokStagesFile, readVersions, repoRoot, stateFile } from './paths.js';
 import { waitingFor } from './progress.js';
 import { isAlive, startProcess, stopProcessGroup, tail, type ManagedProcess } from './processes.js';
@@ -22,16 +23,16 @@ export interface ClusterState {
   server: string;
   binDir: string;
   kubernetesVersion: string;
-  /** Names the local nodes' pod network (bridge nps<ID>br, namespaces nps-<ID>-N). */
+  /** Names the cluster's links and namespaces (claiming bridge nps<ID>br, node namespaces npn-<ID>-K). */
   networkId: string;
   /** Set for named clusters (the demo's is 'demo'); test runs refuse to reuse one. */
   name?: string;
-  /** 10.N.0.0/16, the lowest free one at start (node-agent/pod-network.ts), so clusters can run side by side. */
+  /** 10.N.0.0/16, the lowest free one at start (pod-subnet.ts), so clusters can run side by side. */
   podSubnet: string;
   ports: { etcd: number; etcdPeer: number; apiserver: number };
   processes: ManagedProcess[];
-  /** real: nodes with containerd, kubelet and kube-proxy (real-nodes.ts); local: the node agent's. */
-  nodes: { npu: string[]; cpu: string[]; local: string[]; real?: string[] };
+  /** real: nodes with containerd, kubelet and kube-proxy (real-nodes.ts); npu, cpu: simulated (KWOK). */
+  nodes: { npu: string[]; cpu: string[]; real: string[] };
   /** The image real nodes run npuserve pods from (imported into their containerd). */
   image?: string;
   startedAt: string;
@@ -40,9 +41,8 @@ export interface ClusterState {
 export interface UpOptions {
   npuNodes: number;
   cpuNodes: number;
-  localNodes: number;
   /** Nodes with containerd, a kubelet and kube-proxy running the npuserve image (real-nodes.ts). */
-  realNodes?: number;
+  realNodes: number;
   log?: (line: string) => void;
   /** Where this cluster's state is kept (default: stateFile()); one file per cluster. */
   stateFile?: string;
@@ -50,7 +50,7 @@ export interface UpOptions {
   name?: string;
 }
 
-export const defaultUpOptions: UpOptions = { npuNodes: 4, cpuNodes: 2, localNodes: 1 };
+export const defaultUpOptions: UpOptions = { npuNodes: 4, cpuNodes: 2, realNodes: 1 };
 
 export function readState(file = stateFile()): ClusterState | undefined {
   if (!fs.existsSync(file)) return undefined;
@@ -69,8 +69,6 @@ export function isRunning(state: ClusterState | undefined): boolean {
   return apiserver !== undefined && isAlive(apiserver.pid);
 }
 
-export const localNodeName = (i: number) => `local-npu-${i}`;
-
 export async function up(options: UpOptions = defaultUpOptions): Promise<ClusterState> {
   const log = options.log ?? ((line: string) => console.log(line));
   const file = options.stateFile ?? stateFile();
@@ -84,9 +82,9 @@ export async function up(options: UpOptions = defaultUpOptions): Promise<Cluster
   }
   const bin = binDir();
   ensureBinaries(bin, log);
-  const realNodes = options.realNodes ?? 0;
-  if ((options.localNodes > 0 || realNodes > 0) && process.getuid?.() !== 0) {
-    throw new Error('local and real nodes run pods in network namespaces, which needs root: run as root, or pass --local-nodes 0 --real-nodes 0');
+  const realNodes = options.realNodes;
+  if (realNodes > 0 && process.getuid?.() !== 0) {
+    throw new Error('real nodes run containerd and a kubelet in namespaces of their own, which needs root: run as root, or pass --real-nodes 0 (control plane and simulated nodes only)');
   }
   const images = realNodes > 0 ? nodeImages(log) : undefined;
   const versions = readVersions();
@@ -104,7 +102,7 @@ export async function up(options: UpOptions = defaultUpOptions): Promise<Cluster
     podSubnet: '',
     ports: { etcd: 0, etcdPeer: 0, apiserver: 0 },
     processes: [],
-    nodes: { npu: [], cpu: [], local: [], real: [] },
+    nodes: { npu: [], cpu: [], real: [] },
     ...(images ? { image: images.npuserve } : {}),
     startedAt: new Date().toISOString(),
   };
@@ -114,7 +112,7 @@ export async function up(options: UpOptions = defaultUpOptions): Promise<Cluster
   };
   writeState(state, file);
   try {
-    const subnet = reservePodSubnet(networkId, options.localNodes > 0 || realNodes > 0);
+    const subnet = reservePodSubnet(networkId, realNodes > 0);
     state.podSubnet = subnet.cidr;
     writeState(state, file);
     // Real nodes' namespaces come first: the API server listens on this machine's end of node 0's link.
@@ -133,9 +131,7 @@ export async function up(options: UpOptions = defaultUpOptions): Promise<Cluster
     log(`control plane ready at ${cp.server}`);
 
     record(await startKwok(bin, dir, cp.kubeconfig, kwokStagesFile(versions), subnet.simulatedPodCidr));
-    state.nodes.local = Array.from({ length: options.localNodes }, (_, i) => localNodeName(i));
-    // With real nodes only, the agent still provisions PVCs (StorageClass `standard`) and runs no pods.
-    if (state.nodes.local.length > 0 || realNodes > 0) record(startNodeAgent(dir, cp.kubeconfig, state.networkId, state.podSubnet, state.nodes.local));
+    record(startProvisioner(dir, cp.kubeconfig));
     for (let k = 0; k < realNodes; k++) {
       const node = await waitingFor(
         `containerd, kubelet and kube-proxy of ${realNodeName(k)} (importing the images into containerd)`,
@@ -147,7 +143,7 @@ export async function up(options: UpOptions = defaultUpOptions): Promise<Cluster
         }, record),
         { log },
       );
-      state.nodes.real!.push(node.name);
+      state.nodes.real.push(node.name);
       writeState(state, file);
     }
     const client = KubeApi.fromFile(cp.kubeconfig);
@@ -155,25 +151,25 @@ export async function up(options: UpOptions = defaultUpOptions): Promise<Cluster
       state.nodes.npu = await createSimulatedNodes(client, 'kwok-npu', 0, options.npuNodes, true);
       state.nodes.cpu = await createSimulatedNodes(client, 'kwok-cpu', 0, options.cpuNodes, false);
       writeState(state, file);
-      const all = [...state.nodes.npu, ...state.nodes.cpu, ...state.nodes.local, ...state.nodes.real!];
+      const all = [...state.nodes.npu, ...state.nodes.cpu, ...state.nodes.real];
       await waitingFor(`${all.length} nodes to be Ready`, waitNodesReady(client, all, 120_000 + 100 * all.length), { log });
       // The NPU is simulated on real nodes too: no device plugin, the capacity is advertised on the
       // Node's status (the documented way to advertise an extended resource), and the kubelet keeps it.
-      for (const name of state.nodes.real!) {
+      for (const name of state.nodes.real) {
         await client.patch(`/api/v1/nodes/${name}/status`, { status: { capacity: { 'huawei.com/Ascend910': '8' } } });
       }
     } finally {
     }
     log(
       `cluster up in ${((Date.now() - started) / 1000).toFixed(1)} s: ${state.nodes.npu.length} simulated NPU, ` +
-        `${state.nodes.cpu.length} simulated CPU, ${state.nodes.local.length} local NPU, ${state.nodes.real!.length} real NPU node(s) Ready`,
+        `${state.nodes.cpu.length} simulated CPU, ${state.nodes.real.length} real NPU node(s) Ready`,
     );
     return state;
   } catch (err) {
-    const agent = state.processes.find((p) => p.name === 'node-agent');
-    const agentLog = agent ? `\nnode agent log:\n${tail(agent.log, 20)}` : '';
+    const kubelet = state.processes.find((p) => p.name.endsWith('-kubelet'));
+    const kubeletLog = kubelet ? `\nkubelet log:\n${tail(kubelet.log, 20)}` : '';
     await down({ quiet: true, keepDir: true, stateFile: file });
-    throw new Error(`${(err as Error).message}${agentLog}\n(logs kept in ${dir}/logs)`);
+    throw new Error(`${(err as Error).message}${kubeletLog}\n(logs kept in ${dir}/logs)`);
   }
 }
 
@@ -188,27 +184,18 @@ function ensureBinaries(bin: string, log: (line: string) => void): void {
   }
 }
 
-function startNodeAgent(dir: string, kubeconfig: string, networkId: string, podSubnet: string, nodes: string[]): ManagedProcess {
-  const agentDir = path.join(dir, 'node-agent');
-  fs.mkdirSync(agentDir, { recursive: true });
+/** The PVC provisioner (provisioner.ts), a process of its own like the control plane's. */
+function startProvisioner(dir: string, kubeconfig: string): ManagedProcess {
   const p = startProcess(
-    'node-agent',
+    'provisioner',
     process.execPath,
-    ['--import', 'tsx', path.join(clusterSourceDir, 'node-agent', 'main.ts'),
-      `--kubeconfig=${kubeconfig}`, `--dir=${dir}`, `--network-id=${networkId}`, `--pod-subnet=${podSubnet}`, `--nodes=${nodes.join(',')}`],
-    path.join(dir, 'logs', 'node-agent.log'),
+    ['--import', 'tsx', path.join(clusterSourceDir, 'provisioner.ts'), `--kubeconfig=${kubeconfig}`, `--dir=${dir}`],
+    path.join(dir, 'logs', 'provisioner.log'),
     process.env,
     repoRoot,
   );
   p.stopWatching();
   return { name: p.name, pid: p.pid, log: p.log };
-}
-
-/** Process groups of pods the node agent runs (it lists them so `down` can stop leftovers). */
-export function podProcessGroups(dir: string): number[] {
-  const pidDir = path.join(dir, 'node-agent', 'pids');
-  if (!fs.existsSync(pidDir)) return [];
-  return fs.readdirSync(pidDir).map(Number).filter((n) => Number.isInteger(n) && n > 0);
 }
 
 export async function down(options: { quiet?: boolean; keepDir?: boolean; stateFile?: string } = {}): Promise<boolean> {
@@ -218,16 +205,15 @@ export async function down(options: { quiet?: boolean; keepDir?: boolean; stateF
     if (!options.quiet) console.log(`no local cluster is running (no state file ${file})`);
     return false;
   }
-  // Reverse start order: the node agent stops its pods first, etcd goes last.
+  // Reverse start order: kube-proxy, the kubelet and containerd first, etcd last.
   for (const p of [...state.processes].reverse()) {
     if (!isAlive(p.pid)) continue;
     if (!options.quiet) console.log(`stopping ${p.name} (pid ${p.pid})`);
-    await stopProcessGroup(p.pid, p.name === 'node-agent' ? 35_000 : 10_000);
+    await stopProcessGroup(p.pid, 10_000);
   }
-  for (const pgid of podProcessGroups(state.dir)) await stopProcessGroup(pgid, 2000);
   if (state.networkId) {
     const octet = Number(state.podSubnet.split('.')[1]);
-    const real = new Set([...(state.nodes.real ?? []).map((_, k) => k), ...existingNodes(state.networkId)]);
+    const real = new Set([...state.nodes.real.map((_, k) => k), ...existingNodes(state.networkId)]);
     for (const k of real) {
       killNodeLeftovers(state.networkId, k, path.join(state.dir, 'nodes', realNodeName(k)));
       removeNode(state.networkId, octet, k);

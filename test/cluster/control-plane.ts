@@ -35,7 +35,7 @@ function etcdHealthy(port: number): Promise<boolean> {
  */
 /**
  * Where the API server listens and which Service range it hands out: loopback and 10.96.0.0/16 for
- * clusters whose pods run here (node agent, KWOK); with real nodes, this machine's end of node 0's
+ * clusters without real nodes (KWOK only); with real nodes, this machine's end of node 0's
  * link and the cluster's own range, which this machine routes to the nodes (real-nodes.ts).
  */
 export interface ControlPlaneNetwork {
@@ -105,7 +105,7 @@ export async function startControlPlane(
     '--authorization-mode=Node,RBAC',
     '--allow-privileged=true',
     '--profiling=false',
-    // `kubectl logs` reaches local nodes' agents at their InternalIP (nodes have no resolvable hostname).
+    // `kubectl logs` and `exec` reach real nodes' kubelets at their InternalIP (nodes have no resolvable hostname).
     '--kubelet-preferred-address-types=InternalIP',
     '--v=1',
   ], path.join(logs, 'kube-apiserver.log'));

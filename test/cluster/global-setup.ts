@@ -42,10 +42,11 @@ export default async function setup(project: TestProject): Promise<() => Promise
     project.provide('cluster', existing!);
     return async () => undefined;
   }
-  // A real node (containerd + kubelet running the image built from this checkout) where this machine
-  // can run one: root and podman. The node agent's local node stays for the tests of the agent itself.
+  // A real node (containerd + kubelet running the image built from this checkout) needs root and
+  // podman; without them the control plane and simulated nodes still start, and every test that
+  // runs pods fails naming what is missing.
   const realNodes = process.getuid?.() === 0 && hasPodman() ? 1 : 0;
-  if (realNodes === 0) console.log('[cluster] no real node (needs root and podman): the product runs on the node agent');
+  if (realNodes === 0) console.log('[cluster] no real node: it needs root and podman (bash scripts/system-packages.sh installs podman, containerd, runc)');
   const state = await up({ ...defaultUpOptions, realNodes, log: (line) => console.log(`[cluster] ${line}`) });
   try {
     project.provide('cluster', state);

@@ -1,20 +1,15 @@
 // Helpers for tests that run against the local cluster (the `cluster` vitest project): a client for
-// the cluster of this run, throwaway namespaces, kubectl, and where local pods' volumes live on disk.
+// the cluster of this run, throwaway namespaces, kubectl, and where the real node's volumes live on disk.
 import { execFile } from 'node:child_process';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { inject } from 'vitest';
 import type { ClusterState } from './cluster.js';
 import { KubeApi, waitFor, type KubeObject } from './kube.js';
-import { localNodeLabel } from './node-agent/node.js';
-import { nodeRootDir } from './node-agent/volumes.js';
-import { startServiceProxy } from './proxy.js';
-import { realNodeLabel } from './real-nodes.js';
+import { nodeRootDir, realNodeLabel } from './real-nodes.js';
 
 export { waitFor } from './kube.js';
-export { startServiceProxy, type ServiceProxy } from './proxy.js';
 export { kwokTaint, npuResourceName, npuLabels } from './kwok-nodes.js';
-export { localNodeLabel } from './node-agent/node.js';
 export { realNodeLabel } from './real-nodes.js';
 
 export function cluster(): ClusterState {
@@ -43,22 +38,16 @@ export async function createNamespace(client: KubeApi, prefix: string): Promise<
   return name;
 }
 
-/**
- * The node the product's pods run on in tests: the real node (containerd + kubelet) when the cluster
- * has one, otherwise the node agent's local node; `label` selects it (`<label>=true`).
- */
-export function servingNode(): { name: string; label: string; real: boolean } {
-  const real = cluster().nodes.real?.[0];
-  return real ? { name: real, label: realNodeLabel, real: true } : { name: cluster().nodes.local[0], label: localNodeLabel, real: false };
+/** The node the product's pods run on in tests: the cluster's real node (containerd + kubelet); `label` selects it (`<label>=true`). */
+export function servingNode(): { name: string; label: string } {
+  const real = cluster().nodes.real[0];
+  if (!real) throw new Error('this cluster has no real node: the cluster tests need root and podman (npm run cluster:up -- --real-nodes 1)');
+  return { name: real, label: realNodeLabel };
 }
 
-/**
- * The npuserve image pods run and the operator's flags for it: on real nodes the image built from
- * this checkout, imported into containerd (never pulled); on the node agent's any name with `npuserve`.
- */
+/** The operator's flags for the image its pods run: the one built from this checkout, imported into the node's containerd (never pulled). */
 export function imageFlags(): string[] {
-  const image = cluster().image;
-  return image && servingNode().real ? ['--image', image, '--image-pull-policy', 'Never'] : ['--image', 'npuserve:test'];
+  return ['--image', cluster().image!, '--image-pull-policy', 'Never'];
 }
 
 /**
@@ -76,14 +65,9 @@ export interface ServiceAccess {
 
 /**
  * A URL for a Service from the test process: its cluster IP (this machine routes the Service range
- * to the real node, where kube-proxy translates it) once a connection succeeds; on a cluster without
- * real nodes, the local forwarder standing in for kube-proxy (proxy.ts).
+ * to the real node, where kube-proxy translates it) once a connection succeeds.
  */
 export async function serviceAccess(client: KubeApi, o: { namespace: string; service: string; port: number }): Promise<ServiceAccess> {
-  if (!servingNode().real) {
-    const p = await startServiceProxy(client, o);
-    return { url: p.url, close: p.close };
-  }
   const svc = await client.get<KubeObject & { spec: { clusterIP: string } }>(`/api/v1/namespaces/${o.namespace}/services/${o.service}`);
   const url = `http://${svc.spec.clusterIP}:${o.port}`;
   // kube-proxy programs a Service's rules a moment after its endpoints become ready.

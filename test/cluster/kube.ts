@@ -1,4 +1,4 @@
-// The test harness's view of the Kubernetes API (node agent, service proxy, tests, scripts): the
+// The test harness's view of the Kubernetes API (cluster lifecycle, provisioner, tests, scripts): the
 // operator's client (operator/kube/client.ts, on @kubernetes/client-node) plus list-then-watch,
 // polling helpers and the object shapes the harness reads.
 import { isGone, type KubeApi } from '../../operator/kube/client.js';

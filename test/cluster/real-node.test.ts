@@ -1,6 +1,6 @@
 // A real node (containerd + runc, the pinned kubelet and kube-proxy) runs the npuserve image as
 // the chart runs it: non-root, read-only root filesystem, all capabilities dropped. The kubelet
-// enforces what the node agent only imitated, and `kubectl logs` and `kubectl exec` work.
+// enforces what the former node agent only imitated, and `kubectl logs` and `kubectl exec` work.
 import fs from 'node:fs';
 import path from 'node:path';
 
@@ -120,6 +120,36 @@ describe.runIf(process.getuid?.() === 0)('a real node', () => {
     expect((await kubectl('exec', '-n', ns, 'server', '--', 'sh', '-c', 'touch /tmp/x && echo ok')).trim()).toBe('ok');
     const after = await post(`http://${podIP}:8000/v1/completions`, { model: 'tiny', prompt: 'Again', max_tokens: 2 });
     expect(after.status).toBe(200);
+  });
+
+  it('a server under a memory limit below what the model needs stops at once and says why in its termination message', async () => {
+    await client.create(`/api/v1/namespaces/${ns}/pods`, {
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name: 'small' },
+      spec: {
+        nodeSelector: { 'npuserve.io/real-node': 'true' },
+        restartPolicy: 'Never',
+        containers: [{
+          name: 'runtime',
+          image: cluster().image,
+          imagePullPolicy: 'Never',
+          args: ['serve', '--model', `/models/${ns}.npu`, '--port', '8000', '--termination-log', '/dev/termination-log'],
+          resources: { limits: { memory: '160Mi' } },
+          securityContext: RUNTIME_SECURITY,
+          volumeMounts: [{ name: 'models', mountPath: '/models', readOnly: true }, { name: 'tmp', mountPath: '/tmp' }],
+        }],
+        volumes: [{ name: 'models', hostPath: { path: '/models', type: 'Directory' } }, { name: 'tmp', emptyDir: {} }],
+      },
+    });
+    const terminated = await waitFor('the small pod terminated', async () => {
+      const p = await client.get<KubeObject & { status?: PodStatus }>(`/api/v1/namespaces/${ns}/pods/small`);
+      return p.status?.containerStatuses?.[0]?.state?.terminated as { exitCode: number; reason: string; message?: string } | undefined;
+    }, 60_000);
+    // The kubelet's cgroup limit is what the server read: a refusal, not an OOM kill.
+    expect(terminated.reason).not.toBe('OOMKilled');
+    expect(terminated.exitCode).not.toBe(0);
+    expect(terminated.message).toMatch(/the memory limit of 160 MiB \(cgroup\) is below what serving/);
   });
 
   it("a pod reaches the API server at the kubernetes Service's cluster IP", async () => {

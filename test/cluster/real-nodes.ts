@@ -34,6 +34,8 @@ export interface RealNodeAddresses {
 
 export const realNodeName = (k: number) => `real-npu-${k}`;
 export const realNodeLabel = 'npuserve.io/real-node';
+/** The node's own folder: <root>/models is its /models (hostPath volumes), in its mount namespace. */
+export const nodeRootDir = (clusterDir: string, node: string) => path.join(clusterDir, 'nodes', node, 'root');
 
 export function realNodeAddresses(octet: number, k: number): RealNodeAddresses {
   if (!Number.isInteger(k) || k < 0 || k > 63) throw new Error(`real node index ${k}: at most 64 real nodes (0..63)`);
@@ -47,7 +49,6 @@ export const apiServiceIp = (octet: number) => `10.${octet}.64.1`;
 /** The pods of every real node (kube-proxy's --cluster-cidr: traffic from elsewhere is masqueraded). */
 export const realPodCidr = (octet: number) => `10.${octet}.0.0/18`;
 
-/** Not under the node agent's pod namespace prefix (nps-<id>-), which it deletes when it stops. */
 export const nodeNetns = (networkId: string, k: number) => `npn-${networkId}-${k}`;
 const hostLink = (networkId: string, k: number) => `n${networkId}n${k}`;
 /** Where each node's mount namespace is pinned (a private bind mount, as `ip netns` does for /run/netns). */

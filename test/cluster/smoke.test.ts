@@ -1,13 +1,13 @@
 // Smoke tests proving the local cluster is a real one: the controller-manager's controllers, the
-// scheduler's node selection with NPU capacity, the garbage collector, and pods truly run by the
-// node agent on the local NPU node, reachable through their Service's EndpointSlices.
+// scheduler's node selection with NPU capacity, the garbage collector, and pods run in containers by
+// the real node's kubelet, reachable through their Service (kube-proxy) at ready endpoints only.
 import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { KubeApi, KubeObject } from './kube.js';
-import { parsePodSubnet } from './node-agent/pod-network.js';
-import type { Pod } from './node-agent/types.js';
+import { parsePodSubnet } from './pod-subnet.js';
+import type { Pod } from './pod-types.js';
 import {
   claimDir,
   cluster,
@@ -16,10 +16,9 @@ import {
   kubeClient,
   kubectl,
   kwokTaint,
-  localNodeLabel,
   npuLabels,
   npuResourceName,
-  startServiceProxy,
+  servingNode,
   waitFor,
 } from './helpers.js';
 
@@ -36,7 +35,9 @@ afterAll(async () => {
 });
 
 const pods = (selector: string) => client.list<Pod>(`/api/v1/namespaces/${ns}/pods`, { labelSelector: selector }).then((l) => l.items);
-const onLocalNode = { [localNodeLabel]: 'true' };
+const onRealNode = () => ({ [servingNode().label]: 'true' });
+/** Every pod here runs the npuserve image (the only image on the node: no registry) with a command of its own. */
+const image = () => cluster().image!;
 
 function deployment(name: string, replicas: number, podSpec: object, labels: Record<string, string> = {}): KubeObject {
   return {
@@ -80,19 +81,19 @@ function getOnNewConnection(url: string): Promise<string> {
 }
 
 describe('local cluster', () => {
-  it('lists Ready simulated NPU, CPU and local NPU nodes through the built kubectl', async () => {
+  it('lists Ready simulated and real NPU nodes through the built kubectl', async () => {
     const out = await kubectl('get', 'nodes', '-l', 'accelerator=huawei-Ascend910', '-o', 'jsonpath={range .items[*]}{.metadata.name} {.status.conditions[?(@.type=="Ready")].status}{"\\n"}{end}');
     const lines = out.trim().split('\n');
     const state = cluster();
-    expect(lines).toHaveLength(state.nodes.npu.length + state.nodes.local.length);
+    expect(lines).toHaveLength(state.nodes.npu.length + state.nodes.real.length);
     for (const line of lines) expect(line).toMatch(/ True$/);
   });
 
   it('a Deployment creates a ReplicaSet and running pods through the controller-manager', async () => {
     await client.create(`/apis/apps/v1/namespaces/${ns}/deployments`, deployment('sleeper', 3, {
-      nodeSelector: onLocalNode,
+      nodeSelector: onRealNode(),
       terminationGracePeriodSeconds: 1,
-      containers: [{ name: 'pause', image: 'registry.k8s.io/pause:3.10' }],
+      containers: [{ name: 'sleep', image: image(), imagePullPolicy: 'Never', command: ['sleep', 'infinity'] }],
     }));
     const available = await waitFor('deployment sleeper available', async () => {
       const d = await client.get<KubeObject & { status?: { availableReplicas?: number } }>(`/apis/apps/v1/namespaces/${ns}/deployments/sleeper`);
@@ -119,10 +120,17 @@ describe('local cluster', () => {
       const rs = await client.list(`/apis/apps/v1/namespaces/${ns}/replicasets`, { labelSelector: 'app=sleeper' });
       return rs.items.length === 0 && (await pods('app=sleeper')).length === 0 ? true : undefined;
     });
-    // The node agent stopped the processes and removed their pid records.
-    const pidDir = path.join(cluster().dir, 'node-agent', 'pids');
-    const stillRunning = fs.readdirSync(pidDir).filter((f) => fs.readFileSync(path.join(pidDir, f), 'utf8').startsWith(`${ns}/sleeper-`));
-    expect(stillRunning).toEqual([]);
+    // The kubelet stopped the containers: no process is left in the pods' cgroups.
+    const uids = before.map((p) => p.metadata.uid!.replaceAll('-', '_'));
+    const inPodCgroup = () => fs.readdirSync('/proc').filter((e) => /^\d+$/.test(e)).filter((pid) => {
+      try {
+        const cgroups = fs.readFileSync(`/proc/${pid}/cgroup`, 'utf8');
+        return uids.some((uid) => cgroups.includes(uid) || cgroups.includes(uid.replaceAll('_', '-')));
+      } catch {
+        return false;
+      }
+    });
+    await waitFor('the sleeper containers stopped', () => (inPodCgroup().length === 0 ? true : undefined), 30_000);
   });
 
   it('schedules NPU pods only onto NPU nodes and leaves one Pending as Unschedulable when they are full', async () => {
@@ -130,7 +138,7 @@ describe('local cluster', () => {
     const nodes = (await client.list<Node>('/api/v1/nodes')).items;
     const npus = (n: Node) => Number(n.status.allocatable[npuResourceName] ?? 0);
     const npuNodes = nodes.filter((n) => npus(n) >= 8);
-    expect(npuNodes.length).toBe(cluster().nodes.npu.length + cluster().nodes.local.length);
+    expect(npuNodes.length).toBe(cluster().nodes.npu.length + cluster().nodes.real.length);
     expect(npuNodes.every((n) => n.metadata.labels?.accelerator === npuLabels.accelerator)).toBe(true);
     // The pods may go to a pool of up to 4 NPU nodes with 8 free NPUs (other tests sharing the cluster
     // may hold some), the local one first, plus every CPU node: the pool keeps the test's size fixed
@@ -138,7 +146,7 @@ describe('local cluster', () => {
     const used = await npusInUse();
     const pool = npuNodes
       .filter((n) => npus(n) - (used.get(n.metadata.name ?? '') ?? 0) >= 8)
-      .sort((a, b) => Number(b.metadata.labels?.[localNodeLabel] === 'true') - Number(a.metadata.labels?.[localNodeLabel] === 'true'))
+      .sort((a, b) => Number(b.metadata.labels?.[servingNode().label] === 'true') - Number(a.metadata.labels?.[servingNode().label] === 'true'))
       .slice(0, 4)
       .map((n) => n.metadata.name ?? '');
     const cpuNodes = nodes.filter((n) => npus(n) === 0).map((n) => n.metadata.name ?? '');
@@ -161,7 +169,7 @@ describe('local cluster', () => {
           },
           tolerations: [{ ...kwokTaint, operator: 'Equal' }],
           terminationGracePeriodSeconds: 1,
-          containers: [{ name: 'pause', image: 'registry.k8s.io/pause:3.10', resources: { limits: { [npuResourceName]: '8' } } }],
+          containers: [{ name: 'sleep', image: image(), imagePullPolicy: 'Never', command: ['sleep', 'infinity'], resources: { limits: { [npuResourceName]: '8' } } }],
         },
       });
     }
@@ -183,14 +191,15 @@ describe('local cluster', () => {
     await waitFor('NPU pods deleted', async () => ((await pods('app=npu')).length === 0 ? true : undefined));
   }, 180_000);
 
-  it('runs a Job on the local NPU node that writes to a hostPath and a PVC, reaches Succeeded, and has kubectl logs', async () => {
+  it('runs a Job on the real NPU node that writes to a hostPath and a PVC, reaches Succeeded, and has kubectl logs', async () => {
     await client.create(`/api/v1/namespaces/${ns}/persistentvolumeclaims`, {
       apiVersion: 'v1',
       kind: 'PersistentVolumeClaim',
       metadata: { name: 'store' },
       spec: { accessModes: ['ReadWriteOnce'], resources: { requests: { storage: '1Gi' } } },
     });
-    const hostPath = `/var/lib/smoke-${ns}`;
+    // /models is the node's own folder (its mount namespace); the image runs as uid 10001, the folder is 0777.
+    const hostPath = '/models';
     await client.create(`/apis/batch/v1/namespaces/${ns}/jobs`, {
       apiVersion: 'batch/v1',
       kind: 'Job',
@@ -200,16 +209,17 @@ describe('local cluster', () => {
         template: {
           spec: {
             restartPolicy: 'Never',
-            nodeSelector: onLocalNode,
+            nodeSelector: onRealNode(),
             containers: [{
               name: 'writer',
-              image: 'busybox:1.36',
-              command: ['sh', '-c', 'echo "job ran in $MY_POD" > /out/result.txt && echo stored > /store/data.txt && echo writer done'],
+              image: image(),
+              imagePullPolicy: 'Never',
+              command: ['sh', '-c', `echo "job ran in $MY_POD" > /out/${ns}-result.txt && echo stored > /store/data.txt && echo writer done`],
               env: [{ name: 'MY_POD', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } }],
               volumeMounts: [{ name: 'out', mountPath: '/out' }, { name: 'store', mountPath: '/store' }],
             }],
             volumes: [
-              { name: 'out', hostPath: { path: hostPath, type: 'DirectoryOrCreate' } },
+              { name: 'out', hostPath: { path: hostPath, type: 'Directory' } },
               { name: 'store', persistentVolumeClaim: { claimName: 'store' } },
             ],
           },
@@ -226,7 +236,7 @@ describe('local cluster', () => {
     const [pod] = await pods('job-name=writer');
     expect(pod.status?.phase).toBe('Succeeded');
     expect(pod.status?.containerStatuses?.[0].state.terminated).toMatchObject({ exitCode: 0, reason: 'Completed' });
-    expect(fs.readFileSync(path.join(hostPathDir(hostPath, pod.spec.nodeName), 'result.txt'), 'utf8')).toBe(`job ran in ${pod.metadata.name}\n`);
+    expect(fs.readFileSync(path.join(hostPathDir(hostPath, pod.spec.nodeName), `${ns}-result.txt`), 'utf8')).toBe(`job ran in ${pod.metadata.name}\n`);
     expect(fs.readFileSync(path.join(await claimDir(client, ns, 'store'), 'data.txt'), 'utf8')).toBe('stored\n');
     expect(await kubectl('logs', '-n', ns, pod.metadata.name ?? '')).toBe('writer done\n');
   });
@@ -236,7 +246,7 @@ describe('local cluster', () => {
       apiVersion: 'v1',
       kind: 'Pod',
       metadata: { name: 'crasher' },
-      spec: { nodeSelector: onLocalNode, restartPolicy: 'Always', containers: [{ name: 'c', image: 'busybox', command: ['sh', '-c', 'exit 3'] }] },
+      spec: { nodeSelector: onRealNode(), restartPolicy: 'Always', containers: [{ name: 'c', image: image(), imagePullPolicy: 'Never', command: ['sh', '-c', 'exit 3'] }] },
     });
     const status = await waitFor('crasher restarted', async () => {
       const pod = await client.get<Pod>(`/api/v1/namespaces/${ns}/pods/crasher`);
@@ -246,18 +256,19 @@ describe('local cluster', () => {
     expect(status.lastState.terminated).toMatchObject({ exitCode: 3, reason: 'Error' });
   });
 
-  it('routes a Service through the proxy to ready pods only, read from EndpointSlices', async () => {
+  it('routes a Service through kube-proxy to ready pods only, read from EndpointSlices', async () => {
     const server = (ready: boolean) => [
       'node', '-e',
       `require('http').createServer((q, s) => { if (q.url === '/ready') { s.statusCode = ${ready ? 200 : 503}; return s.end(); } ` +
         `s.end(process.env.MY_NAME); }).listen(8080); process.on('SIGTERM', () => process.exit(0));`,
     ];
     const podSpec = (ready: boolean) => ({
-      nodeSelector: onLocalNode,
+      nodeSelector: onRealNode(),
       terminationGracePeriodSeconds: 2,
       containers: [{
         name: 'web',
-        image: 'node:20-slim',
+        image: image(),
+        imagePullPolicy: 'Never',
         command: server(ready),
         env: [{ name: 'MY_NAME', valueFrom: { fieldRef: { fieldPath: 'metadata.name' } } }],
         ports: [{ name: 'http', containerPort: 8080 }],
@@ -277,22 +288,21 @@ describe('local cluster', () => {
       return list.length === 2 ? list : undefined;
     });
     await waitFor('web-unready running', async () => ((await pods('app=web-unready'))[0]?.status?.phase === 'Running' ? true : undefined));
-    const proxy = await startServiceProxy(client, { namespace: ns, service: 'web', port: 80 });
-    try {
-      await waitFor('two ready endpoints', () => (proxy.endpoints().length === 2 ? true : undefined));
-      const slices = await client.list<KubeObject & { endpoints?: Array<{ conditions: { ready: boolean } }> }>(
+    const svc = await client.get<KubeObject & { spec: { clusterIP: string } }>(`/api/v1/namespaces/${ns}/services/web`);
+    const slices = await waitFor('two ready endpoints in the EndpointSlices', async () => {
+      const list = await client.list<KubeObject & { endpoints?: Array<{ conditions: { ready: boolean } }> }>(
         `/apis/discovery.k8s.io/v1/namespaces/${ns}/endpointslices`,
         { labelSelector: 'kubernetes.io/service-name=web' },
       );
-      const endpoints = slices.items.flatMap((s) => s.endpoints ?? []);
-      expect(endpoints.filter((e) => e.conditions.ready)).toHaveLength(2);
-      expect(endpoints.filter((e) => !e.conditions.ready)).toHaveLength(1); // listed, never routed to
-
-      const answers = new Set<string>();
-      for (let i = 0; i < 6; i++) answers.add(await getOnNewConnection(`${proxy.url}/`));
-      expect(answers).toEqual(new Set(readyPods.map((p) => p.metadata.name)));
-    } finally {
-      await proxy.close();
-    }
+      const endpoints = list.items.flatMap((e) => e.endpoints ?? []);
+      return endpoints.filter((e) => e.conditions.ready).length === 2 && endpoints.length === 3 ? endpoints : undefined;
+    });
+    expect(slices.filter((e) => !e.conditions.ready)).toHaveLength(1); // listed, never routed to
+    await waitFor(`kube-proxy serving ${svc.spec.clusterIP}`, () => getOnNewConnection(`http://${svc.spec.clusterIP}/`).catch(() => undefined), 60_000, 500);
+    // kube-proxy picks an endpoint at random per connection: 24 connections reach both ready pods
+    // (missing one has probability 2^-23) and never the unready one.
+    const answers = new Set<string>();
+    for (let i = 0; i < 24; i++) answers.add(await getOnNewConnection(`http://${svc.spec.clusterIP}/`));
+    expect(answers).toEqual(new Set(readyPods.map((p) => p.metadata.name)));
   });
 });

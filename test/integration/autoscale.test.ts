@@ -1,4 +1,4 @@
-// Autoscaling end to end on the local cluster: real serving processes on the local NPU node, a load
+// Autoscaling end to end on the local cluster: real serving containers on the real NPU node, a load
 // generator (the openai client through the Service proxy) at more than twice the capacity of one replica,
 // the operator scaling up within the panic window and back to minReplicas after the stabilization time.
 import { request } from 'node:http';
@@ -14,7 +14,7 @@ import { serviceAccess, servingNode, type ServiceAccess } from '../cluster/helpe
 import type { KubeApi, KubeObject } from '../cluster/kube.js';
 import { applyCrd, deleteModelNamespace, getModel, kubeClient, kubectl, modelNamespace, npuModel, startOperator, waitFor, waitForPhase, type OperatorProcess } from './operator-harness.js';
 
-// The local node has 2 CPUs and each serving pod requests one: 2 replicas at most.
+// The real node has 2 CPUs and each serving pod requests one: 2 replicas at most.
 const autoscaling = { minReplicas: 1, maxReplicas: 2, targetTokensPerSecondPerReplica: 5, ttftP95TargetMs: 1000, scaleDownStabilizationSeconds: 20 };
 const PANIC_WINDOW_SECONDS = 6;
 const SCRAPE_INTERVAL_SECONDS = 1;
@@ -77,7 +77,7 @@ async function readyServerPods(client: KubeApi, ns: string): Promise<Pod[]> {
 }
 
 /**
- * Waits until the local node has room for two serving pods (each requests one CPU, the node has two);
+ * Waits until the real node has room for two serving pods (each requests one CPU, the node has two);
  * pods of other tests or demos on it would keep the second replica Pending. Names them if not.
  */
 async function nodeRoomForTwo(client: KubeApi): Promise<void> {

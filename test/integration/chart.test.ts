@@ -180,7 +180,7 @@ describe('helm install on the local cluster', () => {
       '--set', `operator.watchNamespaces={${ns}}`,
       '--set-string', `operator.npuNodeSelector.${servingNode().label.replace(/\./g, '\\.')}=true`,
       // On a real node, the image built from this checkout and imported into its containerd.
-      ...(servingNode().real ? ['--set', `image.repository=${cluster().image!.replace(/:[^:/]+$/, '')}`, '--set', `image.tag=${cluster().image!.replace(/^.*:/, '')}`, '--set', 'image.pullPolicy=Never'] : []),
+      '--set', `image.repository=${cluster().image!.replace(/:[^:/]+$/, '')}`, '--set', `image.tag=${cluster().image!.replace(/^.*:/, '')}`, '--set', 'image.pullPolicy=Never',
       '--set', 'operator.leaderElection.leaseDurationSeconds=6',
       '--wait', '--timeout', '120s');
     expect(out.stderr).not.toMatch(/Error/);
@@ -193,7 +193,7 @@ describe('helm install on the local cluster', () => {
 
     writeFileSync(join(tmpdir(), `${ns}-model.json`), JSON.stringify(npuModel('tiny')));
     await kubectl('apply', '-n', ns, '-f', join(tmpdir(), `${ns}-model.json`));
-    // Conversion and serving pods each request 1 CPU of the local node; when another model holds it
+    // Conversion and serving pods each request CPU of the real node; when another model holds it
     // (a running `npm run demo`), the failure shows the Unschedulable condition.
     const model = await waitForPhase(client, ns, 'tiny', 'Ready', 240_000).catch(async (e) => {
       const m = await client.get<{ status?: { conditions?: unknown } }>(`/apis/npuserve.io/v1alpha1/namespaces/${ns}/npumodels/tiny`);

@@ -43,7 +43,7 @@ beforeAll(async () => {
   await applyCrd();
   ns = await modelNamespace(client, 'opfail');
   unwatched = await createNamespace(client, 'opfail-unwatched');
-  // A single-file GGUF and a prebuilt INT8 .npu on the local node, beside the harness's /models/tiny.
+  // A single-file GGUF and a prebuilt INT8 .npu on the real node, beside the harness's /models/tiny.
   makeTestModel(hostPathDir(`/models/${ns}-gguf`), { ...TINY, gguf: 'F16' });
   const src = join(tmpdir(), `${ns}-src`);
   makeTestModel(src, TINY);
@@ -145,7 +145,7 @@ describe('operator failures a user can see', () => {
 
   it('says Unschedulable while the replicas that fit serve', async () => {
     await deleteModels();
-    // The local node has 8 NPUs: 3 replicas of 3 NPUs each leave one replica unplaced.
+    // The real node has 8 NPUs: 3 replicas of 3 NPUs each leave one replica unplaced.
     const placement = { nodeSelector: { [servingNode().label]: 'true' }, npusPerReplica: 3 };
     await apply(ns, npuModel('crowded', { source: { uri: `file:///models/${ns}-prebuilt/tiny.int8.npu`, format: 'npu' }, precision: 'INT8', replicas: 3, placement }));
     const m = await waitFor('2 of 3 ready and Unschedulable reported', async () => {

@@ -1,5 +1,5 @@
 // Test harness for the operator on the local cluster: the CRD applied, a namespace with an artifact
-// claim and a test model on the local NPU node, and operator processes started from bin/npuserve.js.
+// claim and a test model on the real NPU node, and operator processes started from bin/npuserve.js.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -72,7 +72,7 @@ export async function deleteModelNamespace(client: KubeApi, ns: string, waitMs =
 }
 
 /**
- * The local node has this machine's CPUs (2): a small CPU request lets several test models share it
+ * The real node has this machine's CPUs (2): a small CPU request lets several test models share it
  * (each then runs 1 engine thread, its CPU limit). A spec's own runtime fields replace these one by one.
  */
 const LOCAL_RUNTIME = { maxBatchSize: 4, maxSeqLen: 256, maxWaitingRequests: 16, resources: { requests: { cpu: '100m' } } };

@@ -1,5 +1,5 @@
 // The operator against the real control plane of the local cluster: CRD validation by the API
-// server, a model converted by a real Job and served by real pods on the local NPU node, precision
+// server, a model converted by a real Job and served by real pods on the real NPU node, precision
 // rollouts under load, a failed accuracy gate, NPU exhaustion, the API key from a Secret, the
 // serving pods' NetworkPolicy, and deletion.
 import { existsSync, readdirSync } from 'node:fs';

@@ -1,4 +1,4 @@
-// Which local cluster a test run uses: never the demo's (its pods hold the local node and its operator
+// Which local cluster a test run uses: never the demo's (its pods hold its node's CPUs and its operator
 // would lose its lease), and the one of `npm run cluster:up` only when reuse is allowed.
 import { describe, expect, it } from 'vitest';
 import type { ClusterState } from '../cluster/cluster.js';
@@ -16,7 +16,7 @@ const state = (name?: string): ClusterState => ({
   podSubnet: '10.244.0.0/16',
   ports: { etcd: 1, etcdPeer: 2, apiserver: 6443 },
   processes: [],
-  nodes: { npu: [], cpu: [], local: [] },
+  nodes: { npu: [], cpu: [], real: [] },
   startedAt: '2026-01-01T00:00:00Z',
 });
 

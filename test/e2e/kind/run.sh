@@ -64,8 +64,7 @@ spec:
 YAML
 kubectl wait -n npuserve-demo --for=jsonpath='{.status.phase}'=Succeeded pod/make-test-model --timeout=120s
 
-# The demo example pins the local cluster's node label; on kind, select the NPU node instead.
-sed 's#npuserve.io/local-node: "true"#accelerator: huawei-Ascend910#' examples/mistral-tiny.yaml | kubectl apply -n npuserve-demo -f -
+kubectl apply -n npuserve-demo -f examples/mistral-tiny.yaml
 kubectl wait -n npuserve-demo --for=jsonpath='{.status.phase}'=Ready npum/mistral-tiny --timeout=300s
 kubectl get npum -n npuserve-demo
 echo "try: kubectl port-forward -n npuserve-demo svc/mistral-tiny 8000:8000"

@@ -1,9 +1,13 @@
 // A dynamic provisioner for the default StorageClass `standard`: each PVC gets a PV whose hostPath
 // is a fresh directory under <cluster>/volumes, pre-bound to the claim (kube-controller-manager's PV
-// controller completes the binding); released PVs are deleted with their directory.
+// controller completes the binding); released PVs are deleted with their directory. A stand-in for
+// local-path-provisioner, whose image would need a registry; `cluster:up` runs it as a process:
+//   node --import tsx test/cluster/provisioner.ts --kubeconfig=F --dir=CLUSTER_DIR
 import fs from 'node:fs';
 import path from 'node:path';
-import { informer, isConflict, isNotFound, type KubeApi, type KubeObject } from '../kube.js';
+import { pathToFileURL } from 'node:url';
+
+import { informer, isConflict, isNotFound, KubeApi, type KubeObject } from './kube.js';
 
 export const storageClassName = 'standard';
 export const provisionerName = 'npuserve.io/local-dir';
@@ -84,4 +88,27 @@ export function runProvisioner(client: KubeApi, clusterDir: string, signal: Abor
       reclaim(client, clusterDir, pv, log).catch(onError(`volume ${pv.metadata.name}`));
     }, signal),
   ]);
+}
+
+async function main(argv: string[]): Promise<void> {
+  const get = (name: string) => {
+    const arg = argv.find((a) => a.startsWith(`--${name}=`));
+    if (!arg) throw new Error(`provisioner: missing --${name}=...`);
+    return arg.slice(name.length + 3);
+  };
+  const client = KubeApi.fromFile(get('kubeconfig'));
+  const log = (message: string) => console.log(`${new Date().toISOString()} ${message}`);
+  const stop = new AbortController();
+  process.once('SIGTERM', () => stop.abort());
+  process.once('SIGINT', () => stop.abort());
+  await ensureStorageClass(client);
+  log(`provisioning PVCs of StorageClass ${storageClassName} under ${path.join(get('dir'), 'volumes')}`);
+  await runProvisioner(client, get('dir'), stop.signal, log);
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  main(process.argv.slice(2)).catch((err) => {
+    console.error(`provisioner: ${(err as Error).message}`);
+    process.exit(1);
+  });
 }

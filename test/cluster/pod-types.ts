@@ -1,5 +1,5 @@
-// The parts of the core/v1 Pod schema the node agent reads and writes.
-import type { KubeObject } from '../kube.js';
+// The parts of the core/v1 Pod schema the cluster tests read.
+import type { KubeObject } from './kube.js';
 
 export interface EnvVar {
   name: string;
