@@ -89,6 +89,9 @@ export function createNodeNetwork(networkId: string, octet: number, k: number): 
   // Per network namespace: the node forwards between its pods' bridge and its link, and bridged
   // traffic passes iptables (kube-proxy's Service rules apply to pods talking to pods on the bridge).
   run('ip', ['netns', 'exec', ns, 'sysctl', '-q', '-w', 'net.ipv4.ip_forward=1']);
+  // This machine forwards between the nodes' links (a pod on node 0 to a pod on node 1, a Service
+  // endpoint on another node): per link, so the machine-wide net.ipv4.ip_forward stays as it is.
+  run('sysctl', ['-q', '-w', `net.ipv4.conf.${host}.forwarding=1`]);
   return a;
 }
 
