@@ -10,7 +10,7 @@ import crypto from 'node:crypto';
 import { loopbackNetwork, startControlPlane } from './control-plane.js';
 import { nodeImages } from './images.js';
 import { KubeApi } from './kube.js';
-import { createSimulatedNodes, startKwok, waitNodesReady } from './kwok-nodes.js';
+import { createSimulatedNodes, startKwok, waitNodeAllocatable, waitNodesReady } from './kwok-nodes.js';
 import { removePodNetwork, reservePodSubnet } from './pod-subnet.js';
 import { binDir, cacheDir, checkBinaries, clusterSourceDir, kwokStagesFile, readVersions, repoRoot, stateFile } from './paths.js';
 import { waitingFor } from './progress.js';
@@ -155,8 +155,11 @@ export async function up(options: UpOptions = defaultUpOptions): Promise<Cluster
       await waitingFor(`${all.length} nodes to be Ready`, waitNodesReady(client, all, 120_000 + 100 * all.length), { log });
       // The NPU is simulated on real nodes too: no device plugin, the capacity is advertised on the
       // Node's status (the documented way to advertise an extended resource), and the kubelet keeps it.
+      // Allocatable is patched too: the kubelet would derive it only at its next status update.
       for (const name of state.nodes.real) {
-        await client.patch(`/api/v1/nodes/${name}/status`, { status: { capacity: { 'huawei.com/Ascend910': '8' } } });
+        const npus = { 'huawei.com/Ascend910': '8' };
+        await client.patch(`/api/v1/nodes/${name}/status`, { status: { capacity: npus, allocatable: npus } });
+        await waitingFor(`${name} to advertise 8 NPUs`, waitNodeAllocatable(client, name, 'huawei.com/Ascend910', '8', 30_000), { log });
       }
     } finally {
     }

@@ -94,3 +94,16 @@ export async function waitNodesReady(client: KubeApi, names: string[], timeoutMs
     500,
   );
 }
+
+/** Resolves once the node's status.allocatable[resource] reads `quantity`. */
+export async function waitNodeAllocatable(client: KubeApi, name: string, resource: string, quantity: string, timeoutMs: number): Promise<void> {
+  await waitFor(
+    `${name} allocatable ${resource}=${quantity}`,
+    async () => {
+      const node = await client.get<KubeObject & { status?: { allocatable?: Record<string, string> } }>(`/api/v1/nodes/${name}`);
+      return node.status?.allocatable?.[resource] === quantity ? true : undefined;
+    },
+    timeoutMs,
+    250,
+  );
+}

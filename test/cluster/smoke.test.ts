@@ -298,11 +298,20 @@ describe('local cluster', () => {
       return endpoints.filter((e) => e.conditions.ready).length === 2 && endpoints.length === 3 ? endpoints : undefined;
     });
     expect(slices.filter((e) => !e.conditions.ready)).toHaveLength(1); // listed, never routed to
-    await waitFor(`kube-proxy serving ${svc.spec.clusterIP}`, () => getOnNewConnection(`http://${svc.spec.clusterIP}/`).catch(() => undefined), 60_000, 500);
+    // kube-proxy syncs its rules a moment after the EndpointSlice changes: wait until it has
+    // answered from both ready pods once, then check the steady state.
+    const readyNames = new Set(readyPods.map((p) => p.metadata.name));
+    const seen = new Set<string>();
+    await waitFor(`kube-proxy serving ${svc.spec.clusterIP} from both ready pods`, async () => {
+      const answer = await getOnNewConnection(`http://${svc.spec.clusterIP}/`).catch(() => undefined);
+      if (answer !== undefined) seen.add(answer);
+      return seen.size === readyNames.size ? true : undefined;
+    }, 60_000, 200);
+    expect(seen).toEqual(readyNames);
     // kube-proxy picks an endpoint at random per connection: 24 connections reach both ready pods
     // (missing one has probability 2^-23) and never the unready one.
     const answers = new Set<string>();
     for (let i = 0; i < 24; i++) answers.add(await getOnNewConnection(`http://${svc.spec.clusterIP}/`));
-    expect(answers).toEqual(new Set(readyPods.map((p) => p.metadata.name)));
+    expect(answers).toEqual(readyNames);
   });
 });
