@@ -77,60 +77,39 @@ static void gemm_rowmajor(const Weight& w, const float* x, int ldx, int T, float
   }
 }
 
-// Packed16: per group of 16 channels, per k one broadcast of x against 16 weights. TB tokens share
-// each weight load; with one token, two k steps run in separate accumulators so the loop is not
-// bound by the FMA latency of a single dependency chain.
+// Packed16: per group of 16 channels, per k one broadcast of x against 16 weights; TB tokens share
+// each weight load. Every token row is one chain of FMAs in k order whatever TB is, so a row's
+// result does not depend on how many tokens the step has or where the row sits among them (batch
+// invariance: a prompt fed in chunks, or after a cached prefix, gives bit-identical logits).
 template <bool kHalf, int TB>
 static inline void packed_group(const void* wd, size_t base, int K, const float* x, int ldx, int t0, float* y, int ldy,
                                 int g0, int valid) {
-  constexpr int kChains = TB == 1 ? 2 : 1;
-  __m256 acc[kChains][TB][2];
+  __m256 acc[TB][2];
 #pragma GCC unroll 8
-  for (int c = 0; c < kChains; c++)
-#pragma GCC unroll 8
-    for (int j = 0; j < TB; j++) acc[c][j][0] = acc[c][j][1] = _mm256_setzero_ps();
+  for (int j = 0; j < TB; j++) acc[j][0] = acc[j][1] = _mm256_setzero_ps();
   const float* xr[TB];
 #pragma GCC unroll 8
   for (int j = 0; j < TB; j++) xr[j] = x + (size_t)(t0 + j) * ldx;
-  int k = 0;
-  for (; k + kChains <= K; k += kChains) {
-#pragma GCC unroll 8
-    for (int c = 0; c < kChains; c++) {
-      __m256 w0 = load8<kHalf>(wd, base + (size_t)(k + c) * kPackRows);
-      __m256 w1 = load8<kHalf>(wd, base + (size_t)(k + c) * kPackRows + 8);
-#pragma GCC unroll 8
-      for (int j = 0; j < TB; j++) {
-        __m256 xb = _mm256_broadcast_ss(xr[j] + k + c);
-        acc[c][j][0] = _mm256_fmadd_ps(xb, w0, acc[c][j][0]);
-        acc[c][j][1] = _mm256_fmadd_ps(xb, w1, acc[c][j][1]);
-      }
-    }
-  }
-  for (; k < K; k++) {
+  for (int k = 0; k < K; k++) {
     __m256 w0 = load8<kHalf>(wd, base + (size_t)k * kPackRows);
     __m256 w1 = load8<kHalf>(wd, base + (size_t)k * kPackRows + 8);
 #pragma GCC unroll 8
     for (int j = 0; j < TB; j++) {
       __m256 xb = _mm256_broadcast_ss(xr[j] + k);
-      acc[0][j][0] = _mm256_fmadd_ps(xb, w0, acc[0][j][0]);
-      acc[0][j][1] = _mm256_fmadd_ps(xb, w1, acc[0][j][1]);
+      acc[j][0] = _mm256_fmadd_ps(xb, w0, acc[j][0]);
+      acc[j][1] = _mm256_fmadd_ps(xb, w1, acc[j][1]);
     }
   }
 #pragma GCC unroll 8
   for (int j = 0; j < TB; j++) {
-#pragma GCC unroll 8
-    for (int c = 1; c < kChains; c++) {
-      acc[0][j][0] = _mm256_add_ps(acc[0][j][0], acc[c][j][0]);
-      acc[0][j][1] = _mm256_add_ps(acc[0][j][1], acc[c][j][1]);
-    }
     float* yt = y + (size_t)(t0 + j) * ldy + g0;
     if (valid == kPackRows) {
-      _mm256_storeu_ps(yt, acc[0][j][0]);
-      _mm256_storeu_ps(yt + 8, acc[0][j][1]);
+      _mm256_storeu_ps(yt, acc[j][0]);
+      _mm256_storeu_ps(yt + 8, acc[j][1]);
     } else {
       alignas(32) float tmp[kPackRows];
-      _mm256_store_ps(tmp, acc[0][j][0]);
-      _mm256_store_ps(tmp + 8, acc[0][j][1]);
+      _mm256_store_ps(tmp, acc[j][0]);
+      _mm256_store_ps(tmp + 8, acc[j][1]);
       std::memcpy(yt, tmp, sizeof(float) * valid);
     }
   }
