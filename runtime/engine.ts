@@ -107,7 +107,7 @@ export interface MachineLimits {
 }
 
 export interface NativeAddon {
-  loadModel(path: string, descriptor: unknown, options: EngineOptions): Promise<NativeEngine>;
+  loadModel(path: string, descriptor: unknown, options: EngineOptions & { modelIdentity?: string }): Promise<NativeEngine>;
   packWeight(w: Float32Array, rows: number, cols: number, dtype: string, layout: string): { data: Uint8Array; scales?: Uint16Array };
   gemm(args: Record<string, unknown>): Float32Array;
   /** One kernel set's attention of queries over key/value rows, fed in KV blocks (kernel tests). */
