@@ -125,7 +125,8 @@ export function choiceFlag<T extends string>(values: FlagValues, name: string, c
 }
 
 function flagLabel(f: Flag): string {
-  return `--${f.negatable ? '[no-]' : ''}${f.name}${f.value ? ` ${f.value}` : ''}`;
+  const label = `--${f.name}${f.value ? ` ${f.value}` : ''}`;
+  return f.negatable ? `${label}, --no-${f.name}` : label;
 }
 
 /** A flag's default as help and docs show it: `required`, `8000`, `$NPUSERVE_BIND_ADDRESS, else 0.0.0.0`. */
