@@ -96,7 +96,8 @@ async function forwardRequest(state: GatewayState, cfg: GatewayOptions, log: Log
   // The pods serve the model under its bare name: a qualified `namespace/name` is rewritten.
   const bytes = body.model === entry.name ? rawBody : Buffer.from(JSON.stringify({ ...body, model: entry.name }));
   const key = prefixKey(body, cfg.prefixChars);
-  const headers = forwardedHeaders(req.headers, req.socket.remoteAddress);
+  // The replica logs the request under the id the gateway's access log gave it.
+  const headers = { ...forwardedHeaders(req.headers, req.socket.remoteAddress), 'x-request-id': String(res.getHeader('X-Request-Id')) };
   const client = new AbortController();
   res.once('close', () => client.abort());
   const deadlineMs = Date.now() + cfg.holdTimeoutSeconds * 1000;
@@ -120,6 +121,7 @@ async function forwardRequest(state: GatewayState, cfg: GatewayOptions, log: Log
       const a = await attempt(choice.replica, req.originalUrl, req.method, headers, bytes, client.signal);
       if (a.kind === 'aborted') return;
       if (a.kind === 'answer') {
+        if (client.signal.aborted) return void a.upstream.destroy();
         count(a.upstream.statusCode ?? 502);
         return await pipeAnswer(res, a.upstream);
       }
