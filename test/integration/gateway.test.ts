@@ -50,6 +50,12 @@ async function replicasColumn(ns: string, name: string): Promise<string> {
   return row!.split(/\s{2,}/)[columns.indexOf('REPLICAS')]!;
 }
 
+/** What a failure message needs: the models, pods and events of the namespace. */
+async function diagnosis(ns: string): Promise<string> {
+  const run = (...args: string[]) => kubectl(...args).catch((e: unknown) => String(e));
+  return [await run('get', 'npum,pods', '-n', ns, '-o', 'wide'), await run('get', 'events', '-n', ns, '--sort-by=.lastTimestamp')].join('\n');
+}
+
 describe('npuserve gateway', () => {
   let client: KubeApi;
   let ns: string;
@@ -70,9 +76,12 @@ describe('npuserve gateway', () => {
     gw = await startGateway(ns, ['--hold-timeout-seconds', '180']);
     impatient = await startGateway(ns, ['--hold-timeout-seconds', '3', '--retry-after-seconds', '7']);
     openai = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: 'unused', maxRetries: 0, timeout: 200_000 });
-    for (const name of ['tiny', 'sleepy']) {
-      await waitForPhase(client, ns, name, 'Ready', 240_000);
-      await waitFor(`${name} has a ready replica`, async () => ((await getModel(client, ns, name)).status?.readyReplicas === 1 ? true : undefined), 120_000, 500);
+    try {
+      // sleepy may already be back at zero (idle since it started): the first request wakes it.
+      for (const name of ['tiny', 'sleepy', 'parked']) await waitForPhase(client, ns, name, 'Ready', 240_000);
+      await waitFor('tiny has a ready replica', async () => ((await getModel(client, ns, 'tiny')).status?.readyReplicas === 1 ? true : undefined), 120_000, 500);
+    } catch (e) {
+      throw new Error(`${(e as Error).message}\n${await diagnosis(ns)}`);
     }
   }, 420_000);
 
