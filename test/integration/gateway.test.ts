@@ -132,7 +132,7 @@ describe('npuserve gateway', () => {
       expect(available.message).toMatch(new RegExp(`^scaled to zero replicas: no requests for ${IDLE_SECONDS} s`));
     };
     await atZero('sleepy scaled to zero');
-    const pods = async () => JSON.parse(await kubectl('get', 'pods', '-n', ns, '-l', 'app.kubernetes.io/instance=sleepy', '-o', 'json')).items.length;
+    const pods = async () => JSON.parse(await kubectl('get', 'pods', '-n', ns, '-l', 'app.kubernetes.io/instance=sleepy,app.kubernetes.io/component=server', '-o', 'json')).items.length;
     await waitFor('sleepy pods gone', async () => ((await pods()) === 0 ? true : undefined), 90_000, 1000);
 
     // Three requests at once while at zero: the gateway holds them, the operator starts a replica, all are answered.
