@@ -3,7 +3,8 @@
 // client works through the gateway unchanged (models list, chat, streaming) for two models; an
 // unknown model is a 404 naming the models; a model with minReplicas 0 goes to zero replicas when
 // idle, a request through the gateway wakes it and is answered, and it goes back to zero, with no
-// request lost; a request held past the deadline gets a 503 with Retry-After.
+// request lost; a precision rollout under load loses none either; a request held past the deadline
+// gets a 503 with Retry-After.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import OpenAI from 'openai';
@@ -155,6 +156,35 @@ describe('npuserve gateway', () => {
     }, 20_000, 500);
 
     await atZero('sleepy back at zero');
+  }, 300_000);
+
+  it('a precision change rolls out under load through the gateway without a failed request', async () => {
+    const before = (await getModel(client, ns, 'tiny')).status!.currentRevision!.name;
+    let running = true;
+    let ok = 0;
+    const failures: string[] = [];
+    const workers = [0, 1].map(async (w) => {
+      for (let i = 0; running; i++) {
+        try {
+          const r = await openai.chat.completions.create({ model: 'tiny', messages: [{ role: 'user', content: `worker ${w} request ${i}` }], max_tokens: 4, temperature: 0 });
+          if (r.choices.length === 1) ok++;
+        } catch (e) {
+          failures.push(`${new Date().toISOString()} ${(e as Error).message}`);
+        }
+      }
+    });
+    await client.patch(`/apis/npuserve.io/v1alpha1/namespaces/${ns}/npumodels/tiny`, { spec: { precision: 'INT8' } }, 'merge');
+    await waitFor('the INT8 revision rolled out', async () => {
+      const m = await getModel(client, ns, 'tiny');
+      return m.status?.currentRevision?.name !== before && m.status?.currentRevision?.precision === 'INT8' && !m.status.targetRevision && m.status.readyReplicas === 1 ? true : undefined;
+    }, 240_000, 1000);
+    // The old pod's drain (preStop, then SIGTERM) ends after the new revision is current.
+    await new Promise((r) => setTimeout(r, 10_000));
+    running = false;
+    await Promise.all(workers);
+    console.log(`rollout under load: ${ok} requests answered, ${failures.length} failed`);
+    expect(failures).toEqual([]);
+    expect(ok).toBeGreaterThan(10);
   }, 300_000);
 
   it('a request held past the deadline gets a 503 with Retry-After', async () => {
