@@ -96,10 +96,10 @@ describe('chart files', () => {
   });
 
   it('helm template renders the gateway with its configuration as flags, serving the namespaces the operator watches', async () => {
-    const docs = await render('operator.watchNamespaces={team-a}', 'gateway.loadFactor=1.5', 'gateway.holdTimeoutSeconds=60');
+    const docs = await render('operator.watchNamespaces={team-a}', 'gateway.loadFactor=2', 'gateway.holdTimeoutSeconds=60');
     const dep = of(docs, 'npuserve-gateway').find((d) => d.kind === 'Deployment')!;
     const c = dep.spec.template.spec.containers[0];
-    expect(c.args).toEqual(['gateway', '--port=8000', '--namespaces=team-a', '--load-factor=1.5', '--prefix-chars=100', '--hold-timeout-seconds=60', '--retry-after-seconds=30', '--scrape-interval-seconds=2', '--max-body-bytes=8388608', '--log-format=json', '--log-level=info']);
+    expect(c.args).toEqual(['gateway', '--port=8000', '--namespaces=team-a', '--load-factor=2', '--prefix-chars=100', '--hold-timeout-seconds=60', '--retry-after-seconds=30', '--scrape-interval-seconds=2', '--max-body-bytes=8388608', '--log-format=json', '--log-level=info']);
     expect(dep.spec.template.spec.serviceAccountName).toBe('npuserve-gateway');
     expect(dep.spec.template.metadata.labels).toEqual({ 'app.kubernetes.io/name': 'npuserve-gateway', 'app.kubernetes.io/instance': 'npuserve' });
     expect(of(docs, 'npuserve-gateway').find((d) => d.kind === 'Service')!.spec.ports).toEqual([{ name: 'http', port: 80, targetPort: 'http' }]);
