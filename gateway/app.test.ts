@@ -127,6 +127,17 @@ describe('gateway: replicas', () => {
     expect(await g.metrics.registry.getSingleMetricAsString('npuserve_gateway_requests_total')).toMatch(/model="ns\/tiny",code="200"} 12/);
   });
 
+  it('retries a replica that refuses the connection (a pod gone) on another one', async () => {
+    const gone = createServer();
+    const port = await listen(gone);
+    gone.close();
+    const healthy = await replica(ok);
+    const g = await gateway([model('ns', 'tiny')]);
+    g.setSlices([slice('ns', 'tiny', [`127.0.0.1:${port}`]), { ...slice('ns', 'tiny', [healthy]), metadata: { namespace: 'ns', name: 'tiny-def', labels: { 'kubernetes.io/service-name': 'tiny' } } }]);
+    for (let i = 0; i < 8; i++) expect((await chat(g.url, 'tiny', { messages: [{ role: 'user', content: `prompt ${i}` }] })).status).toBe(200);
+    expect(await g.metrics.registry.getSingleMetricAsString('npuserve_gateway_upstream_retries_total')).toMatch(/reason="connect"} [1-9]/);
+  });
+
   it('streams server-sent events through as they are written, and a client that leaves aborts the upstream request', async () => {
     let upstreamClosed = false;
     const slow = await replica((req, res) => {
