@@ -2,6 +2,7 @@
 // server reached over HTTP with streamed completions (token-id prompts, so lengths are exact).
 import { Engine } from '../engine.js';
 import { Scheduler, type SchedulerPolicy } from '../scheduler.js';
+import { engineOptions, schedulerOptions, type ServeConfig } from '../server/main.js';
 import type { BenchTarget, RequestSpec, RequestTiming } from './workload.js';
 
 export interface EngineTargetOptions {
@@ -30,6 +31,13 @@ export class EngineTarget implements BenchTarget {
       maxWaitingRequests: Number.MAX_SAFE_INTEGER,
       batchTimeoutMs: 100,
     });
+    return new EngineTarget(`engine (${engine.metadata.precision}, in-process)`, engine, scheduler);
+  }
+
+  /** The engine and scheduler exactly as `npuserve serve` would load them from `config`. */
+  static async fromServeConfig(config: ServeConfig): Promise<EngineTarget> {
+    const engine = await Engine.load(config.modelPath, engineOptions(config));
+    const scheduler = new Scheduler(engine, { ...schedulerOptions(config), maxWaitingRequests: Number.MAX_SAFE_INTEGER });
     return new EngineTarget(`engine (${engine.metadata.precision}, in-process)`, engine, scheduler);
   }
 

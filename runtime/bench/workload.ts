@@ -95,6 +95,18 @@ export async function runConcurrent(target: BenchTarget, specs: readonly Request
   return summarize(timings, (performance.now() - t0) / 1000);
 }
 
+/** `concurrency` clients, each sending its next spec as soon as its last one finished, until every spec ran (a closed loop). */
+export async function runClosedLoop(target: BenchTarget, specs: readonly RequestSpec[], concurrency: number): Promise<LoadSummary> {
+  const t0 = performance.now();
+  const timings: RequestTiming[] = [];
+  let next = 0;
+  const client = async () => {
+    while (next < specs.length) timings.push(await target.run(specs[next++]));
+  };
+  await Promise.all(Array.from({ length: concurrency }, client));
+  return summarize(timings, (performance.now() - t0) / 1000);
+}
+
 /** Sends each spec at its arrival time (ms from now), as independent clients do (an open loop). */
 export async function runArrivals(target: BenchTarget, arrivals: ReadonlyArray<{ atMs: number; spec: RequestSpec }>, onDone?: () => void): Promise<LoadSummary> {
   const t0 = performance.now();

@@ -10,11 +10,11 @@ import { describeServingMemory, limitMebibytes, servingMemory, type KvCacheDtype
 import { cgroupLimits } from '../cgroup.js';
 import { templateSpec } from '../chat.js';
 import { SandboxedChatTemplate, type TemplateLimits } from '../chat-sandbox.js';
-import { Engine, type Int8Activations } from '../engine.js';
+import { Engine, type EngineOptions, type Int8Activations } from '../engine.js';
 import { readNpuFile } from '../format.js';
 import { modelFootprint } from '../model-config.js';
 import { ServerMetrics } from '../metrics.js';
-import { Scheduler, type SchedulerPolicy } from '../scheduler.js';
+import { Scheduler, type SchedulerOptions, type SchedulerPolicy } from '../scheduler.js';
 import { Tokenizer } from '../tokenizer.js';
 import { PromptEncoder } from '../tokenizer/encoder.js';
 import { createApp } from './app.js';
@@ -87,16 +87,7 @@ async function load(config: ServeConfig, state: ServingState, metrics: ServerMet
   // Checked even with an explicit budget: a limit below the weights and the cache cannot be served.
   const budgetUnderLimit = memoryBudgetWithin(config, cgroupLimits().memoryLimitBytes);
   const memoryBudgetBytes = config.memoryBudgetBytes ?? budgetUnderLimit;
-  const engine = await Engine.load(config.modelPath, {
-    threads: config.threads,
-    maxSeqLen: config.maxSeqLen,
-    kvCacheTokens: config.kvCacheTokens,
-    kernel: config.kernel,
-    int8Activations: config.int8Activations,
-    kvCacheDtype: config.kvCacheDtype,
-    memoryBudgetBytes,
-    prefixCaching: config.prefixCaching,
-  });
+  const engine = await Engine.load(config.modelPath, engineOptions(config, memoryBudgetBytes));
   const meta = engine.metadata;
   if (config.maxSeqLen > meta.config.maxPositionEmbeddings) {
     throw new Error(`--max-seq-len ${config.maxSeqLen} is longer than the model's ${meta.config.maxPositionEmbeddings} positions`);
@@ -109,14 +100,7 @@ async function load(config: ServeConfig, state: ServingState, metrics: ServerMet
   await engine.step([{ sequence: warmup, tokens: await encoder.encode('Hello') }]);
   engine.releaseSequence(warmup);
 
-  const scheduler = new Scheduler(engine, {
-    policy: config.scheduler,
-    maxBatchSize: config.maxBatchSize,
-    maxNumBatchedTokens: config.maxNumBatchedTokens,
-    maxWaitingRequests: config.maxWaitingRequests,
-    batchTimeoutMs: config.batchTimeoutMs,
-    observer: metrics,
-  });
+  const scheduler = new Scheduler(engine, { ...schedulerOptions(config), observer: metrics });
   const info = engine.info;
   metrics.setEngine({ backend: 'cpu', precision: meta.precision, kernel: info.kernel });
   state.model = {
@@ -133,6 +117,30 @@ async function load(config: ServeConfig, state: ServingState, metrics: ServerMet
       `max seq len ${config.maxSeqLen}, KV cache ${info.kvBlocksTotal * info.kvBlockTokens} tokens (${(info.kvCacheBytes / 2 ** 20).toFixed(0)} MiB), prefix caching ${info.prefixCaching ? 'on' : 'off'}`,
   );
   return scheduler;
+}
+
+/** The engine as `serve` loads it (benchmarks load it the same way to compare like with like). */
+export function engineOptions(config: ServeConfig, memoryBudgetBytes?: number): EngineOptions {
+  return {
+    threads: config.threads,
+    maxSeqLen: config.maxSeqLen,
+    kvCacheTokens: config.kvCacheTokens,
+    kernel: config.kernel,
+    int8Activations: config.int8Activations,
+    kvCacheDtype: config.kvCacheDtype,
+    memoryBudgetBytes,
+    prefixCaching: config.prefixCaching,
+  };
+}
+
+export function schedulerOptions(config: ServeConfig): SchedulerOptions {
+  return {
+    policy: config.scheduler,
+    maxBatchSize: config.maxBatchSize,
+    maxNumBatchedTokens: config.maxNumBatchedTokens,
+    maxWaitingRequests: config.maxWaitingRequests,
+    batchTimeoutMs: config.batchTimeoutMs,
+  };
 }
 
 /**
