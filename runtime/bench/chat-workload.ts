@@ -17,6 +17,8 @@ export interface ChatWorkloadOptions {
   /** Words per user message (each distinct). */
   userWords: number;
   maxTokensPerTurn: number;
+  /** Put in every system prompt's first words, so runs with different tags share no cached prefix. */
+  tag?: string;
 }
 
 export const DEFAULT_CHAT_WORKLOAD: ChatWorkloadOptions = { systemPrompts: 8, systemWords: 300, conversations: 24, turns: 2, userWords: 30, maxTokensPerTurn: 24 };
@@ -45,7 +47,7 @@ function words(n: number, start: number): string {
 }
 
 export function chatConversations(o: ChatWorkloadOptions): Conversation[] {
-  const systems = Array.from({ length: o.systemPrompts }, (_, s) => `You are assistant number ${s}. ${words(o.systemWords, 1000 * s + 1)}`);
+  const systems = Array.from({ length: o.systemPrompts }, (_, s) => `You are assistant number ${s}${o.tag ? ` of run ${o.tag}` : ''}. ${words(o.systemWords, 1000 * s + 1)}`);
   return Array.from({ length: o.conversations }, (_, c) => ({
     id: c,
     system: systems[c % o.systemPrompts],
