@@ -1,14 +1,17 @@
 // The gateway's HTTP behaviour against stand-in replicas (plain HTTP servers on loopback): model
 // naming and the 404, a draining replica's 503 retried elsewhere, SSE passed through as it is
-// written, a client that leaves aborting its upstream request, and requests held at zero replicas.
+// written, a client that leaves aborting its upstream request, requests held at zero replicas, and
+// static mode (--backend).
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
 import { afterEach, describe, expect, it } from 'vitest';
 
+import { parseFlags } from '../common/flags.js';
 import { createLogger } from '../common/log.js';
 import type { NPUModel } from '../operator/types.js';
 import { createGatewayApp } from './app.js';
+import { gatewayConfig, GATEWAY_COMMAND } from './config.js';
 import { Holds } from './hold.js';
 import type { EndpointSlice } from './kube.js';
 import { GatewayMetrics } from './metrics.js';
@@ -64,10 +67,20 @@ function slice(namespace: string, service: string, replicas: string[]): Endpoint
 
 /** The gateway app on loopback, routing to replicas that all listen on 127.0.0.1 (one port per model here). */
 async function gateway(models: NPUModel[], holdTimeoutSeconds = 5) {
+  return gatewayWith((routing) => routing.setModels(models), holdTimeoutSeconds);
+}
+
+/** The gateway app in static mode, its models and replicas from `npuserve gateway` arguments (`--backend`). */
+async function staticGateway(argv: string[], holdTimeoutSeconds = 5) {
+  const { backends } = gatewayConfig(parseFlags(GATEWAY_COMMAND, argv, {}));
+  return gatewayWith((routing) => routing.setStatic(backends, 1_780_000_000), holdTimeoutSeconds);
+}
+
+async function gatewayWith(setup: (routing: Routing) => void, holdTimeoutSeconds: number) {
   const routing = new Routing(1.25);
   const metrics = new GatewayMetrics();
   const holds = new Holds((m, n) => metrics.held.set({ model: m }, n));
-  routing.setModels(models);
+  setup(routing);
   const app = createGatewayApp({ routing, holds, metrics, ready: () => true }, { prefixChars: 100, holdTimeoutSeconds, retryAfterSeconds: 7, bodyLimitBytes: 8 * 2 ** 20 }, createLogger({ format: 'json', level: 'error', write: () => {} }));
   const port = await listen(app.listen(0, '127.0.0.1'));
   const setSlices = (slices: EndpointSlice[]) => {
@@ -180,5 +193,44 @@ describe('gateway: replicas', () => {
     expect(res.status).toBe(503);
     expect(res.headers.get('retry-after')).toBe('7');
     expect((await res.json()).error).toMatchObject({ type: 'service_unavailable', code: 'no_ready_replica', param: 'model' });
+  });
+});
+
+describe('gateway: static backends (--backend)', () => {
+  it('lists the models given and sends each prompt prefix to one replica of its model, the same one every time', async () => {
+    const seenA: Seen[] = [];
+    const seenB: Seen[] = [];
+    const [a, b] = [await replica(ok, seenA), await replica(ok, seenB)];
+    const g = await staticGateway(['--backend', `tiny=${a}`, '--backend', `tiny=${b}`, '--backend', `small=${b}`]);
+    const list = await (await fetch(`${g.url}/v1/models`)).json();
+    expect(list.data).toEqual([
+      { id: 'small', object: 'model', created: 1_780_000_000, owned_by: 'npuserve' },
+      { id: 'tiny', object: 'model', created: 1_780_000_000, owned_by: 'npuserve' },
+    ]);
+
+    const prompts = Array.from({ length: 24 }, (_, i) => `conversation ${i}`);
+    for (const p of [...prompts, ...prompts]) expect((await chat(g.url, 'tiny', { messages: [{ role: 'user', content: p }] })).status).toBe(200);
+    const promptsOf = (seen: Seen[]) => seen.map((s) => JSON.parse(s.body).messages[0].content as string);
+    const [onA, onB] = [new Set(promptsOf(seenA)), new Set(promptsOf(seenB))];
+    expect(onA.size).toBeGreaterThan(0);
+    expect(onB.size).toBeGreaterThan(0);
+    expect(onA.size + onB.size).toBe(prompts.length);
+    expect([...onA].filter((p) => onB.has(p))).toEqual([]);
+
+    expect((await chat(g.url, 'small', { messages: [{ role: 'user', content: 'just b' }] })).status).toBe(200);
+    expect(promptsOf(seenB)).toContain('just b');
+    expect((await (await chat(g.url, 'mistral')).json()).error.message).toBe("The model 'mistral' does not exist; this gateway serves 'small', 'tiny'.");
+  });
+
+  it('holds a request whose only server refuses connections until the hold deadline, then answers 503 naming the server', async () => {
+    const gone = createServer();
+    const port = await listen(gone);
+    gone.close();
+    const g = await staticGateway(['--backend', `tiny=127.0.0.1:${port}`], 1);
+    const started = Date.now();
+    const res = await chat(g.url, 'tiny');
+    expect(Date.now() - started).toBeGreaterThanOrEqual(950);
+    expect(res.status).toBe(503);
+    expect((await res.json()).error).toMatchObject({ code: 'no_ready_replica', message: `The model 'tiny' has no ready replica after 1 s (its servers, 127.0.0.1:${port}, did not take it). Retry later.` });
   });
 });

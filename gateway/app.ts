@@ -49,7 +49,8 @@ export function createGatewayApp(state: GatewayState, cfg: GatewayOptions, log: 
 }
 
 function modelObject(e: ModelEntry) {
-  return { id: e.id, object: 'model', created: e.createdSeconds, owned_by: e.namespace };
+  // A static backend has no namespace: owned as `npuserve serve` says of itself.
+  return { id: e.id, object: 'model', created: e.createdSeconds, owned_by: e.namespace || 'npuserve' };
 }
 
 function unknownModel(state: GatewayState, model: string): ApiError {
@@ -111,7 +112,8 @@ async function forwardRequest(state: GatewayState, cfg: GatewayOptions, log: Log
       if (outcome === 'aborted') return;
       if (outcome === 'timeout') {
         count(503);
-        return sendError(res, new ApiError(503, `The model '${entry.id}' has no ready replica after ${cfg.holdTimeoutSeconds} s (it is starting from zero replicas or cannot start; kubectl describe npum ${entry.name} -n ${entry.namespace}). Retry later.`, 'service_unavailable', 'model', 'no_ready_replica', { 'Retry-After': String(cfg.retryAfterSeconds) }));
+        const why = entry.namespace ? `it is starting from zero replicas or cannot start; kubectl describe npum ${entry.name} -n ${entry.namespace}` : `its servers, ${state.routing.replicasOf(entry.key).join(', ')}, did not take it`;
+        return sendError(res, new ApiError(503, `The model '${entry.id}' has no ready replica after ${cfg.holdTimeoutSeconds} s (${why}). Retry later.`, 'service_unavailable', 'model', 'no_ready_replica', { 'Retry-After': String(cfg.retryAfterSeconds) }));
       }
       continue;
     }

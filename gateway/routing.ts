@@ -2,9 +2,10 @@
 // ring, and each replica's load (requests this gateway has in flight to it, and its queue and KV cache
 // usage as last scraped).
 import type { NPUModel } from '../operator/types.js';
+import type { StaticBackend } from './config.js';
 import type { EndpointSlice } from './kube.js';
 import { HashRing, route, type ReplicaLoad, type RouteDecision } from './ring.js';
-import { modelTable, readyReplicas, type ModelTable } from './table.js';
+import { modelTable, readyReplicas, staticTable, type ModelTable } from './table.js';
 
 export class Routing {
   table: ModelTable = modelTable([]);
@@ -21,7 +22,19 @@ export class Routing {
 
   /** Takes the current EndpointSlices; returns the models (namespace/name) that have ready replicas. */
   setSlices(slices: EndpointSlice[]): string[] {
-    this.replicas = readyReplicas(slices);
+    return this.setReplicas(readyReplicas(slices));
+  }
+
+  /** Static mode (`--backend`): fixed models and replicas. */
+  setStatic(backends: StaticBackend[], createdSeconds: number): void {
+    const { table, replicas } = staticTable(backends, createdSeconds);
+    this.table = table;
+    this.setReplicas(replicas);
+  }
+
+  /** Takes each model's ready replicas (model key -> `host:port`s); returns the models that have some. */
+  private setReplicas(replicas: Map<string, string[]>): string[] {
+    this.replicas = replicas;
     for (const [model, ring] of this.rings) {
       const now = this.replicas.get(model) ?? [];
       if (ring.replicas.join() !== now.join()) this.rings.delete(model);

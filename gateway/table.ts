@@ -1,12 +1,15 @@
 // What the gateway routes to, as pure functions of the watched objects: the public name of each
 // NPUModel (its name, or `namespace/name` when the name is in several namespaces; `namespace/name`
-// always works) and each model's ready replicas from its Service's EndpointSlices.
+// always works) and each model's ready replicas from its Service's EndpointSlices. In static mode
+// (`--backend`), the same from the fixed servers given.
 import type { NPUModel } from '../operator/types.js';
+import type { StaticBackend } from './config.js';
 import type { EndpointSlice } from './kube.js';
 
 export interface ModelEntry {
-  /** `namespace/name`: the label of metrics and logs, the key of held requests. */
+  /** `namespace/name` (static: the model's name): the label of metrics and logs, the key of held requests and replicas. */
   key: string;
+  /** Empty for a static backend. */
   namespace: string;
   name: string;
   /** What /v1/models lists and clients send as `model`. */
@@ -32,6 +35,10 @@ export function modelTable(models: NPUModel[]): ModelTable {
       return { key, namespace: m.metadata.namespace!, name: m.metadata.name, id: namesake.get(m.metadata.name)! > 1 ? key : m.metadata.name, createdSeconds: Math.floor(Date.parse(m.metadata.creationTimestamp ?? '') / 1000) || 0 };
     })
     .sort((a, b) => a.id.localeCompare(b.id));
+  return tableOf(entries);
+}
+
+function tableOf(entries: ModelEntry[]): ModelTable {
   const byName = new Map<string, ModelEntry>();
   for (const e of entries) {
     byName.set(e.key, e);
@@ -58,4 +65,12 @@ export function readyReplicas(slices: EndpointSlice[]): Map<string, string[]> {
     for (const e of s.endpoints ?? []) if (e.conditions?.ready !== false) for (const a of e.addresses.slice(0, 1)) set.add(s.addressType === 'IPv6' ? `[${a}]:${port}` : `${a}:${port}`);
   }
   return new Map([...out].map(([k, v]) => [k, [...v].sort()]));
+}
+
+/** Static mode: a model per distinct `--backend` model name, its servers as its ready replicas (in the order given). */
+export function staticTable(backends: StaticBackend[], createdSeconds: number): { table: ModelTable; replicas: Map<string, string[]> } {
+  const replicas = new Map<string, string[]>();
+  for (const b of backends) replicas.set(b.model, [...(replicas.get(b.model) ?? []), b.replica]);
+  const entries = [...replicas.keys()].sort((a, b) => a.localeCompare(b)).map((model) => ({ key: model, namespace: '', name: model, id: model, createdSeconds }));
+  return { table: tableOf(entries), replicas };
 }

@@ -1,5 +1,5 @@
-// `npuserve serve` processes for the benchmarks (the built bin/npuserve.js on 127.0.0.1), and the
-// model they serve by default.
+// `npuserve serve` processes for the benchmarks (the built bin/npuserve.js on 127.0.0.1), a static
+// `npuserve gateway` in front of one, and the model they serve by default.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync } from 'node:fs';
 import { homedir } from 'node:os';
@@ -15,17 +15,28 @@ export interface Server {
   proc: ChildProcess;
 }
 
-export async function startServer(modelPath: string, args: string[]): Promise<Server> {
-  const proc = spawn(process.execPath, [BIN, 'serve', '--model', modelPath, '--host', '127.0.0.1', '--port', '0', '--served-model-name', 'bench', ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+export function startServer(modelPath: string, args: string[]): Promise<Server> {
+  return startProcess(['serve', '--model', modelPath, '--host', '127.0.0.1', '--port', '0', '--served-model-name', 'bench', ...args]);
+}
+
+/** `npuserve gateway` in static mode in front of `server`, which it serves as the model `bench`; stopped with stopServer. */
+export function startGateway(server: Server, args: string[] = []): Promise<Server> {
+  return startProcess(['gateway', '--host', '127.0.0.1', '--port', '0', '--backend', `bench=${new URL(server.url).host}`, ...args]);
+}
+
+/** Runs `npuserve ARGS` and waits for the address it logs and its /readyz. */
+async function startProcess(args: string[]): Promise<Server> {
+  const command = `npuserve ${args[0]}`;
+  const proc = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
   let out = '';
   proc.stdout!.on('data', (b) => (out += b));
   for (const deadline = Date.now() + 120_000; Date.now() < deadline; await new Promise((r) => setTimeout(r, 50))) {
-    if (proc.exitCode !== null) throw new Error(`npuserve serve exited with ${proc.exitCode}:\n${out}`);
+    if (proc.exitCode !== null) throw new Error(`${command} exited with ${proc.exitCode}:\n${out}`);
     const url = /listening on (http:\/\/[\d.]+:\d+)/.exec(out)?.[1];
     if (url && (await fetch(`${url}/readyz`).catch(() => undefined))?.status === 200) return { url, proc };
   }
   proc.kill();
-  throw new Error(`npuserve serve did not become ready:\n${out}`);
+  throw new Error(`${command} did not become ready:\n${out}`);
 }
 
 export async function stopServer(s: Server): Promise<void> {

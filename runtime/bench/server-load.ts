@@ -1,7 +1,8 @@
 // `npm run bench:server`: load-tests real `npuserve serve` processes with the official openai client.
 // (1) Rising concurrency: the server's tokens/s and TTFT against the engine's own tokens/s on the
-// same requests (the engine in this process behind the same scheduler, no HTTP), interleaved in one
-// run, giving the cost of the HTTP path. (2) A mixed load (Poisson arrivals, mixed prompt and output
+// same requests (the engine in this process behind the same scheduler, no HTTP) and against the same
+// server behind a static `npuserve gateway`, interleaved in one run, giving the cost of the HTTP path
+// and of the gateway's hop. (2) A mixed load (Poisson arrivals, mixed prompt and output
 // lengths) against continuous batching and against the seed's fixed-size batches: p95 TTFT.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, setPriority } from 'node:os';
@@ -14,7 +15,7 @@ import { UsageError } from '../../common/errors.js';
 import { type CommandSpec, type FlagValues, intFlag, numberFlag, parseFlags, runScript, stringFlag } from '../../common/flags.js';
 import { serve, serveConfig } from '../../cli/serve.js';
 import { Progress } from '../progress.js';
-import { defaultModel, type Server, startServer, stopServer } from './serve-process.js';
+import { defaultModel, type Server, startGateway, startServer, stopServer } from './serve-process.js';
 import { EngineTarget } from './targets.js';
 import { promptOf, runArrivals, runClosedLoop, type BenchTarget, type LoadSummary, type RequestSpec, type RequestTiming } from './workload.js';
 
@@ -23,7 +24,7 @@ const CLIENT_NICENESS = 10;
 interface Options {
   modelPath: string;
   concurrencies: number[];
-  /** Each concurrency level is measured this many times per target, interleaved; the best run counts. */
+  /** Rounds per concurrency level, each running every target once; medians are reported. */
   repeats: number;
   promptTokens: number;
   outputTokens: number;
@@ -59,21 +60,57 @@ function openaiTarget(label: string, s: Server): OpenAITarget {
   return new OpenAITarget(label, new OpenAI({ baseURL: `${s.url}/v1`, apiKey: 'unused', maxRetries: 0, timeout: 600_000 }), 'bench');
 }
 
-interface OverheadPoint {
-  concurrency: number;
-  /** The round whose overhead is the median of the rounds'. */
+/** One round at one concurrency: the same requests to each target, run back to back. */
+interface OverheadRound {
   engine: LoadSummary;
   server: LoadSummary;
-  /** Median over rounds of 1 - server tokens/s / engine tokens/s, each round measuring both. */
+  gateway: LoadSummary;
+  /** 1 - server tokens/s / engine tokens/s. */
   httpOverhead: number;
-  /** Every round's overhead, in the order run. */
-  rounds: number[];
-  /** CPU the openai client in this process used during that round's server run, in % of one core (it shares the machine). */
-  clientCpuPercent: number;
+  /** 1 - gateway tokens/s / server tokens/s. */
+  gatewayOverhead: number;
+  /** CPU the openai client in this process used during the server and the gateway run, in % of one core (it shares the machine). */
+  clientCpuPercent: { server: number; gateway: number };
 }
 
-function median<T>(items: T[], value: (t: T) => number): T {
-  return [...items].sort((a, b) => value(a) - value(b))[Math.floor((items.length - 1) / 2)];
+interface OverheadPoint {
+  concurrency: number;
+  /** Each figure's own median over the rounds (so two medians may come from different rounds). */
+  median: {
+    engineTokensPerSecond: number;
+    serverTokensPerSecond: number;
+    gatewayTokensPerSecond: number;
+    httpOverhead: number;
+    gatewayOverhead: number;
+    engineTtftP50Ms: number;
+    serverTtftP50Ms: number;
+    gatewayTtftP50Ms: number;
+    clientCpuPercent: { server: number; gateway: number };
+  };
+  /** Every round, in the order run. */
+  rounds: OverheadRound[];
+}
+
+/** The median (the mean of the middle two of an even count). */
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = (sorted.length - 1) / 2;
+  return (sorted[Math.floor(mid)]! + sorted[Math.ceil(mid)]!) / 2;
+}
+
+function medians(rounds: OverheadRound[]): OverheadPoint['median'] {
+  const of = (value: (r: OverheadRound) => number) => median(rounds.map(value));
+  return {
+    engineTokensPerSecond: of((r) => r.engine.outputTokensPerSecond),
+    serverTokensPerSecond: of((r) => r.server.outputTokensPerSecond),
+    gatewayTokensPerSecond: of((r) => r.gateway.outputTokensPerSecond),
+    httpOverhead: of((r) => r.httpOverhead),
+    gatewayOverhead: of((r) => r.gatewayOverhead),
+    engineTtftP50Ms: of((r) => r.engine.ttftP50Ms),
+    serverTtftP50Ms: of((r) => r.server.ttftP50Ms),
+    gatewayTtftP50Ms: of((r) => r.gateway.ttftP50Ms),
+    clientCpuPercent: { server: of((r) => r.clientCpuPercent.server), gateway: of((r) => r.clientCpuPercent.gateway) },
+  };
 }
 
 /**
@@ -94,49 +131,58 @@ async function measureOverhead(o: Options, progress: Progress): Promise<Overhead
   const serverArgs = ['--max-batch-size', String(o.maxBatchSize), '--max-seq-len', String(SPEC_DEFAULTS.runtime.maxSeqLen)];
   // The same flags make the in-process engine and the server: same KV cache type and size, threads, budget.
   const engine = await EngineTarget.fromServeConfig(serveConfig(parseFlags(serve.spec, ['--model', o.modelPath, ...serverArgs], {})));
+  // Both processes start before the client lowers its priority, so they keep the normal one.
   const server = await startServer(o.modelPath, serverArgs);
+  const gateway = await startGateway(server).catch(async (e: unknown) => {
+    await stopServer(server);
+    throw e;
+  });
   const http = openaiTarget('server', server);
+  const proxied = openaiTarget('gateway', gateway);
   const points: OverheadPoint[] = [];
-  const total = o.concurrencies.length * o.repeats * 2;
+  const total = o.concurrencies.length * o.repeats * 3;
   let done = 0;
   try {
-    // Warm both paths (first-request costs: JIT, connection, page faults) before measuring.
+    // Warm every path (first-request costs: JIT, connection, page faults) before measuring.
     const warmup = { prompt: promptOf(o.promptTokens, 0), maxTokens: 8, seed: 0 };
     await engine.run(warmup);
     await http.run(warmup);
+    await proxied.run(warmup);
     for (const concurrency of o.concurrencies) {
       // Enough requests that a run lasts seconds even at concurrency 1: a run of half a second
       // would measure the machine's hiccups more than the server.
       const requests = Math.max(16, 2 * concurrency);
       const specs = Array.from({ length: requests }, (_, i) => ({ prompt: promptOf(o.promptTokens, i), maxTokens: o.outputTokens, seed: 1000 + i }));
-      const rounds: Array<{ engine: LoadSummary; server: LoadSummary; overhead: number; clientCpuPercent: number }> = [];
+      const rounds: OverheadRound[] = [];
       for (let r = 0; r < o.repeats; r++) {
-        let e: LoadSummary | undefined;
-        let s: LoadSummary | undefined;
-        let clientCpuPercent = 0;
+        const runs: Partial<Record<'engine' | 'server' | 'gateway', LoadSummary>> = {};
+        const clientCpuPercent = { server: 0, gateway: 0 };
         const runEngine = async () => {
           progress.update(`engine, ${concurrency} concurrent`, done++, total);
           clientNiceness(0);
-          e = await runClosedLoop(engine, specs, concurrency);
+          runs.engine = await runClosedLoop(engine, specs, concurrency);
         };
-        const runServer = async () => {
-          progress.update(`server, ${concurrency} concurrent`, done++, total);
+        const runHttp = (label: 'server' | 'gateway', target: OpenAITarget) => async () => {
+          progress.update(`${label}, ${concurrency} concurrent`, done++, total);
           clientNiceness(CLIENT_NICENESS);
           const cpu = process.cpuUsage();
-          s = await runClosedLoop(http, specs, concurrency);
+          const summary = await runClosedLoop(target, specs, concurrency);
           const { user, system } = process.cpuUsage(cpu);
-          clientCpuPercent = (user + system) / 1e4 / s.seconds;
+          clientCpuPercent[label] = (user + system) / 1e4 / summary.seconds;
+          runs[label] = summary;
         };
-        // Alternating which target goes first evens out drifts in the machine's load; each round
-        // pairs two adjacent runs, and the median round is reported.
-        for (const run of r % 2 === 0 ? [runEngine, runServer] : [runServer, runEngine]) await run();
-        rounds.push({ engine: e!, server: s!, overhead: 1 - s!.outputTokensPerSecond / e!.outputTokensPerSecond, clientCpuPercent });
+        // Rotating which target goes first evens out drifts in the machine's load; each round
+        // runs the three back to back, and each figure's median over the rounds is reported.
+        const order = [runEngine, runHttp('server', http), runHttp('gateway', proxied)];
+        for (const run of [...order.slice(r % 3), ...order.slice(0, r % 3)]) await run();
+        const { engine: e, server: s, gateway: g } = runs as Record<'engine' | 'server' | 'gateway', LoadSummary>;
+        rounds.push({ engine: e, server: s, gateway: g, httpOverhead: 1 - s.outputTokensPerSecond / e.outputTokensPerSecond, gatewayOverhead: 1 - g.outputTokensPerSecond / s.outputTokensPerSecond, clientCpuPercent });
       }
-      const mid = median(rounds, (x) => x.overhead);
-      points.push({ concurrency, engine: mid.engine, server: mid.server, httpOverhead: mid.overhead, rounds: rounds.map((x) => x.overhead), clientCpuPercent: mid.clientCpuPercent });
+      points.push({ concurrency, median: medians(rounds), rounds });
     }
   } finally {
     clientNiceness(0);
+    await stopServer(gateway);
     await stopServer(server);
   }
   return points;
@@ -176,17 +222,21 @@ async function measureMixed(o: Options, progress: Progress): Promise<Record<'con
 function report(o: Options, overhead: OverheadPoint[], mixed: Record<'continuous' | 'fixed', LoadSummary>, loadAverages: number[]): string {
   const ms = (v: number) => v.toFixed(0);
   const pct = (v: number) => `${(v * 100).toFixed(1)}%`;
+  const tps = (v: number) => v.toFixed(1);
   const lines = [
     `Model: ${o.modelPath}; ${cpus().length} cores (1-minute load average ${loadAverages.map((l) => l.toFixed(1)).join(' at the start, ')} at the end); max batch size ${o.maxBatchSize}.`,
     '',
-    `### HTTP overhead: ${o.promptTokens}-token prompts, ${o.outputTokens} output tokens, max(16, 2 × concurrency) requests per run from as many clients as the concurrency in a closed loop (median of ${o.repeats} rounds, each running both, interleaved)`,
+    `### HTTP and gateway overhead: ${o.promptTokens}-token prompts, ${o.outputTokens} output tokens, max(16, 2 × concurrency) requests per run from as many clients as the concurrency in a closed loop; each round runs the engine in this process, the server, and the server through a static \`npuserve gateway\`, back to back; medians of ${o.repeats} rounds, every round in brackets`,
     '',
-    '| Concurrency | Engine tok/s | Server tok/s | HTTP overhead (median) | Every round | Server TTFT p50 (ms) | Engine TTFT p50 (ms) | Client CPU (% of a core) |',
+    'HTTP overhead = 1 - server tok/s / engine tok/s; gateway overhead = 1 - gateway tok/s / server tok/s.',
+    '',
+    '| Concurrency | Engine tok/s | Server tok/s | Gateway tok/s | HTTP overhead | Gateway overhead | TTFT p50 engine / server / gateway (ms) | Client CPU server / gateway (% of a core) |',
     '|---|---|---|---|---|---|---|---|',
-    ...overhead.map(
-      (p) =>
-        `| ${p.concurrency} | ${p.engine.outputTokensPerSecond.toFixed(1)} | ${p.server.outputTokensPerSecond.toFixed(1)} | ${pct(p.httpOverhead)} | ${p.rounds.map(pct).join(', ')} | ${ms(p.server.ttftP50Ms)} | ${ms(p.engine.ttftP50Ms)} | ${p.clientCpuPercent.toFixed(1)} |`,
-    ),
+    ...overhead.map((p) => {
+      const cell = (value: number, each: (r: OverheadRound) => number, format: (v: number) => string) => `${format(value)} (${p.rounds.map((r) => format(each(r))).join(', ')})`;
+      const m = p.median;
+      return `| ${p.concurrency} | ${cell(m.engineTokensPerSecond, (r) => r.engine.outputTokensPerSecond, tps)} | ${cell(m.serverTokensPerSecond, (r) => r.server.outputTokensPerSecond, tps)} | ${cell(m.gatewayTokensPerSecond, (r) => r.gateway.outputTokensPerSecond, tps)} | ${cell(m.httpOverhead, (r) => r.httpOverhead, pct)} | ${cell(m.gatewayOverhead, (r) => r.gatewayOverhead, pct)} | ${ms(m.engineTtftP50Ms)} / ${ms(m.serverTtftP50Ms)} / ${ms(m.gatewayTtftP50Ms)} | ${m.clientCpuPercent.server.toFixed(1)} / ${m.clientCpuPercent.gateway.toFixed(1)} |`;
+    }),
     '',
     `### Mixed load: ${o.mixedRequests} requests, Poisson arrivals at ${o.mixedRatePerSecond}/s, prompts 16-512 tokens, outputs 8-128 tokens`,
     '',
@@ -204,11 +254,11 @@ function report(o: Options, overhead: OverheadPoint[], mixed: Record<'continuous
 
 const COMMAND: CommandSpec = {
   name: 'npm run bench:server --',
-  summary: "The HTTP server's overhead over the bare engine at each concurrency, and continuous against fixed batching under a mixed load.",
+  summary: "The HTTP server's overhead over the bare engine and a gateway's over the server at each concurrency, and continuous against fixed batching under a mixed load.",
   flags: [
     { name: 'model', value: 'X.npu', defaultText: 'a converted test model', description: 'the model to serve' },
     { name: 'concurrency', value: 'A,B', default: '1,2,4,8,16', description: 'concurrent requests of the overhead study' },
-    { name: 'repeats', value: 'N', default: '5', description: 'rounds per concurrency (the median round is reported)' },
+    { name: 'repeats', value: 'N', default: '5', description: 'rounds per concurrency, each running every target once (medians are reported)' },
     { name: 'mixed-requests', value: 'N', default: '24', description: 'requests of the mixed load' },
     { name: 'mixed-rate', value: 'R', default: '0.6', description: 'arrivals per second of the mixed load' },
     { name: 'out', value: 'DIR', default: 'bench-results', description: 'folder of server-load.json' },
