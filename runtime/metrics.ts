@@ -32,6 +32,7 @@ export class ServerMetrics implements SchedulerObserver {
   private readonly kvUsage: Gauge.Internal<'model'>;
   private readonly batchSize: Histogram.Internal<'model'>;
   private readonly engineInfo: Gauge<'model' | 'backend' | 'precision' | 'kernel'>;
+  private readonly errorResponses: Counter<'model' | 'status_code'>;
 
   constructor(private readonly model: string) {
     const registers = [this.registry];
@@ -48,6 +49,8 @@ export class ServerMetrics implements SchedulerObserver {
     this.kvUsage = new Gauge({ name: 'npuserve_kv_cache_usage_ratio', help: 'Fraction of KV cache blocks in use (1 = full).', labelNames, registers }).labels(model);
     this.batchSize = new Histogram({ name: 'npuserve_batch_size', help: 'Sequences in each engine step.', labelNames, buckets: BATCH_SIZE_BUCKETS, registers }).labels(model);
     this.engineInfo = new Gauge({ name: 'npuserve_engine_info', help: 'The engine serving the model (value 1).', labelNames: ['model', 'backend', 'precision', 'kernel'], registers });
+    this.errorResponses = new Counter({ name: 'npuserve_request_errors_total', help: 'API requests (/v1) answered with an HTTP error, by status code (429: the waiting queue was full).', labelNames: ['model', 'status_code'], registers });
+    this.errorResponses.labels(model, '429').inc(0);
     for (const g of [this.running, this.waiting, this.kvUsage]) g.set(0);
     // Counters exist from the start (prom-client creates a label set on first use), so a scraper
     // sees 0 on an idle pod rather than no series.
@@ -82,6 +85,10 @@ export class ServerMetrics implements SchedulerObserver {
     this.requests.labels(this.model, reason).inc();
     // As vLLM, latency is of requests that ran to their end; aborted and failed ones would skew it.
     if (reason === 'stop' || reason === 'length') this.e2e.observe(e2eSeconds);
+  }
+
+  errorResponse(statusCode: number): void {
+    this.errorResponses.labels(this.model, String(statusCode)).inc();
   }
 
   text(): Promise<string> {
