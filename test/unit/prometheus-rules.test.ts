@@ -8,22 +8,10 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
 
+import { alertRules, rulesPath } from './prometheus-process.js';
+
 const root = join(import.meta.dirname, '..', '..');
-export const rulesPath = join(root, 'charts', 'npuserve', 'files', 'prometheus-rules.yaml');
 const promtoolTests = join(import.meta.dirname, 'prometheus-rules.promtool.yaml');
-
-export interface AlertRule {
-  alert: string;
-  expr: string;
-  for?: string;
-  labels?: Record<string, string>;
-  annotations?: Record<string, string>;
-}
-
-export function alertRules(): AlertRule[] {
-  const file = parseYaml(readFileSync(rulesPath, 'utf8')) as { groups: Array<{ rules: AlertRule[] }> };
-  return file.groups.flatMap((g) => g.rules);
-}
 
 function promtool(...args: string[]) {
   const r = spawnSync('promtool', args, { encoding: 'utf8', timeout: 60_000 });
