@@ -45,7 +45,7 @@ describe('the dashboard and the alert rules against Prometheus scraping the clus
     const pod = pods.items[0];
     const target = `${pod.status.podIP}:8000`;
     prometheus = await startPrometheus([
-      { job_name: 'npuserve-models', static_configs: [{ targets: [target], labels: { namespace: ns, pod: pod.metadata.name, revision: pod.metadata.labels['npuserve.io/revision'] ?? '' } }] },
+      { job_name: 'npuserve-models', static_configs: [{ targets: [target], labels: { namespace: ns, pod: pod.metadata.name ?? '', revision: pod.metadata.labels['npuserve.io/revision'] ?? '' } }] },
       { job_name: 'npuserve-operator', honor_labels: true, static_configs: [{ targets: [`127.0.0.1:${metricsPort}`] }] },
     ]);
     await prometheus.scraped();
