@@ -61,7 +61,7 @@ const DEFAULT_MAX_WAITING_REQUESTS = 256;
  */
 export function exportModelState(m: NPUModel, status: NPUModelStatus, desiredReplicas: number): void {
   const { namespace = '', name: model } = m.metadata;
-  forgetModel(namespace, model);
+  removeState(`${namespace}/${model}`);
   const series: Series[] = [];
   const set = (g: Gauge<string>, labels: Record<string, string>, value: number): void => {
     g.set(labels, value);
@@ -86,10 +86,13 @@ export function exportModelState(m: NPUModel, status: NPUModelStatus, desiredRep
   seriesByModel.set(`${namespace}/${model}`, series);
 }
 
-/** Drops every state series of a model (deleted, or no longer ours). */
-export function forgetModel(namespace: string, model: string): void {
-  const key = `${namespace}/${model}`;
+function removeState(key: string): void {
   for (const [g, labels] of seriesByModel.get(key) ?? []) g.remove(labels);
   seriesByModel.delete(key);
+}
+
+/** Drops every series of a model (deleted): its state and the autoscaler's gauges. */
+export function forgetModel(namespace: string, model: string): void {
+  removeState(`${namespace}/${model}`);
   for (const g of [autoscalerDesiredReplicas, autoscalerTokensPerSecond, autoscalerTtftP95]) g.remove({ namespace, model });
 }

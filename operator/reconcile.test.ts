@@ -10,7 +10,7 @@ import { parseOperatorConfig } from './config.js';
 import { Controller } from './controller.js';
 import { EventRecorder } from './events.js';
 import { ApiError } from './kube/client.js';
-import { registry } from './metrics.js';
+import { autoscalerDesiredReplicas, registry } from './metrics.js';
 import { FINALIZER, Reconciler, type World } from './reconcile.js';
 import type { KubeObject, NPUModel } from './types.js';
 
@@ -305,10 +305,13 @@ describe('the operator\'s model metrics', () => {
     expect(await sample(`npuserve_conversion_duration_seconds_bucket{le="30",${l},result="succeeded"}`)).toBe(0);
     expect(await sample(`npuserve_conversion_duration_seconds_bucket{le="60",${l},result="succeeded"}`)).toBe(1);
 
-    // The same status again (no transition): the conversion is not counted twice.
+    // The same status again (no transition): the conversion is not counted twice, and the
+    // autoscaler's decision (its own loop's series) stays.
+    autoscalerDesiredReplicas.set({ namespace: NS, model: 'observed' }, 4);
     items.models[0] = { ...model('observed', spec), status: lastStatus(rec) };
     await reconciler.reconcile(`${NS}/observed`);
     expect(await sample(`npuserve_conversion_duration_seconds_count{${l},result="succeeded"}`)).toBe(1);
+    expect(await sample(`npuserve_autoscaler_desired_replicas{${l}}`)).toBe(4);
 
     items.models.splice(0);
     await reconciler.reconcile(`${NS}/observed`);
