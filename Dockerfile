@@ -24,6 +24,7 @@ COPY common ./common
 COPY cli ./cli
 COPY runtime ./runtime
 COPY operator ./operator
+COPY gateway ./gateway
 COPY bin ./bin
 # `npm run build` = node native/build.mjs (cmake, using node-addon-api + node-api-headers) && tsc.
 RUN npm run build \

@@ -13,7 +13,7 @@ export default defineConfig({
         extends: true,
         test: {
           name: 'unit',
-          include: ['common/**/*.test.ts', 'cli/**/*.test.ts', 'runtime/**/*.test.ts', 'operator/**/*.test.ts', 'test/unit/**/*.test.ts'],
+          include: ['common/**/*.test.ts', 'cli/**/*.test.ts', 'runtime/**/*.test.ts', 'operator/**/*.test.ts', 'gateway/**/*.test.ts', 'test/unit/**/*.test.ts'],
         },
       },
       {

@@ -6,6 +6,7 @@ import { dirname, join } from 'node:path';
 import { UsageError } from '../common/errors.js';
 import { FlagError, helpText, parseFlags, wantsHelp } from '../common/flags.js';
 import { type Command, EXIT } from './command.js';
+import { gateway } from './gateway.js';
 import { bench, chat, convert, generate, inspect, makeTestModel, pruneArtifacts } from './model-commands.js';
 import { operator } from './operator.js';
 import { serve } from './serve.js';
@@ -20,6 +21,7 @@ export const COMMANDS: Record<string, Command> = {
   serve,
   bench,
   operator,
+  gateway,
   'prune-artifacts': pruneArtifacts,
   'make-test-model': makeTestModel,
 };

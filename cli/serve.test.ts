@@ -44,3 +44,13 @@ describe('serve flags against spec.runtime', () => {
     expect(() => serveConfig(parseFlags(serve.spec, ['--model', 'x.npu', '--kv-cache-dtype', 'bf16'], {}))).toThrow(/kv-cache-dtype/);
   });
 });
+
+describe('--enable-prefix-caching', () => {
+  const config = (...args: string[]) => serveConfig(parseFlags(serve.spec, ['--model', 'm.npu', ...args], {}));
+  it('is on by default, off with --no-enable-prefix-caching, and refuses both at once', () => {
+    expect(config().prefixCaching).toBe(true);
+    expect(config('--enable-prefix-caching').prefixCaching).toBe(true);
+    expect(config('--no-enable-prefix-caching').prefixCaching).toBe(false);
+    expect(() => config('--enable-prefix-caching', '--no-enable-prefix-caching')).toThrow(/--enable-prefix-caching and --no-enable-prefix-caching contradict each other/);
+  });
+});

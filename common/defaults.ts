@@ -7,7 +7,7 @@ export const SPEC_DEFAULTS = {
   precision: 'INT8',
   conversion: { optimizeLevel: 2, accuracyGate: { minCosineSimilarity: 0.99 } },
   runtime: { maxBatchSize: 16, maxSeqLen: 2048, maxWaitingRequests: 256, kvCacheDtype: 'f16' },
-  autoscaling: { minReplicas: 1, targetTokensPerSecondPerReplica: 400, ttftP95TargetMs: 800, scaleDownStabilizationSeconds: 300 },
+  autoscaling: { minReplicas: 1, targetTokensPerSecondPerReplica: 400, ttftP95TargetMs: 800, scaleDownStabilizationSeconds: 300, scaleToZeroAfterSeconds: 300 },
   placement: { npusPerReplica: 1 },
   service: { port: 8000, apiKeySecretRef: { key: 'api-key' } },
 } as const;

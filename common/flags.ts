@@ -18,6 +18,8 @@ export interface Flag {
   /** Environment variable read when the flag is absent. */
   env?: string;
   required?: boolean;
+  /** A switch that is on unless `--no-NAME` is given (as vLLM's `--enable-prefix-caching`). */
+  negatable?: boolean;
   description: string;
 }
 
@@ -64,12 +66,23 @@ function flagProblem(e: Error): string {
 
 /** Parses `argv` against `spec`: flag, else its environment variable, else its default; required flags checked. */
 export function parseFlags(spec: CommandSpec, argv: readonly string[], env: NodeJS.ProcessEnv = process.env): FlagValues {
-  const options = Object.fromEntries(spec.flags.map((f) => [f.name, { type: f.value ? ('string' as const) : ('boolean' as const), multiple: f.multiple ?? false }]));
+  const options = Object.fromEntries(
+    spec.flags.flatMap((f) => {
+      const option = { type: f.value ? ('string' as const) : ('boolean' as const), multiple: f.multiple ?? false };
+      return f.negatable ? [[f.name, option], [`no-${f.name}`, option]] : [[f.name, option]];
+    }),
+  );
   let values: FlagValues;
   try {
     values = parseArgs({ args: [...argv], options, strict: true, allowPositionals: false }).values as FlagValues;
   } catch (e) {
     throw new FlagError(flagProblem(e as Error));
+  }
+  for (const f of spec.flags.filter((g) => g.negatable)) {
+    const off = values[`no-${f.name}`] === true;
+    if (off && values[f.name] === true) throw new UsageError(`--${f.name} and --no-${f.name} contradict each other; give one`);
+    delete values[`no-${f.name}`];
+    values[f.name] = !off;
   }
   for (const f of spec.flags) {
     const fromEnv = f.env === undefined ? undefined : env[f.env];
@@ -112,12 +125,13 @@ export function choiceFlag<T extends string>(values: FlagValues, name: string, c
 }
 
 function flagLabel(f: Flag): string {
-  return `--${f.name}${f.value ? ` ${f.value}` : ''}`;
+  const label = `--${f.name}${f.value ? ` ${f.value}` : ''}`;
+  return f.negatable ? `${label}, --no-${f.name}` : label;
 }
 
 /** A flag's default as help and docs show it: `required`, `8000`, `$NPUSERVE_BIND_ADDRESS, else 0.0.0.0`. */
 function defaultNote(f: Flag): string {
-  const value = f.defaultText ?? f.default;
+  const value = f.defaultText ?? f.default ?? (f.negatable ? 'on' : undefined);
   const fallback = f.env ? [`$${f.env}`, value].filter(Boolean).join(', else ') : (value ?? '');
   return [f.required ? 'required' : '', fallback].filter(Boolean).join('; ');
 }

@@ -213,7 +213,8 @@ export class Reconciler {
   }
 
   private desiredReplicas(m: NPUModel): number {
-    return m.spec.replicas ?? m.spec.autoscaling?.minReplicas ?? 1;
+    // An autoscaled model starts at one replica even with minReplicas 0 (it goes to zero when idle).
+    return m.spec.replicas ?? Math.max(1, m.spec.autoscaling?.minReplicas ?? 1);
   }
 
   /**

@@ -114,6 +114,23 @@ const rows: Row[] = [
     conditions: { Converted: ['True', 'Converted', /revision r2222222222 \(INT8\)/], Available: ['False', 'NoReadyReplicas', /no serving pod is ready yet/], Progressing: ['True', 'RollingOut', /0 of 2 updated|2 of 2 updated/] },
   },
   {
+    situation: 'scaled to zero by the autoscaler (minReplicas 0, idle)',
+    in: {
+      model: { ...model({ currentRevision: r2, revisions: [r2] }, 0), spec: { source: { uri: 'file:///models/tiny' }, replicas: 0, autoscaling: { minReplicas: 0, maxReplicas: 2, scaleToZeroAfterSeconds: 120 } } },
+      revisions: [r2], recorded: r2, desiredReplicas: 0, deployment: deployment(r2.name, { replicas: 0, updated: 0, ready: 0 }, 0),
+    },
+    phase: 'Ready',
+    conditions: { Available: ['False', 'ScaledToZero', /^scaled to zero replicas: no requests for 120 s \(autoscaling.scaleToZeroAfterSeconds\); revision r2222222222 stays converted, and a request through the gateway starts a replica$/], Progressing: ['False', 'RolloutComplete'], Degraded: ['False', 'AsExpected'] },
+    current: r2.name,
+  },
+  {
+    situation: 'woken from zero: a replica starting',
+    in: { model: model({ currentRevision: r2, revisions: [r2] }, 1), revisions: [r2], recorded: r2, desiredReplicas: 1, deployment: deployment(r2.name, { replicas: 1, updated: 1, ready: 0 }, 1) },
+    phase: 'Deploying',
+    conditions: { Available: ['False', 'NoReadyReplicas', /no serving pod is ready yet/], Degraded: ['False', 'AsExpected'] },
+    current: r2.name,
+  },
+  {
     situation: 'ready',
     in: { model: model({ currentRevision: r2, revisions: [r2] }), revisions: [r2], recorded: r2, deployment: deployment(r2.name, { replicas: 2, updated: 2, ready: 2 }) },
     phase: 'Ready',

@@ -2,6 +2,7 @@
 // revision, the conversion's outcome, the Deployment and the serving pods): phase, the four standard
 // conditions with a reason and a message a user can act on, and the revision bookkeeping. Also the
 // condition helpers and the comparison that keeps status writes to real changes.
+import { SPEC_DEFAULTS } from '../common/defaults.js';
 import { LABEL_REVISION, selectorString, serverSelector } from './resources/common.js';
 import { endpoint } from './resources/deployment.js';
 import { failing, stuckPod, unschedulable, type ConversionOutcome, type DeploymentView, type PodView } from './rollout.js';
@@ -126,7 +127,15 @@ function availableCondition(i: StatusInputs, o: Seen): NewCondition {
   if (o.insufficient) return no('InsufficientMemory', o.insufficient);
   if (o.unplaced) return no('Unschedulable', o.unplaced);
   if (o.crashing) return no('ServerFailing', o.crashing);
+  if (o.desired === 0 && o.current) return no('ScaledToZero', scaledToZeroMessage(i.model, o.current));
   return no('NoReadyReplicas', i.deployment ? 'no serving pod is ready yet' : 'nothing to serve until a revision is converted');
+}
+
+/** Why a converted model has no replica: its autoscaler found it idle, or spec.replicas is 0. */
+function scaledToZeroMessage(m: NPUModel, current: RevisionStatus): string {
+  const a = m.spec.autoscaling;
+  const why = a && (a.minReplicas ?? 1) === 0 ? `no requests for ${a.scaleToZeroAfterSeconds ?? SPEC_DEFAULTS.autoscaling.scaleToZeroAfterSeconds} s (autoscaling.scaleToZeroAfterSeconds)` : 'spec.replicas is 0';
+  return `scaled to zero replicas: ${why}; revision ${current.name} stays converted, and a request through the gateway starts a replica`;
 }
 
 function progressingCondition(i: StatusInputs, o: Seen): NewCondition {
@@ -156,6 +165,8 @@ function degradedCondition(o: Seen): NewCondition | undefined {
 function phaseOf(i: StatusInputs, o: Seen, degraded: boolean): Phase {
   if (o.conflict || (o.insufficient && o.ready === 0)) return 'Failed';
   if (!o.current && !i.recorded) return o.failed ? 'Failed' : i.conversion?.state === 'running' && i.conversion.pending ? 'Pending' : 'Converting';
+  // Scaled to zero: converted and servable on demand (the gateway wakes it), as Knative keeps a revision Ready at zero.
+  if (o.ready === 0 && o.desired === 0 && o.current && !o.crashing) return 'Ready';
   if (o.ready === 0) return o.unplaced ? 'Pending' : 'Deploying';
   return degraded ? 'Degraded' : 'Ready';
 }

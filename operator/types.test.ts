@@ -14,7 +14,7 @@ const spec = {
   conversion: { optimizeLevel: 2, accuracyGate: { minCosineSimilarity: 0.99 } },
   runtime: { maxBatchSize: 16, maxSeqLen: 2048, maxWaitingRequests: 256, kvCacheDtype: 'f16', threads: 4, resources: { requests: { cpu: '2', memory: '8Gi' }, limits: { cpu: 4, memory: '8Gi' } } },
   replicas: 1,
-  autoscaling: { minReplicas: 1, maxReplicas: 8, targetTokensPerSecondPerReplica: 400, ttftP95TargetMs: 800, scaleDownStabilizationSeconds: 300 },
+  autoscaling: { minReplicas: 1, maxReplicas: 8, targetTokensPerSecondPerReplica: 400, ttftP95TargetMs: 800, scaleDownStabilizationSeconds: 300, scaleToZeroAfterSeconds: 300 },
   placement: { npuResourceName: 'huawei.com/Ascend910', npusPerReplica: 1, nodeSelector: { a: 'b' }, tolerations: [{ key: 'k', operator: 'Equal', value: 'v', effect: 'NoSchedule', tolerationSeconds: 1 }] },
   service: { port: 8000, apiKeySecretRef: { name: 'model-api-key', key: 'api-key' } },
 } satisfies Required<NPUModelSpec>;
@@ -31,7 +31,7 @@ const status = {
   readyReplicas: 1,
   selector: 's',
   endpoint: 'e',
-  autoscaler: { desiredReplicas: 1, tokensPerSecond: 1, ttftP95Ms: 1, waitingRequests: 0, lastScaleTime: 't', reason: 'r', recommendations: [{ time: 't', replicas: 1 }] },
+  autoscaler: { desiredReplicas: 1, tokensPerSecond: 1, ttftP95Ms: 1, waitingRequests: 0, lastScaleTime: 't', lastRequestTime: 't', heldRequests: 0, reason: 'r', recommendations: [{ time: 't', replicas: 1 }] },
 } satisfies Required<NPUModelStatus>;
 
 type Schema = { type?: string; properties?: Record<string, Schema>; items?: Schema; additionalProperties?: Schema };

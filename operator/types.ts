@@ -54,6 +54,7 @@ export interface NPUModelSpec {
     targetTokensPerSecondPerReplica?: number;
     ttftP95TargetMs?: number;
     scaleDownStabilizationSeconds?: number;
+    scaleToZeroAfterSeconds?: number;
   };
   placement?: { npuResourceName?: string; npusPerReplica?: number; nodeSelector?: Record<string, string>; tolerations?: Toleration[] };
   service?: { port?: number; apiKeySecretRef?: { name: string; key?: string } };
@@ -93,6 +94,8 @@ export interface AutoscalerStatus {
   ttftP95Ms?: number;
   waitingRequests?: number;
   lastScaleTime?: string;
+  lastRequestTime?: string;
+  heldRequests?: number;
   reason?: string;
   recommendations?: Array<{ time: string; replicas: number }>;
 }

@@ -1,6 +1,7 @@
 // Typed wrapper over the native addon: loads a .npu file (header, metadata and tokenizer checked
 // here; every tensor checked natively against the config before the KV cache is sized against the
 // memory budget) and runs batched steps off the JS thread.
+import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join, resolve } from 'node:path';
@@ -42,8 +43,12 @@ export interface EngineInfo {
   int8Activations: Int8Activations;
   kvBlockTokens: number;
   kvBlocksTotal: number;
+  /** Blocks nobody uses plus cached blocks nobody uses (those are evicted when space is needed). */
   kvBlocksFree: number;
+  /** Full blocks registered in the prefix cache, in use or not. */
+  kvBlocksCached: number;
   maxSeqLen: number;
+  prefixCaching: boolean;
 }
 
 export interface EngineOptions {
@@ -51,6 +56,8 @@ export interface EngineOptions {
   maxSeqLen?: number;
   /** Tokens the paged KV cache holds across all sequences. */
   kvCacheTokens?: number;
+  /** Tokens per KV block (default 16): the unit of paging and of prefix caching. */
+  kvBlockTokens?: number;
   /** Force a kernel set (scalar | avx2 | avxvnni | avx512vnni); default: the best this CPU supports. */
   kernel?: string;
   /** KV cache element type (default f32; `serve` defaults to f16); f16 halves its memory and the bytes attention reads. */
@@ -65,6 +72,12 @@ export interface EngineOptions {
    * held in memory once, come on top). Default: defaultMemoryBudgetBytes().
    */
   memoryBudgetBytes?: number;
+  /**
+   * Automatic prefix caching (default off; `serve` turns it on): full KV blocks stay cached, keyed by
+   * a hash chain of their tokens seeded with the model file's identity, and a sequence created with
+   * its prompt starts after the longest cached run of the prompt's full blocks.
+   */
+  prefixCaching?: boolean;
 }
 
 /** Half of availableMemoryBytes(): the other half is left to the weights, the heap and the OS. */
@@ -75,7 +88,7 @@ export function defaultMemoryBudgetBytes(): number {
 export type Int8Activations = 'int8' | 'int16';
 
 interface NativeEngine {
-  createSequence(seed?: number | bigint): number;
+  createSequence(seed?: number | bigint, promptTokens?: readonly number[] | Int32Array): number;
   releaseSequence(id: number): void;
   sequenceLength(id: number): number;
   entryProblems(entries: StepEntry[]): Array<string | null>;
@@ -94,7 +107,7 @@ export interface MachineLimits {
 }
 
 export interface NativeAddon {
-  loadModel(path: string, descriptor: unknown, options: EngineOptions): Promise<NativeEngine>;
+  loadModel(path: string, descriptor: unknown, options: EngineOptions & { modelIdentity?: string }): Promise<NativeEngine>;
   packWeight(w: Float32Array, rows: number, cols: number, dtype: string, layout: string): { data: Uint8Array; scales?: Uint16Array };
   gemm(args: Record<string, unknown>): Float32Array;
   /** One kernel set's attention of queries over key/value rows, fed in KV blocks (kernel tests). */
@@ -157,7 +170,11 @@ export class Engine {
       config: nativeConfig(file.metadata.config),
       tensors: file.metadata.tensors.map((t) => ({ ...t, offset: file.header.dataOffset + t.offset })),
     };
-    const impl = await native().loadModel(path, descriptor, { ...options, memoryBudgetBytes: options.memoryBudgetBytes ?? defaultMemoryBudgetBytes() });
+    const impl = await native().loadModel(path, descriptor, {
+      ...options,
+      memoryBudgetBytes: options.memoryBudgetBytes ?? defaultMemoryBudgetBytes(),
+      modelIdentity: modelIdentity(file.metadata),
+    });
     return new Engine(path, file.metadata, impl);
   }
 
@@ -165,9 +182,13 @@ export class Engine {
     return this.impl.info();
   }
 
-  /** A new, empty sequence; `seed` drives its sampling RNG. */
-  createSequence(seed = 0): number {
-    return this.impl.createSequence(seed);
+  /**
+   * A new sequence; `seed` drives its sampling RNG. Given the prompt (and with prefix caching on), it
+   * starts with the KV of the longest cached run of the prompt's full blocks, always leaving at least
+   * the last prompt token to feed: sequenceLength() is then the number of prompt tokens to skip.
+   */
+  createSequence(seed = 0, promptTokens?: readonly number[] | Int32Array): number {
+    return this.impl.createSequence(seed, promptTokens);
   }
 
   /** Frees the sequence's KV blocks (after the running step, if one is running). */
@@ -191,6 +212,15 @@ export class Engine {
   step(entries: StepEntry[]): Promise<StepResult[]> {
     return this.impl.step(entries);
   }
+}
+
+/**
+ * What the prefix cache's hash chains are seeded with: a digest of the file's metadata, which holds
+ * the source digest, precision, converter version and tensor table, so KV computed by another model
+ * or revision can never be taken for this one's (and hashes could be compared across replicas).
+ */
+function modelIdentity(m: NpuMetadata): string {
+  return createHash('sha256').update(JSON.stringify(m)).digest('hex');
 }
 
 /** Every id the tokenizer can produce, and every special id it names, must be a row of the model's vocabulary. */

@@ -1,8 +1,20 @@
 // The admission decision alone (planStep is a pure function): batch-size, token-budget and KV limits,
-// chunked prefill that keeps decoders advancing, FCFS order, and the fixed-batch baseline.
+// chunked prefill that keeps decoders advancing, FCFS order, and the fixed-batch baseline; and, on a
+// fake engine, where the Scheduler starts a prefill after a cached prefix.
 import { describe, expect, it } from 'vitest';
 
-import { kvBlocksFor, planStep, type PlanRequest, type QueueState, type SchedulerLimits, type SchedulerPolicy, type StepPlan } from './scheduler.js';
+import type { Engine, EngineInfo, StepEntry, StepResult } from './engine.js';
+import {
+  kvBlocksFor,
+  planStep,
+  Scheduler,
+  type PlanRequest,
+  type QueueState,
+  type SchedulerLimits,
+  type SchedulerObserver,
+  type SchedulerPolicy,
+  type StepPlan,
+} from './scheduler.js';
 
 const LIMITS: SchedulerLimits = { maxBatchSize: 4, maxNumBatchedTokens: 64, kvBlockTokens: 16, kvBlocksTotal: 100, batchTimeoutMs: 50 };
 
@@ -147,5 +159,66 @@ describe('random workloads', () => {
     const continuous = simulate('continuous', load(), LIMITS, () => {});
     const fixed = simulate('fixed', load(), LIMITS, () => {});
     expect(continuous).toBeLessThan(fixed);
+  });
+});
+
+/** An engine that records the entries it is given and reports `cachedTokens` matched for every prompt. */
+function fakeEngine(cachedTokens: number, prefixCaching: boolean) {
+  const steps: StepEntry[][] = [];
+  const created: Array<{ seed: number; prompt?: readonly number[] | Int32Array }> = [];
+  const lengths = new Map<number, number>();
+  const info: Partial<EngineInfo> = { kvBlockTokens: 16, kvBlocksTotal: 100, kvBlocksFree: 100, prefixCaching };
+  const engine = {
+    info,
+    metadata: { tokenizer: { endOfGenerationIds: [0] } },
+    createSequence(seed: number, prompt?: readonly number[] | Int32Array) {
+      created.push({ seed, prompt });
+      lengths.set(created.length, prompt ? cachedTokens : 0);
+      return created.length;
+    },
+    sequenceLength: (id: number) => lengths.get(id)!,
+    releaseSequence: () => {},
+    entryProblems: (entries: StepEntry[]) => entries.map(() => null),
+    async step(entries: StepEntry[]): Promise<StepResult[]> {
+      steps.push(entries);
+      return entries.map((e) => ({ sequence: e.sequence, token: 7 }));
+    },
+  };
+  return { engine: engine as unknown as Engine, steps, created };
+}
+
+const silentObserver = (prefix: Array<{ queriedTokens: number; hitTokens: number }>): SchedulerObserver => ({
+  step: () => {},
+  state: () => {},
+  firstToken: () => {},
+  interToken: () => {},
+  finished: () => {},
+  prefixCache: (s) => prefix.push(s),
+});
+
+describe('the Scheduler and the prefix cache', () => {
+  it.each(['continuous', 'fixed'] as const)('%s: a prefill starts after the cached prefix, in chunks of what remains', async (policy) => {
+    const { engine, steps, created } = fakeEngine(32, true);
+    const prefix: Array<{ queriedTokens: number; hitTokens: number }> = [];
+    const s = new Scheduler(engine, { policy, maxBatchSize: 4, maxNumBatchedTokens: 6, maxWaitingRequests: 4, batchTimeoutMs: 0, observer: silentObserver(prefix) });
+    const prompt = Array.from({ length: 45 }, (_, i) => 100 + i);
+    const result = new Promise((resolve) => s.submit({ prompt, maxTokens: 2, temperature: 1, topP: 1, seed: 3, onToken: () => false, onFinish: resolve }));
+    expect(await result).toMatchObject({ reason: 'length', promptTokens: 45, completionTokens: 2 });
+    expect(created).toEqual([{ seed: 3, prompt }]);
+    expect(prefix).toEqual([{ queriedTokens: 45, hitTokens: 32 }]);
+    // 13 prompt tokens left: 6 + 6 + 1, the last one sampled; then one decode step.
+    expect(steps.map((e) => e[0].tokens)).toEqual([prompt.slice(32, 38), prompt.slice(38, 44), prompt.slice(44), [7]]);
+    expect(steps.map((e) => e[0].sample)).toEqual([false, false, true, true]);
+  });
+
+  it('without prefix caching the prompt is not looked up and is fed whole', async () => {
+    const { engine, steps, created } = fakeEngine(32, false);
+    const prefix: Array<{ queriedTokens: number; hitTokens: number }> = [];
+    const s = new Scheduler(engine, { policy: 'continuous', maxBatchSize: 4, maxNumBatchedTokens: 64, maxWaitingRequests: 4, batchTimeoutMs: 0, observer: silentObserver(prefix) });
+    const prompt = Array.from({ length: 45 }, (_, i) => 100 + i);
+    await new Promise((resolve) => s.submit({ prompt, maxTokens: 1, temperature: 1, topP: 1, seed: 3, onToken: () => false, onFinish: resolve }));
+    expect(created).toEqual([{ seed: 3, prompt: undefined }]);
+    expect(prefix).toEqual([]);
+    expect(steps[0][0].tokens).toEqual(prompt);
   });
 });

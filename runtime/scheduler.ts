@@ -26,7 +26,10 @@ export interface PlanRequest {
   id: number;
   promptTokens: number;
   maxTokens: number;
-  /** Prompt tokens already fed to the engine; equal to promptTokens once decoding. */
+  /**
+   * Prompt tokens already in the engine (fed, or found in the prefix cache at admission); equal to
+   * promptTokens once decoding.
+   */
   prefilled: number;
   arrivalMs: number;
 }
@@ -55,7 +58,11 @@ export interface QueueState {
   nowMs: number;
 }
 
-/** KV blocks a request may use: prompt and output tokens, reserved whole at admission. */
+/**
+ * KV blocks a request may use: prompt and output tokens, reserved whole at admission. With prefix
+ * caching this stays an upper bound (a shared block is counted by each of its users), and the engine
+ * counts cached blocks nobody uses as free: a plan within the reservations never finds the cache full.
+ */
 export function kvBlocksFor(r: Pick<PlanRequest, 'promptTokens' | 'maxTokens'>, blockTokens: number): number {
   return Math.ceil((r.promptTokens + r.maxTokens) / blockTokens);
 }
@@ -154,6 +161,8 @@ export interface GenerationResult {
 /** What the scheduler reports as it runs (implemented by the metrics module). */
 export interface SchedulerObserver {
   step(s: { batchSize: number; promptTokens: number; generationTokens: number }): void;
+  /** At admission, with prefix caching: the prompt's tokens looked up, and those found cached. */
+  prefixCache(s: { queriedTokens: number; hitTokens: number }): void;
   /** After every step and queue change; kvUsageRatio is the fraction of KV blocks in use. */
   state(s: { running: number; waiting: number; kvUsageRatio: number }): void;
   firstToken(secondsSinceArrival: number): void;
@@ -202,6 +211,7 @@ export class Scheduler {
   private readonly limits: SchedulerLimits;
   /** The model's end-of-generation tokens (EOS, EOT, <|im_end|> ...). */
   private readonly endOfGeneration: ReadonlySet<number>;
+  private readonly prefixCaching: boolean;
 
   constructor(
     private readonly engine: Engine,
@@ -216,6 +226,7 @@ export class Scheduler {
       batchTimeoutMs: options.batchTimeoutMs,
     };
     this.endOfGeneration = new Set(engine.metadata.tokenizer.endOfGenerationIds);
+    this.prefixCaching = info.prefixCaching;
   }
 
   get runningCount(): number {
@@ -336,7 +347,14 @@ export class Scheduler {
     for (const id of ids) {
       const i = this.waiting.findIndex((w) => w.id === id);
       const [t] = this.waiting.splice(i, 1);
-      t.sequence = this.engine.createSequence(t.req.seed);
+      if (this.prefixCaching) {
+        // The prefill starts after the cached prefix the engine attached (never the whole prompt).
+        t.sequence = this.engine.createSequence(t.req.seed, t.req.prompt);
+        t.prefilled = this.engine.sequenceLength(t.sequence);
+        this.options.observer?.prefixCache({ queriedTokens: t.promptTokens, hitTokens: t.prefilled });
+      } else {
+        t.sequence = this.engine.createSequence(t.req.seed);
+      }
       this.running.push(t);
     }
     if (ids.length > 0) this.reportState();
@@ -344,7 +362,12 @@ export class Scheduler {
 
   private async step(planned: readonly PlannedEntry[]): Promise<void> {
     const byId = new Map(this.running.map((t) => [t.id, t]));
-    let batch = planned.map((p) => ({ t: byId.get(p.id)!, promptChunk: p.promptChunk }));
+    // A request admitted by this plan was planned from its first prompt token: its chunk is clamped
+    // to what the prefix cache left of its prompt.
+    let batch = planned.map((p) => {
+      const t = byId.get(p.id)!;
+      return { t, promptChunk: Math.min(p.promptChunk, t.promptTokens - t.prefilled) };
+    });
     let entries: StepEntry[] = batch.map(({ t, promptChunk }) => {
       const tokens = promptChunk > 0 ? t.req.prompt.slice(t.prefilled, t.prefilled + promptChunk) : [t.nextInput];
       const sample = promptChunk === 0 || t.prefilled + promptChunk === t.promptTokens;

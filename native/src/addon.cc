@@ -132,6 +132,11 @@ EngineOptions parse_options(const Napi::Object& o) {
     e.kv_f16 = d == "f16";
   }
   e.int8_activation_bits = activation_bits(o);
+  Napi::Value pc = o.Get("prefixCaching");
+  if (!pc.IsUndefined() && !pc.IsBoolean()) throw std::runtime_error("prefixCaching must be a boolean");
+  e.prefix_caching = pc.IsBoolean() && pc.As<Napi::Boolean>().Value();
+  Napi::Value id = o.Get("modelIdentity");
+  if (id.IsString()) e.model_identity = id.As<Napi::String>().Utf8Value();
   return e;
 }
 
@@ -140,6 +145,9 @@ EngineOptions parse_options(const Napi::Object& o) {
 struct AddonData {
   Napi::FunctionReference engine_ctor;
 };
+
+// Token ids from an array of integers or an Int32Array (`what` names the argument in errors).
+std::vector<int32_t> parse_tokens(const Napi::Value& toks, const char* what);
 
 class Engine : public Napi::ObjectWrap<Engine> {
  public:
@@ -163,6 +171,8 @@ class Engine : public Napi::ObjectWrap<Engine> {
   }
 
  private:
+  // createSequence(seed?, promptTokens?): with prefix caching, the sequence starts with the cached
+  // run of the prompt's full blocks; sequenceLength() says how many tokens that is.
   Napi::Value CreateSequence(const Napi::CallbackInfo& info) {
     uint64_t seed = 0;
     if (info.Length() > 0 && info[0].IsNumber()) seed = (uint64_t)info[0].As<Napi::Number>().Int64Value();
@@ -170,7 +180,13 @@ class Engine : public Napi::ObjectWrap<Engine> {
       bool lossless;
       seed = info[0].As<Napi::BigInt>().Uint64Value(&lossless);
     }
-    return Napi::Number::New(info.Env(), model_->create_sequence(seed));
+    int id = 0;
+    wrap(info.Env(), [&] {
+      std::vector<int32_t> prompt;
+      if (info.Length() > 1 && !info[1].IsUndefined()) prompt = parse_tokens(info[1], "promptTokens");
+      id = model_->create_sequence(seed, prompt);
+    });
+    return Napi::Number::New(info.Env(), id);
   }
 
   Napi::Value ReleaseSequence(const Napi::CallbackInfo& info) {
@@ -196,7 +212,9 @@ class Engine : public Napi::ObjectWrap<Engine> {
     o.Set("kvBlockTokens", model_->kv_block_tokens());
     o.Set("kvBlocksTotal", model_->total_kv_blocks());
     o.Set("kvBlocksFree", model_->free_kv_blocks());
+    o.Set("kvBlocksCached", model_->cached_kv_blocks());
     o.Set("maxSeqLen", model_->options().max_seq_len);
+    o.Set("prefixCaching", model_->options().prefix_caching);
     return o;
   }
 
@@ -272,27 +290,32 @@ class StepWorker : public Napi::AsyncWorker {
   std::vector<StepResult> results_;
 };
 
+std::vector<int32_t> parse_tokens(const Napi::Value& toks, const char* what) {
+  std::vector<int32_t> out;
+  if (toks.IsTypedArray() && toks.As<Napi::TypedArray>().TypedArrayType() == napi_int32_array) {
+    Napi::Int32Array a = toks.As<Napi::Int32Array>();
+    out.assign(a.Data(), a.Data() + a.ElementLength());
+  } else if (toks.IsArray()) {
+    Napi::Array a = toks.As<Napi::Array>();
+    for (uint32_t i = 0; i < a.Length(); i++) {
+      Napi::Value t = a.Get(i);
+      if (!t.IsNumber()) throw std::runtime_error(std::string(what) + " must be integers");
+      double d = t.As<Napi::Number>().DoubleValue();
+      if (d != (double)(int32_t)d) throw std::runtime_error(std::string(what) + " must be integers, got " + std::to_string(d));
+      out.push_back((int32_t)d);
+    }
+  } else {
+    throw std::runtime_error("'" + std::string(what) + "' must be an array of integers or an Int32Array");
+  }
+  return out;
+}
+
 StepEntry parse_entry(const Napi::Value& v) {
   if (!v.IsObject()) throw std::runtime_error("each step entry must be an object");
   Napi::Object o = v.As<Napi::Object>();
   StepEntry e;
   e.seq_id = int_in(o, "sequence", 0, INT32_MAX);
-  Napi::Value toks = o.Get("tokens");
-  if (toks.IsTypedArray() && toks.As<Napi::TypedArray>().TypedArrayType() == napi_int32_array) {
-    Napi::Int32Array a = toks.As<Napi::Int32Array>();
-    e.tokens.assign(a.Data(), a.Data() + a.ElementLength());
-  } else if (toks.IsArray()) {
-    Napi::Array a = toks.As<Napi::Array>();
-    for (uint32_t i = 0; i < a.Length(); i++) {
-      Napi::Value t = a.Get(i);
-      if (!t.IsNumber()) throw std::runtime_error("tokens must be integers");
-      double d = t.As<Napi::Number>().DoubleValue();
-      if (d != (double)(int32_t)d) throw std::runtime_error("tokens must be integers, got " + std::to_string(d));
-      e.tokens.push_back((int32_t)d);
-    }
-  } else {
-    throw std::runtime_error("'tokens' must be an array of integers or an Int32Array");
-  }
+  e.tokens = parse_tokens(o.Get("tokens"), "tokens");
   Napi::Value lg = o.Get("logits");
   if (lg.IsString()) {
     std::string m = lg.As<Napi::String>().Utf8Value();

@@ -107,6 +107,7 @@ Model::Model(const std::string& path, const Config& cfg, const std::vector<Tenso
     }
   }
   attn_scratch_.resize(pool_.size());
+  prefix_root_ = KvCache::root(hash_string(opt_.model_identity));
 }
 
 static std::string mib(double bytes) { return std::to_string((int64_t)std::ceil(bytes / (1 << 20))) + " MiB"; }
@@ -220,12 +221,21 @@ void Model::bind_weights(const std::vector<TensorDesc>& tensors) {
       throw err("tensor '" + t.name + "' is not part of a " + std::to_string(c.n_layers) + "-layer model of this config (is the config or the tensor table wrong?)");
 }
 
-int Model::create_sequence(uint64_t seed) {
+int Model::create_sequence(uint64_t seed, const std::vector<int32_t>& prompt) {
   std::lock_guard<std::mutex> lock(seq_mu_);
   int id = next_seq_id_++;
   auto s = std::make_unique<Sequence>();
   s->id = id;
   s->rng = Rng(seed);
+  if (opt_.prefix_caching && !prompt.empty()) {
+    // Matched blocks are only read, never written (the sequence writes from its length on, past
+    // them), and a step running now writes only into blocks it reserved, none of them registered.
+    const int bt = kv_->block_tokens();
+    int max_blocks = std::min((int)prompt.size() - 1, opt_.max_seq_len) / bt;
+    int matched = kv_->match(prefix_root_, prompt.data(), max_blocks, s->blocks, s->chain);
+    s->length = matched * bt;
+    s->tokens.assign(prompt.begin(), prompt.begin() + s->length);
+  }
   seqs_[id] = std::move(s);
   return id;
 }
@@ -252,6 +262,21 @@ int Model::sequence_length(int id) {
 int Model::free_kv_blocks() {
   std::lock_guard<std::mutex> lock(seq_mu_);
   return kv_->free_blocks();
+}
+
+int Model::cached_kv_blocks() {
+  std::lock_guard<std::mutex> lock(seq_mu_);
+  return kv_->cached_blocks();
+}
+
+void Model::register_full_blocks(Sequence& s) {
+  const int bt = kv_->block_tokens();
+  while (!s.chain_broken && (int)s.chain.size() < s.length / bt) {
+    size_t i = s.chain.size();
+    PrefixLink parent = i == 0 ? prefix_root_ : s.chain.back(), link;
+    if (kv_->register_block(parent, s.blocks[i], s.tokens.data() + i * bt, link)) s.chain.push_back(link);
+    else s.chain_broken = true;
+  }
 }
 
 std::string Model::entry_problem(const StepEntry& e) const {
@@ -307,8 +332,15 @@ PreparedStep Model::begin_step(const std::vector<StepEntry>& entries) {
 void Model::end_step(const std::vector<StepEntry>& entries, const PreparedStep& prepared, bool ran) {
   std::lock_guard<std::mutex> lock(seq_mu_);
   stepping_ = false;
-  if (ran)
-    for (size_t i = 0; i < entries.size(); i++) prepared.seqs[i]->length = prepared.start[i] + (int)entries[i].tokens.size();
+  if (ran) {
+    for (size_t i = 0; i < entries.size(); i++) {
+      Sequence& s = *prepared.seqs[i];
+      s.length = prepared.start[i] + (int)entries[i].tokens.size();
+      s.tokens.insert(s.tokens.end(), entries[i].tokens.begin(), entries[i].tokens.end());
+      // Blocks this step filled (prompt or generated tokens) now hold final KV: register them.
+      if (opt_.prefix_caching) register_full_blocks(s);
+    }
+  }
   for (int id : pending_release_) {
     auto it = seqs_.find(id);
     if (it == seqs_.end()) continue;
@@ -465,8 +497,11 @@ void Model::attention(int layer, int T, const std::vector<Sequence*>& tok_seq, c
       w.qpos[i] = pos[t];
     }
     AttnQueries a{w.qt.data(), w.qpos.data(), nq, hd, real, c.sliding_window, w.m.data(), w.l.data(), w.o.data(), w.work.data()};
-    // Mistral's sliding window: position p sees keys j with p - j < window.
-    int lo = c.sliding_window > 0 ? std::max(0, p_first - c.sliding_window + 1) : 0;
+    // Mistral's sliding window: position p sees keys j with p - j < window. The first key read is
+    // aligned down to its block (the kernel masks keys outside each query's window), so every
+    // query's keys are folded in the same block-sized segments whichever tile it is in: a token's
+    // result does not depend on how the prompt was chunked or batched.
+    int lo = c.sliding_window > 0 ? std::max(0, p_first - c.sliding_window + 1) / bt * bt : 0;
     for (int j = lo; j <= p_last;) {
       int n = std::min(bt - j % bt, p_last + 1 - j);
       int block = s->blocks[j / bt];

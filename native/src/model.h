@@ -48,6 +48,11 @@ struct EngineOptions {
   int kv_block_tokens = 16;
   std::string kernel;  // empty: best for this CPU
   bool kv_f16 = false; // KV cache rows in f16 instead of f32
+  // Full KV blocks are kept and shared between sequences whose prompts start with the same tokens.
+  bool prefix_caching = false;
+  // The prefix cache's hash chains start from a hash of this: the loaded file's identity (engine.ts
+  // passes a digest of the .npu metadata, which names the source digest and converter version).
+  std::string model_identity;
   // Activations of INT8 weights quantized to 16 bits (W8A16; default) or 8 (W8A8: faster prefill,
   // but it flips near-tied logits of real models).
   int int8_activation_bits = 16;
@@ -90,6 +95,10 @@ struct Sequence {
   int id = 0;
   int length = 0;             // tokens in the KV cache
   std::vector<int> blocks;    // KV block table
+  std::vector<int32_t> tokens;  // (length) the tokens whose KV the blocks hold
+  // Links of the leading full blocks already registered in (or matched from) the prefix cache.
+  std::vector<PrefixLink> chain;
+  bool chain_broken = false;  // a hash collision stopped registering this sequence's blocks
   Rng rng{0};
 };
 
@@ -130,10 +139,14 @@ class Model {
   const EngineOptions& options() const { return opt_; }
 
   // Sequence table: called on the JS thread, guarded against a step on a worker thread.
-  int create_sequence(uint64_t seed);
+  // With prefix caching and a prompt, the new sequence starts with the longest cached run of full
+  // blocks of the prompt (never all of it: the last prompt token is left to compute, so there are
+  // logits to sample from); sequence_length() is then the number of tokens matched.
+  int create_sequence(uint64_t seed, const std::vector<int32_t>& prompt = {});
   void release_sequence(int id);  // deferred while a step runs
   int sequence_length(int id);
-  int free_kv_blocks();
+  int free_kv_blocks();  // cached blocks nobody uses count as free: they are evicted on demand
+  int cached_kv_blocks();
   int total_kv_blocks() const { return kv_->total_blocks(); }
   size_t kv_cache_bytes() const { return kv_->bytes(); }
   bool kv_f16() const { return kv_->f16(); }
@@ -163,6 +176,7 @@ class Model {
   // fn(t0, t1) over token ranges covering [0, T): on the pool for prefill-sized T, else inline.
   void for_tokens(int T, const std::function<void(int, int)>& fn);
   void store_kv(void* dst, const float* src, int n);
+  void register_full_blocks(Sequence& s);  // seq_mu_ held
   void attention(int layer, int T, const std::vector<Sequence*>& tok_seq, const std::vector<int>& pos);
 
   Config cfg_;
@@ -171,6 +185,7 @@ class Model {
   const Kernels* kernels_;
   ThreadPool pool_;
   std::unique_ptr<KvCache> kv_;  // allocated last, once the file and the budget are checked
+  PrefixLink prefix_root_;
   uint64_t weight_bytes_ = 0;
 
   Weight tok_embeddings_;  // (vocab, dim), row-major

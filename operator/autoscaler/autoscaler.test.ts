@@ -83,4 +83,34 @@ describe('Autoscaler', () => {
     expect(status.lastScaleTime).toMatch(/^\d{4}-\d\d-\d\dT/);
     expect(status.recommendations).toEqual([{ time: status.lastScaleTime, replicas: 4 }]);
   });
+
+  it('scales an idle model with minReplicas 0 to zero (ScaledToZero), and back to one for requests the gateway holds (ScaledFromZero)', async () => {
+    const longAgo = new Date(Date.now() - 120_000).toISOString();
+    const model: NPUModel = {
+      apiVersion: 'npuserve.io/v1alpha1',
+      kind: 'NPUModel',
+      metadata: { name: 'idle', namespace: 'ns', uid: 'u2' },
+      spec: { source: { uri: 'file:///m' }, replicas: 1, service: { port }, autoscaling: { minReplicas: 0, maxReplicas: 2, scaleToZeroAfterSeconds: 60 } },
+      status: { autoscaler: { lastRequestTime: longAgo } },
+    };
+    const world = { models: fakeInformer([model]), pods: fakeInformer([]) } as unknown as World;
+    const recorder = new RecordingKube();
+    const kube = recorder.operatorApi();
+    const autoscaler = new Autoscaler(kube, world, parseOperatorConfig(['--scrape-interval-seconds', '1']), new EventRecorder(kube, 'test', silent), silent);
+
+    await autoscaler.pass();
+    expect(recorder.calls.find((c) => c.path.endsWith('/scale'))?.body).toEqual({ spec: { replicas: 0 } });
+    const toZero = recorder.calls.find((c) => c.path.endsWith('/events'))?.body;
+    expect(toZero).toMatchObject({ reason: 'ScaledToZero' });
+    expect(toZero.message).toMatch(/^1 -> 0 replicas: no requests for 1\d\d s \(scaleToZeroAfterSeconds 60\): scaled to zero$/);
+    expect(recorder.calls.find((c) => c.path.endsWith('/status'))?.body.status.autoscaler).toMatchObject({ desiredReplicas: 0, lastRequestTime: longAgo, heldRequests: 0 });
+
+    model.spec.replicas = 0;
+    model.metadata.annotations = { 'held-requests.npuserve.io/gw-1': JSON.stringify({ requests: 2, time: new Date().toISOString() }) };
+    recorder.calls.splice(0);
+    await autoscaler.pass();
+    expect(recorder.calls.find((c) => c.path.endsWith('/scale'))?.body).toEqual({ spec: { replicas: 1 } });
+    expect(recorder.calls.find((c) => c.path.endsWith('/events'))?.body).toMatchObject({ reason: 'ScaledFromZero', message: '0 -> 1 replicas: 2 requests held by the gateway need 1 replicas' });
+    expect(recorder.calls.find((c) => c.path.endsWith('/status'))?.body.status.autoscaler).toMatchObject({ desiredReplicas: 1, heldRequests: 2 });
+  });
 });

@@ -3,6 +3,7 @@
 // path `kubectl scale` and an HPA use), status.autoscaler (with the recommendation history, so a
 // restarted operator neither scales down early nor forgets a spike) and an Event per scale decision.
 import { SPEC_DEFAULTS } from '../../common/defaults.js';
+import { heldRequests } from '../../common/demand.js';
 import type { Logger } from '../../common/log.js';
 import type { OperatorConfig } from '../config.js';
 import type { EventRecorder } from '../events.js';
@@ -15,6 +16,7 @@ import { sleep } from '../sleep.js';
 import { type AutoscalerStatus, type KubeObject, type NPUModel } from '../types.js';
 import { decide, STABLE_WINDOW_MS, type AutoscalingTargets, type Decision, type ScrapeRound } from './policy.js';
 import { scrapeRound, type ServingPod } from './scrape.js';
+import { requestsSeen, zeroDecision, type ZeroDecision } from './zero.js';
 
 interface PodObject extends KubeObject {
   status?: {
@@ -24,7 +26,7 @@ interface PodObject extends KubeObject {
 }
 
 /** spec.autoscaling with the CRD's defaults filled in (the API server fills them too; a cache may predate the CRD). */
-export function autoscalingTargets(m: NPUModel): AutoscalingTargets | null {
+export function autoscalingTargets(m: NPUModel): (AutoscalingTargets & { scaleToZeroAfterSeconds: number }) | null {
   const a = m.spec.autoscaling;
   if (!a) return null;
   return {
@@ -33,6 +35,7 @@ export function autoscalingTargets(m: NPUModel): AutoscalingTargets | null {
     targetTokensPerSecondPerReplica: a.targetTokensPerSecondPerReplica ?? SPEC_DEFAULTS.autoscaling.targetTokensPerSecondPerReplica,
     ttftP95TargetMs: a.ttftP95TargetMs ?? SPEC_DEFAULTS.autoscaling.ttftP95TargetMs,
     scaleDownStabilizationSeconds: a.scaleDownStabilizationSeconds ?? SPEC_DEFAULTS.autoscaling.scaleDownStabilizationSeconds,
+    scaleToZeroAfterSeconds: a.scaleToZeroAfterSeconds ?? SPEC_DEFAULTS.autoscaling.scaleToZeroAfterSeconds,
     maxBatchSize: m.spec.runtime?.maxBatchSize ?? SPEC_DEFAULTS.runtime.maxBatchSize,
   };
 }
@@ -102,19 +105,29 @@ export class Autoscaler {
     const targets = m && autoscalingTargets(m);
     if (!m || !targets) return;
     const uid = m.metadata.uid ?? '';
+    const previous = this.rounds.get(uid)?.at(-1);
     const rounds = [...(this.rounds.get(uid) ?? []).filter((r) => r.timeMs > round.timeMs - STABLE_WINDOW_MS - 1000), round];
     this.rounds.set(uid, rounds);
-    const current = m.spec.replicas ?? targets.minReplicas;
+    // A model scaled to zero starts again at one replica when spec.replicas is unset.
+    const current = m.spec.replicas ?? Math.max(1, targets.minReplicas);
     const prev = m.status?.autoscaler;
-    const d = decide({
+    const held = heldRequests(m.metadata.annotations, round.timeMs);
+    const zero = zeroDecision({
+      ...targets,
+      heldRequests: held,
+      requestsSeen: requestsSeen(previous, round),
+      lastRequestMs: prev?.lastRequestTime ? Date.parse(prev.lastRequestTime) : undefined,
+      nowMs: round.timeMs,
+    });
+    const d = withZero(decide({
       rounds,
       currentReplicas: current,
       readyReplicas: pods.length,
-      targets,
+      targets: { ...targets, minReplicas: zero.floor },
       history: (prev?.recommendations ?? []).map((r) => ({ timeMs: Date.parse(r.time), replicas: r.replicas })),
       rolloutInProgress: !!m.status?.targetRevision,
       nowMs: round.timeMs,
-    });
+    }), zero, current);
     const labels = { namespace: m.metadata.namespace ?? '', model: m.metadata.name };
     autoscalerDesiredReplicas.set(labels, d.desiredReplicas);
     if (d.inputs) autoscalerTokensPerSecond.set(labels, d.inputs.tokensPerSecond);
@@ -125,21 +138,34 @@ export class Autoscaler {
       lastScaleTime = new Date(round.timeMs).toISOString();
       const up = d.desiredReplicas > current;
       this.log('scaled', { model: key, from: current, to: d.desiredReplicas, reason: d.reason });
-      await this.events.record(m, 'Normal', up ? 'ScaledUp' : 'ScaledDown', `${current} -> ${d.desiredReplicas} replicas: ${d.reason}`);
+      const reason = d.desiredReplicas === 0 ? 'ScaledToZero' : current === 0 ? 'ScaledFromZero' : up ? 'ScaledUp' : 'ScaledDown';
+      await this.events.record(m, 'Normal', reason, `${current} -> ${d.desiredReplicas} replicas: ${d.reason}`);
     }
-    await this.kube.npumodelStatus.mergePatch(m.metadata.namespace, m.metadata.name, { status: { autoscaler: this.status(d, lastScaleTime) } });
+    await this.kube.npumodelStatus.mergePatch(m.metadata.namespace, m.metadata.name, { status: { autoscaler: this.status(d, lastScaleTime, zero.lastRequestMs, held) } });
   }
 
   /** A merge patch of status.autoscaler: null removes a field an older decision had set. */
-  private status(d: Decision, lastScaleTime: string | undefined): { [K in keyof AutoscalerStatus]-?: AutoscalerStatus[K] | null } {
+  private status(d: Decision, lastScaleTime: string | undefined, lastRequestMs: number, heldRequests: number): { [K in keyof AutoscalerStatus]-?: AutoscalerStatus[K] | null } {
     return {
       desiredReplicas: d.desiredReplicas,
       tokensPerSecond: d.inputs ? round1(d.inputs.tokensPerSecond) : null,
       ttftP95Ms: d.inputs?.ttftP95Ms != null ? round1(d.inputs.ttftP95Ms) : null,
       waitingRequests: d.inputs ? round1(d.inputs.waitingRequests) : null,
       lastScaleTime: lastScaleTime ?? null,
+      lastRequestTime: new Date(lastRequestMs).toISOString(),
+      heldRequests,
       reason: d.reason,
       recommendations: d.history.map((h) => ({ time: new Date(h.timeMs).toISOString(), replicas: h.replicas })),
     };
   }
+}
+
+/**
+ * The policy's decision with scale to zero: an idle model goes to zero at once (its idle time already
+ * outlasted any stabilization), and a wake names the held requests as its reason.
+ */
+export function withZero(d: Decision, zero: ZeroDecision, current: number): Decision {
+  if (zero.idle && current > 0) return { ...d, desiredReplicas: 0, reason: zero.reason! };
+  if (zero.reason && d.desiredReplicas === zero.floor && zero.floor > current) return { ...d, reason: zero.reason };
+  return d;
 }

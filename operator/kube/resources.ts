@@ -84,4 +84,5 @@ export const TYPES = {
   nodes: { group: '', version: 'v1', plural: 'nodes', namespaced: false },
   events: { group: '', version: 'v1', plural: 'events', namespaced: true },
   leases: { group: 'coordination.k8s.io', version: 'v1', plural: 'leases', namespaced: true },
+  endpointslices: { group: 'discovery.k8s.io', version: 'v1', plural: 'endpointslices', namespaced: true },
 } as const satisfies Record<string, ResourceType>;

@@ -1,6 +1,7 @@
 // The NetworkPolicy of a model's serving pods: ingress only to the API port, only from pods in the
 // model's own namespace (the Service's clients), the operator's pods (the autoscaler scrapes
-// /metrics) and the namespaces the cluster admin allowed (a gateway, an ingress controller).
+// /metrics), the chart's gateway pods (in the operator's namespace) and the namespaces the cluster
+// admin allowed (an ingress controller).
 // Conversion Jobs are not selected: nothing needs to reach them.
 import type { OperatorConfig } from '../config.js';
 import type { NPUModel } from '../types.js';
@@ -9,6 +10,8 @@ import { servicePort } from './deployment.js';
 
 /** Labels of the operator's own pods (the chart's selector labels). */
 export const OPERATOR_POD_LABELS = { 'app.kubernetes.io/name': 'npuserve-operator' };
+/** Labels of the chart's `npuserve gateway` pods, which run in the operator's namespace. */
+export const GATEWAY_POD_LABELS = { 'app.kubernetes.io/name': 'npuserve-gateway' };
 
 const namespaceNamed = (name: string) => ({ matchLabels: { 'kubernetes.io/metadata.name': name } });
 
@@ -27,6 +30,7 @@ export function networkPolicy(m: NPUModel, cfg: OperatorConfig) {
           from: [
             { podSelector: {} },
             { namespaceSelector: namespaceNamed(np.operatorNamespace), podSelector: { matchLabels: OPERATOR_POD_LABELS } },
+            { namespaceSelector: namespaceNamed(np.operatorNamespace), podSelector: { matchLabels: GATEWAY_POD_LABELS } },
             ...np.ingressNamespaces.map((ns) => ({ namespaceSelector: namespaceNamed(ns) })),
           ],
         },

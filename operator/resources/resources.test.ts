@@ -225,6 +225,7 @@ describe('API key and NetworkPolicy', () => {
         from: [
           { podSelector: {} },
           { namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'npuserve-system' } }, podSelector: { matchLabels: { 'app.kubernetes.io/name': 'npuserve-operator' } } },
+          { namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'npuserve-system' } }, podSelector: { matchLabels: { 'app.kubernetes.io/name': 'npuserve-gateway' } } },
           { namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'gateway' } } },
           { namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'ingress-nginx' } } },
         ],

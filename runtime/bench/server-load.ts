@@ -3,9 +3,8 @@
 // same requests (the engine in this process behind the same scheduler, no HTTP), interleaved in one
 // run, giving the cost of the HTTP path. (2) A mixed load (Poisson arrivals, mixed prompt and output
 // lengths) against continuous batching and against the seed's fixed-size batches: p95 TTFT.
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
-import { cpus, homedir, loadavg, setPriority } from 'node:os';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, setPriority } from 'node:os';
 import { join } from 'node:path';
 
 import OpenAI from 'openai';
@@ -14,13 +13,11 @@ import { SPEC_DEFAULTS } from '../../common/defaults.js';
 import { UsageError } from '../../common/errors.js';
 import { type CommandSpec, type FlagValues, intFlag, numberFlag, parseFlags, runScript, stringFlag } from '../../common/flags.js';
 import { serve, serveConfig } from '../../cli/serve.js';
-import { convert } from '../convert/convert.js';
 import { Progress } from '../progress.js';
-import { makeTestModel, PRESETS } from '../testmodel.js';
+import { defaultModel, type Server, startServer, stopServer } from './serve-process.js';
 import { EngineTarget } from './targets.js';
 import { promptOf, runArrivals, runClosedLoop, type BenchTarget, type LoadSummary, type RequestSpec, type RequestTiming } from './workload.js';
 
-const BIN = join(import.meta.dirname, '..', '..', '..', 'bin', 'npuserve.js');
 const CLIENT_NICENESS = 10;
 
 interface Options {
@@ -58,45 +55,8 @@ class OpenAITarget implements BenchTarget {
   }
 }
 
-interface Server {
-  url: string;
-  proc: ChildProcess;
-}
-
-async function startServer(modelPath: string, args: string[]): Promise<Server> {
-  const proc = spawn(process.execPath, [BIN, 'serve', '--model', modelPath, '--host', '127.0.0.1', '--port', '0', '--served-model-name', 'bench', ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
-  let out = '';
-  proc.stdout!.on('data', (b) => (out += b));
-  for (const deadline = Date.now() + 120_000; Date.now() < deadline; await new Promise((r) => setTimeout(r, 50))) {
-    if (proc.exitCode !== null) throw new Error(`npuserve serve exited with ${proc.exitCode}:\n${out}`);
-    const url = /listening on (http:\/\/[\d.]+:\d+)/.exec(out)?.[1];
-    if (url && (await fetch(`${url}/readyz`).catch(() => undefined))?.status === 200) return { url, proc };
-  }
-  proc.kill();
-  throw new Error(`npuserve serve did not become ready:\n${out}`);
-}
-
-async function stopServer(s: Server): Promise<void> {
-  const exited = new Promise((resolve) => s.proc.once('exit', resolve));
-  s.proc.kill('SIGTERM');
-  await exited;
-}
-
 function openaiTarget(label: string, s: Server): OpenAITarget {
   return new OpenAITarget(label, new OpenAI({ baseURL: `${s.url}/v1`, apiKey: 'unused', maxRetries: 0, timeout: 600_000 }), 'bench');
-}
-
-/** The 100m-parameter test model at INT8, made once in the user's cache. */
-async function defaultModel(): Promise<string> {
-  const dir = join(homedir(), '.cache', 'npuserve', 'bench');
-  const output = join(dir, 'test-100m.int8.npu');
-  if (!existsSync(output)) {
-    mkdirSync(dir, { recursive: true });
-    console.error(`making the 100m test model in ${dir}`);
-    makeTestModel(join(dir, 'test-100m'), PRESETS['100m']);
-    await convert({ input: join(dir, 'test-100m'), output, precision: 'INT8', optimizeLevel: 2 });
-  }
-  return output;
 }
 
 interface OverheadPoint {

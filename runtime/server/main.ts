@@ -32,6 +32,8 @@ export interface ServeConfig {
   maxNumBatchedTokens: number;
   kvCacheTokens: number;
   kvCacheDtype: KvCacheDtype;
+  /** Automatic prefix caching in the engine (`--enable-prefix-caching`, on by default). */
+  prefixCaching: boolean;
   /** What the KV cache and RoPE tables may take (default: the memory limit less the weights and the runtime, else the engine's, half of RAM). */
   memoryBudgetBytes?: number;
   threads: number;
@@ -112,7 +114,7 @@ async function load(config: ServeConfig, state: ServingState, metrics: ServerMet
   if (state.phase === 'loading') state.phase = 'ready';
   log(
     `ready: model '${config.servedModelName}' (${meta.precision}${meta.precision === 'INT8' ? ` with ${info.int8Activations} activations` : ''}, ${info.kernel} kernels, ${info.threads} threads), ${config.scheduler} batching up to ${config.maxBatchSize} sequences and ${config.maxNumBatchedTokens} tokens per step, ` +
-      `max seq len ${config.maxSeqLen}, KV cache ${info.kvBlocksTotal * info.kvBlockTokens} tokens (${(info.kvCacheBytes / 2 ** 20).toFixed(0)} MiB)`,
+      `max seq len ${config.maxSeqLen}, KV cache ${info.kvBlocksTotal * info.kvBlockTokens} tokens (${(info.kvCacheBytes / 2 ** 20).toFixed(0)} MiB), prefix caching ${info.prefixCaching ? 'on' : 'off'}`,
   );
   return scheduler;
 }
@@ -127,6 +129,7 @@ export function engineOptions(config: ServeConfig, memoryBudgetBytes?: number): 
     int8Activations: config.int8Activations,
     kvCacheDtype: config.kvCacheDtype,
     memoryBudgetBytes,
+    prefixCaching: config.prefixCaching,
   };
 }
 

@@ -9,6 +9,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse as parseYaml, parseAllDocuments, stringify as stringifyYaml } from 'yaml';
 
+import { gatewayGrants } from '../../gateway/kube.js';
 import { operatorGrants } from '../../operator/kube/operator-api.js';
 import type { Scope } from '../../operator/kube/resources.js';
 import { renderCrdReference } from '../../scripts/crd-docs.js';
@@ -42,7 +43,7 @@ interface Rule {
 }
 interface Rendered {
   kind: string;
-  metadata: { name: string; namespace?: string };
+  metadata: { name: string; namespace?: string; labels?: Record<string, string> };
   rules?: Rule[];
   spec?: any;
 }
@@ -60,6 +61,9 @@ function grants(rules: Rule[]): Set<string> {
   for (const r of rules) for (const g of r.apiGroups) for (const res of r.resources) for (const v of r.verbs) out.add(`${g}/${res} ${v}`);
   return out;
 }
+
+/** The rendered objects of one component (`npuserve-operator`, `npuserve-gateway`). */
+const of = (docs: Rendered[], component: string) => docs.filter((d) => d.metadata.labels?.['app.kubernetes.io/name'] === component);
 
 /** "group/resource verb" for every verb the operator's facades declare (of one scope, or all). */
 function declared(scope?: Scope): Set<string> {
@@ -88,7 +92,19 @@ describe('chart files', () => {
     expect(c.args).toEqual(expect.arrayContaining(['operator', '--npu-resource-name=example.com/npu', '--scrape-interval-seconds=7', '--image=registry.example/npuserve:1.2.3', '--leader-elect=true', '--leader-election-namespace=npuserve-system', '--artifact-claim=npuserve-artifacts', '--npu-node-selector=accelerator=huawei-Ascend910', '--network-policy=true', '--source-host-paths=/models', '--source-max-download-size=64Gi']));
     expect(dep.spec.template.spec.serviceAccountName).toBe('npuserve');
     expect(dep.spec.template.spec.securityContext).toMatchObject({ runAsNonRoot: true, runAsUser: 10001 });
-    expect(docs.map((d) => d.kind).sort()).toEqual(['ClusterRole', 'ClusterRoleBinding', 'ConfigMap', 'Deployment', 'NetworkPolicy', 'Role', 'RoleBinding', 'Service', 'ServiceAccount']);
+    expect(of(docs, 'npuserve-operator').map((d) => d.kind).sort()).toEqual(['ClusterRole', 'ClusterRoleBinding', 'ConfigMap', 'Deployment', 'NetworkPolicy', 'Role', 'RoleBinding', 'Service', 'ServiceAccount']);
+    expect(of(docs, 'npuserve-gateway').map((d) => d.kind).sort()).toEqual(['ClusterRole', 'ClusterRoleBinding', 'Deployment', 'Service', 'ServiceAccount']);
+  });
+
+  it('helm template renders the gateway with its configuration as flags, serving the namespaces the operator watches', async () => {
+    const docs = await render('operator.watchNamespaces={team-a}', 'gateway.loadFactor=2', 'gateway.holdTimeoutSeconds=60');
+    const dep = of(docs, 'npuserve-gateway').find((d) => d.kind === 'Deployment')!;
+    const c = dep.spec.template.spec.containers[0];
+    expect(c.args).toEqual(['gateway', '--port=8000', '--namespaces=team-a', '--load-factor=2', '--prefix-chars=100', '--hold-timeout-seconds=60', '--retry-after-seconds=30', '--scrape-interval-seconds=2', '--max-body-bytes=8388608', '--log-format=json', '--log-level=info']);
+    expect(dep.spec.template.spec.serviceAccountName).toBe('npuserve-gateway');
+    expect(dep.spec.template.metadata.labels).toEqual({ 'app.kubernetes.io/name': 'npuserve-gateway', 'app.kubernetes.io/instance': 'npuserve' });
+    expect(of(docs, 'npuserve-gateway').find((d) => d.kind === 'Service')!.spec.ports).toEqual([{ name: 'http', port: 80, targetPort: 'http' }]);
+    expect((await render('gateway.enabled=false')).filter((d) => d.metadata.name.includes('gateway'))).toEqual([]);
   });
 
   it('optional objects: the artifact PVC and the ServiceMonitor', async () => {
@@ -152,7 +168,7 @@ describe('RBAC is exactly what the operator can call', () => {
   });
 
   it('watching all namespaces: ClusterRole plus the lease Role grant exactly those calls', async () => {
-    const docs = await render();
+    const docs = of(await render(), 'npuserve-operator');
     const rules = docs.filter((d) => d.kind === 'ClusterRole' || d.kind === 'Role').flatMap((d) => d.rules ?? []);
     expect([...grants(rules)].sort()).toEqual([...used].sort());
     const role = docs.find((d) => d.kind === 'Role')!;
@@ -160,13 +176,32 @@ describe('RBAC is exactly what the operator can call', () => {
   });
 
   it('watching listed namespaces: namespaced rules are Roles there, only node and pod lists stay cluster-wide', async () => {
-    const docs = await render('operator.watchNamespaces={team-a,team-b}');
+    const docs = of(await render('operator.watchNamespaces={team-a,team-b}'), 'npuserve-operator');
     const clusterRole = docs.find((d) => d.kind === 'ClusterRole')!;
     expect([...grants(clusterRole.rules!)].sort()).toEqual([...declared('cluster')].sort());
     const roles = docs.filter((d) => d.kind === 'Role');
     expect(roles.map((r) => r.metadata.namespace).sort()).toEqual(['npuserve-system', 'team-a', 'team-b']);
     expect([...new Set([...grants(roles.flatMap((r) => r.rules!)), ...grants(clusterRole.rules!)])].sort()).toEqual([...used].sort());
     expect(docs.find((d) => d.kind === 'Deployment')!.spec.template.spec.containers[0].args).toContain('--namespaces=team-a,team-b');
+  });
+});
+
+describe('RBAC is exactly what the gateway can call', () => {
+  const used = new Set(gatewayGrants().flatMap((g) => g.verbs.map((v) => `${g.group}/${g.resource} ${v}`)));
+
+  it("the table of the gateway's facades (gateway/kube.ts)", () => {
+    expect([...used].sort()).toEqual(['discovery.k8s.io/endpointslices list', 'discovery.k8s.io/endpointslices watch', 'npuserve.io/npumodels list', 'npuserve.io/npumodels patch', 'npuserve.io/npumodels watch']);
+  });
+
+  it('all namespaces: one ClusterRole; listed namespaces: a Role in each, nothing cluster-wide', async () => {
+    const all = of(await render(), 'npuserve-gateway');
+    expect([...grants(all.filter((d) => d.kind === 'ClusterRole').flatMap((d) => d.rules!))].sort()).toEqual([...used].sort());
+    expect(all.filter((d) => d.kind === 'Role')).toEqual([]);
+    const listed = of(await render('operator.watchNamespaces={team-a,team-b}'), 'npuserve-gateway');
+    expect(listed.filter((d) => d.kind === 'ClusterRole')).toEqual([]);
+    const roles = listed.filter((d) => d.kind === 'Role');
+    expect(roles.map((r) => r.metadata.namespace).sort()).toEqual(['team-a', 'team-b']);
+    for (const r of roles) expect([...grants(r.rules!)].sort()).toEqual([...used].sort());
   });
 });
 

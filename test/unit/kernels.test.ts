@@ -70,6 +70,27 @@ function reference(dtype: string, w: Float32Array, rows: number, cols: number, x
 
 describe('GEMM kernels vs float64', () => {
   const kernels = native().cpuFeatures().availableKernels;
+  // The prefix cache and chunked prefill rely on it: a row gives the same bits alone or among others.
+  it.each(kernels)('kernel set %s: a token row gives bit-identical results whatever the number of rows', (kernel) => {
+    const next = rng(freshSeed(`gemm batch invariance ${kernel}`));
+    const rows = 37;
+    for (const cols of [31, 96, 147]) {
+      const T = 11;
+      const w = Float32Array.from({ length: rows * cols }, () => next() * 2 - 1);
+      const x = Float32Array.from({ length: T * cols }, () => next() * 2 - 1);
+      for (const [dtype, int8Activations] of [['f32', 'int16'], ['f16', 'int16'], ['i8', 'int8'], ['i8', 'int16']] as const) {
+        for (const layout of ['row-major', 'packed16']) {
+          const packed = native().packWeight(w, rows, cols, dtype, layout);
+          const gemm = (xs: Float32Array, tokens: number) => native().gemm({ kernel, dtype, layout, rows, cols, data: packed.data, scales: packed.scales, x: xs, tokens, int8Activations });
+          const all = gemm(x, T);
+          for (const [t0, n] of [[0, 1], [3, 1], [10, 1], [2, 2], [4, 3], [1, 4], [5, 6]]) {
+            const part = gemm(x.slice(t0 * cols, (t0 + n) * cols), n);
+            expect(part, `${dtype} ${int8Activations} ${layout} cols ${cols} rows ${t0}..${t0 + n}`).toEqual(all.slice(t0 * rows, (t0 + n) * rows));
+          }
+        }
+      }
+    }
+  });
   it.each(kernels)('kernel set %s, every dtype and layout, odd sizes', (kernel) => {
     const next = rng(freshSeed(`gemm ${kernel}`));
     for (let trial = 0; trial < 12; trial++) {

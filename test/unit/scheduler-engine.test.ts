@@ -95,3 +95,47 @@ describe('Scheduler on an engine', () => {
     expect([s.runningCount, s.waitingCount]).toEqual([0, 0]);
   });
 });
+
+describe('Scheduler on an engine with prefix caching', () => {
+  // Blocks of 4 and a 16-block cache: two requests of 20 + 8 tokens (7 blocks each) run at a time,
+  // so the cached blocks of finished requests are evicted again and again under a full reservation.
+  async function run(prefixCaching: boolean, prompts: number[][]) {
+    const engine = await Engine.load(await convertedModel(testModel('scheduler'), 'INT8', 2), {
+      threads: 1,
+      maxSeqLen: 32,
+      kvCacheTokens: 64,
+      kvBlockTokens: 4,
+      prefixCaching,
+    });
+    const hits: number[] = [];
+    const s = new Scheduler(engine, {
+      policy: 'continuous',
+      maxBatchSize: 4,
+      maxNumBatchedTokens: 16,
+      maxWaitingRequests: 64,
+      batchTimeoutMs: 0,
+      observer: { step: () => {}, state: () => {}, firstToken: () => {}, interToken: () => {}, finished: () => {}, prefixCache: (p) => hits.push(p.hitTokens) },
+    });
+    const results = prompts.map((prompt, i) => {
+      const tokens: number[] = [];
+      return new Promise<{ reason: string; tokens: number[] }>((resolve) =>
+        s.submit({ prompt, maxTokens: 8, temperature: 1, topP: 1, seed: i, onToken: (t) => (tokens.push(t), false), onFinish: (r) => resolve({ reason: r.reason, tokens }) }),
+      );
+    });
+    const out = await Promise.all(results);
+    await s.idle();
+    expect(engine.info.kvBlocksFree).toBe(engine.info.kvBlocksTotal);
+    return { out, hits };
+  }
+
+  it('gives the same tokens as without the cache, reuses shared prefixes, and never finds the KV cache full', async () => {
+    const systems = [[1, 415, 6233, 1117, 28705, 9, 77, 301, 4242, 12], [1, 5, 6, 7, 8, 9, 10, 11, 12, 13]];
+    const prompts = Array.from({ length: 12 }, (_, i) => [...systems[i % 2], ...Array.from({ length: 10 }, (_, j) => 100 + ((i * 31 + j * 7) % 3000))]);
+    const cold = await run(false, prompts);
+    const warm = await run(true, prompts);
+    expect(warm.out).toEqual(cold.out);
+    expect(warm.out.every((r) => r.reason === 'length' || r.reason === 'stop')).toBe(true);
+    expect(cold.hits).toEqual([]);
+    expect(warm.hits.filter((h) => h >= 8).length).toBeGreaterThan(0);
+  });
+});

@@ -67,3 +67,35 @@ exactly these verbs; test/integration/chart.test.ts checks them against the sour
   resources: [pods]
   verbs: [list]
 {{- end }}
+
+{{/* The gateway's objects: its own name label, so the operator's selectors never take its pods. */}}
+{{- define "npuserve.gatewayLabels" -}}
+app.kubernetes.io/name: npuserve-gateway
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end }}
+
+{{- define "npuserve.gatewaySelectorLabels" -}}
+app.kubernetes.io/name: npuserve-gateway
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "npuserve.gatewayServiceAccountName" -}}
+{{- default (printf "%s-gateway" (include "npuserve.fullname" .) | trunc 63 | trimSuffix "-") .Values.gateway.serviceAccountName }}
+{{- end }}
+
+{{/*
+Calls of the gateway (gateway/kube.ts): list and watch NPUModels and patch their held-requests
+annotation; list and watch the EndpointSlices of their Services. test/integration/chart.test.ts
+checks them against the source.
+*/}}
+{{- define "npuserve.gatewayRules" -}}
+- apiGroups: [npuserve.io]
+  resources: [npumodels]
+  verbs: [list, watch, patch]
+- apiGroups: [discovery.k8s.io]
+  resources: [endpointslices]
+  verbs: [list, watch]
+{{- end }}

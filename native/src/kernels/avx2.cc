@@ -77,60 +77,70 @@ static void gemm_rowmajor(const Weight& w, const float* x, int ldx, int T, float
   }
 }
 
-// Packed16: per group of 16 channels, per k one broadcast of x against 16 weights. TB tokens share
-// each weight load; with one token, two k steps run in separate accumulators so the loop is not
-// bound by the FMA latency of a single dependency chain.
+// acc[j] (16 channels in two vectors) = the dot products of token row xr[j] with the group's weights
+// over k in [k0, k1), one FMA chain per vector in k order.
 template <bool kHalf, int TB>
-static inline void packed_group(const void* wd, size_t base, int K, const float* x, int ldx, int t0, float* y, int ldy,
-                                int g0, int valid) {
-  constexpr int kChains = TB == 1 ? 2 : 1;
-  __m256 acc[kChains][TB][2];
+static inline void packed_chain(const void* wd, size_t base, const float* const* xr, int k0, int k1, __m256 (&acc)[TB][2]) {
 #pragma GCC unroll 8
-  for (int c = 0; c < kChains; c++)
-#pragma GCC unroll 8
-    for (int j = 0; j < TB; j++) acc[c][j][0] = acc[c][j][1] = _mm256_setzero_ps();
-  const float* xr[TB];
-#pragma GCC unroll 8
-  for (int j = 0; j < TB; j++) xr[j] = x + (size_t)(t0 + j) * ldx;
-  int k = 0;
-  for (; k + kChains <= K; k += kChains) {
-#pragma GCC unroll 8
-    for (int c = 0; c < kChains; c++) {
-      __m256 w0 = load8<kHalf>(wd, base + (size_t)(k + c) * kPackRows);
-      __m256 w1 = load8<kHalf>(wd, base + (size_t)(k + c) * kPackRows + 8);
-#pragma GCC unroll 8
-      for (int j = 0; j < TB; j++) {
-        __m256 xb = _mm256_broadcast_ss(xr[j] + k + c);
-        acc[c][j][0] = _mm256_fmadd_ps(xb, w0, acc[c][j][0]);
-        acc[c][j][1] = _mm256_fmadd_ps(xb, w1, acc[c][j][1]);
-      }
-    }
-  }
-  for (; k < K; k++) {
+  for (int j = 0; j < TB; j++) acc[j][0] = acc[j][1] = _mm256_setzero_ps();
+  for (int k = k0; k < k1; k++) {
     __m256 w0 = load8<kHalf>(wd, base + (size_t)k * kPackRows);
     __m256 w1 = load8<kHalf>(wd, base + (size_t)k * kPackRows + 8);
 #pragma GCC unroll 8
     for (int j = 0; j < TB; j++) {
       __m256 xb = _mm256_broadcast_ss(xr[j] + k);
-      acc[0][j][0] = _mm256_fmadd_ps(xb, w0, acc[0][j][0]);
-      acc[0][j][1] = _mm256_fmadd_ps(xb, w1, acc[0][j][1]);
+      acc[j][0] = _mm256_fmadd_ps(xb, w0, acc[j][0]);
+      acc[j][1] = _mm256_fmadd_ps(xb, w1, acc[j][1]);
     }
+  }
+}
+
+// Packed16: per group of 16 channels, per k one broadcast of x against 16 weights; TB tokens share
+// each weight load. Every token row is summed the same way whatever TB is, so a row's result does not
+// depend on how many tokens the step has or where the row sits among them (batch invariance: a
+// prompt fed in chunks, or after a cached prefix, gives bit-identical logits): the first half of K in
+// one chain, the second half in another, then their sum. With one token the two halves run
+// interleaved, so the loop is not bound by the FMA latency of a single dependency chain; with more,
+// the tokens' chains already overlap and the halves run one after the other.
+template <bool kHalf, int TB>
+static inline void packed_group(const void* wd, size_t base, int K, const float* x, int ldx, int t0, float* y, int ldy,
+                                int g0, int valid) {
+  const int half = K / 2;
+  const float* xr[TB];
+#pragma GCC unroll 8
+  for (int j = 0; j < TB; j++) xr[j] = x + (size_t)(t0 + j) * ldx;
+  __m256 lo[TB][2], hi[TB][2];
+  if constexpr (TB == 1) {
+    lo[0][0] = lo[0][1] = hi[0][0] = hi[0][1] = _mm256_setzero_ps();
+    for (int k = 0; k < half; k++) {
+      const size_t a = base + (size_t)k * kPackRows, b = base + (size_t)(half + k) * kPackRows;
+      __m256 xa = _mm256_broadcast_ss(xr[0] + k), xb = _mm256_broadcast_ss(xr[0] + half + k);
+      lo[0][0] = _mm256_fmadd_ps(xa, load8<kHalf>(wd, a), lo[0][0]);
+      lo[0][1] = _mm256_fmadd_ps(xa, load8<kHalf>(wd, a + 8), lo[0][1]);
+      hi[0][0] = _mm256_fmadd_ps(xb, load8<kHalf>(wd, b), hi[0][0]);
+      hi[0][1] = _mm256_fmadd_ps(xb, load8<kHalf>(wd, b + 8), hi[0][1]);
+    }
+    if (K % 2) {  // the second half has the odd k, last
+      const size_t b = base + (size_t)(K - 1) * kPackRows;
+      __m256 xb = _mm256_broadcast_ss(xr[0] + K - 1);
+      hi[0][0] = _mm256_fmadd_ps(xb, load8<kHalf>(wd, b), hi[0][0]);
+      hi[0][1] = _mm256_fmadd_ps(xb, load8<kHalf>(wd, b + 8), hi[0][1]);
+    }
+  } else {
+    packed_chain<kHalf, TB>(wd, base, xr, 0, half, lo);
+    packed_chain<kHalf, TB>(wd, base, xr, half, K, hi);
   }
 #pragma GCC unroll 8
   for (int j = 0; j < TB; j++) {
-#pragma GCC unroll 8
-    for (int c = 1; c < kChains; c++) {
-      acc[0][j][0] = _mm256_add_ps(acc[0][j][0], acc[c][j][0]);
-      acc[0][j][1] = _mm256_add_ps(acc[0][j][1], acc[c][j][1]);
-    }
+    __m256 s0 = _mm256_add_ps(lo[j][0], hi[j][0]), s1 = _mm256_add_ps(lo[j][1], hi[j][1]);
     float* yt = y + (size_t)(t0 + j) * ldy + g0;
     if (valid == kPackRows) {
-      _mm256_storeu_ps(yt, acc[0][j][0]);
-      _mm256_storeu_ps(yt + 8, acc[0][j][1]);
+      _mm256_storeu_ps(yt, s0);
+      _mm256_storeu_ps(yt + 8, s1);
     } else {
       alignas(32) float tmp[kPackRows];
-      _mm256_store_ps(tmp, acc[0][j][0]);
-      _mm256_store_ps(tmp + 8, acc[0][j][1]);
+      _mm256_store_ps(tmp, s0);
+      _mm256_store_ps(tmp + 8, s1);
       std::memcpy(yt, tmp, sizeof(float) * valid);
     }
   }

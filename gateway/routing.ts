@@ -1,0 +1,68 @@
+// The gateway's view of where requests can go: the model table, each model's ready replicas and hash
+// ring, and each replica's load (requests this gateway has in flight to it, and its queue and KV cache
+// usage as last scraped).
+import type { NPUModel } from '../operator/types.js';
+import type { EndpointSlice } from './kube.js';
+import { HashRing, route, type ReplicaLoad, type RouteDecision } from './ring.js';
+import { modelTable, readyReplicas, type ModelTable } from './table.js';
+
+export class Routing {
+  table: ModelTable = modelTable([]);
+  private replicas = new Map<string, string[]>();
+  private readonly rings = new Map<string, HashRing>();
+  private readonly inFlight = new Map<string, number>();
+  private readonly scraped = new Map<string, { waiting: number; kvUsage: number }>();
+
+  constructor(private readonly loadFactor: number) {}
+
+  setModels(models: NPUModel[]): void {
+    this.table = modelTable(models);
+  }
+
+  /** Takes the current EndpointSlices; returns the models (namespace/name) that have ready replicas. */
+  setSlices(slices: EndpointSlice[]): string[] {
+    this.replicas = readyReplicas(slices);
+    for (const [model, ring] of this.rings) {
+      const now = this.replicas.get(model) ?? [];
+      if (ring.replicas.join() !== now.join()) this.rings.delete(model);
+    }
+    const live = new Set([...this.replicas.values()].flat());
+    for (const r of this.scraped.keys()) if (!live.has(r)) this.scraped.delete(r);
+    return [...this.replicas].filter(([, r]) => r.length > 0).map(([m]) => m);
+  }
+
+  replicasOf(model: string): string[] {
+    return this.replicas.get(model) ?? [];
+  }
+
+  allReplicas(): string[] {
+    return [...new Set([...this.replicas.values()].flat())];
+  }
+
+  /** The replica for a request of `model` with prefix `key`, never one of `exclude`; null when none is ready. */
+  choose(model: string, key: string, exclude: ReadonlySet<string>): RouteDecision | null {
+    const replicas = this.replicasOf(model);
+    let ring = this.rings.get(model);
+    if (!ring) {
+      ring = new HashRing(replicas);
+      this.rings.set(model, ring);
+    }
+    const loads = new Map<string, ReplicaLoad>();
+    for (const r of replicas) if (!exclude.has(r)) loads.set(r, { inFlight: this.inFlight.get(r) ?? 0, ...(this.scraped.get(r) ?? { waiting: 0, kvUsage: 0 }) });
+    return route(ring, key, loads, this.loadFactor);
+  }
+
+  started(replica: string): void {
+    this.inFlight.set(replica, (this.inFlight.get(replica) ?? 0) + 1);
+  }
+
+  finished(replica: string): void {
+    const n = (this.inFlight.get(replica) ?? 1) - 1;
+    if (n > 0) this.inFlight.set(replica, n);
+    else this.inFlight.delete(replica);
+  }
+
+  setScraped(replica: string, load: { waiting: number; kvUsage: number }): void {
+    this.scraped.set(replica, load);
+  }
+}
