@@ -6,10 +6,10 @@ import type { Logger } from '../common/log.js';
 import type { OperatorConfig } from './config.js';
 import { EventRecorder } from './events.js';
 import { Informer, objectKey } from './informer.js';
-import { isConflict } from './kube/client.js';
+import { ApiError, isConflict } from './kube/client.js';
 import type { OperatorApi } from './kube/operator-api.js';
 import type { Resource } from './kube/resources.js';
-import { queueDepth, reconcileDuration, reconcileTotal } from './metrics.js';
+import { queueDepth, reconcileDuration, reconcileErrors, reconcileTotal } from './metrics.js';
 import { WorkQueue } from './queue.js';
 import { Reconciler, type World } from './reconcile.js';
 import { LABEL_INSTANCE } from './resources/common.js';
@@ -100,6 +100,7 @@ export class Controller {
           this.log.debug('conflict; requeued', { key, error: (e as Error).message });
         } else {
           reconcileTotal.inc({ result: 'error' });
+          reconcileErrors.inc({ reason: e instanceof ApiError ? e.reason || `HTTP${e.status}` : 'ClientError' });
           this.log('reconcile failed; will retry', { key, error: (e as Error).message });
         }
         this.queue.addRateLimited(key);

@@ -10,6 +10,7 @@ import { parseOperatorConfig } from './config.js';
 import { Controller } from './controller.js';
 import { EventRecorder } from './events.js';
 import { ApiError } from './kube/client.js';
+import { autoscalerDesiredReplicas, registry } from './metrics.js';
 import { FINALIZER, Reconciler, type World } from './reconcile.js';
 import type { KubeObject, NPUModel } from './types.js';
 
@@ -264,5 +265,87 @@ describe('Controller', () => {
     expect(logs.filter((l) => l.includes('reconcile failed'))).toEqual([]);
     expect(rec.bodies('update', '/status')).toHaveLength(2);
     expect(events(rec).filter((e) => e.includes('ConversionStarted'))).toHaveLength(1);
+  });
+});
+
+/** One sample of the operator's registry, by its exposition line's name and labels. */
+async function sample(series: string): Promise<number | undefined> {
+  const text = await registry.metrics();
+  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+  return line === undefined ? undefined : Number(line.slice(series.length + 1));
+}
+
+describe('the operator\'s model metrics', () => {
+  it('exports replicas, targets, conditions, revisions, the gate cosine and the conversion\'s duration after a conversion, and drops them when the model goes', async () => {
+    const { rec, items, reconciler } = setup();
+    const spec = { replicas: 2, runtime: { maxWaitingRequests: 64 }, conversion: { accuracyGate: { minCosineSimilarity: 0.98 } }, autoscaling: { minReplicas: 1, maxReplicas: 5, ttftP95TargetMs: 800 } };
+    items.models.push(model('observed', spec));
+    await reconciler.reconcile(`${NS}/observed`);
+    const l = `namespace="${NS}",model="observed"`;
+    expect(await sample(`npuserve_model_replicas_desired{${l}}`)).toBe(2);
+    expect(await sample(`npuserve_model_replicas_ready{${l}}`)).toBe(0);
+    expect(await sample(`npuserve_model_max_replicas{${l}}`)).toBe(5);
+    expect(await sample(`npuserve_model_ttft_p95_target_seconds{${l}}`)).toBe(0.8);
+    expect(await sample(`npuserve_model_max_waiting_requests{${l}}`)).toBe(64);
+    expect(await sample(`npuserve_accuracy_gate_min_cosine_similarity{${l}}`)).toBe(0.98);
+    expect(await sample(`npuserve_model_status_condition{${l},condition="Converted",reason="Converting"}`)).toBe(0);
+    expect(await sample(`npuserve_model_status_condition{${l},condition="Progressing",reason="Converting"}`)).toBe(1);
+
+    const { job, pod } = finishedJob(rec, { precision: 'INT8', accuracy: { cosineSimilarity: 0.9951 } });
+    job.status = { ...job.status, startTime: new Date(T0).toISOString(), completionTime: new Date(T0 + 42_000).toISOString() };
+    items.jobs.push(job);
+    items.pods.push(pod);
+    await reconciler.reconcile(`${NS}/observed`);
+    const rev = lastStatus(rec).revisions[0].name;
+    expect(await sample(`npuserve_accuracy_gate_cosine_similarity{${l},revision="${rev}"}`)).toBe(0.9951);
+    expect(await sample(`npuserve_model_status_condition{${l},condition="Converted",reason="Converted"}`)).toBe(1);
+    expect(await sample(`npuserve_model_status_condition{${l},condition="Converted",reason="Converting"}`)).toBeUndefined();
+    expect(await sample(`npuserve_conversion_duration_seconds_sum{${l},result="succeeded"}`)).toBe(42);
+    expect(await sample(`npuserve_conversion_duration_seconds_count{${l},result="succeeded"}`)).toBe(1);
+    expect(await sample(`npuserve_conversion_duration_seconds_bucket{le="30",${l},result="succeeded"}`)).toBe(0);
+    expect(await sample(`npuserve_conversion_duration_seconds_bucket{le="60",${l},result="succeeded"}`)).toBe(1);
+
+    // The same status again (no transition): the conversion is not counted twice, and the
+    // autoscaler's decision (its own loop's series) stays.
+    autoscalerDesiredReplicas.set({ namespace: NS, model: 'observed' }, 4);
+    items.models[0] = { ...model('observed', spec), status: lastStatus(rec) };
+    await reconciler.reconcile(`${NS}/observed`);
+    expect(await sample(`npuserve_conversion_duration_seconds_count{${l},result="succeeded"}`)).toBe(1);
+    expect(await sample(`npuserve_autoscaler_desired_replicas{${l}}`)).toBe(4);
+
+    items.models.splice(0);
+    await reconciler.reconcile(`${NS}/observed`);
+    expect((await registry.metrics()).split('\n').filter((x) => !x.startsWith('#') && x.includes(l) && !x.startsWith('npuserve_conversion_duration'))).toEqual([]);
+  });
+
+  it('counts a failed accuracy gate under its reason, with the Job\'s duration', async () => {
+    const { rec, items, reconciler } = setup();
+    items.models.push(model('gated'));
+    await reconciler.reconcile(`${NS}/gated`);
+    const job = rec.bodies('create', '/jobs')[0];
+    items.jobs.push({ ...job, status: { failed: 1, startTime: new Date(T0).toISOString(), conditions: [{ type: 'Failed', status: 'True', lastTransitionTime: new Date(T0 + 90_000).toISOString() }] } });
+    items.pods.push({ metadata: { name: `${job.metadata.name}-x`, namespace: NS, labels: { 'job-name': job.metadata.name } }, status: { phase: 'Failed', containerStatuses: [{ state: { terminated: { exitCode: 3, message: JSON.stringify({ error: 'cosine 0.91 < 0.99' }) } } }] } } as KubeObject);
+    await reconciler.reconcile(`${NS}/gated`);
+    const l = `namespace="${NS}",model="gated"`;
+    expect(await sample(`npuserve_conversion_duration_seconds_sum{${l},result="AccuracyGateFailed"}`)).toBe(90);
+    expect(await sample(`npuserve_model_status_condition{${l},condition="Converted",reason="AccuracyGateFailed"}`)).toBe(0);
+  });
+
+  it('counts a reconcile that fails on the API server under the status reason', async () => {
+    const rec = new RecordingKube();
+    rec.objects.set(`${MODELS}/tiny`, model());
+    const cfg = parseOperatorConfig(['--leader-elect', 'false', '--namespaces', NS, '--workers', '1'], {});
+    const controller = new Controller(rec.operatorApi(), cfg, createLogger({ format: 'json', level: 'error', write: () => undefined }));
+    const stop = new AbortController();
+    await controller.startInformers(stop.signal);
+    const before = (await sample('npuserve_operator_reconcile_errors_total{reason="Forbidden"}')) ?? 0;
+    let failures = 1;
+    rec.failWith = (c) => (c.verb === 'create' && c.path.endsWith('/jobs') && failures-- > 0 ? new ApiError(403, 'Forbidden', 'POST jobs: 403 forbidden') : undefined);
+    const run = controller.runWorkers(stop.signal);
+    const deadline = Date.now() + 5000;
+    while (rec.bodies('create', '/jobs').length < 1 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    stop.abort();
+    await run;
+    expect(await sample('npuserve_operator_reconcile_errors_total{reason="Forbidden"}')).toBe(before + 1);
   });
 });

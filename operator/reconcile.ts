@@ -9,6 +9,7 @@ import type { OperatorConfig } from './config.js';
 import type { EventRecorder } from './events.js';
 import type { Informer } from './informer.js';
 import { isAlreadyExists, isConflict, isNotFound } from './kube/client.js';
+import { conversionDuration, exportModelState, forgetModel } from './metrics.js';
 import type { OperatorApi } from './kube/operator-api.js';
 import { cleanupJob, conversionJob, conversionJobName } from './resources/job.js';
 import { LABEL_COMPONENT, LABEL_INSTANCE, LABEL_REVISION, modelNameProblem, placement, selectorString } from './resources/common.js';
@@ -57,6 +58,10 @@ function ownedBy(o: KubeObject, m: NPUModel): boolean {
   return (o.metadata.ownerReferences ?? []).some((r) => r.controller && r.uid === m.metadata.uid);
 }
 
+function observeConversion(m: NPUModel, result: string, seconds: number): void {
+  conversionDuration.observe({ namespace: m.metadata.namespace ?? '', model: m.metadata.name, result }, seconds);
+}
+
 export class Reconciler {
   private readonly stuckAfterMs: number;
   private readonly now: () => number;
@@ -75,9 +80,16 @@ export class Reconciler {
 
   async reconcile(key: string): Promise<ReconcileResult> {
     const cached = this.world.models.get(key);
-    if (!cached) return {};
+    if (!cached) {
+      const [namespace, name] = key.split('/');
+      forgetModel(namespace, name);
+      return {};
+    }
     const m = structuredClone(cached);
-    if (m.metadata.deletionTimestamp) return this.finalize(m);
+    if (m.metadata.deletionTimestamp) {
+      forgetModel(m.metadata.namespace ?? '', m.metadata.name);
+      return this.finalize(m);
+    }
     const badName = modelNameProblem(m.metadata.name);
     if (badName) return this.refuse(m, 'InvalidName', badName);
     const rev = desiredRevision(m, this.cfg.sources);
@@ -115,6 +127,7 @@ export class Reconciler {
     const rolledOut = status.currentRevision?.name && status.currentRevision.name !== m.status?.currentRevision?.name;
     if (rolledOut) status.revisions = await this.prune(m, status.revisions ?? [], status.currentRevision!.name);
     await this.writeStatus(m, status);
+    exportModelState(m, status, this.desiredReplicas(m));
     // Events follow the status write that records them: a write lost to a conflict records nothing,
     // and the retry records each once.
     await this.recordTransitions(m, rev, status, conversion);
@@ -127,12 +140,14 @@ export class Reconciler {
     const before = condition(m.status?.conditions, 'Converted');
     const after = condition(status.conditions, 'Converted');
     if (conversion?.state === 'succeeded') {
+      if (conversion.durationSeconds !== undefined) observeConversion(m, 'succeeded', conversion.durationSeconds);
       const r = status.revisions?.find((x) => x.name === rev.name);
       const cos = r?.accuracy?.cosineSimilarity;
       if (rev.prebuilt) await this.events.record(m, 'Normal', 'Inspected', `revision ${rev.name}: prebuilt ${rev.artifact} is ${r?.precision}`);
       else await this.events.record(m, 'Normal', 'Converted', `revision ${rev.name} converted to ${rev.precision}${cos !== undefined ? `, cosine similarity vs FP32 ${cos.toFixed(5)}` : ''}`);
       if (rev.prebuilt && r && r.precision !== rev.precision && r.precision !== UNKNOWN_PRECISION) await this.events.record(m, 'Warning', 'PrecisionMismatch', `spec.precision is ${rev.precision} but the prebuilt ${rev.artifact} is ${r.precision}; it serves as ${r.precision} (a prebuilt .npu is not converted)`);
     }
+    if (conversion?.state === 'failed' && conversion.durationSeconds !== undefined && before?.reason !== after?.reason) observeConversion(m, conversion.reason, conversion.durationSeconds);
     if (after?.status === 'False' && after.reason !== 'Converting' && (before?.reason !== after.reason || before?.message !== after.message)) await this.events.record(m, 'Warning', after.reason ?? 'ConversionFailed', after.message ?? '');
     const degradedBefore = condition(m.status?.conditions, 'Degraded');
     const degraded = condition(status.conditions, 'Degraded');
@@ -150,6 +165,7 @@ export class Reconciler {
     const now = new Date(this.now()).toISOString();
     const conditions = setCondition(m.status?.conditions ?? [], { type: 'Converted', status: 'False', reason, message, observedGeneration: m.metadata.generation }, now);
     const status = { ...m.status, observedGeneration: m.metadata.generation, phase: 'Failed' as const, conditions };
+    exportModelState(m, status, 0);
     if (statusEqual(m.status, JSON.parse(JSON.stringify(status)))) return {};
     await this.writeStatus(m, status);
     await this.events.record(m, 'Warning', reason, message);

@@ -6,7 +6,7 @@ import type { RolloutStrategy } from './resources/deployment.js';
 export interface JobView {
   metadata?: { annotations?: Record<string, string> };
   spec?: { suspend?: boolean };
-  status?: { succeeded?: number; failed?: number; active?: number; conditions?: Array<{ type: string; status: string; reason?: string; message?: string }> };
+  status?: { succeeded?: number; failed?: number; active?: number; startTime?: string; completionTime?: string; conditions?: Array<{ type: string; status: string; reason?: string; message?: string; lastTransitionTime?: string }> };
 }
 
 interface ContainerState {
@@ -35,8 +35,19 @@ export type ConversionOutcome =
   | { state: 'running'; message: string; pending?: boolean }
   /** The pod is placed but has not started for longer than the operator waits: the Job is to be suspended. */
   | { state: 'stuck'; message: string }
-  | { state: 'succeeded'; accuracy?: { cosineSimilarity?: number; top1Agreement?: number }; precision?: string; model?: ModelFootprint }
-  | { state: 'failed'; reason: 'AccuracyGateFailed' | 'ConversionFailed' | 'ConversionStuck'; message: string };
+  | { state: 'succeeded'; accuracy?: { cosineSimilarity?: number; top1Agreement?: number }; precision?: string; model?: ModelFootprint; durationSeconds?: number }
+  | { state: 'failed'; reason: 'AccuracyGateFailed' | 'ConversionFailed' | 'ConversionStuck'; message: string; durationSeconds?: number };
+
+/**
+ * A finished Job's wall time: its startTime to its completionTime (set on success) or to the
+ * transition of its Complete/Failed condition; undefined while a time is missing.
+ */
+export function jobDurationSeconds(job: JobView): number | undefined {
+  const done = job.status?.conditions?.find((c) => (c.type === 'Complete' || c.type === 'Failed') && c.status === 'True');
+  const start = Date.parse(job.status?.startTime ?? '');
+  const end = Date.parse(job.status?.completionTime ?? done?.lastTransitionTime ?? '');
+  return Number.isFinite(start) && Number.isFinite(end) ? Math.max(0, (end - start) / 1000) : undefined;
+}
 
 /** The scheduler's reason a pod is not running, if it is unschedulable. */
 export function unschedulable(pod: PodView): string | undefined {
@@ -102,9 +113,9 @@ export function conversionOutcome(job: JobView, pods: PodView[], nowMs = Date.no
     const { message } = terminationMessage(pods);
     try {
       const summary = JSON.parse(message ?? '');
-      return { state: 'succeeded', accuracy: { cosineSimilarity: summary.accuracy?.cosineSimilarity, top1Agreement: summary.accuracy?.top1Agreement }, precision: summary.precision, model: footprint(summary.model) };
+      return { state: 'succeeded', accuracy: { cosineSimilarity: summary.accuracy?.cosineSimilarity, top1Agreement: summary.accuracy?.top1Agreement }, precision: summary.precision, model: footprint(summary.model), durationSeconds: jobDurationSeconds(job) };
     } catch {
-      return { state: 'succeeded' };
+      return { state: 'succeeded', durationSeconds: jobDurationSeconds(job) };
     }
   }
   if (done?.type === 'Failed' || (job.status?.failed ?? 0) > 0) {
@@ -117,7 +128,7 @@ export function conversionOutcome(job: JobView, pods: PodView[], nowMs = Date.no
       // a plain message (the log tail on error)
     }
     if (!detail) detail = done?.message ?? `conversion Job failed${exitCode !== undefined ? ` with exit code ${exitCode}` : ''}`;
-    return { state: 'failed', reason: exitCode === 3 ? 'AccuracyGateFailed' : 'ConversionFailed', message: detail.slice(0, 1000) };
+    return { state: 'failed', reason: exitCode === 3 ? 'AccuracyGateFailed' : 'ConversionFailed', message: detail.slice(0, 1000), durationSeconds: jobDurationSeconds(job) };
   }
   const pending = pods.map(unschedulable).find(Boolean);
   if (pending) return { state: 'running', message: `conversion pod pending: ${pending}`, pending: true };

@@ -17,6 +17,15 @@ export interface EngineLabels {
   kernel: string;
 }
 
+/**
+ * The model's child of a histogram, its buckets exported at 0 from the start: a series that first
+ * appears at 21 hides those 21 observations from rate(), so a fresh pod's first burst would not show.
+ */
+function zeroed(h: Histogram<'model'>, model: string): Histogram.Internal<'model'> {
+  h.zero({ model });
+  return h.labels(model);
+}
+
 /** One model's series: each metric's child for its `model` label, looked up once (observe is per token). */
 export class ServerMetrics implements SchedulerObserver {
   readonly registry = new Registry();
@@ -34,24 +43,27 @@ export class ServerMetrics implements SchedulerObserver {
   private readonly prefixQueries: Counter.Internal;
   private readonly prefixHits: Counter.Internal;
   private readonly engineInfo: Gauge<'model' | 'backend' | 'precision' | 'kernel'>;
+  private readonly errorResponses: Counter<'model' | 'status_code'>;
 
   constructor(private readonly model: string) {
     const registers = [this.registry];
     const labelNames = ['model'] as const;
     collectDefaultMetrics({ register: this.registry });
-    this.ttft = new Histogram({ name: 'npuserve_time_to_first_token_seconds', help: 'Time from a request\'s arrival to its first output token.', labelNames, buckets: TTFT_BUCKETS_SECONDS, registers }).labels(model);
-    this.itl = new Histogram({ name: 'npuserve_inter_token_latency_seconds', help: 'Time between consecutive output tokens of a request.', labelNames, buckets: ITL_BUCKETS_SECONDS, registers }).labels(model);
-    this.e2e = new Histogram({ name: 'npuserve_e2e_request_latency_seconds', help: 'Time from a request\'s arrival to its last output token, for requests that finished (stop or length).', labelNames, buckets: E2E_BUCKETS_SECONDS, registers }).labels(model);
+    this.ttft = zeroed(new Histogram({ name: 'npuserve_time_to_first_token_seconds', help: 'Time from a request\'s arrival to its first output token.', labelNames, buckets: TTFT_BUCKETS_SECONDS, registers }), model);
+    this.itl = zeroed(new Histogram({ name: 'npuserve_inter_token_latency_seconds', help: 'Time between consecutive output tokens of a request.', labelNames, buckets: ITL_BUCKETS_SECONDS, registers }), model);
+    this.e2e = zeroed(new Histogram({ name: 'npuserve_e2e_request_latency_seconds', help: 'Time from a request\'s arrival to its last output token, for requests that finished (stop or length).', labelNames, buckets: E2E_BUCKETS_SECONDS, registers }), model);
     this.promptTokens = new Counter({ name: 'npuserve_prompt_tokens_total', help: 'Prompt tokens processed (prefilled, or found in the prefix cache).', labelNames, registers }).labels(model);
     this.generationTokens = new Counter({ name: 'npuserve_generation_tokens_total', help: 'Output tokens generated.', labelNames, registers }).labels(model);
     this.requests = new Counter({ name: 'npuserve_requests_total', help: 'Finished requests by finish reason (stop, length, abort, error).', labelNames: ['model', 'finish_reason'], registers });
     this.running = new Gauge({ name: 'npuserve_requests_running', help: 'Requests in the running batch.', labelNames, registers }).labels(model);
     this.waiting = new Gauge({ name: 'npuserve_requests_waiting', help: 'Requests waiting to join the batch.', labelNames, registers }).labels(model);
     this.kvUsage = new Gauge({ name: 'npuserve_kv_cache_usage_ratio', help: 'Fraction of KV cache blocks in use (1 = full).', labelNames, registers }).labels(model);
-    this.batchSize = new Histogram({ name: 'npuserve_batch_size', help: 'Sequences in each engine step.', labelNames, buckets: BATCH_SIZE_BUCKETS, registers }).labels(model);
+    this.batchSize = zeroed(new Histogram({ name: 'npuserve_batch_size', help: 'Sequences in each engine step.', labelNames, buckets: BATCH_SIZE_BUCKETS, registers }), model);
     this.prefixQueries = new Counter({ name: 'npuserve_prefix_cache_queries_total', help: 'Prompt tokens looked up in the prefix cache.', labelNames, registers }).labels(model);
     this.prefixHits = new Counter({ name: 'npuserve_prefix_cache_hits_total', help: 'Prompt tokens found in the prefix cache (their prefill was skipped).', labelNames, registers }).labels(model);
     this.engineInfo = new Gauge({ name: 'npuserve_engine_info', help: 'The engine serving the model (value 1).', labelNames: ['model', 'backend', 'precision', 'kernel'], registers });
+    this.errorResponses = new Counter({ name: 'npuserve_request_errors_total', help: 'API requests (/v1) answered with an HTTP error, by status code (429: the waiting queue was full).', labelNames: ['model', 'status_code'], registers });
+    this.errorResponses.labels(model, '429').inc(0);
     for (const g of [this.running, this.waiting, this.kvUsage]) g.set(0);
     // Counters exist from the start (prom-client creates a label set on first use), so a scraper
     // sees 0 on an idle pod rather than no series.
@@ -93,6 +105,10 @@ export class ServerMetrics implements SchedulerObserver {
     this.requests.labels(this.model, reason).inc();
     // As vLLM, latency is of requests that ran to their end; aborted and failed ones would skew it.
     if (reason === 'stop' || reason === 'length') this.e2e.observe(e2eSeconds);
+  }
+
+  errorResponse(statusCode: number): void {
+    this.errorResponses.labels(this.model, String(statusCode)).inc();
   }
 
   text(): Promise<string> {

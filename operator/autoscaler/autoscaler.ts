@@ -97,7 +97,7 @@ export class Autoscaler {
     const pods = servingPods(this.world, cached);
     const timeoutMs = Math.min(2000, this.cfg.scrapeIntervalSeconds * 500);
     const round = await scrapeRound(pods, servicePort(cached), timeoutMs, (pod, error) => {
-      autoscalerScrapeFailures.inc({ model: key });
+      autoscalerScrapeFailures.inc({ namespace: cached.metadata.namespace ?? '', model: cached.metadata.name });
       this.log.warn('scrape failed; pod skipped this round', { model: key, pod, error });
     });
     // The model may have changed while we scraped (kubectl scale, a spec edit): decide on the newest.
@@ -128,9 +128,10 @@ export class Autoscaler {
       rolloutInProgress: !!m.status?.targetRevision,
       nowMs: round.timeMs,
     }), zero, current);
-    autoscalerDesiredReplicas.set({ model: key }, d.desiredReplicas);
-    if (d.inputs) autoscalerTokensPerSecond.set({ model: key }, d.inputs.tokensPerSecond);
-    if (d.inputs?.ttftP95Ms != null) autoscalerTtftP95.set({ model: key }, d.inputs.ttftP95Ms / 1000);
+    const labels = { namespace: m.metadata.namespace ?? '', model: m.metadata.name };
+    autoscalerDesiredReplicas.set(labels, d.desiredReplicas);
+    if (d.inputs) autoscalerTokensPerSecond.set(labels, d.inputs.tokensPerSecond);
+    if (d.inputs?.ttftP95Ms != null) autoscalerTtftP95.set(labels, d.inputs.ttftP95Ms / 1000);
     let lastScaleTime = prev?.lastScaleTime;
     if (d.desiredReplicas !== current) {
       await this.kube.npumodelScale.mergePatch(m.metadata.namespace, m.metadata.name, { spec: { replicas: d.desiredReplicas } });

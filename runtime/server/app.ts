@@ -1,7 +1,7 @@
 // The HTTP application: health, readiness and metrics routes beside the OpenAI routes, the API key
 // check in front of them when one is set, and the error handlers that answer everything else with
 // OpenAI's error object.
-import express, { type Express, Router } from 'express';
+import express, { type Express, type RequestHandler, Router } from 'express';
 
 import type { Logger } from '../../common/log.js';
 import type { ServerMetrics } from '../metrics.js';
@@ -28,10 +28,20 @@ export function createApp(o: AppOptions): Express {
   app.use(refuseOptions);
   if (o.apiKey) app.use(requireApiKey({ apiKey: o.apiKey, protectMetrics: o.protectMetrics ?? false }));
   app.use(healthRouter(o));
-  app.use('/v1', openaiRouter(o.state, o.bodyLimitBytes));
+  app.use('/v1', countErrors(o.metrics), openaiRouter(o.state, o.bodyLimitBytes));
   app.use(notFound);
   app.use(errorHandler(o.log));
   return app;
+}
+
+/** Counts API answers with an HTTP error status (429s above all) once each response is sent. */
+function countErrors(metrics: ServerMetrics): RequestHandler {
+  return (_req, res, next) => {
+    res.once('finish', () => {
+      if (res.statusCode >= 400) metrics.errorResponse(res.statusCode);
+    });
+    next();
+  };
 }
 
 /** Liveness answers while the process runs; readiness only once the model is loaded and warmed. */

@@ -1,19 +1,20 @@
 // The Helm chart with the real helm and the local cluster: lint and template pass, the schema rejects
 // a wrongly typed value, the RBAC grants exactly the verbs the operator's facades declare, and the
 // operator installed by the chart runs as a pod under the chart's ServiceAccount and serves a model.
-import { execFile } from 'node:child_process';
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { execFile, spawnSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parse as parseYaml, parseAllDocuments } from 'yaml';
+import { parse as parseYaml, parseAllDocuments, stringify as stringifyYaml } from 'yaml';
 
 import { gatewayGrants } from '../../gateway/kube.js';
 import { operatorGrants } from '../../operator/kube/operator-api.js';
 import type { Scope } from '../../operator/kube/resources.js';
 import { renderCrdReference } from '../../scripts/crd-docs.js';
 import { serviceAccess, servingNode } from '../cluster/helpers.js';
+import { alertRules } from '../unit/prometheus-process.js';
 import type { KubeApi } from '../cluster/kube.js';
 import { applyCrd, cluster, deleteModelNamespace, crdPath, kubeClient, kubectl, modelNamespace, npuModel, repoRoot, waitFor, waitForPhase } from './operator-harness.js';
 
@@ -91,7 +92,7 @@ describe('chart files', () => {
     expect(c.args).toEqual(expect.arrayContaining(['operator', '--npu-resource-name=example.com/npu', '--scrape-interval-seconds=7', '--image=registry.example/npuserve:1.2.3', '--leader-elect=true', '--leader-election-namespace=npuserve-system', '--artifact-claim=npuserve-artifacts', '--npu-node-selector=accelerator=huawei-Ascend910', '--network-policy=true', '--source-host-paths=/models', '--source-max-download-size=64Gi']));
     expect(dep.spec.template.spec.serviceAccountName).toBe('npuserve');
     expect(dep.spec.template.spec.securityContext).toMatchObject({ runAsNonRoot: true, runAsUser: 10001 });
-    expect(of(docs, 'npuserve-operator').map((d) => d.kind).sort()).toEqual(['ClusterRole', 'ClusterRoleBinding', 'Deployment', 'NetworkPolicy', 'Role', 'RoleBinding', 'Service', 'ServiceAccount']);
+    expect(of(docs, 'npuserve-operator').map((d) => d.kind).sort()).toEqual(['ClusterRole', 'ClusterRoleBinding', 'ConfigMap', 'Deployment', 'NetworkPolicy', 'Role', 'RoleBinding', 'Service', 'ServiceAccount']);
     expect(of(docs, 'npuserve-gateway').map((d) => d.kind).sort()).toEqual(['ClusterRole', 'ClusterRoleBinding', 'Deployment', 'Service', 'ServiceAccount']);
   });
 
@@ -112,6 +113,28 @@ describe('chart files', () => {
     expect(pvc.metadata).toMatchObject({ name: 'npuserve-artifacts', namespace: 'npuserve-system' });
     expect(pvc.spec.resources.requests.storage).toBe('50Gi');
     expect(docs.find((d) => d.kind === 'ServiceMonitor')?.spec.endpoints[0]).toMatchObject({ port: 'metrics', path: '/metrics' });
+  });
+
+  it('observability: the Grafana dashboard ConfigMap by default; the PodMonitor and the PrometheusRule when enabled, whose rules promtool checks', async () => {
+    const defaults = await render();
+    const dashboard = defaults.find((d) => d.kind === 'ConfigMap' && d.metadata.name === 'npuserve-dashboard') as Rendered & { metadata: { labels: Record<string, string> }; data: Record<string, string> };
+    expect(dashboard.metadata.labels.grafana_dashboard).toBe('1');
+    expect(JSON.parse(dashboard.data['npuserve.json'])).toEqual(JSON.parse(readFileSync(join(chartDir, 'files', 'grafana-dashboard.json'), 'utf8')));
+    expect(defaults.filter((d) => d.kind === 'PodMonitor' || d.kind === 'PrometheusRule')).toEqual([]);
+    expect((await render('grafanaDashboard.enabled=false')).filter((d) => d.kind === 'ConfigMap')).toEqual([]);
+
+    const docs = await render('podMonitor.enabled=true', 'prometheusRule.enabled=true', 'prometheusRule.labels.release=kube-prometheus-stack', 'operator.watchNamespaces={ml}');
+    const podMonitor = docs.find((d) => d.kind === 'PodMonitor')!;
+    expect(podMonitor.spec.selector.matchLabels).toEqual({ 'app.kubernetes.io/name': 'npuserve', 'app.kubernetes.io/component': 'server' });
+    expect(podMonitor.spec.namespaceSelector).toEqual({ matchNames: ['ml'] });
+    expect(podMonitor.spec.podMetricsEndpoints[0].relabelings).toEqual([{ sourceLabels: ['__meta_kubernetes_pod_label_npuserve_io_revision'], targetLabel: 'revision' }]);
+    const rule = docs.find((d) => d.kind === 'PrometheusRule') as Rendered & { metadata: { labels: Record<string, string> } };
+    expect(rule.metadata.labels.release).toBe('kube-prometheus-stack');
+    const rendered = join(mkdtempSync(join(tmpdir(), 'npuserve-rules-')), 'rules.yaml');
+    writeFileSync(rendered, stringifyYaml({ groups: rule.spec.groups }));
+    const check = spawnSync('promtool', ['check', 'rules', rendered], { encoding: 'utf8' });
+    expect(`${check.stdout}${check.stderr}`).toContain(`SUCCESS: ${alertRules().length} rules found`);
+    expect(rule.spec.groups.flatMap((g: { rules: unknown[] }) => g.rules)).toEqual(alertRules());
   });
 
   it('a wrongly typed value fails helm install with the schema message', async () => {

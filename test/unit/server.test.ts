@@ -265,6 +265,8 @@ describe('npuserve serve', () => {
   it('answers a burst far beyond the queue with 429 and Retry-After, stays healthy, and keeps memory bounded', async () => {
     const rss = async () => metricValue(await server.metrics(), 'process_resident_memory_bytes');
     const rssBefore = await rss();
+    const refusals = async () => metricValue(await server.metrics(), 'npuserve_request_errors_total', { model: MODEL, status_code: '429' });
+    const refusalsBefore = await refusals();
     let healthChecks = 0;
     let burstDone = false;
     const health = (async () => {
@@ -297,6 +299,7 @@ describe('npuserve serve', () => {
       expect(r.body.error?.code).toBe('queue_full');
     }
     expect(served.every((r) => r.body.choices?.length === 1)).toBe(true);
+    expect(await refusals()).toBe(refusalsBefore + refused.length);
     expect(healthChecks).toBeGreaterThan(0);
     expect(await rss()).toBeLessThan(rssBefore + 64 * 2 ** 20);
   });
