@@ -3,12 +3,21 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync } from 'node:fs';
 import { homedir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 
 import { convert } from '../convert/convert.js';
 import { makeTestModel, PRESETS } from '../testmodel.js';
 
-const BIN = join(import.meta.dirname, '..', '..', '..', 'bin', 'npuserve.js');
+/** bin/npuserve.js of this checkout, whether this module runs compiled (dist/runtime/bench) or from source (tsx). */
+function npuserveBin(): string {
+  for (let dir = import.meta.dirname; dirname(dir) !== dir; dir = dirname(dir)) {
+    const bin = join(dir, 'bin', 'npuserve.js');
+    if (existsSync(bin)) return bin;
+  }
+  throw new Error(`bin/npuserve.js not found above ${import.meta.dirname}`);
+}
+
+const BIN = npuserveBin();
 
 export interface Server {
   url: string;

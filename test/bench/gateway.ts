@@ -232,6 +232,12 @@ async function main(f: FlagValues): Promise<void> {
   const workload: ChatWorkloadOptions = { ...DEFAULT_CHAT_WORKLOAD, conversations: intFlag(f, 'conversations', 1)!, turns: intFlag(f, 'turns', 1)! };
   const concurrency = intFlag(f, 'concurrency', 1)!;
   const loadAverages = [loadavg()[0]];
+  // First, before the cluster takes the machine's cores: one local replica with and without the cache.
+  console.error('bench:gateway: one local replica of SmolLM2 with and without prefix caching');
+  const model = await localSmolLM2();
+  const modes = [];
+  for (const prefixCaching of [true, false]) modes.push(await measurePrefixCaching(model, prefixCaching, { ...workload, tag: `local-${prefixCaching}` }, concurrency, ['--threads', '2']));
+  console.error(prefixReport(modes, []));
   let state: ClusterState | undefined = readState();
   let started = false;
   if (!state || !isRunning(state)) {
@@ -287,14 +293,12 @@ async function main(f: FlagValues): Promise<void> {
     for (const [mode, url] of [['Service (kube-proxy, random)', serviceUrl], ['gateway (prefix-aware)', gatewayUrl]] as const) {
       console.error(`bench:gateway: ${workload.conversations} conversations through the ${mode}`);
       routing.push(await measureRouting(mode, url, replicas, { ...workload, tag: mode.split(' ')[0] }, concurrency));
+      console.error(JSON.stringify(routing.at(-1)));
     }
     console.error('bench:gateway: scale from zero');
     const zero = await measureScaleFromZero(client, ns, gatewayUrl);
+    console.error(JSON.stringify(zero));
 
-    console.error('bench:gateway: one local replica with and without prefix caching');
-    const model = await localSmolLM2();
-    const modes = [];
-    for (const prefixCaching of [true, false]) modes.push(await measurePrefixCaching(model, prefixCaching, { ...workload, tag: `local-${prefixCaching}` }, concurrency, ['--threads', '2']));
     loadAverages.push(loadavg()[0]);
     process.stdout.write(report(routing, prefixReport(modes, []), zero, { workload, concurrency }, loadAverages));
     const outDir = stringFlag(f, 'out')!;
