@@ -1,7 +1,8 @@
 // `npm run bench:gateway`: SmolLM2-135M-Instruct on the local cluster's real node, under the
 // multi-turn chat workload of runtime/bench/chat-workload.ts (8 system prompts of ~400 tokens shared
-// by the conversations). (1) 4 replicas reached through the model's Service (kube-proxy picks a pod
-// per connection at random) and through `npuserve gateway` (prefix-aware routing): TTFT per turn, the
+// by the conversations). (1) 4 replicas reached round-robin per request, through the model's Service
+// (kube-proxy picks a pod per connection, and the client keeps its connections), and through
+// `npuserve gateway` (prefix-aware routing): TTFT per turn, the
 // replicas' prefix-cache hit ratio, and the most requests each replica held at once against the
 // gateway's bound. (2) One replica with and without prefix caching (a local serve of the same model).
 // (3) Scale from zero: a model at 0 replicas, requests through the gateway: time from the first
@@ -95,8 +96,21 @@ interface RoutingResult {
   seconds: number;
 }
 
+/**
+ * A fetch that sends each request to the next replica in turn (a round-robin balancer in front of
+ * the Service's endpoints, one request at a time): the baseline a prefix-blind balancer gives.
+ */
+function roundRobinFetch(replicas: string[]): typeof fetch {
+  let next = 0;
+  return (input, init) => {
+    const url = new URL(input instanceof Request ? input.url : String(input));
+    url.host = replicas[next++ % replicas.length]!;
+    return fetch(url, init);
+  };
+}
+
 /** The workload through `baseUrl`, with the replicas' counters read before and after and their queues sampled meanwhile. */
-async function measureRouting(mode: string, baseUrl: string, replicas: string[], workload: ChatWorkloadOptions, concurrency: number): Promise<RoutingResult> {
+async function measureRouting(mode: string, baseUrl: string, replicas: string[], workload: ChatWorkloadOptions, concurrency: number, fetcher?: typeof fetch): Promise<RoutingResult> {
   const before = await scrapeAll(replicas);
   const maxInFlight = new Map(replicas.map((r) => [r, 0]));
   let sampling = true;
@@ -110,7 +124,7 @@ async function measureRouting(mode: string, baseUrl: string, replicas: string[],
       await new Promise((res) => setTimeout(res, 100));
     }
   })();
-  const client = new OpenAI({ baseURL: `${baseUrl}/v1`, apiKey: 'unused', maxRetries: 0, timeout: 600_000 });
+  const client = new OpenAI({ baseURL: `${baseUrl}/v1`, apiKey: 'unused', maxRetries: 0, timeout: 600_000, ...(fetcher ? { fetch: fetcher } : {}) });
   const t0 = performance.now();
   const timings = await runChatWorkload(client, 'chat', chatConversations(workload), { maxTokensPerTurn: workload.maxTokensPerTurn, concurrency }).finally(() => (sampling = false));
   const seconds = (performance.now() - t0) / 1000;
@@ -200,7 +214,8 @@ async function localSmolLM2(): Promise<string> {
 function report(routing: RoutingResult[], oneReplica: string, zero: ZeroResult, o: { workload: ChatWorkloadOptions; concurrency: number }, loadAverages: number[]): string {
   const pct = (a: number, b: number) => `${((100 * a) / Math.max(1, b)).toFixed(1)}%`;
   const bound = Math.ceil((LOAD_FACTOR * o.concurrency) / REPLICAS);
-  const [service, gateway] = routing;
+  const [service] = routing;
+  const gateway = routing.at(-1)!;
   const lines = [
     `SmolLM2-135M-Instruct FP16, ${REPLICAS} replicas on the local cluster's real node (2 cores, 1 engine thread each); ${o.workload.conversations} conversations of ${o.workload.turns} turns, ${o.workload.systemPrompts} system prompts of ${o.workload.systemWords} words, ${o.concurrency} conversations at once; load average ${loadAverages.map((l) => l.toFixed(1)).join(' at the start, ')} at the end.`,
     '',
@@ -215,7 +230,7 @@ function report(routing: RoutingResult[], oneReplica: string, zero: ZeroResult, 
       return `| ${r.mode} | ${pct(r.hitTokens, r.queriedTokens)} (${r.hitTokens} of ${r.queriedTokens}) | ${all.toFixed(0)} (mean of the turns' p50) | ${r.replicas.map((x) => x.requests).join(', ')} | ${r.replicas.map((x) => x.maxInFlight).join(', ')} | ${r.seconds.toFixed(1)} |`;
     }),
     '',
-    ...service.turns.map((t, i) => `turn ${t.turn + 1}: TTFT p50 ${(t.ttftP50Ms / gateway.turns[i].ttftP50Ms).toFixed(1)}x lower through the gateway, p95 ${(t.ttftP95Ms / gateway.turns[i].ttftP95Ms).toFixed(1)}x`),
+    ...service.turns.map((t, i) => `turn ${t.turn + 1}: TTFT p50 ${(t.ttftP50Ms / gateway.turns[i].ttftP50Ms).toFixed(1)}x lower through the gateway than round-robin, p95 ${(t.ttftP95Ms / gateway.turns[i].ttftP95Ms).toFixed(1)}x`),
     '',
     '### One replica, with and without prefix caching (a local `npuserve serve` of the same model, same workload)',
     '',
@@ -290,9 +305,17 @@ async function main(f: FlagValues): Promise<void> {
 
     // Each mode's system prompts carry their own tag: neither run finds the other's prefixes cached.
     const routing: RoutingResult[] = [];
-    for (const [mode, url] of [['Service (kube-proxy, random)', serviceUrl], ['gateway (prefix-aware)', gatewayUrl]] as const) {
-      console.error(`bench:gateway: ${workload.conversations} conversations through the ${mode}`);
-      routing.push(await measureRouting(mode, url, replicas, { ...workload, tag: mode.split(' ')[0] }, concurrency));
+    // The Service through kube-proxy picks a pod per connection, and the openai client keeps its
+    // connections: each lands on one pod for good (load and prefixes as chance has it). Round-robin
+    // per request is the prefix-blind balancer the issue compares with.
+    const routes = [
+      { mode: 'round-robin per request', tag: 'rr', url: serviceUrl, fetcher: roundRobinFetch(replicas) },
+      { mode: 'Service (kube-proxy, keep-alive connections)', tag: 'svc', url: serviceUrl },
+      { mode: 'gateway (prefix-aware)', tag: 'gw', url: gatewayUrl },
+    ];
+    for (const { mode, tag, url, fetcher } of routes) {
+      console.error(`bench:gateway: ${workload.conversations} conversations, ${mode}`);
+      routing.push(await measureRouting(mode, url, replicas, { ...workload, tag }, concurrency, fetcher));
       console.error(JSON.stringify(routing.at(-1)));
     }
     console.error('bench:gateway: scale from zero');
