@@ -53,6 +53,8 @@ export interface PolicyInput {
   /** A new revision is rolling out (status.targetRevision set): hold scale-down. */
   rolloutInProgress: boolean;
   nowMs: number;
+  /** Measured seconds from a pod's creation to its readiness; absent when no pod shows it. */
+  podStartupSeconds?: number;
 }
 
 export interface Observed {
