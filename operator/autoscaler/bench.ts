@@ -1,12 +1,12 @@
 // `npm run bench:autoscale`: replays each named trace (traces.ts) through the simulator once per
-// policy, ours and an HPA-style one on requests in flight (baselines.ts), and prints per trace and
+// policy, ours and the baselines users would otherwise pick (baselines.ts), and prints per trace and
 // policy the seconds over the TTFT SLO, replica-seconds and scale events; writes one SVG chart per trace.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 import { type CommandSpec, type FlagValues, runScript, stringFlag } from '../../common/flags.js';
 
-import { BASELINE_PARAMETERS, hpaPolicy } from './baselines.js';
+import { BASELINE_PARAMETERS, hpaPolicy, knativePolicy, kubeaiPolicy } from './baselines.js';
 import { decide } from './policy.js';
 import { summary, type Policy, type Second } from './simulator.js';
 import { BENCH_POD, BENCH_SCRAPE_INTERVAL_SECONDS, BENCH_TARGETS, runTrace, trace, TRACE_SPECS, type Trace } from './traces.js';
@@ -16,6 +16,8 @@ const targets = BENCH_TARGETS;
 export const POLICIES: Array<{ key: string; name: string; color: string; make: () => Policy }> = [
   { key: 'npuserve', name: 'npuserve (tokens/s, TTFT, queue, trend)', color: '#1f6fd1', make: () => decide },
   { key: 'hpa', name: 'HPA-style (requests in flight)', color: '#e07b00', make: () => hpaPolicy(BASELINE_PARAMETERS.hpa.targetInFlightPerPod) },
+  { key: 'kubeai', name: 'KubeAI (averaged active requests)', color: '#2a9d3a', make: () => kubeaiPolicy(BASELINE_PARAMETERS.kubeai) },
+  { key: 'knative', name: 'Knative KPA (concurrency)', color: '#b03a8c', make: () => knativePolicy(BASELINE_PARAMETERS.knative) },
 ];
 
 /** Replicas the offered work needs at the target's share of a pod (400 of 480 tokens/s), over the last 30 s. */
@@ -55,7 +57,7 @@ function chart(t: Trace, runs: Array<{ name: string; color: string; seconds: Sec
 
 const COMMAND: CommandSpec = {
   name: 'npm run bench:autoscale --',
-  summary: "Replays named request traces through the autoscaling simulator with npuserve's policy and an HPA-style one; prints SLO-violation seconds, replica-seconds and scale events per trace and policy.",
+  summary: "Replays named request traces through the autoscaling simulator with npuserve's policy and the HPA, KubeAI and Knative baselines; prints SLO-violation seconds, replica-seconds and scale events per trace and policy.",
   flags: [
     { name: 'out', value: 'DIR', default: 'bench-results', description: 'folder of autoscale-TRACE.svg and autoscale.json' },
     { name: 'trace', value: 'NAME', description: `one trace only (${TRACE_SPECS.map((t) => t.name).join(', ')})` },
