@@ -2,9 +2,9 @@
 // the replica sequence a user would see, plus hand-built scrape rounds for the edge cases.
 import { describe, expect, it } from 'vitest';
 
-import { decide, histogramQuantile, type AutoscalingTargets, type PodMetrics, type PolicyInput, type ScrapeRound } from './policy.js';
+import { decide, fitLine, histogramQuantile, type AutoscalingTargets, type PodMetrics, type PolicyInput, type ScrapeRound } from './policy.js';
 import { replicaSteps, simulate, summary, TTFT_BUCKETS_SECONDS, type Faults, type PodModel } from './simulator.js';
-import { evenRequests } from './traces.js';
+import { evenRequests, seededRandom } from './traces.js';
 
 const targets: AutoscalingTargets = { minReplicas: 1, maxReplicas: 8, targetTokensPerSecondPerReplica: 400, ttftP95TargetMs: 800, scaleDownStabilizationSeconds: 60, maxBatchSize: 16 };
 // A replica serves 480 tokens/s at a full batch (20% above the target), is ready 15 s after it is asked for.
@@ -17,32 +17,35 @@ function replay(demand: (second: number) => number, durationSeconds: number, ini
 }
 
 describe('autoscaling policy on load traces', () => {
-  it('a step from 300 to 1100 tokens/s scales 1 -> 3 at the first scrape, adds a fourth for the backlog, then settles at 3 once it is served', () => {
+  it('a step from 300 to 1100 tokens/s scales 1 -> 4 in one decision at the first scrape, then settles at 3 once the backlog is served', () => {
     const r = replay((s) => (s < 30 ? 300 : 1100), 200, 1);
     // 1100 / 400 = 3 replicas for the load, the fourth drains the queue that built up while pods started.
-    expect(r.steps).toEqual([[0, 1], [35, 3], [50, 4], [175, 3]]);
+    expect(r.steps).toEqual([[0, 1], [35, 4], [195, 3]]);
   });
 
   it('a 4 s spike (shorter than the panic window) scales up at once and is remembered for the stabilization window', () => {
     const r = replay((s) => (s >= 30 && s < 34 ? 2000 : 300), 200, 1);
-    expect(r.steps).toEqual([[0, 1], [35, 5], [95, 2], [135, 1]]);
+    expect(r.steps).toEqual([[0, 1], [35, 5], [95, 2], [145, 1]]);
     // Scale-down starts only 60 s (scaleDownStabilizationSeconds) after the spike's recommendation.
     expect(r.steps[2]![0] - r.steps[1]![0]).toBeGreaterThanOrEqual(targets.scaleDownStabilizationSeconds);
   });
 
-  it('a slow ramp from 100 to 1600 tokens/s adds replicas one by one as usage passes the target, without overshoot or scale-down', () => {
+  it('a slow ramp from 100 to 1600 tokens/s adds replicas one by one, a pod start-up ahead of the load (the trend), without overshoot or scale-down', () => {
     const r = replay((s) => 100 + s * 5, 300, 1);
-    expect(r.steps).toEqual([[0, 1], [75, 2], [160, 3], [250, 4]]);
-    expect(r.sloViolationSeconds).toBeLessThanOrEqual(20);
+    // Prompt and generated tokens reach 1728/s at 300 s: 5 replicas of 400. Without the trend: [75, 2], [160, 3], [250, 4] and 20 s over the SLO.
+    expect(r.steps).toEqual([[0, 1], [55, 2], [120, 3], [195, 4], [265, 5]]);
+    expect(r.sloViolationSeconds).toBe(0);
   });
 
   it('load flapping around the threshold of 2 replicas inside the tolerance changes nothing', () => {
     expect(replay((s) => (Math.floor(s / 20) % 2 ? 680 : 780), 400, 2).steps).toEqual([[0, 2]]);
   });
 
-  it('load flapping between 2 and 3 replicas of demand every 30 s scales up once and does not oscillate', () => {
+  it('load flapping between 2 and 3 replicas of demand every 30 s scales up and does not oscillate', () => {
     const r = replay((s) => (Math.floor(s / 30) % 2 ? 1000 : 700), 400, 2);
-    expect(r.steps).toEqual([[0, 2], [35, 3]]);
+    // The first minute (pods warming up from empty, then the first rise) reads as a ramp: one replica
+    // more for the stabilization window; after that the 30 s halves of each window are flat, no trend.
+    expect(r.steps).toEqual([[0, 2], [35, 3], [55, 4], [115, 3]]);
   });
 
   it('a pod whose scrapes all fail is assumed to carry the mean load, so replicas hold', () => {
@@ -55,7 +58,7 @@ describe('autoscaling policy on load traces', () => {
   });
 
   it('sustained lower load scales 4 -> 1 only after the stabilization window, one recommendation at a time', () => {
-    expect(replay((s) => (s < 100 ? 1500 : 100), 300, 4).steps).toEqual([[0, 4], [165, 3], [175, 2], [195, 1]]);
+    expect(replay((s) => (s < 100 ? 1500 : 100), 300, 4).steps).toEqual([[0, 4], [165, 3], [180, 2], [195, 1]]);
   });
 });
 
@@ -121,6 +124,50 @@ describe('autoscaling policy on scrape rounds', () => {
     const d = decide(input({ rounds }));
     expect(d.reason).toMatch(/^panic: tokens\/s 1800 > 2 x 400 target; .*ttft p95 2\.\d+ s > 0\.8 s with 20 waiting/);
     expect(d.desiredReplicas).toBeGreaterThanOrEqual(5);
+  });
+});
+
+/** Rounds every 5 s over the stable window of one pod whose tokens/s at second s is `rate(s)` (100 tokens a request). */
+function rateRounds(rate: (second: number) => number, untilSeconds: number): ScrapeRound[] {
+  const rounds: ScrapeRound[] = [];
+  let tokens = 10_000;
+  for (let s = untilSeconds - 60; s <= untilSeconds; s += 5) {
+    if (s > untilSeconds - 60) tokens += rate(s - 2.5) * 5;
+    rounds.push({ timeMs: s * 1000, pods: [{ name: 'p0', metrics: metrics(tokens) }] });
+  }
+  return rounds;
+}
+
+describe('the trend term', () => {
+  const one = (rounds: ScrapeRound[], nowSeconds: number) => decide(input({ rounds, currentReplicas: 1, readyReplicas: 1, nowMs: nowSeconds * 1000, podStartupSeconds: 30 }));
+
+  it('fires on a sustained ramp: 4 tokens/s more each second, carried over the 30 s start-up past one replica', () => {
+    // 100 -> 340 tokens/s over the window: the stable window's weighted rate alone still asks for 1 replica.
+    const d = one(rateRounds((s) => 100 + 4 * (s - 60), 120), 120);
+    expect(d.desiredReplicas).toBe(2);
+    expect(d.reason).toMatch(/^tokens\/s rising 4\/s: 4\d\d expected in 30 s \(pod start-up\) > 1 x 400 target/);
+  });
+
+  it('does not fire on a step (a new level) nor on noise around a level', () => {
+    expect(one(rateRounds((s) => (s < 100 ? 150 : 340), 120), 120).reason).not.toMatch(/rising/);
+    const seed = 20_261_203;
+    console.log(`trend noise test seed ${seed}`);
+    const random = seededRandom(seed);
+    let fired = 0;
+    for (let i = 0; i < 200; i++) {
+      const noise = Array.from({ length: 13 }, () => 1 + 0.4 * (random() - 0.5));
+      const d = one(rateRounds((s) => 300 * noise[Math.floor((s - 60) / 5)]!, 120), 120);
+      if (/rising/.test(d.reason)) fired++;
+    }
+    expect(fired, `seed ${seed}`).toBe(0);
+  });
+
+  it('fits a least-squares line with the slope\'s t statistic, as computed by hand', () => {
+    expect(fitLine([[0, 1], [1, 3], [2, 5]], 3)).toEqual({ slope: 2, valueAt: 7, tStatistic: Infinity });
+    // slope 1 / 5, residuals -0.2, 0.6, -0.6, 0.2: standard error sqrt(0.8 / 2 / 5).
+    const f = fitLine([[0, 0], [1, 1], [2, 0], [3, 1]], 0);
+    expect(f.slope).toBeCloseTo(0.2, 12);
+    expect(f.tStatistic).toBeCloseTo(0.2 / Math.sqrt(0.08), 12);
   });
 });
 

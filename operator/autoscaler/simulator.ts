@@ -77,6 +77,7 @@ interface SimPod {
   running: Sequence[];
   kvUsedTokens: number;
   tokens: number;
+  promptTokens: number;
   requests: number;
   buckets: number[];
 }
@@ -92,7 +93,7 @@ function observe(pod: SimPod, ttftSeconds: number): void {
 }
 
 function metricsOf(pod: SimPod): PodMetrics {
-  return { generationTokens: pod.tokens, requests: pod.requests, ttftBuckets: TTFT_BUCKETS_SECONDS.map((le, i) => [le, pod.buckets[i]!]), running: pod.running.length, waiting: pod.queue.length };
+  return { generationTokens: pod.tokens, promptTokens: pod.promptTokens, requests: pod.requests, ttftBuckets: TTFT_BUCKETS_SECONDS.map((le, i) => [le, pod.buckets[i]!]), running: pod.running.length, waiting: pod.queue.length };
 }
 
 /** Moves queued requests that have arrived into the batch while a slot and their KV cache fit. */
@@ -127,6 +128,7 @@ function step(pod: SimPod, model: PodModel): StepResult {
   for (const r of decoding) r.generated++;
   for (const [r, n] of prefills) {
     r.prefilled += n;
+    pod.promptTokens += n;
     if (r.prefilled < r.promptTokens) continue;
     r.generated = 1;
     result.firstTokens.push({ timeMs: pod.clockMs, ttftMs: pod.clockMs - r.arrivalMs });
@@ -174,7 +176,7 @@ export function simulate(o: SimulationOptions): Second[] {
   const draining: SimPod[] = [];
   let created = 0;
   const addPod = (readyAtSecond: number) =>
-    pods.push({ name: `pod-${created++}`, readyAtSecond, clockMs: readyAtSecond * 1000, queue: [], running: [], kvUsedTokens: 0, tokens: 0, requests: 0, buckets: TTFT_BUCKETS_SECONDS.map(() => 0) });
+    pods.push({ name: `pod-${created++}`, readyAtSecond, clockMs: readyAtSecond * 1000, queue: [], running: [], kvUsedTokens: 0, tokens: 0, promptTokens: 0, requests: 0, buckets: TTFT_BUCKETS_SECONDS.map(() => 0) });
   for (let i = 0; i < o.initialReplicas; i++) addPod(0);
   // Requests the gateway holds while no pod is ready, oldest first.
   let held: Sequence[] = [];
@@ -187,7 +189,7 @@ export function simulate(o: SimulationOptions): Second[] {
   for (let s = 0; s < o.durationSeconds; s++) {
     for (const r of o.faults?.restarts ?? []) {
       const p = pods.find((x) => x.name === r.pod);
-      if (p && r.atSeconds === s) Object.assign(p, { tokens: 0, requests: 0, buckets: p.buckets.map(() => 0) });
+      if (p && r.atSeconds === s) Object.assign(p, { tokens: 0, promptTokens: 0, requests: 0, buckets: p.buckets.map(() => 0) });
     }
     if (s % o.scrapeIntervalSeconds === 0) {
       // The scrape at the start of second s sees everything served before it.
