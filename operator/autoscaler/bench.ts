@@ -15,6 +15,8 @@ const targets = BENCH_TARGETS;
 
 export const POLICIES: Array<{ key: string; name: string; color: string; make: () => Policy }> = [
   { key: 'npuserve', name: 'npuserve (tokens/s, TTFT, queue, trend)', color: '#1f6fd1', make: () => decide },
+  // The same policy with the spec's scale-down stabilization at 60 s instead of its default 300 s.
+  { key: 'npuserve-60s', name: 'npuserve, scaleDownStabilizationSeconds 60', color: '#8fc1f5', make: () => (i) => decide({ ...i, targets: { ...i.targets, scaleDownStabilizationSeconds: 60 } }) },
   { key: 'hpa', name: 'HPA-style (requests in flight)', color: '#e07b00', make: () => hpaPolicy(BASELINE_PARAMETERS.hpa.targetInFlightPerPod) },
   { key: 'kubeai', name: 'KubeAI (averaged active requests)', color: '#2a9d3a', make: () => kubeaiPolicy(BASELINE_PARAMETERS.kubeai) },
   { key: 'knative', name: 'Knative KPA (concurrency)', color: '#b03a8c', make: () => knativePolicy(BASELINE_PARAMETERS.knative) },
@@ -34,7 +36,12 @@ function chart(t: Trace, runs: Array<{ name: string; color: string; seconds: Sec
   const maxY = targets.maxReplicas + 1;
   const x = (s: number) => left + (s / t.durationSeconds) * (w - left - right);
   const y = (r: number) => top + (1 - Math.min(r, maxY) / maxY) * (h - top - bottom);
-  const steps = (values: number[]) => values.map((v, i) => `${i === 0 ? 'M' : 'L'}${x(i).toFixed(1)},${y(values[i - 1] ?? v).toFixed(1)} L${x(i).toFixed(1)},${y(v).toFixed(1)}`).join(' ');
+  // A staircase: a point only where the value changes.
+  const steps = (values: number[]) => {
+    const d = [`M${x(0).toFixed(1)},${y(values[0]!).toFixed(1)}`];
+    values.forEach((v, i) => { if (i > 0 && v !== values[i - 1]) d.push(`H${x(i).toFixed(1)} V${y(v).toFixed(1)}`); });
+    return `${d.join(' ')} H${x(values.length).toFixed(1)}`;
+  };
   const parts: string[] = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${w}" height="${h}" font-family="sans-serif" font-size="12">`,
     `<rect width="${w}" height="${h}" fill="white"/>`,
@@ -47,12 +54,29 @@ function chart(t: Trace, runs: Array<{ name: string; color: string; seconds: Sec
     parts.push(`<path d="${steps(run.seconds.map((s) => s.replicas))}" fill="none" stroke="${run.color}" stroke-width="2" opacity="0.85"/>`);
     const rowY = h - bottom + 30 + i * 16;
     parts.push(`<text x="${left - 8}" y="${rowY + 9}" text-anchor="end" fill="${run.color}">SLO</text>`);
-    for (const s of run.seconds) if (s.ttftSeconds > targets.ttftP95TargetMs / 1000) parts.push(`<rect x="${x(s.second).toFixed(1)}" y="${rowY}" width="${Math.max(1, x(1) - x(0)).toFixed(1)}" height="10" fill="${run.color}"/>`);
+    // One bar per run of consecutive seconds over the SLO.
+    const over = run.seconds.map((s) => s.ttftSeconds > targets.ttftP95TargetMs / 1000);
+    over.forEach((o, i) => {
+      if (!o || over[i - 1]) return;
+      let end = i;
+      while (over[end + 1]) end++;
+      parts.push(`<rect x="${x(i).toFixed(1)}" y="${rowY}" width="${Math.max(1, x(end + 1) - x(i)).toFixed(1)}" height="10" fill="${run.color}"/>`);
+    });
   });
   const legend = [['#ddd', 'replicas the offered work needs at 400 of 480 tokens/s per pod (30 s mean)'], ...runs.map((r) => [r.color, `${r.name}; bars: seconds with TTFT over 0.8 s`])];
   legend.forEach(([color, text], i) => parts.push(`<rect x="${left}" y="${h - bottom + 96 + i * 14}" width="12" height="10" fill="${color}"/><text x="${left + 18}" y="${h - bottom + 105 + i * 14}">${text}</text>`));
   parts.push('</svg>');
   return parts.join('\n');
+}
+
+type Summary = ReturnType<typeof summary> & { policy: string };
+
+/** Per baseline: does ours spend fewer seconds over the SLO at no more than 105% of its replica-seconds. */
+function verdicts(ours: Summary, policies: Summary[]) {
+  return policies.filter((p) => !p.policy.startsWith('npuserve')).map((b) => {
+    const replicaSecondsRatio = Number((ours.replicaSeconds / b.replicaSeconds).toFixed(3));
+    return { policy: ours.policy, baseline: b.policy, fewerSloSeconds: ours.sloViolationSeconds < b.sloViolationSeconds, replicaSecondsRatio, wins: ours.sloViolationSeconds < b.sloViolationSeconds && replicaSecondsRatio <= 1.05 };
+  });
 }
 
 const COMMAND: CommandSpec = {
@@ -76,22 +100,21 @@ function main(f: FlagValues): void {
     const runs = POLICIES.map((p) => ({ ...p, seconds: runTrace(t, p.make()) }));
     writeFileSync(join(out, `autoscale-${name}.svg`), chart(t, runs));
     const requests = t.requests.reduce((a, r) => a + r.length, 0);
-    results.push({
-      trace: name,
-      description: t.description,
-      seed: t.seed,
-      requests,
-      policies: runs.map((r) => ({ policy: r.key, ...summary(r.seconds, targets.ttftP95TargetMs / 1000) })),
-    });
+    const policies = runs.map((r) => ({ policy: r.key, ...summary(r.seconds, targets.ttftP95TargetMs / 1000) }));
+    const ours = policies.filter((p) => p.policy.startsWith('npuserve'));
+    results.push({ trace: name, description: t.description, seed: t.seed, requests, policies, verdicts: ours.flatMap((o) => verdicts(o, policies)) });
   }
   const report = { targets, pod: BENCH_POD, scrapeIntervalSeconds: BENCH_SCRAPE_INTERVAL_SECONDS, baselines: BASELINE_PARAMETERS, results };
   writeFileSync(join(out, 'autoscale.json'), JSON.stringify(report, null, 2));
   if (f.json) {
     console.log(JSON.stringify(report, null, 2));
   } else {
-    console.log('trace          policy     SLO-violation s  replica-seconds  max replicas  scale events');
+    console.log('trace          policy        SLO-violation s  replica-seconds  max replicas  scale events  vs hpa / kubeai / knative (replica-seconds ratio, win)');
     for (const r of results) {
-      for (const p of r.policies) console.log(`${r.trace.padEnd(15)}${p.policy.padEnd(9)}${String(p.sloViolationSeconds).padStart(17)}${String(p.replicaSeconds).padStart(17)}${String(p.maxReplicas).padStart(14)}${String(p.scaleEvents).padStart(14)}`);
+      for (const p of r.policies) {
+        const vs = r.verdicts.filter((v) => v.policy === p.policy).map((v) => `${v.replicaSecondsRatio.toFixed(2)} ${v.wins ? 'win' : v.fewerSloSeconds ? 'cost' : 'slo'}`).join(' / ');
+        console.log(`${r.trace.padEnd(15)}${p.policy.padEnd(12)}${String(p.sloViolationSeconds).padStart(17)}${String(p.replicaSeconds).padStart(17)}${String(p.maxReplicas).padStart(14)}${String(p.scaleEvents).padStart(14)}  ${vs}`);
+      }
     }
   }
   console.error(`wrote ${names.map((n) => `autoscale-${n}.svg`).join(', ')} and autoscale.json in ${out}`);
