@@ -138,6 +138,20 @@ function rateRounds(rate: (second: number) => number, untilSeconds: number): Scr
   return rounds;
 }
 
+describe('prompt tokens', () => {
+  it('weigh as generated tokens against the per-replica target, and the Event says how tokens/s splits', () => {
+    // 2 pods, each generating 300 tokens/s and prefilling 300 prompt tokens/s: 1200 tokens/s, 3 replicas.
+    const rounds: ScrapeRound[] = [];
+    for (let s = 0; s <= 60; s += 5) {
+      rounds.push({ timeMs: s * 1000, pods: ['a', 'b'].map((name) => ({ name, metrics: { ...metrics(10_000 + 300 * s), promptTokens: 300 * s } })) });
+    }
+    const d = decide(input({ rounds }));
+    expect(d.desiredReplicas).toBe(3);
+    expect(d.reason).toBe('tokens/s 1200 > 2 x 400 target (600 generated, 600 prompt)');
+    expect(d.inputs?.tokensPerSecond).toBeCloseTo(600);
+  });
+});
+
 describe('the trend term', () => {
   const one = (rounds: ScrapeRound[], nowSeconds: number) => decide(input({ rounds, currentReplicas: 1, readyReplicas: 1, nowMs: nowSeconds * 1000, podStartupSeconds: 30 }));
 

@@ -52,8 +52,6 @@ export interface SimulationOptions {
 
 export interface Second {
   second: number;
-  /** Output tokens of the requests arriving in this second. */
-  demandTokensPerSecond: number;
   /** Step time the requests arriving in this second cost, in pod-seconds (prompt and output tokens). */
   demandPodSeconds: number;
   servedTokensPerSecond: number;
@@ -169,6 +167,14 @@ const p95 = (values: number[]) => {
 
 const load = (p: SimPod) => p.running.length + p.queue.length;
 
+/** Arrival of the oldest request held or on a pod without its first token yet; `endMs` if none. */
+function oldestWithoutFirstTokenMs(held: Sequence[], pods: SimPod[], endMs: number): number {
+  let oldestMs = endMs;
+  for (const r of held) oldestMs = Math.min(oldestMs, r.arrivalMs);
+  for (const p of pods) for (const r of [...p.queue, ...p.running]) if (r.generated === 0) oldestMs = Math.min(oldestMs, r.arrivalMs);
+  return oldestMs;
+}
+
 /** Replays the requests second by second; a step is counted in the second it starts in. */
 export function simulate(o: SimulationOptions): Second[] {
   const { maxBatchSize } = o.targets;
@@ -234,17 +240,13 @@ export function simulate(o: SimulationOptions): Second[] {
     }
     for (let i = draining.length - 1; i >= 0; i--) if (load(draining[i]!) === 0) draining.splice(i, 1);
     const endMs = (s + 1) * 1000;
-    let oldestMs = endMs;
-    for (const r of held) oldestMs = Math.min(oldestMs, r.arrivalMs);
-    for (const p of [...ready, ...draining]) for (const r of [...p.queue, ...p.running]) if (r.generated === 0) oldestMs = Math.min(oldestMs, r.arrivalMs);
     out.push({
       second: s,
-      demandTokensPerSecond: arriving.reduce((a, r) => a + r.outputTokens, 0),
       demandPodSeconds: arriving.reduce((a, r) => a + (r.promptTokens + r.outputTokens) * o.pod.tokenMs, 0) / 1000,
       servedTokensPerSecond: served,
       replicas: pods.length,
       readyReplicas: ready.length,
-      ttftSeconds: Math.max(p95(ttfts), (endMs - oldestMs) / 1000),
+      ttftSeconds: Math.max(p95(ttfts), (endMs - oldestWithoutFirstTokenMs(held, [...ready, ...draining], endMs)) / 1000),
     });
   }
   return out;
