@@ -15,8 +15,10 @@ const targets = BENCH_TARGETS;
 
 export const POLICIES: Array<{ key: string; name: string; color: string; make: () => Policy }> = [
   { key: 'npuserve', name: 'npuserve (tokens/s, TTFT, queue, trend)', color: '#1f6fd1', make: () => decide },
-  // The same policy with the spec's scale-down stabilization at 60 s instead of its default 300 s.
+  // The same policy with the spec's scale-down stabilization at 60 s instead of its default 300 s, and
+  // with prompt tokens counted against the target (AutoscalingTargets.promptTokenWeight, not a spec field).
   { key: 'npuserve-60s', name: 'npuserve, scaleDownStabilizationSeconds 60', color: '#8fc1f5', make: () => (i) => decide({ ...i, targets: { ...i.targets, scaleDownStabilizationSeconds: 60 } }) },
+  { key: 'npuserve-prompts', name: 'npuserve, promptTokenWeight 1', color: '#0b3d7a', make: () => (i) => decide({ ...i, targets: { ...i.targets, promptTokenWeight: 1 } }) },
   { key: 'hpa', name: 'HPA-style (requests in flight)', color: '#e07b00', make: () => hpaPolicy(BASELINE_PARAMETERS.hpa.targetInFlightPerPod) },
   { key: 'kubeai', name: 'KubeAI (averaged active requests)', color: '#2a9d3a', make: () => kubeaiPolicy(BASELINE_PARAMETERS.kubeai) },
   { key: 'knative', name: 'Knative KPA (concurrency)', color: '#b03a8c', make: () => knativePolicy(BASELINE_PARAMETERS.knative) },
@@ -109,11 +111,11 @@ function main(f: FlagValues): void {
   if (f.json) {
     console.log(JSON.stringify(report, null, 2));
   } else {
-    console.log('trace          policy        SLO-violation s  replica-seconds  max replicas  scale events  vs hpa / kubeai / knative (replica-seconds ratio, win)');
+    console.log('trace          policy             SLO-violation s  replica-seconds  max replicas  scale events  vs hpa / kubeai / knative (replica-seconds ratio, win)');
     for (const r of results) {
       for (const p of r.policies) {
         const vs = r.verdicts.filter((v) => v.policy === p.policy).map((v) => `${v.replicaSecondsRatio.toFixed(2)} ${v.wins ? 'win' : v.fewerSloSeconds ? 'cost' : 'slo'}`).join(' / ');
-        console.log(`${r.trace.padEnd(15)}${p.policy.padEnd(12)}${String(p.sloViolationSeconds).padStart(17)}${String(p.replicaSeconds).padStart(17)}${String(p.maxReplicas).padStart(14)}${String(p.scaleEvents).padStart(14)}  ${vs}`);
+        console.log(`${r.trace.padEnd(15)}${p.policy.padEnd(17)}${String(p.sloViolationSeconds).padStart(17)}${String(p.replicaSeconds).padStart(17)}${String(p.maxReplicas).padStart(14)}${String(p.scaleEvents).padStart(14)}  ${vs}`);
       }
     }
   }

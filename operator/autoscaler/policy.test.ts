@@ -17,23 +17,25 @@ function replay(demand: (second: number) => number, durationSeconds: number, ini
 }
 
 describe('autoscaling policy on load traces', () => {
-  it('a step from 300 to 1100 tokens/s scales 1 -> 4 in one decision at the first scrape, then settles at 3 once the backlog is served', () => {
+  it('a step from 300 to 1100 tokens/s scales 1 -> 3 at the first scrape, adds a fourth for the backlog, then settles at 3 once it is served', () => {
     const r = replay((s) => (s < 30 ? 300 : 1100), 200, 1);
-    // 1100 / 400 = 3 replicas for the load, the fourth drains the queue that built up while pods started.
-    expect(r.steps).toEqual([[0, 1], [35, 4], [195, 3]]);
+    // 1100 / 400 = 3 replicas for the load, the fourth drains the queue that built up while pods started;
+    // it stays while requests wait (the history keeps what demand asked for, not the backlog's replicas).
+    expect(r.steps).toEqual([[0, 1], [35, 3], [50, 4], [175, 3]]);
   });
 
   it('a 4 s spike (shorter than the panic window) scales up at once and is remembered for the stabilization window', () => {
     const r = replay((s) => (s >= 30 && s < 34 ? 2000 : 300), 200, 1);
-    expect(r.steps).toEqual([[0, 1], [35, 5], [95, 2], [145, 1]]);
+    expect(r.steps).toEqual([[0, 1], [35, 5], [95, 2], [135, 1]]);
     // Scale-down starts only 60 s (scaleDownStabilizationSeconds) after the spike's recommendation.
     expect(r.steps[2]![0] - r.steps[1]![0]).toBeGreaterThanOrEqual(targets.scaleDownStabilizationSeconds);
   });
 
-  it('a slow ramp from 100 to 1600 tokens/s adds replicas one by one, a pod start-up ahead of the load (the trend), without overshoot or scale-down', () => {
+  it('a slow ramp from 100 to 1600 tokens/s adds replicas one by one, a pod start-up ahead of the load (the trend), without scale-down', () => {
     const r = replay((s) => 100 + s * 5, 300, 1);
-    // Prompt and generated tokens reach 1728/s at 300 s: 5 replicas of 400. Without the trend: [75, 2], [160, 3], [250, 4] and 20 s over the SLO.
-    expect(r.steps).toEqual([[0, 1], [55, 2], [120, 3], [195, 4], [265, 5]]);
+    // Each replica comes when the load 15 s (the start-up) ahead passes a multiple of 400 tokens/s.
+    // Without the trend: [75, 2], [160, 3], [250, 4] and 20 s over the SLO.
+    expect(r.steps).toEqual([[0, 1], [55, 2], [130, 3], [210, 4], [290, 5]]);
     expect(r.sloViolationSeconds).toBe(0);
   });
 
@@ -41,11 +43,9 @@ describe('autoscaling policy on load traces', () => {
     expect(replay((s) => (Math.floor(s / 20) % 2 ? 680 : 780), 400, 2).steps).toEqual([[0, 2]]);
   });
 
-  it('load flapping between 2 and 3 replicas of demand every 30 s scales up and does not oscillate', () => {
+  it('load flapping between 2 and 3 replicas of demand every 30 s scales up once and does not oscillate', () => {
     const r = replay((s) => (Math.floor(s / 30) % 2 ? 1000 : 700), 400, 2);
-    // The first minute (pods warming up from empty, then the first rise) reads as a ramp: one replica
-    // more for the stabilization window; after that the 30 s halves of each window are flat, no trend.
-    expect(r.steps).toEqual([[0, 2], [35, 3], [55, 4], [115, 3]]);
+    expect(r.steps).toEqual([[0, 2], [35, 3]]);
   });
 
   it('a pod whose scrapes all fail is assumed to carry the mean load, so replicas hold', () => {
@@ -58,7 +58,7 @@ describe('autoscaling policy on load traces', () => {
   });
 
   it('sustained lower load scales 4 -> 1 only after the stabilization window, one recommendation at a time', () => {
-    expect(replay((s) => (s < 100 ? 1500 : 100), 300, 4).steps).toEqual([[0, 4], [165, 3], [180, 2], [195, 1]]);
+    expect(replay((s) => (s < 100 ? 1500 : 100), 300, 4).steps).toEqual([[0, 4], [165, 3], [175, 2], [195, 1]]);
   });
 });
 
@@ -139,13 +139,20 @@ function rateRounds(rate: (second: number) => number, untilSeconds: number): Scr
 }
 
 describe('prompt tokens', () => {
-  it('weigh as generated tokens against the per-replica target, and the Event says how tokens/s splits', () => {
-    // 2 pods, each generating 300 tokens/s and prefilling 300 prompt tokens/s: 1200 tokens/s, 3 replicas.
-    const rounds: ScrapeRound[] = [];
-    for (let s = 0; s <= 60; s += 5) {
-      rounds.push({ timeMs: s * 1000, pods: ['a', 'b'].map((name) => ({ name, metrics: { ...metrics(10_000 + 300 * s), promptTokens: 300 * s } })) });
-    }
+  // 2 pods, each generating 300 tokens/s and prefilling 300 prompt tokens/s.
+  const rounds: ScrapeRound[] = [];
+  for (let s = 0; s <= 60; s += 5) {
+    rounds.push({ timeMs: s * 1000, pods: ['a', 'b'].map((name) => ({ name, metrics: { ...metrics(10_000 + 300 * s), promptTokens: 300 * s } })) });
+  }
+
+  it('do not count against the target by default: it is in generated tokens/s', () => {
     const d = decide(input({ rounds }));
+    expect(d.desiredReplicas).toBe(2);
+    expect(d.reason).toBe('tokens/s 600 within 10% of 2 x 400 target');
+  });
+
+  it('with promptTokenWeight 1 weigh as generated tokens, and the Event says how tokens/s splits', () => {
+    const d = decide(input({ rounds, targets: { ...targets, promptTokenWeight: 1 } }));
     expect(d.desiredReplicas).toBe(3);
     expect(d.reason).toBe('tokens/s 1200 > 2 x 400 target (600 generated, 600 prompt)');
     expect(d.inputs?.tokensPerSecond).toBeCloseTo(600);

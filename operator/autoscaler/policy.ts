@@ -9,11 +9,6 @@ export const PANIC_WINDOW_MS = 6_000;
 export const PANIC_THRESHOLD = 2;
 /** Usage within this fraction of the target changes nothing (the HPA's default). */
 export const TOLERANCE = 0.1;
-/**
- * A prompt token weighs as much as a generation token in the tokens/s a replica carries: on this
- * engine prefill costs about as much per token as a batched decode step (docs/benchmarks.md).
- */
-export const PROMPT_TOKEN_WEIGHT = 1;
 /** The trend counts only when its slope is this many standard errors above zero (noise rarely is). */
 export const TREND_MIN_T_STATISTIC = 3;
 /** The trend adds at most this fraction of the current tokens/s. */
@@ -52,6 +47,13 @@ export interface AutoscalingTargets {
   scaleDownStabilizationSeconds: number;
   /** Requests one replica runs at once (spec.runtime.maxBatchSize); more wait in its queue. */
   maxBatchSize: number;
+  /**
+   * What a prompt token weighs against a generated one in the tokens/s compared with the target.
+   * Absent: 0, as targetTokensPerSecondPerReplica counts generated tokens (the CRD's meaning). On this
+   * engine prefill costs about as much per token as a batched decode step, so 1 would size replicas
+   * by all the tokens they process; the bench shows that variant (docs/benchmarks.md).
+   */
+  promptTokenWeight?: number;
 }
 
 export interface Recommendation {
@@ -138,7 +140,7 @@ export function histogramQuantile(q: number, buckets: Array<[le: number, count: 
  * listed in two or more rounds that never gave two samples is missing metrics and is assumed to carry
  * the measured pods' mean rate; a pod listed once is brand-new and carried nothing yet.
  */
-function windowStats(rounds: ScrapeRound[], nowMs: number, windowMs: number): WindowStats | null {
+function windowStats(rounds: ScrapeRound[], nowMs: number, windowMs: number, promptTokenWeight: number): WindowStats | null {
   const inside = rounds.filter((r) => r.timeMs >= nowMs - windowMs && r.timeMs <= nowMs);
   if (inside.length < 2) return null;
   const startMs = inside[0]!.timeMs;
@@ -182,7 +184,7 @@ function windowStats(rounds: ScrapeRound[], nowMs: number, windowMs: number): Wi
   if (measuredSeconds <= 0) return null;
   // Pods without metrics carry the measured pods' mean rate.
   const scale = 1 + missingSeconds / measuredSeconds;
-  const measuredWork = measuredTokens + PROMPT_TOKEN_WEIGHT * measuredPromptTokens;
+  const measuredWork = measuredTokens + promptTokenWeight * measuredPromptTokens;
   const ttft = histogramQuantile(0.95, bucketBounds.map((le, i) => [le, buckets[i] ?? 0]));
   return {
     tokensPerSecond: (measuredTokens * scale) / seconds,
@@ -198,12 +200,12 @@ function windowStats(rounds: ScrapeRound[], nowMs: number, windowMs: number): Wi
 }
 
 /** Each scrape interval of the window, oldest first: its end and its statistics. */
-function intervals(rounds: ScrapeRound[], nowMs: number, windowMs: number): Array<{ endMs: number; ms: number; stats: WindowStats }> {
+function intervals(rounds: ScrapeRound[], nowMs: number, windowMs: number, promptTokenWeight: number): Array<{ endMs: number; ms: number; stats: WindowStats }> {
   const inside = rounds.filter((r) => r.timeMs >= nowMs - windowMs && r.timeMs <= nowMs);
   const out = [];
   for (let i = 1; i < inside.length; i++) {
     const [a, b] = [inside[i - 1]!, inside[i]!];
-    const stats = windowStats([a, b], b.timeMs, b.timeMs - a.timeMs);
+    const stats = windowStats([a, b], b.timeMs, b.timeMs - a.timeMs, promptTokenWeight);
     if (stats) out.push({ endMs: b.timeMs, ms: b.timeMs - a.timeMs, stats });
   }
   return out;
@@ -213,10 +215,10 @@ function intervals(rounds: ScrapeRound[], nowMs: number, windowMs: number): Arra
  * Tokens/s over the window as Knative weighs its windows: per scrape interval, each older interval
  * weighing (1 - 2 / (n + 1)) less than the next of n, so a ramp is seen without waiting half a window.
  */
-function weightedRates(rounds: ScrapeRound[], nowMs: number, windowMs: number): { tokensPerSecond: number; workPerSecond: number } | null {
+function weightedRates(rounds: ScrapeRound[], nowMs: number, windowMs: number, promptTokenWeight: number): { tokensPerSecond: number; workPerSecond: number } | null {
   const inside = rounds.filter((r) => r.timeMs >= nowMs - windowMs && r.timeMs <= nowMs);
   const decay = 1 - 2 / inside.length;
-  const byEnd = new Map(intervals(rounds, nowMs, windowMs).map((i) => [i.endMs, i]));
+  const byEnd = new Map(intervals(rounds, nowMs, windowMs, promptTokenWeight).map((i) => [i.endMs, i]));
   let [tokens, work, weights, weight] = [0, 0, 0, 1];
   for (let i = inside.length - 1; i > 0; i--) {
     const interval = byEnd.get(inside[i]!.timeMs);
@@ -304,15 +306,15 @@ interface Term {
 }
 
 /** How tokens/s splits, when prompt tokens are a tenth of it or more. */
-const promptShare = (w: WindowStats) => {
-  const prompt = (w.workPerSecond - w.tokensPerSecond) / PROMPT_TOKEN_WEIGHT;
+const promptShare = (w: WindowStats, t: AutoscalingTargets) => {
+  const prompt = (w.workPerSecond - w.tokensPerSecond) / (t.promptTokenWeight || 1);
   return prompt >= 0.1 * w.workPerSecond ? ` (${fmt(w.tokensPerSecond)} generated, ${fmt(prompt)} prompt)` : '';
 };
 
 function tokensTerm(w: WindowStats, current: number, t: AutoscalingTargets): Term {
   const replicas = replicasFor(w.workPerSecond, t.targetTokensPerSecondPerReplica, current);
   const relation = replicas > current ? '>' : replicas < current ? '<' : 'within 10% of';
-  return { kind: 'tokens', replicas, reason: `tokens/s ${fmt(w.workPerSecond)} ${relation} ${current} x ${fmt(t.targetTokensPerSecondPerReplica)} target${promptShare(w)}` };
+  return { kind: 'tokens', replicas, reason: `tokens/s ${fmt(w.workPerSecond)} ${relation} ${current} x ${fmt(t.targetTokensPerSecondPerReplica)} target${promptShare(w, t)}` };
 }
 
 /**
@@ -326,7 +328,7 @@ function tokensTerm(w: WindowStats, current: number, t: AutoscalingTargets): Ter
 function trendTerm(rounds: ScrapeRound[], nowMs: number, startupSeconds: number, workPerRequest: number, current: number, t: AutoscalingTargets): Term {
   const none: Term = { kind: 'trend', replicas: 0, reason: '' };
   const arriving = (w: WindowStats) => Math.max(0, w.workPerSecond + ((w.waiting - w.waitingAtStart) * workPerRequest) / w.seconds);
-  const points = intervals(rounds, nowMs, STABLE_WINDOW_MS).map((i): [number, number] => [(i.endMs - i.ms / 2 - nowMs) / 1000, arriving(i.stats)]);
+  const points = intervals(rounds, nowMs, STABLE_WINDOW_MS, t.promptTokenWeight ?? 0).map((i): [number, number] => [(i.endMs - i.ms / 2 - nowMs) / 1000, arriving(i.stats)]);
   if (points.length < TREND_MIN_INTERVALS) return none;
   const whole = fitLine(points, 0);
   const half = Math.floor(points.length / 2);
@@ -400,8 +402,9 @@ const clamp = (n: number, t: AutoscalingTargets) => Math.min(t.maxReplicas, Math
 
 export function decide(input: PolicyInput): Decision {
   const { currentReplicas: current, readyReplicas: ready, targets: t, nowMs } = input;
-  const whole = windowStats(input.rounds, nowMs, STABLE_WINDOW_MS);
-  const stable = whole && { ...whole, ...weightedRates(input.rounds, nowMs, STABLE_WINDOW_MS) };
+  const weight = t.promptTokenWeight ?? 0;
+  const whole = windowStats(input.rounds, nowMs, STABLE_WINDOW_MS, weight);
+  const stable = whole && { ...whole, ...weightedRates(input.rounds, nowMs, STABLE_WINDOW_MS, weight) };
   const downWindowMs = t.scaleDownStabilizationSeconds * 1000;
   if (!stable) {
     const held = clamp(current, t);
@@ -410,7 +413,7 @@ export function decide(input: PolicyInput): Decision {
   }
   const trend = trendTerm(input.rounds, nowMs, input.podStartupSeconds ?? DEFAULT_POD_STARTUP_SECONDS, stable.workPerRequest ?? 0, current, t);
   // Requests are sized over the stable window: the few that finish within the panic window say little.
-  const short = windowStats(input.rounds, nowMs, PANIC_WINDOW_MS);
+  const short = windowStats(input.rounds, nowMs, PANIC_WINDOW_MS, weight);
   const rec = recommend(stable, short && { ...short, workPerRequest: stable.workPerRequest ?? short.workPerRequest }, trend, current, ready, t);
   const recommended = clamp(rec.replicas, t);
   // The stabilization window remembers demand, not the replicas a backlog needed once it is drained.
@@ -425,6 +428,11 @@ export function decide(input: PolicyInput): Decision {
     if (input.rolloutInProgress && desired < current) {
       desired = current;
       reason = `scale-down to ${recommended} held while a new revision rolls out; ${reason}`;
+    }
+    // The history forgets the replicas a backlog needed, so they stay until the backlog is served.
+    if (stable.waiting >= 1 && desired < current) {
+      desired = current;
+      reason = `scale-down to ${recommended} held while ${fmt(stable.waiting)} requests wait; ${reason}`;
     }
   }
   desired = clamp(desired, t);
