@@ -183,6 +183,16 @@ describe('the trend term', () => {
     expect(fired, `seed ${seed}`).toBe(0);
   });
 
+  it('needs 55 s of data however often pods are scraped (the operator may scrape every second)', () => {
+    const rounds: ScrapeRound[] = [];
+    let tokens = 10_000;
+    for (let s = 100; s <= 120; s++) {
+      tokens += 100 + 10 * (s - 100);
+      rounds.push({ timeMs: s * 1000, pods: [{ name: 'p0', metrics: metrics(tokens) }] });
+    }
+    expect(one(rounds, 120).reason).not.toMatch(/rising/);
+  });
+
   it('fits a least-squares line with the slope\'s t statistic, as computed by hand', () => {
     expect(fitLine([[0, 1], [1, 3], [2, 5]], 3)).toEqual({ slope: 2, valueAt: 7, tStatistic: Infinity });
     // slope 1 / 5, residuals -0.2, 0.6, -0.6, 0.2: standard error sqrt(0.8 / 2 / 5).

@@ -15,8 +15,12 @@ export const TREND_MIN_T_STATISTIC = 3;
 export const TREND_MAX_RISE = 0.5;
 /** Pod start-up the trend looks ahead by when no pod shows its own (PolicyInput.podStartupSeconds). */
 export const DEFAULT_POD_STARTUP_SECONDS = 30;
-/** Fewest scrape intervals to fit a trend to: nearly the whole stable window (a new model or pod shows a warm-up, not a trend). */
-const TREND_MIN_INTERVALS = 11;
+/**
+ * The trend needs intervals over nearly the whole stable window (a new model's first minute shows its
+ * pods warming up, not a trend), and at least this many of them.
+ */
+const TREND_MIN_SPAN_MS = 55_000;
+const TREND_MIN_INTERVALS = 6;
 /** Most history entries kept; the history is a staircase (see `remember`), so this is rarely reached. */
 const HISTORY_LIMIT = 100;
 
@@ -328,8 +332,10 @@ function tokensTerm(w: WindowStats, current: number, t: AutoscalingTargets): Ter
 function trendTerm(rounds: ScrapeRound[], nowMs: number, startupSeconds: number, workPerRequest: number, current: number, t: AutoscalingTargets): Term {
   const none: Term = { kind: 'trend', replicas: 0, reason: '' };
   const arriving = (w: WindowStats) => Math.max(0, w.workPerSecond + ((w.waiting - w.waitingAtStart) * workPerRequest) / w.seconds);
-  const points = intervals(rounds, nowMs, STABLE_WINDOW_MS, t.promptTokenWeight ?? 0).map((i): [number, number] => [(i.endMs - i.ms / 2 - nowMs) / 1000, arriving(i.stats)]);
-  if (points.length < TREND_MIN_INTERVALS) return none;
+  const window = intervals(rounds, nowMs, STABLE_WINDOW_MS, t.promptTokenWeight ?? 0);
+  const spanMs = window.length ? nowMs - (window[0]!.endMs - window[0]!.ms) : 0;
+  if (window.length < TREND_MIN_INTERVALS || spanMs < TREND_MIN_SPAN_MS) return none;
+  const points = window.map((i): [number, number] => [(i.endMs - i.ms / 2 - nowMs) / 1000, arriving(i.stats)]);
   const whole = fitLine(points, 0);
   const half = Math.floor(points.length / 2);
   const halves = [fitLine(points.slice(0, half), 0).slope, fitLine(points.slice(half), 0).slope];
