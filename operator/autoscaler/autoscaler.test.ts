@@ -10,7 +10,7 @@ import { EventRecorder } from '../events.js';
 import { RecordingKube } from '../../test/unit/recording-kube.js';
 import type { World } from '../reconcile.js';
 import type { KubeObject, NPUModel } from '../types.js';
-import { Autoscaler } from './autoscaler.js';
+import { Autoscaler, podStartupSeconds } from './autoscaler.js';
 
 let tokens = 0;
 let server: Server;
@@ -112,5 +112,24 @@ describe('Autoscaler', () => {
     expect(recorder.calls.find((c) => c.path.endsWith('/scale'))?.body).toEqual({ spec: { replicas: 1 } });
     expect(recorder.calls.find((c) => c.path.endsWith('/events'))?.body).toMatchObject({ reason: 'ScaledFromZero', message: '0 -> 1 replicas: 2 requests held by the gateway need 1 replicas' });
     expect(recorder.calls.find((c) => c.path.endsWith('/status'))?.body.status.autoscaler).toMatchObject({ desiredReplicas: 1, heldRequests: 2 });
+  });
+});
+
+describe('podStartupSeconds', () => {
+  it('is the median of creation to Ready over the ready serving pods, for the policy\'s trend to look ahead by', () => {
+    const model = { metadata: { name: 'm', namespace: 'ns' }, spec: { source: { uri: 'file:///m' } } } as NPUModel;
+    const pod = (name: string, created: string, ready: string, status = 'True') => ({
+      metadata: { name, namespace: 'ns', creationTimestamp: created, labels: { 'app.kubernetes.io/instance': 'm', 'app.kubernetes.io/component': 'server' } },
+      status: { podIP: '10.0.0.1', conditions: [{ type: 'Ready', status, lastTransitionTime: ready }] },
+    });
+    const world = (pods: object[]) => ({ models: fakeInformer([model]), pods: fakeInformer(pods as KubeObject[]) }) as unknown as World;
+    const pods = [
+      pod('a', '2026-12-03T10:00:00Z', '2026-12-03T10:00:42Z'),
+      pod('b', '2026-12-03T10:05:00Z', '2026-12-03T10:05:30Z'),
+      pod('c', '2026-12-03T10:09:00Z', '2026-12-03T10:10:00Z'),
+      pod('not-ready', '2026-12-03T10:09:00Z', '2026-12-03T10:20:00Z', 'False'),
+    ];
+    expect(podStartupSeconds(world(pods), model)).toBe(42);
+    expect(podStartupSeconds(world([]), model)).toBeUndefined();
   });
 });

@@ -21,7 +21,7 @@ import { requestsSeen, zeroDecision, type ZeroDecision } from './zero.js';
 interface PodObject extends KubeObject {
   status?: {
     podIP?: string;
-    conditions?: Array<{ type: string; status: string }>;
+    conditions?: Array<{ type: string; status: string; lastTransitionTime?: string }>;
   };
 }
 
@@ -42,14 +42,31 @@ export function autoscalingTargets(m: NPUModel): (AutoscalingTargets & { scaleTo
 
 /** Ready, not terminating serving pods of the model with an IP. */
 export function servingPods(world: World, m: NPUModel): ServingPod[] {
-  const pods = (world.pods.list() as PodObject[]).filter((p) =>
+  return readyPods(world, m).map((p) => ({ name: p.metadata.name, ip: p.status!.podIP! }));
+}
+
+/**
+ * Median seconds from creation to Ready over the model's ready serving pods, what the policy's trend
+ * looks ahead by; undefined when no pod shows both times.
+ */
+export function podStartupSeconds(world: World, m: NPUModel): number | undefined {
+  const seconds = readyPods(world, m).flatMap((p) => {
+    const ready = p.status?.conditions?.find((c) => c.type === 'Ready')?.lastTransitionTime;
+    const created = p.metadata.creationTimestamp;
+    const s = ready && created ? (Date.parse(ready) - Date.parse(created)) / 1000 : NaN;
+    return Number.isFinite(s) && s >= 0 ? [s] : [];
+  }).sort((a, b) => a - b);
+  return seconds.length ? seconds[Math.floor(seconds.length / 2)] : undefined;
+}
+
+function readyPods(world: World, m: NPUModel): PodObject[] {
+  return (world.pods.list() as PodObject[]).filter((p) =>
     p.metadata.namespace === m.metadata.namespace &&
     p.metadata.labels?.[LABEL_INSTANCE] === m.metadata.name &&
     p.metadata.labels?.[LABEL_COMPONENT] === 'server' &&
     !p.metadata.deletionTimestamp &&
     !!p.status?.podIP &&
     p.status.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'));
-  return pods.map((p) => ({ name: p.metadata.name, ip: p.status!.podIP! }));
 }
 
 const round1 = (v: number) => Math.round(v * 10) / 10;
@@ -127,6 +144,7 @@ export class Autoscaler {
       history: (prev?.recommendations ?? []).map((r) => ({ timeMs: Date.parse(r.time), replicas: r.replicas })),
       rolloutInProgress: !!m.status?.targetRevision,
       nowMs: round.timeMs,
+      podStartupSeconds: podStartupSeconds(this.world, m),
     }), zero, current);
     const labels = { namespace: m.metadata.namespace ?? '', model: m.metadata.name };
     autoscalerDesiredReplicas.set(labels, d.desiredReplicas);

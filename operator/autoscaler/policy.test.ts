@@ -2,23 +2,26 @@
 // the replica sequence a user would see, plus hand-built scrape rounds for the edge cases.
 import { describe, expect, it } from 'vitest';
 
-import { decide, histogramQuantile, type AutoscalingTargets, type PodMetrics, type PolicyInput, type ScrapeRound } from './policy.js';
-import { replicaSteps, simulate, summary, TTFT_BUCKETS_SECONDS, type Faults } from './simulator.js';
+import { decide, fitLine, histogramQuantile, type AutoscalingTargets, type PodMetrics, type PolicyInput, type ScrapeRound } from './policy.js';
+import { replicaSteps, simulate, summary, TTFT_BUCKETS_SECONDS, type Faults, type PodModel } from './simulator.js';
+import { evenRequests, seededRandom } from './traces.js';
 
 const targets: AutoscalingTargets = { minReplicas: 1, maxReplicas: 8, targetTokensPerSecondPerReplica: 400, ttftP95TargetMs: 800, scaleDownStabilizationSeconds: 60, maxBatchSize: 16 };
 // A replica serves 480 tokens/s at a full batch (20% above the target), is ready 15 s after it is asked for.
-const pod = { capacityTokensPerSecond: 480, tokensPerRequest: 100, baseTtftSeconds: 0.2, startupSeconds: 15 };
+const pod: PodModel = { tokenMs: 1000 / 480, minStepMs: 1000 / 30, prefillChunkTokens: 256, kvCacheTokens: 16_384, startupSeconds: 15 };
 
+/** Replays `demand` output tokens/s as evenly spaced requests of an 8-token prompt and 100 output tokens. */
 function replay(demand: (second: number) => number, durationSeconds: number, initialReplicas: number, faults?: Faults) {
-  const seconds = simulate({ demand, durationSeconds, initialReplicas, targets, pod, policy: decide, scrapeIntervalSeconds: 5, faults });
+  const seconds = simulate({ requests: evenRequests(demand, 8, 100), durationSeconds, initialReplicas, targets, pod, policy: decide, scrapeIntervalSeconds: 5, faults });
   return { steps: replicaSteps(seconds), ...summary(seconds, targets.ttftP95TargetMs / 1000) };
 }
 
 describe('autoscaling policy on load traces', () => {
-  it('a step from 300 to 1200 tokens/s scales 1 -> 4 in one decision at the first scrape, then settles at 3 once the backlog is served', () => {
-    const r = replay((s) => (s < 30 ? 300 : 1200), 200, 1);
-    // 1200 / 400 = 3 replicas for the load, the fourth drains the queue that built up while pods started.
-    expect(r.steps).toEqual([[0, 1], [35, 4], [185, 3]]);
+  it('a step from 300 to 1100 tokens/s scales 1 -> 3 at the first scrape, adds a fourth for the backlog, then settles at 3 once it is served', () => {
+    const r = replay((s) => (s < 30 ? 300 : 1100), 200, 1);
+    // 1100 / 400 = 3 replicas for the load, the fourth drains the queue that built up while pods started;
+    // it stays while requests wait (the history keeps what demand asked for, not the backlog's replicas).
+    expect(r.steps).toEqual([[0, 1], [35, 3], [50, 4], [175, 3]]);
   });
 
   it('a 4 s spike (shorter than the panic window) scales up at once and is remembered for the stabilization window', () => {
@@ -28,14 +31,16 @@ describe('autoscaling policy on load traces', () => {
     expect(r.steps[2]![0] - r.steps[1]![0]).toBeGreaterThanOrEqual(targets.scaleDownStabilizationSeconds);
   });
 
-  it('a slow ramp from 100 to 1600 tokens/s adds replicas one by one as usage passes the target, without overshoot or scale-down', () => {
+  it('a slow ramp from 100 to 1600 tokens/s adds replicas one by one, a pod start-up ahead of the load (the trend), without scale-down', () => {
     const r = replay((s) => 100 + s * 5, 300, 1);
-    expect(r.steps).toEqual([[0, 1], [75, 2], [160, 3], [250, 4]]);
-    expect(r.sloViolationSeconds).toBeLessThanOrEqual(10);
+    // Each replica comes when the load 15 s (the start-up) ahead passes a multiple of 400 tokens/s.
+    // Without the trend: [75, 2], [160, 3], [250, 4] and 20 s over the SLO.
+    expect(r.steps).toEqual([[0, 1], [55, 2], [130, 3], [210, 4], [290, 5]]);
+    expect(r.sloViolationSeconds).toBe(0);
   });
 
   it('load flapping around the threshold of 2 replicas inside the tolerance changes nothing', () => {
-    expect(replay((s) => (Math.floor(s / 20) % 2 ? 760 : 860), 400, 2).steps).toEqual([[0, 2]]);
+    expect(replay((s) => (Math.floor(s / 20) % 2 ? 680 : 780), 400, 2).steps).toEqual([[0, 2]]);
   });
 
   it('load flapping between 2 and 3 replicas of demand every 30 s scales up once and does not oscillate', () => {
@@ -53,7 +58,7 @@ describe('autoscaling policy on load traces', () => {
   });
 
   it('sustained lower load scales 4 -> 1 only after the stabilization window, one recommendation at a time', () => {
-    expect(replay((s) => (s < 100 ? 1500 : 100), 300, 4).steps).toEqual([[0, 4], [165, 3], [175, 2], [190, 1]]);
+    expect(replay((s) => (s < 100 ? 1500 : 100), 300, 4).steps).toEqual([[0, 4], [165, 3], [175, 2], [195, 1]]);
   });
 });
 
@@ -119,6 +124,81 @@ describe('autoscaling policy on scrape rounds', () => {
     const d = decide(input({ rounds }));
     expect(d.reason).toMatch(/^panic: tokens\/s 1800 > 2 x 400 target; .*ttft p95 2\.\d+ s > 0\.8 s with 20 waiting/);
     expect(d.desiredReplicas).toBeGreaterThanOrEqual(5);
+  });
+});
+
+/** Rounds every 5 s over the stable window of one pod whose tokens/s at second s is `rate(s)` (100 tokens a request). */
+function rateRounds(rate: (second: number) => number, untilSeconds: number): ScrapeRound[] {
+  const rounds: ScrapeRound[] = [];
+  let tokens = 10_000;
+  for (let s = untilSeconds - 60; s <= untilSeconds; s += 5) {
+    if (s > untilSeconds - 60) tokens += rate(s - 2.5) * 5;
+    rounds.push({ timeMs: s * 1000, pods: [{ name: 'p0', metrics: metrics(tokens) }] });
+  }
+  return rounds;
+}
+
+describe('prompt tokens', () => {
+  // 2 pods, each generating 300 tokens/s and prefilling 300 prompt tokens/s.
+  const rounds: ScrapeRound[] = [];
+  for (let s = 0; s <= 60; s += 5) {
+    rounds.push({ timeMs: s * 1000, pods: ['a', 'b'].map((name) => ({ name, metrics: { ...metrics(10_000 + 300 * s), promptTokens: 300 * s } })) });
+  }
+
+  it('do not count against the target by default: it is in generated tokens/s', () => {
+    const d = decide(input({ rounds }));
+    expect(d.desiredReplicas).toBe(2);
+    expect(d.reason).toBe('tokens/s 600 within 10% of 2 x 400 target');
+  });
+
+  it('with promptTokenWeight 1 weigh as generated tokens, and the Event says how tokens/s splits', () => {
+    const d = decide(input({ rounds, targets: { ...targets, promptTokenWeight: 1 } }));
+    expect(d.desiredReplicas).toBe(3);
+    expect(d.reason).toBe('tokens/s 1200 > 2 x 400 target (600 generated, 600 prompt)');
+    expect(d.inputs?.tokensPerSecond).toBeCloseTo(600);
+  });
+});
+
+describe('the trend term', () => {
+  const one = (rounds: ScrapeRound[], nowSeconds: number) => decide(input({ rounds, currentReplicas: 1, readyReplicas: 1, nowMs: nowSeconds * 1000, podStartupSeconds: 30 }));
+
+  it('fires on a sustained ramp: 4 tokens/s more each second, carried over the 30 s start-up past one replica', () => {
+    // 100 -> 340 tokens/s over the window: the stable window's weighted rate alone still asks for 1 replica.
+    const d = one(rateRounds((s) => 100 + 4 * (s - 60), 120), 120);
+    expect(d.desiredReplicas).toBe(2);
+    expect(d.reason).toMatch(/^tokens\/s rising 4\/s: 4\d\d expected in 30 s \(pod start-up\) > 1 x 400 target/);
+  });
+
+  it('does not fire on a step (a new level) nor on noise around a level', () => {
+    expect(one(rateRounds((s) => (s < 100 ? 150 : 340), 120), 120).reason).not.toMatch(/rising/);
+    const seed = 20_261_203;
+    console.log(`trend noise test seed ${seed}`);
+    const random = seededRandom(seed);
+    let fired = 0;
+    for (let i = 0; i < 200; i++) {
+      const noise = Array.from({ length: 13 }, () => 1 + 0.4 * (random() - 0.5));
+      const d = one(rateRounds((s) => 300 * noise[Math.floor((s - 60) / 5)]!, 120), 120);
+      if (/rising/.test(d.reason)) fired++;
+    }
+    expect(fired, `seed ${seed}`).toBe(0);
+  });
+
+  it('needs 55 s of data however often pods are scraped (the operator may scrape every second)', () => {
+    const rounds: ScrapeRound[] = [];
+    let tokens = 10_000;
+    for (let s = 100; s <= 120; s++) {
+      tokens += 100 + 10 * (s - 100);
+      rounds.push({ timeMs: s * 1000, pods: [{ name: 'p0', metrics: metrics(tokens) }] });
+    }
+    expect(one(rounds, 120).reason).not.toMatch(/rising/);
+  });
+
+  it('fits a least-squares line with the slope\'s t statistic, as computed by hand', () => {
+    expect(fitLine([[0, 1], [1, 3], [2, 5]], 3)).toEqual({ slope: 2, valueAt: 7, tStatistic: Infinity });
+    // slope 1 / 5, residuals -0.2, 0.6, -0.6, 0.2: standard error sqrt(0.8 / 2 / 5).
+    const f = fitLine([[0, 0], [1, 1], [2, 0], [3, 1]], 0);
+    expect(f.slope).toBeCloseTo(0.2, 12);
+    expect(f.tStatistic).toBeCloseTo(0.2 / Math.sqrt(0.08), 12);
   });
 });
 

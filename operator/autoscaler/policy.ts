@@ -1,6 +1,7 @@
 // The autoscaling decision as a pure function of scraped pod metrics over time, the current replicas,
 // the spec and the recommendation history: KPA-style stable (60 s) and panic (6 s) windows, the HPA's
-// 10% tolerance and max-over-window scale-down stabilization, on tokens/s, TTFT p95 and the queue.
+// 10% tolerance and max-over-window scale-down stabilization, on tokens/s, TTFT p95 and the queue,
+// and the tokens/s trend over the stable window carried over the pods' start-up time.
 
 export const STABLE_WINDOW_MS = 60_000;
 export const PANIC_WINDOW_MS = 6_000;
@@ -8,12 +9,26 @@ export const PANIC_WINDOW_MS = 6_000;
 export const PANIC_THRESHOLD = 2;
 /** Usage within this fraction of the target changes nothing (the HPA's default). */
 export const TOLERANCE = 0.1;
+/** The trend counts only when its slope is this many standard errors above zero (noise rarely is). */
+export const TREND_MIN_T_STATISTIC = 3;
+/** The trend adds at most this fraction of the current tokens/s. */
+export const TREND_MAX_RISE = 0.5;
+/** Pod start-up the trend looks ahead by when no pod shows its own (PolicyInput.podStartupSeconds). */
+export const DEFAULT_POD_STARTUP_SECONDS = 30;
+/**
+ * The trend needs intervals over nearly the whole stable window (a new model's first minute shows its
+ * pods warming up, not a trend), and at least this many of them.
+ */
+const TREND_MIN_SPAN_MS = 55_000;
+const TREND_MIN_INTERVALS = 6;
 /** Most history entries kept; the history is a staircase (see `remember`), so this is rarely reached. */
 const HISTORY_LIMIT = 100;
 
 /** One pod's metrics at one scrape: counters and gauges summed over its `model` label. */
 export interface PodMetrics {
   generationTokens: number;
+  /** Prompt tokens prefilled (npuserve_prompt_tokens_total); absent counts as 0. */
+  promptTokens?: number;
   /** Finished requests (npuserve_requests_total over all finish reasons). */
   requests: number;
   /** Cumulative TTFT histogram buckets, ascending `le` in seconds, the last one +Inf. */
@@ -36,6 +51,13 @@ export interface AutoscalingTargets {
   scaleDownStabilizationSeconds: number;
   /** Requests one replica runs at once (spec.runtime.maxBatchSize); more wait in its queue. */
   maxBatchSize: number;
+  /**
+   * What a prompt token weighs against a generated one in the tokens/s compared with the target.
+   * Absent: 0, as targetTokensPerSecondPerReplica counts generated tokens (the CRD's meaning). On this
+   * engine prefill costs about as much per token as a batched decode step, so 1 would size replicas
+   * by all the tokens they process; the bench shows that variant (docs/benchmarks.md).
+   */
+  promptTokenWeight?: number;
 }
 
 export interface Recommendation {
@@ -53,6 +75,8 @@ export interface PolicyInput {
   /** A new revision is rolling out (status.targetRevision set): hold scale-down. */
   rolloutInProgress: boolean;
   nowMs: number;
+  /** Measured seconds from a pod's creation to its readiness; absent when no pod shows it. */
+  podStartupSeconds?: number;
 }
 
 export interface Observed {
@@ -71,11 +95,14 @@ export interface Decision {
 }
 
 interface WindowStats {
+  /** Generation tokens/s. */
   tokensPerSecond: number;
+  /** Generation plus weighted prompt tokens/s: what the replicas carry, compared with the target. */
+  workPerSecond: number;
   /** Mean over the window's rounds of the requests in flight (running + waiting) over all ready pods. */
   inFlight: number;
-  /** Generation tokens per finished request, null when none finished. */
-  tokensPerRequest: number | null;
+  /** Generation plus weighted prompt tokens per finished request, null when none finished. */
+  workPerRequest: number | null;
   /** Waiting requests at the window's start and end. */
   waitingAtStart: number;
   waiting: number;
@@ -90,7 +117,7 @@ function increase(prev: number[], cur: number[]): number[] {
   return cur.map((v, i) => (v >= (prev[i] ?? 0) ? v - (prev[i] ?? 0) : v));
 }
 
-const vectorOf = (m: PodMetrics) => [m.generationTokens, m.requests, ...m.ttftBuckets.map(([, c]) => c)];
+const vectorOf = (m: PodMetrics) => [m.generationTokens, m.promptTokens ?? 0, m.requests, ...m.ttftBuckets.map(([, c]) => c)];
 
 /** histogram_quantile as Prometheus computes it: linear within the bucket holding the rank. */
 export function histogramQuantile(q: number, buckets: Array<[le: number, count: number]>): number | null {
@@ -117,7 +144,7 @@ export function histogramQuantile(q: number, buckets: Array<[le: number, count: 
  * listed in two or more rounds that never gave two samples is missing metrics and is assumed to carry
  * the measured pods' mean rate; a pod listed once is brand-new and carried nothing yet.
  */
-function windowStats(rounds: ScrapeRound[], nowMs: number, windowMs: number): WindowStats | null {
+function windowStats(rounds: ScrapeRound[], nowMs: number, windowMs: number, promptTokenWeight: number): WindowStats | null {
   const inside = rounds.filter((r) => r.timeMs >= nowMs - windowMs && r.timeMs <= nowMs);
   if (inside.length < 2) return null;
   const startMs = inside[0]!.timeMs;
@@ -133,6 +160,7 @@ function windowStats(rounds: ScrapeRound[], nowMs: number, windowMs: number): Wi
   }
   let bucketBounds: number[] = [];
   let measuredTokens = 0;
+  let measuredPromptTokens = 0;
   let measuredRequests = 0;
   let measuredSeconds = 0;
   let missingSeconds = 0;
@@ -151,18 +179,22 @@ function windowStats(rounds: ScrapeRound[], nowMs: number, windowMs: number): Wi
       prev = cur;
     }
     measuredTokens += total[0]!;
-    measuredRequests += total[1]!;
+    measuredPromptTokens += total[1]!;
+    measuredRequests += total[2]!;
     measuredSeconds += (e.samples.at(-1)!.timeMs - first.timeMs) / 1000;
     if (bucketBounds.length === 0) bucketBounds = first.m.ttftBuckets.map(([le]) => le);
-    if (first.m.ttftBuckets.length === bucketBounds.length) buckets = total.slice(2).map((c, i) => c + (buckets[i] ?? 0));
+    if (first.m.ttftBuckets.length === bucketBounds.length) buckets = total.slice(3).map((c, i) => c + (buckets[i] ?? 0));
   }
   if (measuredSeconds <= 0) return null;
-  const tokens = measuredTokens + (measuredTokens / measuredSeconds) * missingSeconds;
+  // Pods without metrics carry the measured pods' mean rate.
+  const scale = 1 + missingSeconds / measuredSeconds;
+  const measuredWork = measuredTokens + promptTokenWeight * measuredPromptTokens;
   const ttft = histogramQuantile(0.95, bucketBounds.map((le, i) => [le, buckets[i] ?? 0]));
   return {
-    tokensPerSecond: tokens / seconds,
+    tokensPerSecond: (measuredTokens * scale) / seconds,
+    workPerSecond: (measuredWork * scale) / seconds,
     inFlight: meanInFlight(inside),
-    tokensPerRequest: measuredRequests > 0 ? measuredTokens / measuredRequests : null,
+    workPerRequest: measuredRequests > 0 ? measuredWork / measuredRequests : null,
     waitingAtStart: waitingAt(inside[0]!),
     waiting: latestWaiting(inside),
     seconds,
@@ -171,26 +203,49 @@ function windowStats(rounds: ScrapeRound[], nowMs: number, windowMs: number): Wi
   };
 }
 
+/** Each scrape interval of the window, oldest first: its end and its statistics. */
+function intervals(rounds: ScrapeRound[], nowMs: number, windowMs: number, promptTokenWeight: number): Array<{ endMs: number; ms: number; stats: WindowStats }> {
+  const inside = rounds.filter((r) => r.timeMs >= nowMs - windowMs && r.timeMs <= nowMs);
+  const out = [];
+  for (let i = 1; i < inside.length; i++) {
+    const [a, b] = [inside[i - 1]!, inside[i]!];
+    const stats = windowStats([a, b], b.timeMs, b.timeMs - a.timeMs, promptTokenWeight);
+    if (stats) out.push({ endMs: b.timeMs, ms: b.timeMs - a.timeMs, stats });
+  }
+  return out;
+}
+
 /**
  * Tokens/s over the window as Knative weighs its windows: per scrape interval, each older interval
  * weighing (1 - 2 / (n + 1)) less than the next of n, so a ramp is seen without waiting half a window.
  */
-function weightedTokensPerSecond(rounds: ScrapeRound[], nowMs: number, windowMs: number): number | null {
+function weightedRates(rounds: ScrapeRound[], nowMs: number, windowMs: number, promptTokenWeight: number): { tokensPerSecond: number; workPerSecond: number } | null {
   const inside = rounds.filter((r) => r.timeMs >= nowMs - windowMs && r.timeMs <= nowMs);
   const decay = 1 - 2 / inside.length;
-  let sum = 0;
-  let weights = 0;
-  let weight = 1;
+  const byEnd = new Map(intervals(rounds, nowMs, windowMs, promptTokenWeight).map((i) => [i.endMs, i]));
+  let [tokens, work, weights, weight] = [0, 0, 0, 1];
   for (let i = inside.length - 1; i > 0; i--) {
-    const [a, b] = [inside[i - 1]!, inside[i]!];
-    const interval = windowStats([a, b], b.timeMs, b.timeMs - a.timeMs);
+    const interval = byEnd.get(inside[i]!.timeMs);
     if (interval) {
-      sum += weight * interval.tokensPerSecond * (b.timeMs - a.timeMs);
-      weights += weight * (b.timeMs - a.timeMs);
+      tokens += weight * interval.stats.tokensPerSecond * interval.ms;
+      work += weight * interval.stats.workPerSecond * interval.ms;
+      weights += weight * interval.ms;
     }
     weight *= decay;
   }
-  return weights > 0 ? sum / weights : null;
+  return weights > 0 ? { tokensPerSecond: tokens / weights, workPerSecond: work / weights } : null;
+}
+
+/** Least-squares line through (x, y) points: its slope, its value at `atX`, and the slope's t statistic. */
+export function fitLine(points: Array<[x: number, y: number]>, atX: number): { slope: number; valueAt: number; tStatistic: number } {
+  const n = points.length;
+  const meanX = points.reduce((a, [x]) => a + x, 0) / n;
+  const meanY = points.reduce((a, [, y]) => a + y, 0) / n;
+  const sxx = points.reduce((a, [x]) => a + (x - meanX) ** 2, 0);
+  const slope = points.reduce((a, [x, y]) => a + (x - meanX) * (y - meanY), 0) / sxx;
+  const residuals = points.reduce((a, [x, y]) => a + (y - meanY - slope * (x - meanX)) ** 2, 0);
+  const slopeError = Math.sqrt(residuals / Math.max(n - 2, 1) / sxx);
+  return { slope, valueAt: meanY + slope * (atX - meanX), tStatistic: slopeError > 0 ? slope / slopeError : slope > 0 ? Infinity : 0 };
 }
 
 /** Requests in flight per round, pods without metrics assumed at the reporting pods' mean; averaged over rounds. */
@@ -230,34 +285,71 @@ const secondsText = (ms: number) => `${fmt(ms / 1000)} s`;
 /**
  * Replicas the queue asks for. Served tokens/s cannot show demand beyond capacity, the queue can:
  * demand = arrivals (served + the queue's growth) + its backlog drained within the stable window, in tokens
- * at the observed tokens per request. Without finished requests to size them, in-flight requests
- * against the batch size (KubeAI's signal).
+ * at the observed tokens (prompt and generated) per request. Without finished requests to size them,
+ * in-flight requests against the batch size (KubeAI's signal).
  */
-function queueReplicas(w: WindowStats, current: number, t: AutoscalingTargets): number {
-  if (w.waiting <= 0) return 0;
-  if (w.tokensPerRequest === null) return replicasFor(w.inFlight, t.maxBatchSize, current);
+function queueReplicas(w: WindowStats, current: number, t: AutoscalingTargets): { replicas: number; sustained: number } {
+  if (w.waiting <= 0) return { replicas: 0, sustained: 0 };
+  if (w.workPerRequest === null) {
+    const replicas = replicasFor(w.inFlight, t.maxBatchSize, current);
+    return { replicas, sustained: replicas };
+  }
   // Arrivals are what was served plus what the queue grew by (less, while it shrinks).
-  const arrivals = Math.max(0, w.tokensPerSecond + ((w.waiting - w.waitingAtStart) * w.tokensPerRequest) / w.seconds);
-  const drain = (w.waiting * w.tokensPerRequest) / (STABLE_WINDOW_MS / 1000);
-  return replicasFor(arrivals + drain, t.targetTokensPerSecondPerReplica, current);
+  const arrivals = Math.max(0, w.workPerSecond + ((w.waiting - w.waitingAtStart) * w.workPerRequest) / w.seconds);
+  const drain = (w.waiting * w.workPerRequest) / (STABLE_WINDOW_MS / 1000);
+  return { replicas: replicasFor(arrivals + drain, t.targetTokensPerSecondPerReplica, current), sustained: replicasFor(arrivals, t.targetTokensPerSecondPerReplica, current) };
 }
 
 /** A replica count one signal asks for, and the words for the Event. */
 interface Term {
-  kind: 'tokens' | 'queue' | 'latency';
+  kind: 'tokens' | 'queue' | 'latency' | 'trend';
   replicas: number;
+  /** What the signal asks for without draining a backlog, when that is less. */
+  sustained?: number;
   reason: string;
 }
 
+/** How tokens/s splits, when prompt tokens are a tenth of it or more. */
+const promptShare = (w: WindowStats, t: AutoscalingTargets) => {
+  const prompt = (w.workPerSecond - w.tokensPerSecond) / (t.promptTokenWeight || 1);
+  return prompt >= 0.1 * w.workPerSecond ? ` (${fmt(w.tokensPerSecond)} generated, ${fmt(prompt)} prompt)` : '';
+};
+
 function tokensTerm(w: WindowStats, current: number, t: AutoscalingTargets): Term {
-  const replicas = replicasFor(w.tokensPerSecond, t.targetTokensPerSecondPerReplica, current);
+  const replicas = replicasFor(w.workPerSecond, t.targetTokensPerSecondPerReplica, current);
   const relation = replicas > current ? '>' : replicas < current ? '<' : 'within 10% of';
-  return { kind: 'tokens', replicas, reason: `tokens/s ${fmt(w.tokensPerSecond)} ${relation} ${current} x ${fmt(t.targetTokensPerSecondPerReplica)} target` };
+  return { kind: 'tokens', replicas, reason: `tokens/s ${fmt(w.workPerSecond)} ${relation} ${current} x ${fmt(t.targetTokensPerSecondPerReplica)} target${promptShare(w, t)}` };
+}
+
+/**
+ * Replicas for the tokens/s expected once a pod asked for now is ready: the line through the stable
+ * window's intervals, carried `startupSeconds` ahead. Per interval, the tokens/s arriving: served plus
+ * the queue's growth (less while a backlog drains), at `workPerRequest`. It counts only on a sustained
+ * rise: a slope TREND_MIN_T_STATISTIC standard errors above zero over the window, each half of the
+ * window rising at half to twice that slope (a step is a new level, not a trend); the rise is capped at TREND_MAX_RISE of the
+ * current level, so that noise cannot buy many replicas. Only ever adds.
+ */
+function trendTerm(rounds: ScrapeRound[], nowMs: number, startupSeconds: number, workPerRequest: number, current: number, t: AutoscalingTargets): Term {
+  const none: Term = { kind: 'trend', replicas: 0, reason: '' };
+  const arriving = (w: WindowStats) => Math.max(0, w.workPerSecond + ((w.waiting - w.waitingAtStart) * workPerRequest) / w.seconds);
+  const window = intervals(rounds, nowMs, STABLE_WINDOW_MS, t.promptTokenWeight ?? 0);
+  const spanMs = window.length ? nowMs - (window[0]!.endMs - window[0]!.ms) : 0;
+  if (window.length < TREND_MIN_INTERVALS || spanMs < TREND_MIN_SPAN_MS) return none;
+  const points = window.map((i): [number, number] => [(i.endMs - i.ms / 2 - nowMs) / 1000, arriving(i.stats)]);
+  const whole = fitLine(points, 0);
+  const half = Math.floor(points.length / 2);
+  const halves = [fitLine(points.slice(0, half), 0).slope, fitLine(points.slice(half), 0).slope];
+  const steady = halves.every((slope) => slope >= whole.slope / 2 && slope <= whole.slope * 2);
+  if (whole.tStatistic < TREND_MIN_T_STATISTIC || !steady || whole.valueAt <= 0) return none;
+  const expected = whole.valueAt + Math.min(whole.slope * startupSeconds, TREND_MAX_RISE * whole.valueAt);
+  const replicas = Math.ceil(expected / t.targetTokensPerSecondPerReplica);
+  if (replicas <= current) return none;
+  return { kind: 'trend', replicas, reason: `tokens/s rising ${fmt(whole.slope)}/s: ${fmt(expected)} expected in ${fmt(startupSeconds)} s (pod start-up) > ${current} x ${fmt(t.targetTokensPerSecondPerReplica)} target` };
 }
 
 function queueTerm(w: WindowStats, current: number, t: AutoscalingTargets): Term {
-  const replicas = queueReplicas(w, current, t);
-  return { kind: 'queue', replicas, reason: `${fmt(w.waiting)} requests waiting need ${replicas} replicas` };
+  const { replicas, sustained } = queueReplicas(w, current, t);
+  return { kind: 'queue', replicas, sustained, reason: `${fmt(w.waiting)} requests waiting need ${replicas} replicas` };
 }
 
 /**
@@ -271,7 +363,7 @@ function latencyTerm(w: WindowStats, current: number, t: AutoscalingTargets): Te
   if (!over || !queueStuck || w.fewestPods < current) return { kind: 'latency', replicas: 0, reason: '' };
   return {
     kind: 'latency',
-    replicas: Math.max(current + 1, Math.ceil(current * Math.min(w.ttftP95Ms! / t.ttftP95TargetMs, PANIC_THRESHOLD))),
+    replicas: current + Math.max(1, Math.ceil((current * (Math.min(w.ttftP95Ms! / t.ttftP95TargetMs, PANIC_THRESHOLD) - 1)) / 2)),
     reason: `ttft p95 ${secondsText(w.ttftP95Ms!)} > ${secondsText(t.ttftP95TargetMs)} with ${fmt(w.waiting)} waiting`,
   };
 }
@@ -282,8 +374,8 @@ function latencyTerm(w: WindowStats, current: number, t: AutoscalingTargets): Te
  * happening now: throughput, queue and latency. Panic (short-window demand at 2x the ready replicas)
  * is named in the reason; scale-down only ever follows the stabilized history.
  */
-function recommend(stable: WindowStats, short: WindowStats | null, current: number, ready: number, t: AutoscalingTargets): { replicas: number; reason: string; panic: boolean } {
-  const candidates = [tokensTerm(stable, current, t), queueTerm(stable, current, t)];
+function recommend(stable: WindowStats, short: WindowStats | null, trend: Term, current: number, ready: number, t: AutoscalingTargets): { replicas: number; sustained: number; reason: string; panic: boolean } {
+  const candidates = [tokensTerm(stable, current, t), queueTerm(stable, current, t), trend];
   let panic = false;
   if (short) {
     const shortTokens = tokensTerm(short, current, t);
@@ -295,11 +387,12 @@ function recommend(stable: WindowStats, short: WindowStats | null, current: numb
     if (panic || short.waiting >= short.waitingAtStart) candidates.push(shortTokens);
   }
   const replicas = Math.max(...candidates.map((c) => c.replicas));
+  const sustained = Math.max(...candidates.map((c) => c.sustained ?? c.replicas));
   // Per kind of signal, the window asking for most; the stable tokens term when none asks for more.
   const strongest = new Map<Term['kind'], Term>();
   for (const c of candidates) if (c.replicas > current && c.replicas > (strongest.get(c.kind)?.replicas ?? 0)) strongest.set(c.kind, c);
   const why = strongest.size ? [...strongest.values()].map((c) => c.reason) : [candidates[0]!.reason];
-  return { replicas, reason: `${panic ? 'panic: ' : ''}${why.join('; ')}`, panic };
+  return { replicas, sustained, reason: `${panic ? 'panic: ' : ''}${why.join('; ')}`, panic };
 }
 
 /**
@@ -315,17 +408,22 @@ const clamp = (n: number, t: AutoscalingTargets) => Math.min(t.maxReplicas, Math
 
 export function decide(input: PolicyInput): Decision {
   const { currentReplicas: current, readyReplicas: ready, targets: t, nowMs } = input;
-  const whole = windowStats(input.rounds, nowMs, STABLE_WINDOW_MS);
-  const stable = whole && { ...whole, tokensPerSecond: weightedTokensPerSecond(input.rounds, nowMs, STABLE_WINDOW_MS) ?? whole.tokensPerSecond };
+  const weight = t.promptTokenWeight ?? 0;
+  const whole = windowStats(input.rounds, nowMs, STABLE_WINDOW_MS, weight);
+  const stable = whole && { ...whole, ...weightedRates(input.rounds, nowMs, STABLE_WINDOW_MS, weight) };
   const downWindowMs = t.scaleDownStabilizationSeconds * 1000;
   if (!stable) {
     const held = clamp(current, t);
     const reason = held === current ? 'no metrics yet: holding replicas' : `replicas ${current} outside [${t.minReplicas}, ${t.maxReplicas}]`;
     return { desiredReplicas: held, reason, panic: false, inputs: null, history: input.history };
   }
-  const rec = recommend(stable, windowStats(input.rounds, nowMs, PANIC_WINDOW_MS), current, ready, t);
+  const trend = trendTerm(input.rounds, nowMs, input.podStartupSeconds ?? DEFAULT_POD_STARTUP_SECONDS, stable.workPerRequest ?? 0, current, t);
+  // Requests are sized over the stable window: the few that finish within the panic window say little.
+  const short = windowStats(input.rounds, nowMs, PANIC_WINDOW_MS, weight);
+  const rec = recommend(stable, short && { ...short, workPerRequest: stable.workPerRequest ?? short.workPerRequest }, trend, current, ready, t);
   const recommended = clamp(rec.replicas, t);
-  const history = remember(input.history, { timeMs: nowMs, replicas: recommended }, downWindowMs);
+  // The stabilization window remembers demand, not the replicas a backlog needed once it is drained.
+  const history = remember(input.history, { timeMs: nowMs, replicas: clamp(rec.sustained, t) }, downWindowMs);
   const stabilized = Math.max(recommended, ...history.filter((h) => h.timeMs > nowMs - downWindowMs).map((h) => h.replicas));
 
   let desired = recommended;
@@ -336,6 +434,11 @@ export function decide(input: PolicyInput): Decision {
     if (input.rolloutInProgress && desired < current) {
       desired = current;
       reason = `scale-down to ${recommended} held while a new revision rolls out; ${reason}`;
+    }
+    // The history forgets the replicas a backlog needed, so they stay until the backlog is served.
+    if (stable.waiting >= 1 && desired < current) {
+      desired = current;
+      reason = `scale-down to ${recommended} held while ${fmt(stable.waiting)} requests wait; ${reason}`;
     }
   }
   desired = clamp(desired, t);

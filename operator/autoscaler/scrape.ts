@@ -82,6 +82,7 @@ export function podMetrics(samples: Sample[]): PodMetrics {
   }
   return {
     generationTokens: sum(samples, 'npuserve_generation_tokens_total'),
+    promptTokens: sum(samples, 'npuserve_prompt_tokens_total'),
     requests: sum(samples, 'npuserve_requests_total'),
     ttftBuckets: [...buckets].sort((a, b) => a[0] - b[0]),
     waiting: sum(samples, 'npuserve_requests_waiting'),
