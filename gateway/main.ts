@@ -1,6 +1,6 @@
 // `npuserve gateway`: watches the NPUModels and their Services' EndpointSlices (or, in static mode,
 // takes fixed servers from --backend), serves the OpenAI routes for all of them, scrapes the replicas'
-// queue and KV usage for the least-loaded choice, writes its held requests on each model as the
+// queue and KV usage for the fallback choice, writes its held requests on each model as the
 // held-requests annotation (the operator scales a model at zero replicas up for them; not in static
 // mode), and on SIGTERM stops accepting and lets requests in flight finish.
 import { createHash } from 'node:crypto';

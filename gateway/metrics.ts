@@ -1,5 +1,5 @@
 // The gateway's Prometheus metrics, all defined here: requests by model and status code, upstream
-// retries, held requests, routing decisions (the prefix's preferred replica or the least-loaded
+// retries, held requests, routing decisions (the prefix's preferred replica or a fallback
 // fallback), and the ready replicas it routes to.
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 

@@ -97,17 +97,23 @@ describe('route: consistent hashing with bounded loads', () => {
     for (const l of loads.values()) expect(l.inFlight).toBeGreaterThanOrEqual(0);
   });
 
-  it('falls back to the least loaded replica under the bound: queue, then KV usage', () => {
-    const ring = new HashRing(['a', 'b', 'c']);
-    const owner = ring.walk('k')[0]!;
-    const others = ['a', 'b', 'c'].filter((r) => r !== owner);
-    const loads = idle(['a', 'b', 'c']);
-    loads.get(owner)!.inFlight = 2;
-    loads.get(others[0]!)!.waiting = 3;
-    expect(route(ring, 'k', loads)).toEqual({ replica: others[1], decision: 'fallback' });
-    loads.get(others[0]!)!.waiting = 0;
-    loads.get(others[1]!)!.kvUsage = 0.9;
-    expect(route(ring, 'k', loads)).toEqual({ replica: others[0], decision: 'fallback' });
+  it('falls back along the ring: the next replica under the bound with an empty queue, the same one for every request of the key', () => {
+    const replicas = ['a', 'b', 'c', 'd'];
+    const ring = new HashRing(replicas);
+    const [owner, second, third, fourth] = ring.walk('k') as [string, string, string, string];
+    const loads = idle(replicas);
+    loads.get(owner)!.inFlight = 2; // bound with 2 in flight: ceil(1.25 x 3 / 4) = 1
+    expect(route(ring, 'k', loads)).toEqual({ replica: second, decision: 'fallback' });
+    expect(route(ring, 'k', loads)).toEqual({ replica: second, decision: 'fallback' });
+    loads.get(second)!.waiting = 3; // busy with other clients' requests: skipped
+    expect(route(ring, 'k', loads)).toEqual({ replica: third, decision: 'fallback' });
+    // Every replica under the bound has a queue: the least loaded (queue, then KV usage).
+    loads.get(third)!.waiting = 2;
+    loads.get(fourth)!.waiting = 2;
+    loads.get(third)!.kvUsage = 0.9;
+    expect(route(ring, 'k', loads)).toEqual({ replica: fourth, decision: 'fallback' });
+    loads.get(fourth)!.waiting = 5;
+    expect(route(ring, 'k', loads)).toEqual({ replica: third, decision: 'fallback' });
   });
 
   it('routes only to replicas that have a load entry (ready ones), and to none when there are none', () => {

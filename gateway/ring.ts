@@ -4,7 +4,7 @@
 // share a prompt prefix meet the same replica's prefix cache, and a replica joining or leaving moves
 // only the keys of its own arcs (about 1/n). A replica may hold at most ceil(loadFactor x average
 // in-flight) requests, counting the new one; when the preferred replica is at that bound the request
-// goes to the least-loaded replica under it instead.
+// goes to the next replica on the ring under it (see `route`).
 import { createHash } from 'node:crypto';
 
 /** Virtual nodes per replica: enough that n replicas split the ring within a few percent. */
@@ -71,9 +71,13 @@ export function loadBound(totalInFlight: number, replicas: number, loadFactor: n
 
 /**
  * The replica for `key` among those of `loads` that are on `ring`, or null when there is none. The
- * preferred one when under its bound; else the least loaded under it (in flight plus its queue, then
- * KV usage, then ring order). Some replica is always under the bound: the loads sum to less than
- * replicas x bound.
+ * preferred one when under its bound. Else, as CHWBL walks the ring, the next replica on the ring
+ * under its bound whose queue is empty: a prefix's overflow then keeps landing on the same second
+ * replica, whose cache holds it too (taking the least-loaded replica instead scattered the overflow
+ * and lost those hits: docs/benchmarks.md, bench:gateway). When every replica under the bound has
+ * requests waiting (other clients keep it busy), the least loaded of them (in flight plus its queue,
+ * then KV usage, then ring order). Some replica is always under the bound: the loads sum to less
+ * than replicas x bound.
  */
 export function route(ring: HashRing, key: string, loads: ReadonlyMap<string, ReplicaLoad>, loadFactor = DEFAULT_LOAD_FACTOR): RouteDecision | null {
   const order = ring.walk(key).filter((r) => loads.has(r));
@@ -82,6 +86,8 @@ export function route(ring: HashRing, key: string, loads: ReadonlyMap<string, Re
   const bound = loadBound(total, order.length, loadFactor);
   const under = order.filter((r) => loads.get(r)!.inFlight + 1 <= bound);
   if (under[0] === order[0]) return { replica: order[0]!, decision: 'preferred' };
+  const idle = under.find((r) => loads.get(r)!.waiting === 0);
+  if (idle !== undefined) return { replica: idle, decision: 'fallback' };
   const score = (r: string) => loads.get(r)!.inFlight + loads.get(r)!.waiting;
   let best = under[0]!;
   for (const r of under.slice(1)) {
