@@ -1,6 +1,6 @@
 // The gateway's Prometheus metrics, all defined here: requests by model and status code, upstream
-// retries, held requests, routing decisions (the prefix's preferred replica or a fallback
-// fallback), and the ready replicas it routes to.
+// retries, held requests, routing decisions (the prefix's preferred replica or, at its load bound,
+// a fallback), and the ready replicas it routes to.
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 
 export class GatewayMetrics {
