@@ -1,6 +1,7 @@
 // The named loads of `npm run bench:autoscale`, each a list of requests replayed the same way every
 // run: Poisson arrivals at a scripted rate, prompt and answer lengths drawn from a seeded generator;
 // and the pods, targets and scrape interval the bench replays them with.
+import { seededRandom } from '../../common/random.js';
 import { SPEC_DEFAULTS } from '../../common/defaults.js';
 
 import type { AutoscalingTargets } from './policy.js';
@@ -13,17 +14,7 @@ export const BENCH_TARGETS: AutoscalingTargets = { ...SPEC_DEFAULTS.autoscaling,
 export const BENCH_POD: PodModel = { tokenMs: 1000 / 480, minStepMs: 1000 / 30, prefillChunkTokens: 256, kvCacheTokens: 8192, startupSeconds: 30 };
 export const BENCH_SCRAPE_INTERVAL_SECONDS = 5;
 
-/** mulberry32: a small seeded generator, so a trace is the same list of requests on every machine. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { seededRandom };
 
 export interface Trace {
   name: string;

@@ -5,21 +5,11 @@
 // samples, but two that need an event this run does not make: the reconcile errors by reason (no
 // reconcile fails) and the rollout-stuck alert (no rollout runs); test/unit/prometheus.test.ts
 // covers both.
-import { createServer, type AddressInfo } from 'node:net';
-
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import type { KubeApi, KubeObject } from '../cluster/kube.js';
-import { dashboardQueries, ruleQueries, startPrometheus, type PrometheusProcess } from '../unit/prometheus-process.js';
+import { dashboardQueries, freePort, ruleQueries, startPrometheus, type PrometheusProcess } from '../unit/prometheus-process.js';
 import { apply, applyCrd, deleteModelNamespace, getModel, kubeClient, modelNamespace, npuModel, startOperator, waitFor, waitForPhase, type OperatorProcess } from './operator-harness.js';
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const { port } = s.address() as AddressInfo;
-  await new Promise((r) => s.close(r));
-  return port;
-}
 
 const converted = (client: KubeApi, ns: string, name: string, reason: string) =>
   waitFor(`${name}: Converted reason ${reason}`, async () => ((await getModel(client, ns, name)).status?.conditions ?? []).some((c) => c.type === 'Converted' && c.reason === reason) || undefined, 240_000, 1000);

@@ -1,16 +1,9 @@
 // Seeded randomness for tests: each randomised test prints its seed so a failure can be replayed.
 
-/** mulberry32: small, seeded, good enough for test inputs. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { seededRandom } from '../../common/random.js';
+
+/** A seeded generator of test inputs (mulberry32). */
+export const rng = seededRandom;
 
 /** A new seed per run, or NPUSERVE_TEST_SEED to replay one; printed either way. */
 export function freshSeed(label: string): number {

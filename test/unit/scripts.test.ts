@@ -2,6 +2,7 @@
 // unknown flag is one line naming it plus the usage with exit code 2 (no stack trace), and
 // bench:autoscale's --json prints its summary as JSON.
 import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 
@@ -36,11 +37,19 @@ describe('scripts with flags', () => {
     expect(bad.stderr).toBe(`npm run ${name}: unknown option '--bogus'\n\n${help.stdout}`);
   });
 
-  it('npm run bench:autoscale -- --json prints the per-policy summary as JSON', () => {
-    const r = script('operator/autoscaler/bench.ts', '--json', '--out', join(workDir, 'autoscale-bench'));
+  it('npm run bench:autoscale -- --json prints, per trace, every policy\'s summary as JSON', () => {
+    const r = script('operator/autoscaler/bench.ts', '--json', '--trace', 'bursts', '--out', join(workDir, 'autoscale-bench'));
     expect(r.code, r.stderr).toBe(0);
-    const report = JSON.parse(r.stdout) as { results: Array<{ policy: string; sloViolationSeconds: number; replicaSeconds: number }> };
-    expect(report.results.map((x) => x.policy)).toEqual(['npuserve (tokens/s, TTFT, queue)', 'HPA-style (requests in flight)']);
-    for (const x of report.results) expect(x.replicaSeconds).toBeGreaterThan(0);
+    type PolicyResult = { policy: string; sloViolationSeconds: number; replicaSeconds: number; scaleEvents: number };
+    const report = JSON.parse(r.stdout) as { results: Array<{ trace: string; policies: PolicyResult[] }> };
+    expect(report.results.map((x) => x.trace)).toEqual(['bursts']);
+    const policies = report.results[0]!.policies;
+    expect(policies.map((x) => x.policy)).toEqual(['npuserve', 'npuserve-60s', 'npuserve-prompts', 'hpa', 'kubeai', 'knative']);
+    for (const x of policies) {
+      expect(x.replicaSeconds).toBeGreaterThan(0);
+      expect(x.sloViolationSeconds).toBeGreaterThanOrEqual(0);
+      expect(x.scaleEvents).toBeGreaterThan(0);
+    }
+    expect(existsSync(join(workDir, 'autoscale-bench', 'autoscale-bursts.svg'))).toBe(true);
   });
 });
