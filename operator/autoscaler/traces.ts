@@ -27,13 +27,7 @@ export interface Trace {
   requests: Request[][];
 }
 
-interface TraceSpec {
-  name: string;
-  description: string;
-  durationSeconds: number;
-  initialReplicas: number;
-  minReplicas: number;
-  seed: number;
+interface TraceSpec extends Omit<Trace, 'requests'> {
   /** Requests per second arriving at second s. */
   rate: (second: number) => number;
   /** Prompt and answer tokens of one request. */

@@ -16,6 +16,8 @@ import { join } from 'node:path';
 import OpenAI from 'openai';
 
 import { type CommandSpec, type FlagValues, intFlag, runScript, stringFlag } from '../../common/flags.js';
+import type { EndpointSlice } from '../../gateway/kube.js';
+import { readyReplicas } from '../../gateway/table.js';
 import { parsePrometheusText } from '../../operator/autoscaler/scrape.js';
 import { chatConversations, DEFAULT_CHAT_WORKLOAD, runChatWorkload, summarizeTurns, type ChatWorkloadOptions, type TurnSummary } from '../../runtime/bench/chat-workload.js';
 import { measurePrefixCaching, prefixReport } from '../../runtime/bench/prefix-modes.js';
@@ -75,11 +77,10 @@ function metric(text: string, name: string): number {
   return parsePrometheusText(text).filter((s) => s.name === name).reduce((a, s) => a + s.value, 0);
 }
 
-/** `ip:port` of the model's ready serving endpoints, from its Service's EndpointSlices. */
+/** `ip:port` of the model's ready serving endpoints, read from its Service's EndpointSlices as the gateway reads them. */
 async function endpoints(client: KubeApi, ns: string, service: string): Promise<string[]> {
-  type Slice = KubeObject & { ports?: Array<{ port: number }>; endpoints?: Array<{ addresses: string[]; conditions?: { ready?: boolean } }> };
-  const list = await client.list<Slice>(`/apis/discovery.k8s.io/v1/namespaces/${ns}/endpointslices`, { labelSelector: `kubernetes.io/service-name=${service}` });
-  return list.items.flatMap((s) => (s.endpoints ?? []).filter((e) => e.conditions?.ready !== false).map((e) => `${e.addresses[0]}:${s.ports?.[0]?.port}`));
+  const list = await client.list<EndpointSlice>(`/apis/discovery.k8s.io/v1/namespaces/${ns}/endpointslices`, { labelSelector: `kubernetes.io/service-name=${service}` });
+  return readyReplicas(list.items).get(`${ns}/${service}`) ?? [];
 }
 
 async function scrapeAll(replicas: string[]): Promise<Map<string, string>> {
