@@ -222,6 +222,53 @@ describe('gateway: static backends (--backend)', () => {
     expect((await (await chat(g.url, 'mistral')).json()).error.message).toBe("The model 'mistral' does not exist; this gateway serves 'small', 'tiny'.");
   });
 
+  it("keeps a conversation on the replica that took its spilled first turn, not the system prompt's replica", async () => {
+    // Replicas that answer when released, so requests stay in flight.
+    const parked: Array<() => void> = [];
+    const seen: Record<'a' | 'b', Seen[]> = { a: [], b: [] };
+    const held = (_req: IncomingMessage, res: ServerResponse, body: string) => parked.push(() => ok(_req, res, body));
+    const [a, b] = [await replica(held, seen.a), await replica(held, seen.b)];
+    const g = await staticGateway(['--backend', `tiny=${a}`, '--backend', `tiny=${b}`]);
+    const system = { role: 'system', content: 'You are a terse assistant for the npuserve test suite. '.repeat(3) };
+    const send = (messages: object[]) => chat(g.url, 'tiny', { messages: [system, ...messages] });
+    const lastUser = (s: Seen) => JSON.parse(s.body).messages.at(-1).content as string;
+    const where = (content: string) => (seen.a.some((s) => lastUser(s) === content) ? 'a' : seen.b.some((s) => lastUser(s) === content) ? 'b' : undefined);
+    const until = async (n: number) => {
+      while (seen.a.length + seen.b.length < n) await new Promise((r) => setTimeout(r, 5));
+    };
+
+    // Two conversations in flight fill the system prompt's replica to its bound (ceil(1.25 x 3 / 2) = 2) ...
+    const first = [send([{ role: 'user', content: 'one' }]), send([{ role: 'user', content: 'two' }])];
+    await until(2);
+    const owner = where('one')!;
+    expect(where('two')).toBe(owner);
+    // ... so the third conversation's first turn spills to the other replica.
+    const third = send([{ role: 'user', content: 'three' }]);
+    await until(3);
+    const spilled = where('three')!;
+    expect(spilled).not.toBe(owner);
+    for (const release of parked.splice(0)) release();
+    for (const r of await Promise.all([...first, third])) expect(r.status).toBe(200);
+
+    // Idle now, the ring would pick the owner; the conversation's next turns go where its history is.
+    for (const [i, turn] of ['three, again', 'three, once more'].entries()) {
+      const next = send([{ role: 'user', content: 'three' }, { role: 'assistant', content: 'hi' }, ...(i ? [{ role: 'user', content: 'three, again' }, { role: 'assistant', content: 'hi' }] : []), { role: 'user', content: turn }]);
+      await until(4 + i);
+      expect(where(turn)).toBe(spilled);
+      parked.splice(0).forEach((release) => release());
+      expect((await next).status).toBe(200);
+    }
+    // A new conversation with the same system prompt still goes to the ring's replica.
+    const fresh = send([{ role: 'user', content: 'four' }]);
+    await until(6);
+    expect(where('four')).toBe(owner);
+    parked.splice(0).forEach((release) => release());
+    expect((await fresh).status).toBe(200);
+    const decisions = await g.metrics.registry.getSingleMetricAsString('npuserve_gateway_routing_decisions_total');
+    expect(decisions).toMatch(/model="tiny",decision="affinity"} 2\b/);
+    expect(decisions).toMatch(/model="tiny",decision="fallback"} 1\b/);
+  });
+
   it('holds a request whose only server refuses connections until the hold deadline, then answers 503 naming the server', async () => {
     const gone = createServer();
     const port = await listen(gone);

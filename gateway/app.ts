@@ -13,6 +13,7 @@ import { jsonBody } from '../runtime/server/json-body.js';
 import type { GatewayConfig } from './config.js';
 import type { Holds } from './hold.js';
 import type { GatewayMetrics } from './metrics.js';
+import { prefixChain } from './affinity.js';
 import { prefixKey } from './prefix.js';
 import { attempt, forwardedHeaders, pipeAnswer, sendBuffered } from './proxy.js';
 import type { Routing } from './routing.js';
@@ -97,6 +98,7 @@ async function forwardRequest(state: GatewayState, cfg: GatewayOptions, log: Log
   // The pods serve the model under its bare name: a qualified `namespace/name` is rewritten.
   const bytes = body.model === entry.name ? rawBody : Buffer.from(JSON.stringify({ ...body, model: entry.name }));
   const key = prefixKey(body, cfg.prefixChars);
+  const chain = prefixChain(entry.key, body);
   // The replica logs the request under the id the gateway's access log gave it.
   const headers = { ...forwardedHeaders(req.headers, req.socket.remoteAddress), 'x-request-id': String(res.getHeader('X-Request-Id')) };
   const client = new AbortController();
@@ -106,7 +108,7 @@ async function forwardRequest(state: GatewayState, cfg: GatewayOptions, log: Log
   const count = (code: number) => state.metrics.requests.inc({ model: entry.key, code: String(code) });
 
   for (let retried = false; ;) {
-    const choice = state.routing.choose(entry.key, key, tried);
+    const choice = state.routing.choose(entry.key, key, chain, tried);
     if (!choice) {
       const outcome = await hold(state, entry.key, deadlineMs - Date.now(), client.signal);
       if (outcome === 'aborted') return;

@@ -6,7 +6,8 @@
 /** KubeAI's default prefix length. */
 export const DEFAULT_PREFIX_CHARS = 100;
 
-function contentText(content: unknown): string {
+/** A message's text: a string content, or its text parts joined. */
+export function contentText(content: unknown): string {
   if (typeof content === 'string') return content;
   if (!Array.isArray(content)) return '';
   return content.map((part) => (part && typeof part === 'object' && typeof (part as { text?: unknown }).text === 'string' ? (part as { text: string }).text : '')).join('');

@@ -116,6 +116,22 @@ describe('route: consistent hashing with bounded loads', () => {
     expect(route(ring, 'k', loads)).toEqual({ replica: third, decision: 'fallback' });
   });
 
+  it('sends a request to the first remembered replica under the bound (affinity), else as the ring would', () => {
+    const replicas = ['a', 'b', 'c', 'd'];
+    const ring = new HashRing(replicas);
+    const [owner, second, third] = ring.walk('k') as [string, string, string];
+    const loads = idle(replicas);
+    expect(route(ring, 'k', loads, 1.25, [third, second])).toEqual({ replica: third, decision: 'affinity' });
+    loads.get(third)!.inFlight = 2; // bound with 2 in flight: ceil(1.25 x 3 / 4) = 1
+    expect(route(ring, 'k', loads, 1.25, [third, second])).toEqual({ replica: second, decision: 'affinity' });
+    loads.get(second)!.inFlight = 1; // bound with 3 in flight: ceil(1.25 x 4 / 4) = 2
+    expect(route(ring, 'k', loads, 1.25, [third, second])).toEqual({ replica: second, decision: 'affinity' });
+    loads.get(second)!.inFlight = 2; // bound with 4: ceil(1.25 x 5 / 4) = 2, both remembered ones full
+    expect(route(ring, 'k', loads, 1.25, [third, second])).toEqual({ replica: owner, decision: 'preferred' });
+    // A remembered replica that is not ready (no load entry) is skipped.
+    expect(route(ring, 'k', idle([owner, second]), 1.25, ['gone', second])).toEqual({ replica: second, decision: 'affinity' });
+  });
+
   it('routes only to replicas that have a load entry (ready ones), and to none when there are none', () => {
     const ring = new HashRing(['a', 'b']);
     expect(route(ring, 'k', idle(['b']))?.replica).toBe('b');

@@ -60,8 +60,11 @@ export interface ReplicaLoad {
 
 export interface RouteDecision {
   replica: string;
-  /** `preferred`: the key's owner on the ring; `fallback`: it was at its bound. */
-  decision: 'preferred' | 'fallback';
+  /**
+   * `affinity`: the replica that took a longer prefix of this prompt before (a conversation's earlier
+   * turn); `preferred`: the key's owner on the ring; `fallback`: it was at its bound.
+   */
+  decision: 'affinity' | 'preferred' | 'fallback';
 }
 
 /** Most requests one replica may hold, the new one included: ceil(loadFactor x (in flight + 1) / replicas). */
@@ -71,6 +74,8 @@ export function loadBound(totalInFlight: number, replicas: number, loadFactor: n
 
 /**
  * The replica for `key` among those of `loads` that are on `ring`, or null when there is none. The
+ * first of `remembered` (replicas that took longer prefixes of this prompt, longest first:
+ * affinity.ts) under the bound, so a conversation stays where its history is cached. Else the
  * preferred one when under its bound. Else, as CHWBL walks the ring, the next replica on the ring
  * under its bound whose queue is empty: a prefix's overflow then keeps landing on the same second
  * replica, whose cache holds it too (taking the least-loaded replica instead scattered the overflow
@@ -79,12 +84,14 @@ export function loadBound(totalInFlight: number, replicas: number, loadFactor: n
  * then KV usage, then ring order). Some replica is always under the bound: the loads sum to less
  * than replicas x bound.
  */
-export function route(ring: HashRing, key: string, loads: ReadonlyMap<string, ReplicaLoad>, loadFactor = DEFAULT_LOAD_FACTOR): RouteDecision | null {
+export function route(ring: HashRing, key: string, loads: ReadonlyMap<string, ReplicaLoad>, loadFactor = DEFAULT_LOAD_FACTOR, remembered: readonly string[] = []): RouteDecision | null {
   const order = ring.walk(key).filter((r) => loads.has(r));
   if (order.length === 0) return null;
   const total = order.reduce((s, r) => s + loads.get(r)!.inFlight, 0);
   const bound = loadBound(total, order.length, loadFactor);
   const under = order.filter((r) => loads.get(r)!.inFlight + 1 <= bound);
+  const known = remembered.find((r) => under.includes(r));
+  if (known !== undefined) return { replica: known, decision: 'affinity' };
   if (under[0] === order[0]) return { replica: order[0]!, decision: 'preferred' };
   const idle = under.find((r) => loads.get(r)!.waiting === 0);
   if (idle !== undefined) return { replica: idle, decision: 'fallback' };

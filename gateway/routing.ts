@@ -4,6 +4,7 @@
 import type { NPUModel } from '../operator/types.js';
 import type { StaticBackend } from './config.js';
 import type { EndpointSlice } from './kube.js';
+import { AffinityMemory } from './affinity.js';
 import { HashRing, route, type ReplicaLoad, type RouteDecision } from './ring.js';
 import { modelTable, readyReplicas, staticTable, type ModelTable } from './table.js';
 
@@ -13,8 +14,14 @@ export class Routing {
   private readonly rings = new Map<string, HashRing>();
   private readonly inFlight = new Map<string, number>();
   private readonly scraped = new Map<string, { waiting: number; kvUsage: number }>();
+  private readonly affinity: AffinityMemory;
 
-  constructor(private readonly loadFactor: number) {}
+  constructor(
+    private readonly loadFactor: number,
+    affinityEntries?: number,
+  ) {
+    this.affinity = new AffinityMemory(affinityEntries);
+  }
 
   setModels(models: NPUModel[]): void {
     this.table = modelTable(models);
@@ -52,8 +59,11 @@ export class Routing {
     return [...new Set([...this.replicas.values()].flat())];
   }
 
-  /** The replica for a request of `model` with prefix `key`, never one of `exclude`; null when none is ready. */
-  choose(model: string, key: string, exclude: ReadonlySet<string>): RouteDecision | null {
+  /**
+   * The replica for a request of `model` with prefix `key` and prefix chain `chain` (affinity.ts),
+   * never one of `exclude`; null when none is ready. The choice is remembered for the chain's prefixes.
+   */
+  choose(model: string, key: string, chain: readonly string[], exclude: ReadonlySet<string>): RouteDecision | null {
     const replicas = this.replicasOf(model);
     let ring = this.rings.get(model);
     if (!ring) {
@@ -62,7 +72,9 @@ export class Routing {
     }
     const loads = new Map<string, ReplicaLoad>();
     for (const r of replicas) if (!exclude.has(r)) loads.set(r, { inFlight: this.inFlight.get(r) ?? 0, ...(this.scraped.get(r) ?? { waiting: 0, kvUsage: 0 }) });
-    return route(ring, key, loads, this.loadFactor);
+    const choice = route(ring, key, loads, this.loadFactor, this.affinity.candidates(chain));
+    if (choice) this.affinity.remember(chain, choice.replica);
+    return choice;
   }
 
   started(replica: string): void {
