@@ -101,5 +101,6 @@ async function studyServer(o: BenchOptions, progress: ProgressFn): Promise<Study
     };
   } finally {
     clearInterval(sampler);
+    target.close();
   }
 }

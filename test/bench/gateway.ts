@@ -39,7 +39,7 @@ const COMMAND: CommandSpec = {
   summary: 'Prefix-aware routing through npuserve gateway against the Service on 4 replicas of SmolLM2 on the local cluster, one replica with and without prefix caching, and a scale from zero.',
   flags: [
     { name: 'conversations', value: 'N', default: '32', description: 'conversations per routing mode (system prompt i % 8 each)' },
-    { name: 'turns', value: 'N', default: '3', description: 'turns per conversation' },
+    { name: 'turns', value: 'N', default: '6', description: 'turns per conversation' },
     { name: 'concurrency', value: 'N', default: '4', description: 'conversations in flight at once' },
     { name: 'out', value: 'DIR', default: 'bench-results', description: 'folder of gateway.json' },
   ],
@@ -95,6 +95,17 @@ interface RoutingResult {
   /** Per replica: requests it answered, and the most it held at once (running + waiting, sampled every 100 ms). */
   replicas: Array<{ replica: string; requests: number; maxInFlight: number }>;
   seconds: number;
+  /** Through the gateway: its routing decisions during the run (affinity, preferred, fallback). */
+  decisions?: Record<string, number>;
+}
+
+/** npuserve_gateway_routing_decisions_total by decision, of the gateway at `url`. */
+async function routingDecisions(url: string): Promise<Record<string, number>> {
+  const out: Record<string, number> = {};
+  for (const s of parsePrometheusText(await (await fetch(`${url}/metrics`)).text())) {
+    if (s.name === 'npuserve_gateway_routing_decisions_total') out[s.labels.decision!] = (out[s.labels.decision!] ?? 0) + s.value;
+  }
+  return out;
 }
 
 /**
@@ -232,6 +243,7 @@ function report(routing: RoutingResult[], oneReplica: string, zero: ZeroResult, 
     }),
     '',
     ...service.turns.map((t, i) => `turn ${t.turn + 1}: TTFT p50 ${(t.ttftP50Ms / gateway.turns[i].ttftP50Ms).toFixed(1)}x lower through the gateway than round-robin, p95 ${(t.ttftP95Ms / gateway.turns[i].ttftP95Ms).toFixed(1)}x`),
+    `the gateway's routing decisions: ${Object.entries(gateway.decisions ?? {}).map(([d, n]) => `${d} ${n}`).join(', ')} (affinity: a conversation's earlier replica; preferred: the system prompt's replica on the ring; fallback: it was at its bound)`,
     '',
     '### One replica, with and without prefix caching (a local `npuserve serve` of the same model, same workload)',
     '',
@@ -316,8 +328,14 @@ async function main(f: FlagValues): Promise<void> {
     ];
     for (const { mode, tag, url, fetcher } of routes) {
       console.error(`bench:gateway: ${workload.conversations} conversations, ${mode}`);
-      routing.push(await measureRouting(mode, url, replicas, { ...workload, tag }, concurrency, fetcher));
-      console.error(JSON.stringify(routing.at(-1)));
+      const decided = url === gatewayUrl ? await routingDecisions(gatewayUrl) : undefined;
+      const result = await measureRouting(mode, url, replicas, { ...workload, tag }, concurrency, fetcher);
+      if (decided) {
+        const now = await routingDecisions(gatewayUrl);
+        result.decisions = Object.fromEntries(Object.entries(now).map(([d, n]) => [d, n - (decided[d] ?? 0)]));
+      }
+      routing.push(result);
+      console.error(JSON.stringify(result));
     }
     console.error('bench:gateway: scale from zero');
     const zero = await measureScaleFromZero(client, ns, gatewayUrl);
