@@ -3,7 +3,7 @@
 # nodes' pods, iptables and conntrack serve kube-proxy, podman, buildah and debootstrap build the
 # image; prometheus (prometheus and promtool, without its recommended exporters) checks the chart's
 # dashboard and alert rules. Installed when missing (as root, with apt-get); elsewhere this says what
-# is missing, and the cluster tests fall back to the node agent.
+# is missing, and the tests that need it cannot run.
 set -euo pipefail
 packages=(podman buildah containerd runc containernetworking-plugins iptables conntrack debootstrap)
 bare_packages=(prometheus)

@@ -112,7 +112,13 @@ describe('chart files', () => {
     const pvc = docs.find((d) => d.kind === 'PersistentVolumeClaim')!;
     expect(pvc.metadata).toMatchObject({ name: 'npuserve-artifacts', namespace: 'npuserve-system' });
     expect(pvc.spec.resources.requests.storage).toBe('50Gi');
-    expect(docs.find((d) => d.kind === 'ServiceMonitor')?.spec.endpoints[0]).toMatchObject({ port: 'metrics', path: '/metrics' });
+    const monitors = docs.filter((d) => d.kind === 'ServiceMonitor');
+    expect(monitors.find((d) => d.metadata.name === 'npuserve')?.spec.endpoints[0]).toMatchObject({ port: 'metrics', path: '/metrics' });
+    // The gateway's, on its Service's port, selecting the gateway's Service only.
+    const gateway = monitors.find((d) => d.metadata.name === 'npuserve-gateway')!;
+    expect(gateway.spec.endpoints[0]).toMatchObject({ port: 'http', path: '/metrics' });
+    expect(gateway.spec.selector.matchLabels).toEqual({ 'app.kubernetes.io/name': 'npuserve-gateway', 'app.kubernetes.io/instance': 'npuserve' });
+    expect((await render('serviceMonitor.enabled=true', 'gateway.enabled=false')).filter((d) => d.kind === 'ServiceMonitor').map((d) => d.metadata.name)).toEqual(['npuserve']);
   });
 
   it('observability: the Grafana dashboard ConfigMap by default; the PodMonitor and the PrometheusRule when enabled, whose rules promtool checks', async () => {

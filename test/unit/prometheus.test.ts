@@ -2,7 +2,8 @@
 // (a tiny INT8 test model under a load of 200s, 429s and 400s) and the operator's /metrics (its
 // registry served over HTTP after a reconciler and the autoscaler went through known events on a
 // recording API client: a model converted and serving, one rolling out, one whose accuracy gate
-// failed, one whose conversion failed, a reconcile refused by the API server). Every dashboard query
+// failed, one whose conversion failed, a reconcile refused by the API server), and a gateway routing
+// to the server (its first request held until the replica is ready). Every dashboard query
 // and every alert expression must answer with samples. The same against the operator on the local
 // cluster is test/integration/prometheus.test.ts.
 import { createServer, type Server } from 'node:http';
@@ -11,6 +12,10 @@ import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { createLogger } from '../../common/log.js';
+import { createGatewayApp } from '../../gateway/app.js';
+import { Holds } from '../../gateway/hold.js';
+import { GatewayMetrics } from '../../gateway/metrics.js';
+import { Routing } from '../../gateway/routing.js';
 import { Autoscaler } from '../../operator/autoscaler/autoscaler.js';
 import { parseOperatorConfig } from '../../operator/config.js';
 import { Controller } from '../../operator/controller.js';
@@ -119,9 +124,36 @@ async function load(server: ServerProcess): Promise<Map<number, number>> {
   return statuses;
 }
 
+/**
+ * `npuserve gateway`'s app in this process, serving the model `chat` of namespace NS from the real
+ * server on `serverPort`, as it would from the model Service's EndpointSlice. Its first request is
+ * held (no ready replica yet) until the slice arrives, then 4 more go through, so its requests,
+ * routing and held-requests series all exist.
+ */
+async function gatewayTraffic(serverPort: number): Promise<{ gateway: Server; statuses: number[] }> {
+  const routing = new Routing(1.25);
+  const metrics = new GatewayMetrics();
+  const holds = new Holds((m, n) => metrics.held.set({ model: m }, n));
+  routing.setModels([npuModel(MODEL)]);
+  const app = createGatewayApp({ routing, holds, metrics, ready: () => true }, { prefixChars: 100, holdTimeoutSeconds: 30, retryAfterSeconds: 5, bodyLimitBytes: 2 ** 20 }, silent);
+  const gateway = app.listen(0, '127.0.0.1');
+  await new Promise((r) => gateway.once('listening', r));
+  const url = `http://127.0.0.1:${(gateway.address() as AddressInfo).port}`;
+  const chat = (i: number) => fetch(`${url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: `${NS}/${MODEL}`, messages: [{ role: 'user', content: `Hello ${i}` }], max_tokens: 4 }) }).then(async (r) => (await r.arrayBuffer(), r.status));
+  const held = chat(0);
+  for (let i = 0; i < 100 && !(await metrics.registry.getSingleMetricAsString('npuserve_gateway_held_requests')).includes(' 1'); i++) await new Promise((r) => setTimeout(r, 20));
+  const slice = { metadata: { namespace: NS, name: `${MODEL}-abc`, labels: { 'kubernetes.io/service-name': MODEL } }, addressType: 'IPv4', ports: [{ name: 'http', port: serverPort }], endpoints: [{ addresses: ['127.0.0.1'], conditions: { ready: true } }] };
+  for (const m of routing.setSlices([slice])) holds.release(m);
+  const statuses = [await held];
+  for (let i = 1; i < 5; i++) statuses.push(await chat(i));
+  return { gateway, statuses };
+}
+
 describe('the dashboard and the alert rules against a real Prometheus', () => {
   let server: ServerProcess;
   let operator: Server;
+  let gateway: Server;
+  let gatewayStatuses: number[];
   let prometheus: PrometheusProcess;
   let statuses: Map<number, number>;
 
@@ -131,10 +163,12 @@ describe('the dashboard and the alert rules against a real Prometheus', () => {
     const revision = await operatorEvents(serverPort);
     operator = createServer((_req, res) => void registry.metrics().then((text) => res.setHeader('content-type', registry.contentType).end(text)));
     await new Promise<void>((r) => operator.listen(0, '127.0.0.1', r));
+    ({ gateway, statuses: gatewayStatuses } = await gatewayTraffic(serverPort));
     prometheus = await startPrometheus([
       // The labels the chart's PodMonitor gives a serving pod's series: namespace, pod, and the pod's revision.
       { job_name: 'npuserve-models', static_configs: [{ targets: [`127.0.0.1:${serverPort}`], labels: { namespace: NS, pod: `${MODEL}-0`, revision } }] },
       { job_name: 'npuserve-operator', honor_labels: true, static_configs: [{ targets: [`127.0.0.1:${(operator.address() as AddressInfo).port}`] }] },
+      { job_name: 'npuserve-gateway', static_configs: [{ targets: [`127.0.0.1:${(gateway.address() as AddressInfo).port}`] }] },
     ]);
     await prometheus.scraped();
     statuses = await load(server);
@@ -144,11 +178,14 @@ describe('the dashboard and the alert rules against a real Prometheus', () => {
   afterAll(async () => {
     await prometheus?.stop();
     await new Promise((r) => operator?.close(r));
+    gateway?.closeAllConnections();
+    await new Promise((r) => gateway?.close(r));
     expect(await server?.stop()).toBe(0);
   });
 
-  it('the load produced 200s, 429s and 400s', () => {
+  it('the load produced 200s, 429s and 400s; the gateway answered its held request and the rest', () => {
     expect([...statuses.keys()].sort()).toEqual([200, 400, 429]);
+    expect(gatewayStatuses).toEqual([200, 200, 200, 200, 200]);
   });
 
   it('every dashboard query answers with samples', async () => {
