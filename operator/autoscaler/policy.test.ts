@@ -2,9 +2,10 @@
 // the replica sequence a user would see, plus hand-built scrape rounds for the edge cases.
 import { describe, expect, it } from 'vitest';
 
+import { seededRandom } from '../../common/random.js';
 import { decide, fitLine, histogramQuantile, type AutoscalingTargets, type PodMetrics, type PolicyInput, type ScrapeRound } from './policy.js';
 import { replicaSteps, simulate, summary, TTFT_BUCKETS_SECONDS, type Faults, type PodModel } from './simulator.js';
-import { evenRequests, seededRandom } from './traces.js';
+import { evenRequests } from './traces.js';
 
 const targets: AutoscalingTargets = { minReplicas: 1, maxReplicas: 8, targetTokensPerSecondPerReplica: 400, ttftP95TargetMs: 800, scaleDownStabilizationSeconds: 60, maxBatchSize: 16 };
 // A replica serves 480 tokens/s at a full batch (20% above the target), is ready 15 s after it is asked for.

@@ -1,8 +1,8 @@
 // The named loads of `npm run bench:autoscale`, each a list of requests replayed the same way every
 // run: Poisson arrivals at a scripted rate, prompt and answer lengths drawn from a seeded generator;
 // and the pods, targets and scrape interval the bench replays them with.
-import { seededRandom } from '../../common/random.js';
 import { SPEC_DEFAULTS } from '../../common/defaults.js';
+import { seededRandom } from '../../common/random.js';
 
 import type { AutoscalingTargets } from './policy.js';
 import { simulate, type PodModel, type Policy, type Request, type Second } from './simulator.js';
@@ -13,8 +13,6 @@ export const BENCH_TARGETS: AutoscalingTargets = { ...SPEC_DEFAULTS.autoscaling,
 // of KV cache, 30 s from scale decision to ready.
 export const BENCH_POD: PodModel = { tokenMs: 1000 / 480, minStepMs: 1000 / 30, prefillChunkTokens: 256, kvCacheTokens: 8192, startupSeconds: 30 };
 export const BENCH_SCRAPE_INTERVAL_SECONDS = 5;
-
-export { seededRandom };
 
 export interface Trace {
   name: string;

@@ -1,9 +1,10 @@
-// `npm run bench:server`: load-tests real `npuserve serve` processes with the official openai client.
+// `npm run bench:server`: load-tests real `npuserve serve` processes with streamed completions.
 // (1) Rising concurrency: the server's tokens/s and TTFT against the engine's own tokens/s on the
 // same requests (the engine in this process behind the same scheduler, no HTTP) and against the same
 // server behind a static `npuserve gateway`, interleaved in one run, giving the cost of the HTTP path
-// and of the gateway's hop. (2) A mixed load (Poisson arrivals, mixed prompt and output
-// lengths) against continuous batching and against the seed's fixed-size batches: p95 TTFT.
+// and of the gateway's hop (a lean HTTP client: targets.ts HttpTarget). (2) A mixed load (Poisson
+// arrivals, mixed prompt and output lengths) through the official openai client against continuous
+// batching and against the seed's fixed-size batches: p95 TTFT.
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, setPriority } from 'node:os';
