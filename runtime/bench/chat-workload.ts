@@ -19,6 +19,8 @@ export interface ChatWorkloadOptions {
   maxTokensPerTurn: number;
   /** Put in every system prompt's first words, so runs with different tags share no cached prefix. */
   tag?: string;
+  /** How conversations take turns (default sequential). */
+  order?: ChatOrder;
 }
 
 export const DEFAULT_CHAT_WORKLOAD: ChatWorkloadOptions = { systemPrompts: 8, systemWords: 300, conversations: 24, turns: 2, userWords: 30, maxTokensPerTurn: 24 };
@@ -75,23 +77,68 @@ async function chatTurn(client: OpenAI, model: string, messages: OpenAI.Chat.Cha
   return { text, promptTokens, ttftMs: (firstMs ?? endMs) - startMs, e2eMs: endMs - startMs };
 }
 
-/** Runs the conversations, `concurrency` at a time, each conversation's turns one after another. */
-export async function runChatWorkload(client: OpenAI, model: string, conversations: readonly Conversation[], o: Pick<ChatWorkloadOptions, 'maxTokensPerTurn'> & { concurrency: number }): Promise<TurnTiming[]> {
-  const timings: TurnTiming[] = [];
-  let next = 0;
-  const worker = async () => {
-    for (let c = next++; c < conversations.length; c = next++) {
-      const conv = conversations[c];
-      const messages: OpenAI.Chat.ChatCompletionMessageParam[] = [{ role: 'system', content: conv.system }];
-      for (let turn = 0; turn < conv.users.length; turn++) {
-        messages.push({ role: 'user', content: conv.users[turn] });
-        const r = await chatTurn(client, model, messages, o.maxTokensPerTurn, conv.seed * 100 + turn);
-        messages.push({ role: 'assistant', content: r.text });
-        timings.push({ conversation: conv.id, turn, promptTokens: r.promptTokens, ttftMs: r.ttftMs, e2eMs: r.e2eMs });
-      }
-    }
+/**
+ * How conversations take turns. `sequential`: each of `concurrency` users runs one conversation's
+ * turns back to back, then starts the next conversation (only `concurrency` conversations are open
+ * at a time). `interleaved`: every conversation is open from the start and its turns queue first in,
+ * first out with everyone else's, as users who read an answer and type the next question while the
+ * others are served: between two turns of a conversation, every other conversation takes a turn.
+ */
+export type ChatOrder = 'sequential' | 'interleaved';
+
+export const CHAT_ORDERS: readonly ChatOrder[] = ['sequential', 'interleaved'];
+
+/** One conversation's turns in order, each sent with the history so far, through `send`. */
+async function converse(conv: Conversation, send: (messages: OpenAI.Chat.ChatCompletionMessageParam[], turn: number) => Promise<string>): Promise<void> {
+  const messages: OpenAI.Chat.ChatCompletionMessageParam[] = [{ role: 'system', content: conv.system }];
+  for (let turn = 0; turn < conv.users.length; turn++) {
+    messages.push({ role: 'user', content: conv.users[turn] });
+    messages.push({ role: 'assistant', content: await send([...messages], turn) });
+  }
+}
+
+/** At most `slots` holders at once; waiters are let in first come, first served. */
+function fifoGate(slots: number) {
+  const queue: Array<() => void> = [];
+  let free = slots;
+  return {
+    acquire: () => new Promise<void>((resolve) => (free > 0 ? (free--, resolve()) : queue.push(resolve))),
+    release: () => {
+      const next = queue.shift();
+      if (next) next();
+      else free++;
+    },
   };
-  await Promise.all(Array.from({ length: o.concurrency }, worker));
+}
+
+/** Runs the conversations with `concurrency` turns in flight at most, in the given order (default sequential). */
+export async function runChatWorkload(client: OpenAI, model: string, conversations: readonly Conversation[], o: Pick<ChatWorkloadOptions, 'maxTokensPerTurn' | 'order'> & { concurrency: number }): Promise<TurnTiming[]> {
+  const timings: TurnTiming[] = [];
+  const turnOf = (conv: Conversation) => async (messages: OpenAI.Chat.ChatCompletionMessageParam[], turn: number) => {
+    const r = await chatTurn(client, model, messages, o.maxTokensPerTurn, conv.seed * 100 + turn);
+    timings.push({ conversation: conv.id, turn, promptTokens: r.promptTokens, ttftMs: r.ttftMs, e2eMs: r.e2eMs });
+    return r.text;
+  };
+  if (o.order === 'interleaved') {
+    const gate = fifoGate(o.concurrency);
+    await Promise.all(conversations.map((conv) => {
+      const send = turnOf(conv);
+      return converse(conv, async (messages, turn) => {
+        await gate.acquire();
+        try {
+          return await send(messages, turn);
+        } finally {
+          gate.release();
+        }
+      });
+    }));
+    return timings;
+  }
+  let next = 0;
+  const user = async () => {
+    for (let c = next++; c < conversations.length; c = next++) await converse(conversations[c], turnOf(conversations[c]));
+  };
+  await Promise.all(Array.from({ length: o.concurrency }, user));
   return timings;
 }
 

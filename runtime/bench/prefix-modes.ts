@@ -25,7 +25,7 @@ export async function measurePrefixCaching(modelPath: string, prefixCaching: boo
   try {
     const client = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: 'unused', maxRetries: 0, timeout: 600_000 });
     const t0 = performance.now();
-    const timings = await runChatWorkload(client, 'bench', chatConversations(workload), { maxTokensPerTurn: workload.maxTokensPerTurn, concurrency });
+    const timings = await runChatWorkload(client, 'bench', chatConversations(workload), { maxTokensPerTurn: workload.maxTokensPerTurn, order: workload.order, concurrency });
     const seconds = (performance.now() - t0) / 1000;
     const metrics = await (await fetch(`${server.url}/metrics`)).text();
     return {

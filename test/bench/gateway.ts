@@ -15,11 +15,11 @@ import { join } from 'node:path';
 
 import OpenAI from 'openai';
 
-import { type CommandSpec, type FlagValues, intFlag, runScript, stringFlag } from '../../common/flags.js';
+import { choiceFlag, type CommandSpec, type FlagValues, intFlag, runScript, stringFlag } from '../../common/flags.js';
 import type { EndpointSlice } from '../../gateway/kube.js';
 import { readyReplicas } from '../../gateway/table.js';
 import { parsePrometheusText } from '../../operator/autoscaler/scrape.js';
-import { chatConversations, DEFAULT_CHAT_WORKLOAD, runChatWorkload, summarizeTurns, type ChatWorkloadOptions, type TurnSummary } from '../../runtime/bench/chat-workload.js';
+import { CHAT_ORDERS, chatConversations, DEFAULT_CHAT_WORKLOAD, runChatWorkload, summarizeTurns, type ChatWorkloadOptions, type TurnSummary } from '../../runtime/bench/chat-workload.js';
 import { measurePrefixCaching, prefixReport } from '../../runtime/bench/prefix-modes.js';
 import { percentile } from '../../runtime/bench/workload.js';
 import { convert } from '../../runtime/convert/convert.js';
@@ -41,7 +41,8 @@ const COMMAND: CommandSpec = {
   flags: [
     { name: 'conversations', value: 'N', default: '32', description: 'conversations per routing mode (system prompt i % 8 each)' },
     { name: 'turns', value: 'N', default: '6', description: 'turns per conversation' },
-    { name: 'concurrency', value: 'N', default: '4', description: 'conversations in flight at once' },
+    { name: 'concurrency', value: 'N', default: '4', description: 'turns in flight at once' },
+    { name: 'order', value: CHAT_ORDERS.join('|'), default: 'interleaved', description: 'interleaved: every conversation open from the start, turns served first come first served (users who read and type between turns); sequential: each of --concurrency users runs one conversation to its end, then the next' },
     { name: 'out', value: 'DIR', default: 'bench-results', description: 'folder of gateway.json' },
   ],
 };
@@ -142,7 +143,7 @@ async function measureRouting(mode: string, baseUrl: string, replicas: string[],
   })();
   const client = new OpenAI({ baseURL: `${baseUrl}/v1`, apiKey: 'unused', maxRetries: 0, timeout: 600_000, ...(fetcher ? { fetch: fetcher } : {}) });
   const t0 = performance.now();
-  const timings = await runChatWorkload(client, 'chat', chatConversations(workload), { maxTokensPerTurn: workload.maxTokensPerTurn, concurrency }).finally(() => (sampling = false));
+  const timings = await runChatWorkload(client, 'chat', chatConversations(workload), { maxTokensPerTurn: workload.maxTokensPerTurn, order: workload.order, concurrency }).finally(() => (sampling = false));
   const seconds = (performance.now() - t0) / 1000;
   await sampler;
   const after = await scrapeAll(replicas);
@@ -235,7 +236,7 @@ function report(routing: RoutingResult[], oneReplica: string, zero: ZeroResult, 
   const [roundRobin] = routing;
   const gateway = routing.at(-1)!;
   const lines = [
-    `SmolLM2-135M-Instruct FP16, ${REPLICAS} replicas on the local cluster's real node (2 cores, 1 engine thread each); ${o.workload.conversations} conversations of ${o.workload.turns} turns, ${o.workload.systemPrompts} system prompts of ${o.workload.systemWords} words, ${o.concurrency} conversations at once; load average ${loadAverages.map((l) => l.toFixed(1)).join(' at the start, ')} at the end.`,
+    `SmolLM2-135M-Instruct FP16, ${REPLICAS} replicas on the local cluster's real node (2 cores, 1 engine thread each); ${o.workload.conversations} conversations of ${o.workload.turns} turns, ${o.workload.systemPrompts} system prompts of ${o.workload.systemWords} words, ${o.concurrency} turns at once, ${o.workload.order} order; load average ${loadAverages.map((l) => l.toFixed(1)).join(' at the start, ')} at the end.`,
     '',
     '| Route | Turn | Requests | Prompt tokens (mean) | TTFT p50 (ms) | TTFT p95 (ms) |',
     '|---|---:|---:|---:|---:|---:|',
@@ -249,7 +250,7 @@ function report(routing: RoutingResult[], oneReplica: string, zero: ZeroResult, 
     ...roundRobin.turns.map((t, i) => `turn ${t.turn + 1}: TTFT p50 ${(t.ttftP50Ms / gateway.turns[i].ttftP50Ms).toFixed(1)}x lower through the gateway than round-robin, p95 ${(t.ttftP95Ms / gateway.turns[i].ttftP95Ms).toFixed(1)}x`),
     `the gateway's routing decisions: ${Object.entries(gateway.decisions ?? {}).map(([d, n]) => `${d} ${n}`).join(', ')} (affinity: a conversation's earlier replica; preferred: the system prompt's replica on the ring; fallback: it was at its bound)`,
     '',
-    '### One replica, with and without prefix caching (a local `npuserve serve` of the same model, same workload)',
+    '### One replica, with and without prefix caching (a local `npuserve serve` of the same model, the same conversations in sequential order)',
     '',
     oneReplica.trimEnd(),
     '',
@@ -261,14 +262,15 @@ function report(routing: RoutingResult[], oneReplica: string, zero: ZeroResult, 
 }
 
 async function main(f: FlagValues): Promise<void> {
-  const workload: ChatWorkloadOptions = { ...DEFAULT_CHAT_WORKLOAD, conversations: intFlag(f, 'conversations', 1)!, turns: intFlag(f, 'turns', 1)! };
+  const workload: ChatWorkloadOptions = { ...DEFAULT_CHAT_WORKLOAD, conversations: intFlag(f, 'conversations', 1)!, turns: intFlag(f, 'turns', 1)!, order: choiceFlag(f, 'order', CHAT_ORDERS)! };
   const concurrency = intFlag(f, 'concurrency', 1)!;
   const loadAverages = [loadavg()[0]];
   // First, before the cluster takes the machine's cores: one local replica with and without the cache.
   console.error('bench:gateway: one local replica of SmolLM2 with and without prefix caching');
   const model = await localSmolLM2();
   const modes = [];
-  for (const prefixCaching of [true, false]) modes.push(await measurePrefixCaching(model, prefixCaching, { ...workload, tag: `local-${prefixCaching}` }, concurrency, ['--threads', '2']));
+  // Sequential order whatever --order says: this part measures the engine's cache on one conversation's turns, not routing.
+  for (const prefixCaching of [true, false]) modes.push(await measurePrefixCaching(model, prefixCaching, { ...workload, order: 'sequential', tag: `local-${prefixCaching}` }, concurrency, ['--threads', '2']));
   console.error(prefixReport(modes, []));
   let state: ClusterState | undefined = readState();
   let started = false;
