@@ -12,7 +12,7 @@ interface Seen {
  * The official client over a stand-in server: each request streams one chunk naming its seed after
  * a delay that differs by request, then usage; the requests are recorded in the order they start.
  */
-function standIn() {
+function standIn(delayMs: (seed: number) => number = (seed) => 2 + ((seed * 7) % 5) * 3) {
   const started: Seen[] = [];
   let inFlight = 0;
   let maxInFlight = 0;
@@ -21,7 +21,7 @@ function standIn() {
     started.push({ seed: body.seed, messages: body.messages });
     inFlight++;
     maxInFlight = Math.max(maxInFlight, inFlight);
-    await new Promise((r) => setTimeout(r, 2 + ((body.seed * 7) % 5) * 3));
+    await new Promise((r) => setTimeout(r, delayMs(body.seed)));
     inFlight--;
     const chunk = (o: object) => `data: ${JSON.stringify({ id: 'x', object: 'chat.completion.chunk', created: 0, model: 'm', ...o })}\n\n`;
     const sse = chunk({ choices: [{ index: 0, delta: { content: `answer ${body.seed}` }, finish_reason: null }] }) + chunk({ choices: [], usage: { prompt_tokens: body.messages.length, completion_tokens: 1, total_tokens: body.messages.length + 1 } }) + 'data: [DONE]\n\n';
@@ -70,9 +70,38 @@ describe('runChatWorkload', () => {
     expect(starts.findIndex((s) => s.turn === 1)).toBeLessThan(starts.findIndex((s) => s.conversation === WORKLOAD.conversations - 1));
   });
 
-  it('interleaved: every conversation takes turn t before any takes turn t+1 (first come, first served)', async () => {
-    const { starts } = await run('interleaved');
-    expect(starts.map((s) => s.turn)).toEqual([...starts.map((s) => s.turn)].sort((a, b) => a - b));
-    expect(starts.slice(0, WORKLOAD.conversations).map((s) => s.conversation)).toEqual(Array.from({ length: WORKLOAD.conversations }, (_, i) => i));
+  it('interleaved: all conversations open at once, the next turn drawn from the waiting ones by the seed', async () => {
+    const order = async (seed: number) => {
+      const s = standIn(() => 0);
+      await runChatWorkload(s.client, 'm', chatConversations(WORKLOAD), { maxTokensPerTurn: 2, concurrency: 1, order: 'interleaved', seed });
+      return s.started.map((r) => r.seed);
+    };
+    const [a, again, b] = [await order(1), await order(1), await order(2)];
+    expect(again).toEqual(a);
+    expect(b).not.toEqual(a);
+    // Conversations open at once (first turn sent, last not yet): one at a time in sequential order.
+    const open = (starts: number[]) => {
+      let most = 0;
+      const live = new Set<number>();
+      for (const seed of starts) {
+        const [conversation, turn] = [Math.floor(seed / 100), seed % 100];
+        if (turn === 0) live.add(conversation);
+        most = Math.max(most, live.size);
+        if (turn === WORKLOAD.turns - 1) live.delete(conversation);
+      }
+      return most;
+    };
+    expect(open(a)).toBeGreaterThanOrEqual(5);
+    expect(open(b)).toBeGreaterThanOrEqual(5);
+    const s = standIn(() => 0);
+    await runChatWorkload(s.client, 'm', chatConversations(WORKLOAD), { maxTokensPerTurn: 2, concurrency: 1, order: 'sequential' });
+    expect(open(s.started.map((r) => r.seed))).toBe(1);
+    // Not a fixed rotation: a conversation's next turn does not come a fixed number of turns later.
+    const gaps = new Set<number>();
+    for (let c = 0; c < WORKLOAD.conversations; c++) {
+      const at = a.map((seed, i) => (Math.floor(seed / 100) === c ? i : -1)).filter((i) => i >= 0);
+      for (let t = 1; t < at.length; t++) gaps.add(at[t] - at[t - 1]);
+    }
+    expect(gaps.size).toBeGreaterThan(3);
   });
 });

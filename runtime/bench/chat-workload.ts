@@ -4,6 +4,7 @@
 // and each turn's time to first token measured at the client.
 import OpenAI from 'openai';
 
+import { seededRandom } from '../../common/random.js';
 import { CALIBRATION_PROMPTS } from '../convert/accuracy.js';
 import { percentile } from './workload.js';
 
@@ -80,9 +81,12 @@ async function chatTurn(client: OpenAI, model: string, messages: OpenAI.Chat.Cha
 /**
  * How conversations take turns. `sequential`: each of `concurrency` users runs one conversation's
  * turns back to back, then starts the next conversation (only `concurrency` conversations are open
- * at a time). `interleaved`: every conversation is open from the start and its turns queue first in,
- * first out with everyone else's, as users who read an answer and type the next question while the
- * others are served: between two turns of a conversation, every other conversation takes a turn.
+ * at a time). `interleaved`: every conversation is open from the start, and when a turn finishes the
+ * next one to go is drawn at random (seeded) from the conversations waiting, as users who read an
+ * answer and type the next question while others are served, each taking their own time: between
+ * two turns of a conversation, others take theirs, and which replica a prefix-blind balancer sends
+ * the next turn to is not tied to the conversation (with turns in a fixed rotation, round-robin over
+ * a number of replicas that divides the conversations would send each conversation to one replica).
  */
 export type ChatOrder = 'sequential' | 'interleaved';
 
@@ -97,22 +101,22 @@ async function converse(conv: Conversation, send: (messages: OpenAI.Chat.ChatCom
   }
 }
 
-/** At most `slots` holders at once; waiters are let in first come, first served. */
-function fifoGate(slots: number) {
-  const queue: Array<() => void> = [];
+/** At most `slots` holders at once; a freed slot goes to a waiter drawn by `random`. */
+function randomGate(slots: number, random: () => number) {
+  const waiting: Array<() => void> = [];
   let free = slots;
   return {
-    acquire: () => new Promise<void>((resolve) => (free > 0 ? (free--, resolve()) : queue.push(resolve))),
+    acquire: () => new Promise<void>((resolve) => (free > 0 ? (free--, resolve()) : waiting.push(resolve))),
     release: () => {
-      const next = queue.shift();
-      if (next) next();
-      else free++;
+      if (waiting.length === 0) return void free++;
+      const [next] = waiting.splice(Math.floor(random() * waiting.length), 1);
+      next();
     },
   };
 }
 
 /** Runs the conversations with `concurrency` turns in flight at most, in the given order (default sequential). */
-export async function runChatWorkload(client: OpenAI, model: string, conversations: readonly Conversation[], o: Pick<ChatWorkloadOptions, 'maxTokensPerTurn' | 'order'> & { concurrency: number }): Promise<TurnTiming[]> {
+export async function runChatWorkload(client: OpenAI, model: string, conversations: readonly Conversation[], o: Pick<ChatWorkloadOptions, 'maxTokensPerTurn' | 'order'> & { concurrency: number; /** Interleaved order: the seed of the draws. */ seed?: number }): Promise<TurnTiming[]> {
   const timings: TurnTiming[] = [];
   const turnOf = (conv: Conversation) => async (messages: OpenAI.Chat.ChatCompletionMessageParam[], turn: number) => {
     const r = await chatTurn(client, model, messages, o.maxTokensPerTurn, conv.seed * 100 + turn);
@@ -120,7 +124,7 @@ export async function runChatWorkload(client: OpenAI, model: string, conversatio
     return r.text;
   };
   if (o.order === 'interleaved') {
-    const gate = fifoGate(o.concurrency);
+    const gate = randomGate(o.concurrency, seededRandom(o.seed ?? 1));
     await Promise.all(conversations.map((conv) => {
       const send = turnOf(conv);
       return converse(conv, async (messages, turn) => {

@@ -42,7 +42,7 @@ const COMMAND: CommandSpec = {
     { name: 'conversations', value: 'N', default: '32', description: 'conversations per routing mode (system prompt i % 8 each)' },
     { name: 'turns', value: 'N', default: '6', description: 'turns per conversation' },
     { name: 'concurrency', value: 'N', default: '4', description: 'turns in flight at once' },
-    { name: 'order', value: CHAT_ORDERS.join('|'), default: 'interleaved', description: 'interleaved: every conversation open from the start, turns served first come first served (users who read and type between turns); sequential: each of --concurrency users runs one conversation to its end, then the next' },
+    { name: 'order', value: CHAT_ORDERS.join('|'), default: 'interleaved', description: 'interleaved: every conversation open from the start, each next turn drawn at random (seeded) from the conversations waiting, as users who read and type between turns; sequential: each of --concurrency users runs one conversation to its end, then the next' },
     { name: 'out', value: 'DIR', default: 'bench-results', description: 'folder of gateway.json' },
   ],
 };
