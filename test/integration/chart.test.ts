@@ -107,6 +107,20 @@ describe('chart files', () => {
     expect((await render('gateway.enabled=false')).filter((d) => d.metadata.name.includes('gateway'))).toEqual([]);
   });
 
+  it('gateway.loadFactor: a decimal from --set (a string to helm) is the number; below 1 or not a number, helm names the value', async () => {
+    const args = async (...set: string[]) => of(await render(...set), 'npuserve-gateway').find((d) => d.kind === 'Deployment')!.spec.template.spec.containers[0].args as string[];
+    expect(await args('gateway.loadFactor=1.5')).toContain('--load-factor=1.5');
+    expect(await args()).toContain('--load-factor=1.25');
+    const refused = async (...flags: string[]) => {
+      const out = await helm('template', 'npuserve', chartDir, ...flags);
+      expect(out.code).not.toBe(0);
+      return out.stderr;
+    };
+    expect(await refused('--set', 'gateway.loadFactor=0.5')).toContain('gateway.loadFactor must be at least 1, got 0.5');
+    expect(await refused('--set-json', 'gateway.loadFactor=0.5')).toMatch(/at '\/gateway\/loadFactor'/);
+    expect(await refused('--set', 'gateway.loadFactor=fast')).toMatch(/at '\/gateway\/loadFactor': 'fast' does not match pattern/);
+  });
+
   it('optional objects: the artifact PVC and the ServiceMonitor', async () => {
     const docs = await render('artifactStore.create=true', 'artifactStore.size=50Gi', 'serviceMonitor.enabled=true');
     const pvc = docs.find((d) => d.kind === 'PersistentVolumeClaim')!;

@@ -99,3 +99,15 @@ checks them against the source.
   resources: [endpointslices]
   verbs: [list, watch]
 {{- end }}
+
+{{/*
+gateway.loadFactor as the gateway's flag: a number, or a decimal string (`--set` keeps 1.5 a
+string); below 1 the chart fails with the value's name, as the schema cannot check a string's size.
+*/}}
+{{- define "npuserve.gatewayLoadFactor" -}}
+{{- $f := float64 .Values.gateway.loadFactor -}}
+{{- if lt $f 1.0 -}}
+{{- fail (printf "gateway.loadFactor must be at least 1, got %v" .Values.gateway.loadFactor) -}}
+{{- end -}}
+{{- .Values.gateway.loadFactor -}}
+{{- end }}
