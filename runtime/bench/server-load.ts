@@ -19,7 +19,7 @@ import { serve, serveConfig } from '../../cli/serve.js';
 import { Progress } from '../progress.js';
 import { defaultModel, type Server, startGateway, startServer, stopServer } from './serve-process.js';
 import { EngineTarget, HttpTarget } from './targets.js';
-import { promptOf, runArrivals, runClosedLoop, type BenchTarget, type LoadSummary, type RequestSpec, type RequestTiming } from './workload.js';
+import { closedLoopTimings, promptOf, runArrivals, summarize, type BenchTarget, type LoadSummary, type RequestSpec, type RequestTiming } from './workload.js';
 
 const CLIENT_NICENESS = 10;
 
@@ -62,7 +62,7 @@ function openaiTarget(label: string, s: Server): OpenAITarget {
   return new OpenAITarget(label, new OpenAI({ baseURL: `${s.url}/v1`, apiKey: 'unused', maxRetries: 0, timeout: 600_000 }), 'bench');
 }
 
-/** One round at one concurrency: the same requests to each target, run back to back. */
+/** One round at one concurrency: the same requests to each target, wave by wave, the three targets back to back in each wave. */
 interface OverheadRound {
   engine: LoadSummary;
   server: LoadSummary;
@@ -187,41 +187,44 @@ async function measureOverhead(o: Options, progress: Progress): Promise<Overhead
       const specs = Array.from({ length: requests }, (_, i) => ({ prompt: promptOf(o.promptTokens, i), maxTokens: o.outputTokens, seed: 1000 + i }));
       const rounds: OverheadRound[] = [];
       let discarded = 0;
+      // A round's requests in waves of `concurrency`; each wave goes to the three targets back to
+      // back, rotating which goes first, so that a change in the machine's load (the hypervisor's
+      // steal comes and goes over seconds) lands on all three alike instead of on one target's run.
+      const waves = Array.from({ length: Math.ceil(specs.length / concurrency) }, (_, w) => specs.slice(w * concurrency, (w + 1) * concurrency));
+      const targets = { engine, server: http, gateway: proxied } as const;
+      const labels = ['engine', 'server', 'gateway'] as const;
       for (let r = 0; rounds.length < o.repeats; r++) {
-        const runs: Partial<Record<'engine' | 'server' | 'gateway', LoadSummary>> = {};
-        const clientCpuPercent = { server: 0, gateway: 0 };
+        progress.update(`${concurrency} concurrent, round ${rounds.length + 1} of ${o.repeats}${discarded ? ` (${discarded} run again)` : ''}`, done, total);
+        const acc = Object.fromEntries(labels.map((l) => [l, { timings: [] as RequestTiming[], seconds: 0, ticks: 0, steal: 0, cpuMicros: 0 }])) as Record<(typeof labels)[number], { timings: RequestTiming[]; seconds: number; ticks: number; steal: number; cpuMicros: number }>;
+        for (const [w, wave] of waves.entries()) {
+          for (let i = 0; i < labels.length; i++) {
+            const label = labels[(r + w + i) % labels.length];
+            clientYields(label !== 'engine');
+            const cpu = process.cpuUsage();
+            const t0 = cpuTicks();
+            const run = await closedLoopTimings(targets[label], wave, concurrency);
+            const t1 = cpuTicks();
+            const used = process.cpuUsage(cpu);
+            const a = acc[label];
+            a.timings.push(...run.timings);
+            a.seconds += run.seconds;
+            a.ticks += t1.total - t0.total;
+            a.steal += t1.steal - t0.steal;
+            a.cpuMicros += used.user + used.system;
+          }
+        }
+        clientYields(false);
+        const [e, s, g] = labels.map((l) => summarize(acc[l].timings, acc[l].seconds));
         const stealPercent = { engine: 0, server: 0, gateway: 0 };
-        const measured = async (label: 'engine' | 'server' | 'gateway', run: () => Promise<LoadSummary>) => {
-          const t0 = cpuTicks();
-          runs[label] = await run();
-          const t1 = cpuTicks();
-          stealPercent[label] = (100 * (t1.steal - t0.steal)) / Math.max(1, t1.total - t0.total);
-        };
-        const runEngine = async () => {
-          progress.update(`engine, ${concurrency} concurrent`, done++, total);
-          clientYields(false);
-          await measured('engine', () => runClosedLoop(engine, specs, concurrency));
-        };
-        const runHttp = (label: 'server' | 'gateway', target: HttpTarget) => async () => {
-          progress.update(`${label}, ${concurrency} concurrent`, done++, total);
-          clientYields(true);
-          const cpu = process.cpuUsage();
-          await measured(label, () => runClosedLoop(target, specs, concurrency));
-          const { user, system } = process.cpuUsage(cpu);
-          clientCpuPercent[label] = (user + system) / 1e4 / runs[label]!.seconds;
-        };
-        // Rotating which target goes first evens out drifts in the machine's load; each round
-        // runs the three back to back, and each figure's median over the rounds is reported.
-        const order = [runEngine, runHttp('server', http), runHttp('gateway', proxied)];
-        for (const run of [...order.slice(r % 3), ...order.slice(0, r % 3)]) await run();
-        const { engine: e, server: s, gateway: g } = runs as Record<'engine' | 'server' | 'gateway', LoadSummary>;
+        for (const l of labels) stealPercent[l] = (100 * acc[l].steal) / Math.max(1, acc[l].ticks);
+        const clientCpuPercent = { server: acc.server.cpuMicros / 1e4 / acc.server.seconds, gateway: acc.gateway.cpuMicros / 1e4 / acc.gateway.seconds };
         // A round during which the hypervisor ran other guests on these cores compares runs of
         // different machines: it is run again (at most as many times as there are rounds).
         if (Math.max(stealPercent.engine, stealPercent.server, stealPercent.gateway) > MAX_STEAL_PERCENT && discarded < o.repeats) {
           discarded++;
-          done -= 3;
           continue;
         }
+        done += 3;
         rounds.push({ engine: e, server: s, gateway: g, httpOverhead: 1 - s.outputTokensPerSecond / e.outputTokensPerSecond, gatewayOverhead: 1 - g.outputTokensPerSecond / s.outputTokensPerSecond, clientCpuPercent, stealPercent });
       }
       points.push({ concurrency, median: medians(rounds), rounds, discarded });
@@ -274,7 +277,7 @@ function report(o: Options, overhead: OverheadPoint[], mixed: Record<'continuous
   const lines = [
     `Model: ${o.modelPath}; ${cpus().length} cores (1-minute load average ${loadAverages.map((l) => l.toFixed(1)).join(' at the start, ')} at the end); max batch size ${o.maxBatchSize}.`,
     '',
-    `### HTTP and gateway overhead: ${o.promptTokens}-token prompts, ${o.outputTokens} output tokens, max(16, 4 × concurrency) requests per run from as many clients as the concurrency in a closed loop; each round runs the engine in this process, the server, and the server through a static \`npuserve gateway\`, back to back; medians of ${o.repeats} rounds, every round in brackets; a round during which the hypervisor took more than ${MAX_STEAL_PERCENT}% of the CPU is run again`,
+    `### HTTP and gateway overhead: ${o.promptTokens}-token prompts, ${o.outputTokens} output tokens, max(16, 4 × concurrency) requests per round, in waves of as many requests as the concurrency, each wave a closed loop of as many clients run on the engine in this process, the server, and the server through a static \`npuserve gateway\`, back to back (rotating which goes first); medians of ${o.repeats} rounds, every round in brackets; a round during which the hypervisor took more than ${MAX_STEAL_PERCENT}% of the CPU is run again`,
     '',
     'HTTP overhead = 1 - server tok/s / engine tok/s; gateway overhead = 1 - gateway tok/s / server tok/s.',
     '',

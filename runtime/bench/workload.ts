@@ -95,8 +95,8 @@ export async function runConcurrent(target: BenchTarget, specs: readonly Request
   return summarize(timings, (performance.now() - t0) / 1000);
 }
 
-/** `concurrency` clients, each sending its next spec as soon as its last one finished, until every spec ran (a closed loop). */
-export async function runClosedLoop(target: BenchTarget, specs: readonly RequestSpec[], concurrency: number): Promise<LoadSummary> {
+/** `concurrency` clients, each sending its next spec as soon as its last one finished, until every spec ran (a closed loop): the timings and the wall time. */
+export async function closedLoopTimings(target: BenchTarget, specs: readonly RequestSpec[], concurrency: number): Promise<{ timings: RequestTiming[]; seconds: number }> {
   const t0 = performance.now();
   const timings: RequestTiming[] = [];
   let next = 0;
@@ -104,7 +104,13 @@ export async function runClosedLoop(target: BenchTarget, specs: readonly Request
     while (next < specs.length) timings.push(await target.run(specs[next++]));
   };
   await Promise.all(Array.from({ length: concurrency }, client));
-  return summarize(timings, (performance.now() - t0) / 1000);
+  return { timings, seconds: (performance.now() - t0) / 1000 };
+}
+
+/** A closed loop (closedLoopTimings), summarized. */
+export async function runClosedLoop(target: BenchTarget, specs: readonly RequestSpec[], concurrency: number): Promise<LoadSummary> {
+  const { timings, seconds } = await closedLoopTimings(target, specs, concurrency);
+  return summarize(timings, seconds);
 }
 
 /** Sends each spec at its arrival time (ms from now), as independent clients do (an open loop). */

@@ -15,7 +15,8 @@ import { join } from 'node:path';
 
 import OpenAI from 'openai';
 
-import { choiceFlag, type CommandSpec, type FlagValues, intFlag, runScript, stringFlag } from '../../common/flags.js';
+import { UsageError } from '../../common/errors.js';
+import { choiceFlag, type CommandSpec, type FlagValues, intFlag, numberFlag, runScript, stringFlag } from '../../common/flags.js';
 import type { EndpointSlice } from '../../gateway/kube.js';
 import { readyReplicas } from '../../gateway/table.js';
 import { parsePrometheusText } from '../../operator/autoscaler/scrape.js';
@@ -32,7 +33,6 @@ const repo = join(import.meta.dirname, '..', '..');
 const BIN = join(repo, 'bin', 'npuserve.js');
 const MODELS = '/apis/npuserve.io/v1alpha1';
 const REPLICAS = 4;
-const LOAD_FACTOR = 1.25;
 const IDLE_SECONDS = 20;
 
 const COMMAND: CommandSpec = {
@@ -43,6 +43,7 @@ const COMMAND: CommandSpec = {
     { name: 'turns', value: 'N', default: '6', description: 'turns per conversation' },
     { name: 'concurrency', value: 'N', default: '4', description: 'turns in flight at once' },
     { name: 'order', value: CHAT_ORDERS.join('|'), default: 'interleaved', description: 'interleaved: every conversation open from the start, each next turn drawn at random (seeded) from the conversations waiting, as users who read and type between turns; sequential: each of --concurrency users runs one conversation to its end, then the next' },
+    { name: 'load-factor', value: 'X', default: '1.25', description: "the gateway's --load-factor (the chart's default): a replica takes at most ceil(X × the average in flight)" },
     { name: 'out', value: 'DIR', default: 'bench-results', description: 'folder of gateway.json' },
   ],
 };
@@ -230,9 +231,9 @@ async function localSmolLM2(): Promise<string> {
   return output;
 }
 
-function report(routing: RoutingResult[], oneReplica: string, zero: ZeroResult, o: { workload: ChatWorkloadOptions; concurrency: number }, loadAverages: number[]): string {
+function report(routing: RoutingResult[], oneReplica: string, zero: ZeroResult, o: { workload: ChatWorkloadOptions; concurrency: number; loadFactor: number }, loadAverages: number[]): string {
   const pct = (a: number, b: number) => `${((100 * a) / Math.max(1, b)).toFixed(1)}%`;
-  const bound = Math.ceil((LOAD_FACTOR * o.concurrency) / REPLICAS);
+  const bound = Math.ceil((o.loadFactor * o.concurrency) / REPLICAS);
   const [roundRobin] = routing;
   const gateway = routing.at(-1)!;
   const lines = [
@@ -264,6 +265,8 @@ function report(routing: RoutingResult[], oneReplica: string, zero: ZeroResult, 
 async function main(f: FlagValues): Promise<void> {
   const workload: ChatWorkloadOptions = { ...DEFAULT_CHAT_WORKLOAD, conversations: intFlag(f, 'conversations', 1)!, turns: intFlag(f, 'turns', 1)!, order: choiceFlag(f, 'order', CHAT_ORDERS)! };
   const concurrency = intFlag(f, 'concurrency', 1)!;
+  const loadFactor = numberFlag(f, 'load-factor')!;
+  if (!(loadFactor >= 1)) throw new UsageError(`--load-factor must be at least 1, got ${loadFactor}`);
   const loadAverages = [loadavg()[0]];
   // First, before the cluster takes the machine's cores: one local replica with and without the cache.
   console.error('bench:gateway: one local replica of SmolLM2 with and without prefix caching');
@@ -304,7 +307,7 @@ async function main(f: FlagValues): Promise<void> {
     }
     const operator = startProcess(['operator', '--kubeconfig', state.kubeconfig, '--namespaces', ns, '--image', state.image!, '--image-pull-policy', 'Never', '--npu-node-selector', `${realNodeLabel}=true`, '--metrics-port', '0', '--leader-election-namespace', ns, '--scrape-interval-seconds', '2']);
     procs.push(operator);
-    const gateway = startProcess(['gateway', '--kubeconfig', state.kubeconfig, '--namespaces', ns, '--port', '0', '--host', '127.0.0.1', '--log-format', 'text', '--scrape-interval-seconds', '1', '--load-factor', String(LOAD_FACTOR)]);
+    const gateway = startProcess(['gateway', '--kubeconfig', state.kubeconfig, '--namespaces', ns, '--port', '0', '--host', '127.0.0.1', '--log-format', 'text', '--scrape-interval-seconds', '1', '--load-factor', String(loadFactor)]);
     procs.push(gateway);
     const gatewayUrl = `http://127.0.0.1:${await waitFor('the gateway listening', () => /listening on http:\/\/127\.0\.0\.1:(\d+)/.exec(gateway.logs())?.[1], 30_000, 100)}`;
 
@@ -348,10 +351,10 @@ async function main(f: FlagValues): Promise<void> {
     console.error(JSON.stringify(zero));
 
     loadAverages.push(loadavg()[0]);
-    process.stdout.write(report(routing, prefixReport(modes, []), zero, { workload, concurrency }, loadAverages));
+    process.stdout.write(report(routing, prefixReport(modes, []), zero, { workload, concurrency, loadFactor }, loadAverages));
     const outDir = stringFlag(f, 'out')!;
     mkdirSync(outDir, { recursive: true });
-    writeFileSync(join(outDir, 'gateway.json'), `${JSON.stringify({ createdAt: new Date().toISOString(), workload, concurrency, loadAverages, routing, oneReplica: modes, zero }, null, 2)}\n`);
+    writeFileSync(join(outDir, 'gateway.json'), `${JSON.stringify({ createdAt: new Date().toISOString(), workload, concurrency, loadFactor, loadAverages, routing, oneReplica: modes, zero }, null, 2)}\n`);
     console.error(`wrote ${join(outDir, 'gateway.json')}`);
   } finally {
     await client.delete(`${MODELS}/namespaces/${ns}/npumodels/chat`).catch(() => undefined);
