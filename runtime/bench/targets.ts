@@ -106,7 +106,10 @@ export class HttpTarget implements BenchTarget {
     const body = JSON.stringify({ model: this.model, prompt: spec.prompt, max_tokens: spec.maxTokens, temperature: 1, seed: spec.seed, stream: true, stream_options: { include_usage: true } });
     const times: number[] = [];
     let outputTokens = 0;
-    await new Promise<void>((resolve, reject) => {
+    // A kept-alive connection the server closed while it was idle (its keep-alive timeout) fails
+    // the request sent on it at once, before any response: that request is sent again, once, on a
+    // new connection (as Node's documentation advises for req.reusedSocket).
+    const attempt = (retry: boolean) => new Promise<void>((resolve, reject) => {
       const req = (this.secure ? httpsRequest : httpRequest)(`${this.url}/v1/completions`, { method: 'POST', agent: this.agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } }, (res) => {
         res.setEncoding('utf8');
         if (res.statusCode !== 200) {
@@ -129,8 +132,9 @@ export class HttpTarget implements BenchTarget {
         });
         res.on('end', resolve).on('error', reject);
       });
-      req.on('error', reject).end(body);
+      req.on('error', (e: NodeJS.ErrnoException) => (retry && req.reusedSocket && e.code === 'ECONNRESET' ? attempt(false).then(resolve, reject) : reject(e))).end(body);
     });
+    await attempt(true);
     const endMs = performance.now();
     return { promptTokens: spec.prompt.length, outputTokens, startMs, firstTokenMs: times[0] ?? endMs, endMs, tokenGapsMs: times.slice(1).map((t, i) => t - times[i]) };
   }
