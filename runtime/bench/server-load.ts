@@ -88,6 +88,15 @@ function cpuTicks(): { total: number; steal: number } {
   }
 }
 
+/** One target's waves of a round added up: its requests, wall time, the machine's CPU ticks and stolen ticks, and the client's CPU. */
+interface WaveTally {
+  timings: RequestTiming[];
+  seconds: number;
+  ticks: number;
+  steal: number;
+  cpuMicros: number;
+}
+
 /** A round is run again when the hypervisor took more than this share of the CPU during one of its runs. */
 const MAX_STEAL_PERCENT = 2;
 
@@ -195,7 +204,7 @@ async function measureOverhead(o: Options, progress: Progress): Promise<Overhead
       const labels = ['engine', 'server', 'gateway'] as const;
       for (let r = 0; rounds.length < o.repeats; r++) {
         progress.update(`${concurrency} concurrent, round ${rounds.length + 1} of ${o.repeats}${discarded ? ` (${discarded} run again)` : ''}`, done, total);
-        const acc = Object.fromEntries(labels.map((l) => [l, { timings: [] as RequestTiming[], seconds: 0, ticks: 0, steal: 0, cpuMicros: 0 }])) as Record<(typeof labels)[number], { timings: RequestTiming[]; seconds: number; ticks: number; steal: number; cpuMicros: number }>;
+        const acc = Object.fromEntries(labels.map((l): [string, WaveTally] => [l, { timings: [], seconds: 0, ticks: 0, steal: 0, cpuMicros: 0 }])) as Record<(typeof labels)[number], WaveTally>;
         for (const [w, wave] of waves.entries()) {
           for (let i = 0; i < labels.length; i++) {
             const label = labels[(r + w + i) % labels.length];

@@ -18,6 +18,7 @@ import OpenAI from 'openai';
 import { UsageError } from '../../common/errors.js';
 import { choiceFlag, type CommandSpec, type FlagValues, intFlag, numberFlag, runScript, stringFlag } from '../../common/flags.js';
 import type { EndpointSlice } from '../../gateway/kube.js';
+import { loadBound } from '../../gateway/ring.js';
 import { readyReplicas } from '../../gateway/table.js';
 import { parsePrometheusText } from '../../operator/autoscaler/scrape.js';
 import { CHAT_ORDERS, chatConversations, DEFAULT_CHAT_WORKLOAD, runChatWorkload, summarizeTurns, type ChatWorkloadOptions, type TurnSummary } from '../../runtime/bench/chat-workload.js';
@@ -233,7 +234,8 @@ async function localSmolLM2(): Promise<string> {
 
 function report(routing: RoutingResult[], oneReplica: string, zero: ZeroResult, o: { workload: ChatWorkloadOptions; concurrency: number; loadFactor: number }, loadAverages: number[]): string {
   const pct = (a: number, b: number) => `${((100 * a) / Math.max(1, b)).toFixed(1)}%`;
-  const bound = Math.ceil((o.loadFactor * o.concurrency) / REPLICAS);
+  // What the gateway bounds a replica to with `concurrency` requests in flight (the new one included).
+  const bound = loadBound(o.concurrency - 1, REPLICAS, o.loadFactor);
   const [roundRobin] = routing;
   const gateway = routing.at(-1)!;
   const lines = [
