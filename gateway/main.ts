@@ -119,7 +119,7 @@ function pause(ms: number, signal: AbortSignal): Promise<void> {
   return sleep(ms, undefined, { signal }).catch(() => {});
 }
 
-/** Every interval, each ready replica's npuserve_requests_waiting and npuserve_kv_cache_usage_ratio. */
+/** Every interval, each ready replica's npuserve_requests_waiting, npuserve_kv_cache_usage_ratio and npuserve_max_batch_size. */
 async function scrapeLoads(routing: Routing, intervalSeconds: number, signal: AbortSignal): Promise<void> {
   while (!signal.aborted) {
     await Promise.all(routing.allReplicas().map(async (replica) => {
@@ -128,7 +128,7 @@ async function scrapeLoads(routing: Routing, intervalSeconds: number, signal: Ab
         if (!res.ok) return;
         const samples = parsePrometheusText(await res.text());
         const sum = (name: string) => samples.filter((s) => s.name === name).reduce((a, s) => a + s.value, 0);
-        routing.setScraped(replica, { waiting: sum('npuserve_requests_waiting'), kvUsage: sum('npuserve_kv_cache_usage_ratio') });
+        routing.setScraped(replica, { waiting: sum('npuserve_requests_waiting'), kvUsage: sum('npuserve_kv_cache_usage_ratio'), batchSize: sum('npuserve_max_batch_size') });
       } catch {
         // A replica whose metrics cannot be read counts as idle; its in-flight count still bounds it.
       }

@@ -9,7 +9,7 @@ function randomKeys(next: () => number, n: number): string[] {
   return Array.from({ length: n }, () => Array.from({ length: 20 + Math.floor(next() * 80) }, () => alphabet[Math.floor(next() * alphabet.length)]).join(''));
 }
 
-const idle = (replicas: string[]): Map<string, ReplicaLoad> => new Map(replicas.map((r) => [r, { inFlight: 0, waiting: 0, kvUsage: 0 }]));
+const idle = (replicas: string[]): Map<string, ReplicaLoad> => new Map(replicas.map((r) => [r, { inFlight: 0, waiting: 0, kvUsage: 0, batchSize: 0 }]));
 const pods = (n: number) => Array.from({ length: n }, (_, i) => `10.0.${i >> 8}.${i & 255}:8000`);
 
 describe('HashRing', () => {
@@ -130,6 +130,57 @@ describe('route: consistent hashing with bounded loads', () => {
     expect(route(ring, 'k', loads, 1.25, [third, second])).toEqual({ replica: owner, decision: 'preferred' });
     // A remembered replica that is not ready (no load entry) is skipped.
     expect(route(ring, 'k', idle([owner, second]), 1.25, ['gone', second])).toEqual({ replica: second, decision: 'affinity' });
+  });
+
+  it('keeps a conversation on its replica above the bound while that replica has batch room and no queue', () => {
+    const replicas = ['a', 'b', 'c', 'd'];
+    const ring = new HashRing(replicas);
+    const [owner, second] = ring.walk('k') as [string, string];
+    const loads = idle(replicas);
+    for (const r of replicas) loads.get(r)!.batchSize = 4;
+    // 3 in flight, all on `second`: the bound is ceil(1.25 x 4 / 4) = 2, its batch has room for a 4th.
+    loads.get(second)!.inFlight = 3;
+    expect(route(ring, 'k', loads, 1.25, [second])).toEqual({ replica: second, decision: 'affinity' });
+    // A prompt no replica has seen still goes by the bound: not to the busy replica.
+    expect(route(ring, 'k', loads, 1.25)).toEqual({ replica: owner, decision: 'preferred' });
+    // Its batch is full: the conversation moves.
+    loads.get(second)!.inFlight = 4;
+    expect(route(ring, 'k', loads, 1.25, [second])).toEqual({ replica: owner, decision: 'preferred' });
+    // Batch room, but requests wait there (other clients fill it): the conversation moves too.
+    loads.get(second)!.inFlight = 3;
+    loads.get(second)!.waiting = 1;
+    expect(route(ring, 'k', loads, 1.25, [second])).toEqual({ replica: owner, decision: 'preferred' });
+    // Its batch size unknown (not scraped yet): the bound alone.
+    loads.get(second)!.waiting = 0;
+    loads.get(second)!.batchSize = 0;
+    expect(route(ring, 'k', loads, 1.25, [second])).toEqual({ replica: owner, decision: 'preferred' });
+  });
+
+  it('never puts more on a replica than max(bound, its batch size), conversations on random replicas (random arrivals and completions)', () => {
+    const next = rng(freshSeed('affinity room'));
+    const replicas = pods(4);
+    const ring = new HashRing(replicas);
+    const loads = idle(replicas);
+    const batch = [2, 3, 4, 6];
+    replicas.forEach((r, i) => (loads.get(r)!.batchSize = batch[i]!));
+    let kept = 0;
+    for (let step = 0; step < 5000; step++) {
+      const total = [...loads.values()].reduce((s, l) => s + l.inFlight, 0);
+      if (total > 0 && next() < 0.45) {
+        const busy = replicas.filter((r) => loads.get(r)!.inFlight > 0);
+        loads.get(busy[Math.floor(next() * busy.length)]!)!.inFlight--;
+        continue;
+      }
+      const remembered = [replicas[Math.floor(next() * replicas.length)]!];
+      const r = route(ring, `conversation ${Math.floor(next() * 50)}`, loads, 1.25, remembered)!;
+      const l = loads.get(r.replica)!;
+      const bound = loadBound(total, replicas.length, 1.25);
+      expect(l.inFlight + 1).toBeLessThanOrEqual(r.decision === 'affinity' ? Math.max(bound, l.batchSize) : bound);
+      if (r.decision === 'affinity' && l.inFlight + 1 > bound) kept++;
+      l.inFlight++;
+    }
+    // The batch room was used: some conversations stayed above the bound.
+    expect(kept).toBeGreaterThan(0);
   });
 
   it('routes only to replicas that have a load entry (ready ones), and to none when there are none', () => {

@@ -56,6 +56,8 @@ export interface ReplicaLoad {
   waiting: number;
   /** npuserve_kv_cache_usage_ratio at its last scrape (0 when unknown). */
   kvUsage: number;
+  /** npuserve_max_batch_size at its last scrape: sequences it runs at once (0 when unknown). */
+  batchSize: number;
 }
 
 export interface RouteDecision {
@@ -73,16 +75,23 @@ export function loadBound(totalInFlight: number, replicas: number, loadFactor: n
 }
 
 /**
- * The replica for `key` among those of `loads` that are on `ring`, or null when there is none. The
- * first of `remembered` (replicas that took longer prefixes of this prompt, longest first:
- * affinity.ts) under the bound, so a conversation stays where its history is cached. Else the
- * preferred one when under its bound. Else, as CHWBL walks the ring, the next replica on the ring
- * under its bound whose queue is empty: a prefix's overflow then keeps landing on the same second
- * replica, whose cache holds it too (taking the least-loaded replica instead scattered the overflow
- * and lost those hits: docs/benchmarks.md, bench:gateway). When every replica under the bound has
- * requests waiting (other clients keep it busy), the least loaded of them (in flight plus its queue,
- * then KV usage, then ring order). Some replica is always under the bound: the loads sum to less
- * than replicas x bound.
+ * The replica for `key` among those of `loads` that are on `ring`, or null when there is none.
+ *
+ * First, the first of `remembered` (replicas that took longer prefixes of this prompt, longest
+ * first: affinity.ts) that has room, so a conversation stays where its history is cached. Room is
+ * the bound, or, above it, a free place in the replica's running batch (in flight + 1 <= its
+ * `batchSize`) with nothing waiting there: such a replica starts the request at once and prefills
+ * only the new turn, where any other replica would prefill the whole history again (at low load,
+ * ceil(1.25 x 4 / 4) = 2 would spill a conversation as soon as one other request shares its
+ * replica). The bound keeps its meaning for where prompts go that no replica has seen.
+ *
+ * Else the preferred one when under its bound. Else, as CHWBL walks the ring, the next replica on
+ * the ring under its bound whose queue is empty: a prefix's overflow then keeps landing on the same
+ * second replica, whose cache holds it too (taking the least-loaded replica instead scattered the
+ * overflow and lost those hits: docs/benchmarks.md, bench:gateway). When every replica under the
+ * bound has requests waiting (other clients keep it busy), the least loaded of them (in flight plus
+ * its queue, then KV usage, then ring order). Some replica is always under the bound: the loads sum
+ * to less than replicas x bound.
  */
 export function route(ring: HashRing, key: string, loads: ReadonlyMap<string, ReplicaLoad>, loadFactor = DEFAULT_LOAD_FACTOR, remembered: readonly string[] = []): RouteDecision | null {
   const order = ring.walk(key).filter((r) => loads.has(r));
@@ -90,7 +99,11 @@ export function route(ring: HashRing, key: string, loads: ReadonlyMap<string, Re
   const total = order.reduce((s, r) => s + loads.get(r)!.inFlight, 0);
   const bound = loadBound(total, order.length, loadFactor);
   const under = order.filter((r) => loads.get(r)!.inFlight + 1 <= bound);
-  const known = remembered.find((r) => under.includes(r));
+  const hasRoom = (r: string) => {
+    const l = loads.get(r);
+    return l !== undefined && (l.inFlight + 1 <= bound || (l.inFlight + 1 <= l.batchSize && l.waiting === 0));
+  };
+  const known = remembered.find(hasRoom);
   if (known !== undefined) return { replica: known, decision: 'affinity' };
   if (under[0] === order[0]) return { replica: order[0]!, decision: 'preferred' };
   const idle = under.find((r) => loads.get(r)!.waiting === 0);

@@ -8,12 +8,15 @@ import { AffinityMemory } from './affinity.js';
 import { HashRing, route, type ReplicaLoad, type RouteDecision } from './ring.js';
 import { modelTable, readyReplicas, staticTable, type ModelTable } from './table.js';
 
+/** A replica's load as last read from its /metrics. */
+export type Scraped = Omit<ReplicaLoad, 'inFlight'>;
+
 export class Routing {
   table: ModelTable = modelTable([]);
   private replicas = new Map<string, string[]>();
   private readonly rings = new Map<string, HashRing>();
   private readonly inFlight = new Map<string, number>();
-  private readonly scraped = new Map<string, { waiting: number; kvUsage: number }>();
+  private readonly scraped = new Map<string, Scraped>();
   private readonly affinity: AffinityMemory;
 
   constructor(
@@ -71,7 +74,7 @@ export class Routing {
       this.rings.set(model, ring);
     }
     const loads = new Map<string, ReplicaLoad>();
-    for (const r of replicas) if (!exclude.has(r)) loads.set(r, { inFlight: this.inFlight.get(r) ?? 0, ...(this.scraped.get(r) ?? { waiting: 0, kvUsage: 0 }) });
+    for (const r of replicas) if (!exclude.has(r)) loads.set(r, { inFlight: this.inFlight.get(r) ?? 0, ...(this.scraped.get(r) ?? { waiting: 0, kvUsage: 0, batchSize: 0 }) });
     const choice = route(ring, key, loads, this.loadFactor, this.affinity.candidates(chain));
     if (choice) this.affinity.remember(chain, choice.replica);
     return choice;
@@ -87,7 +90,7 @@ export class Routing {
     else this.inFlight.delete(replica);
   }
 
-  setScraped(replica: string, load: { waiting: number; kvUsage: number }): void {
+  setScraped(replica: string, load: Scraped): void {
     this.scraped.set(replica, load);
   }
 }

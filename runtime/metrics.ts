@@ -40,6 +40,7 @@ export class ServerMetrics implements SchedulerObserver {
   private readonly waiting: Gauge.Internal<'model'>;
   private readonly kvUsage: Gauge.Internal<'model'>;
   private readonly batchSize: Histogram.Internal<'model'>;
+  private readonly maxBatchSize: Gauge.Internal<'model'>;
   private readonly prefixQueries: Counter.Internal;
   private readonly prefixHits: Counter.Internal;
   private readonly engineInfo: Gauge<'model' | 'backend' | 'precision' | 'kernel'>;
@@ -58,6 +59,7 @@ export class ServerMetrics implements SchedulerObserver {
     this.running = new Gauge({ name: 'npuserve_requests_running', help: 'Requests in the running batch.', labelNames, registers }).labels(model);
     this.waiting = new Gauge({ name: 'npuserve_requests_waiting', help: 'Requests waiting to join the batch.', labelNames, registers }).labels(model);
     this.kvUsage = new Gauge({ name: 'npuserve_kv_cache_usage_ratio', help: 'Fraction of KV cache blocks in use (1 = full).', labelNames, registers }).labels(model);
+    this.maxBatchSize = new Gauge({ name: 'npuserve_max_batch_size', help: 'Most sequences the engine runs in one step (--max-batch-size): the gateway keeps a conversation on this replica while fewer of its requests are in flight.', labelNames, registers }).labels(model);
     this.batchSize = zeroed(new Histogram({ name: 'npuserve_batch_size', help: 'Sequences in each engine step.', labelNames, buckets: BATCH_SIZE_BUCKETS, registers }), model);
     this.prefixQueries = new Counter({ name: 'npuserve_prefix_cache_queries_total', help: 'Prompt tokens looked up in the prefix cache.', labelNames, registers }).labels(model);
     this.prefixHits = new Counter({ name: 'npuserve_prefix_cache_hits_total', help: 'Prompt tokens found in the prefix cache (their prefill was skipped).', labelNames, registers }).labels(model);
@@ -68,6 +70,10 @@ export class ServerMetrics implements SchedulerObserver {
     // Counters exist from the start (prom-client creates a label set on first use), so a scraper
     // sees 0 on an idle pod rather than no series.
     for (const c of [this.promptTokens, this.generationTokens, this.prefixQueries, this.prefixHits]) c.inc(0);
+  }
+
+  setMaxBatchSize(n: number): void {
+    this.maxBatchSize.set(n);
   }
 
   setEngine(labels: EngineLabels): void {

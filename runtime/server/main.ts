@@ -53,6 +53,7 @@ export interface ServeConfig {
 export async function serve(config: ServeConfig, log: Logger): Promise<number> {
   const state: ServingState = { servedModelName: config.servedModelName, createdSeconds: Math.floor(Date.now() / 1000), phase: 'loading', inFlight: new Set() };
   const metrics = new ServerMetrics(config.servedModelName);
+  metrics.setMaxBatchSize(config.maxBatchSize);
   const app = createApp({ state, metrics, bodyLimitBytes: config.bodyLimitBytes, apiKey: config.apiKey, protectMetrics: config.protectMetrics, log });
   const server = answerClientErrors(app.listen(config.port, config.host));
   await new Promise<void>((resolve, reject) => server.once('listening', resolve).once('error', reject));

@@ -170,6 +170,9 @@ interface ZeroResult {
   backToZeroSeconds: number;
 }
 
+/** Each replica's --max-batch-size: the gateway keeps a conversation on its replica above the ring's bound while fewer are in flight there. */
+const MAX_BATCH = 4;
+
 function npuModel(name: string, spec: Record<string, unknown>): Model & { spec: Record<string, unknown> } {
   return {
     apiVersion: 'npuserve.io/v1alpha1',
@@ -180,7 +183,7 @@ function npuModel(name: string, spec: Record<string, unknown>): Model & { spec: 
       precision: 'FP16',
       placement: { nodeSelector: { [realNodeLabel]: 'true' } },
       // The real node has this machine's 2 CPUs: a small request lets 4 replicas share them (1 engine thread each).
-      runtime: { maxBatchSize: 4, maxSeqLen: 2048, maxWaitingRequests: 64, resources: { requests: { cpu: '100m' } } },
+      runtime: { maxBatchSize: MAX_BATCH, maxSeqLen: 2048, maxWaitingRequests: 64, resources: { requests: { cpu: '100m' } } },
       ...spec,
     },
   };
@@ -245,13 +248,13 @@ function report(routing: RoutingResult[], oneReplica: string, zero: ZeroResult, 
     '|---|---:|---:|---:|---:|---:|',
     ...routing.flatMap((r) => r.turns.map((t) => `| ${r.mode} | ${t.turn + 1} | ${t.requests} | ${t.promptTokensMean.toFixed(0)} | ${t.ttftP50Ms.toFixed(0)} | ${t.ttftP95Ms.toFixed(0)} |`)),
     '',
-    '| Route | Prefix-cache hit ratio | TTFT p50 / p95, all requests (ms) | Requests per replica | Most in flight per replica (bound ' + bound + ') | Wall time (s) |',
+    `| Route | Prefix-cache hit ratio | TTFT p50 / p95, all requests (ms) | Requests per replica | Most in flight per replica (bound ${bound}; a conversation's replica up to its batch of ${MAX_BATCH}) | Wall time (s) |`,
     '|---|---:|---:|---|---|---:|',
     ...routing.map((r) => `| ${r.mode} | ${pct(r.hitTokens, r.queriedTokens)} (${r.hitTokens} of ${r.queriedTokens}) | ${r.ttftP50Ms.toFixed(0)} / ${r.ttftP95Ms.toFixed(0)} | ${r.replicas.map((x) => x.requests).join(', ')} | ${r.replicas.map((x) => x.maxInFlight).join(', ')} | ${r.seconds.toFixed(1)} |`),
     '',
     `all requests: TTFT p50 ${(roundRobin.ttftP50Ms / gateway.ttftP50Ms).toFixed(1)}x lower through the gateway than round-robin, p95 ${(roundRobin.ttftP95Ms / gateway.ttftP95Ms).toFixed(1)}x`,
     ...roundRobin.turns.map((t, i) => `turn ${t.turn + 1}: TTFT p50 ${(t.ttftP50Ms / gateway.turns[i].ttftP50Ms).toFixed(1)}x lower through the gateway than round-robin, p95 ${(t.ttftP95Ms / gateway.turns[i].ttftP95Ms).toFixed(1)}x`),
-    `the gateway's routing decisions: ${Object.entries(gateway.decisions ?? {}).map(([d, n]) => `${d} ${n}`).join(', ')} (affinity: a conversation's earlier replica; preferred: the system prompt's replica on the ring; fallback: it was at its bound)`,
+    `the gateway's routing decisions: ${Object.entries(gateway.decisions ?? {}).map(([d, n]) => `${d} ${n}`).join(', ')} (affinity: a conversation's earlier replica, under the bound or with room in its batch and no queue; preferred: the system prompt's replica on the ring; fallback: it was at its bound)`,
     '',
     '### One replica, with and without prefix caching (a local `npuserve serve` of the same model, the same conversations in sequential order)',
     '',

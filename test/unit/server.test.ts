@@ -167,6 +167,7 @@ describe('npuserve serve', () => {
     expect(text).toMatch(new RegExp(`^npuserve_requests_running\\{model="${MODEL}"\\} 0$`, 'm'));
     expect(text).toMatch(new RegExp(`^npuserve_requests_waiting\\{model="${MODEL}"\\} 0$`, 'm'));
     expect(text).toMatch(new RegExp(`^npuserve_kv_cache_usage_ratio\\{model="${MODEL}"\\} 0$`, 'm'));
+    expect(text).toMatch(new RegExp(`^npuserve_max_batch_size\\{model="${MODEL}"\\} 4$`, 'm'));
     expect(text).toMatch(new RegExp(`^npuserve_engine_info\\{model="${MODEL}",backend="cpu",precision="INT8",kernel="\\w+"\\} 1$`, 'm'));
     expect(text).toMatch(/^process_resident_memory_bytes \d+/m);
   });
